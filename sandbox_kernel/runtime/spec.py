@@ -1,0 +1,195 @@
+"""What a container should be, as inert frozen dataclasses, and the parsers that
+turn what users type ("512M", "0.5", "2m", "/data:/data:ro") into them.
+
+Specs are data only: validation lives in the ``parse_*`` functions and in
+``ContainerSpec.from_strings``; execution lives in ``container.py``.  A bad value
+raises ``SpecError``, whose message names the field, the value and what is
+accepted, so that the CLI and the magics can print it as one line.
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, field
+
+NETWORK_POLICIES = ("none", "host")
+DEFAULT_DISK = 1 << 30
+DEFAULT_HOSTNAME = "sandbox"
+DEFAULT_USER = (1000, 1000)
+
+
+class SpecError(ValueError):
+    """A value a user typed that a container spec cannot hold."""
+
+    def __init__(self, field_name: str, value, accepted: str):
+        self.field = field_name
+        self.value = value
+        self.accepted = accepted
+        super().__init__(f"invalid {field_name} {value!r}: expected {accepted}")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits; None means "no limit"."""
+    memory: int | None = None      # bytes, also the memory+swap limit
+    cpus: float | None = None      # CPU cores' worth of time per period
+    pids: int | None = None        # processes and threads
+    disk: int = DEFAULT_DISK       # bytes in the writable layer
+    timeout: float | None = None   # wall seconds
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host path bound into the container."""
+    source: str
+    target: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    command: tuple[str, ...]
+    limits: Limits = field(default_factory=Limits)
+    network: str = "none"
+    mounts: tuple[Mount, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    workdir: str = "/workspace"
+    workspace: str | None = None   # host directory for /workspace; None: a fresh one
+    image: str = "host"
+    hostname: str = DEFAULT_HOSTNAME
+    user: tuple[int, int] = DEFAULT_USER
+    pass_fds: tuple[int, ...] = ()
+
+    @classmethod
+    def from_strings(cls, command, *, memory=None, cpus=None, pids=None, timeout=None,
+                     disk=None, net="none", mounts=(), env=(), workdir=None,
+                     **extra) -> "ContainerSpec":
+        """Build a spec from what a user typed on a command line or in a magic."""
+        if not command:
+            raise SpecError("command", "", "a program to run, e.g. -- /bin/sh -c 'echo hi'")
+        limits = Limits(
+            memory=parse_size(memory, "memory"),
+            cpus=parse_cpus(cpus),
+            pids=parse_pids(pids),
+            disk=parse_size(disk, "disk") if disk is not None else DEFAULT_DISK,
+            timeout=parse_duration(timeout, "timeout"),
+        )
+        return cls(
+            command=tuple(command), limits=limits, network=parse_network(net),
+            mounts=tuple(parse_mount(m) for m in mounts),
+            env=tuple(parse_env(e) for e in env),
+            workdir=parse_workdir(workdir) if workdir else "/workspace",
+            **extra,
+        )
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+SIZE_ACCEPTED = "a size such as 512M, 1.5G, 64MiB or 1048576 (bytes); K, M, G, T are powers of 1024"
+
+
+def parse_size(text, field_name: str = "memory") -> int | None:
+    """'512M' -> 536870912; None and '' stay None (no limit)."""
+    if text is None or (isinstance(text, str) and text.strip() == ""):
+        return None
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = text
+    else:
+        match = _SIZE.match(str(text))
+        if not match:
+            raise SpecError(field_name, text, SIZE_ACCEPTED)
+        number, unit, _ = match.groups()
+        value = int(float(number) * _UNITS[unit.lower()])
+    if value < 4096:
+        raise SpecError(field_name, text, SIZE_ACCEPTED + ", at least 4K")
+    return value
+
+
+def parse_cpus(text) -> float | None:
+    if text is None or text == "":
+        return None
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (0.01 <= value <= 1024) or math.isnan(value):
+        raise SpecError("cpus", text, "a number of cores between 0.01 and 1024, e.g. 0.5 or 2")
+    return value
+
+
+def parse_pids(text) -> int | None:
+    if text is None or text == "":
+        return None
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise SpecError("pids", text, "a whole number of processes of at least 1, e.g. 256")
+    return value
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_SECONDS = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600}
+
+
+def parse_duration(text, field_name: str = "timeout") -> float | None:
+    """'30s' -> 30.0, '2m' -> 120.0, '1.5' -> 1.5 seconds."""
+    if text is None or text == "":
+        return None
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        match = _DURATION.match(str(text))
+        if not match:
+            seconds = -1.0
+        else:
+            seconds = float(match.group(1)) * _SECONDS[match.group(2)]
+    if seconds <= 0:
+        raise SpecError(field_name, text, "a positive duration such as 30s, 2m, 1h, 500ms or 1.5 (seconds)")
+    return seconds
+
+
+def parse_network(text) -> str:
+    value = (text or "none").strip().lower()
+    if value not in NETWORK_POLICIES:
+        raise SpecError("net", text, "none (loopback only) or host")
+    return value
+
+
+def parse_mount(text) -> Mount:
+    """'SRC:DST[:ro|rw]' with absolute paths; SRC must exist."""
+    if isinstance(text, Mount):
+        return text
+    accepted = "SRC:DST or SRC:DST:ro with absolute paths, e.g. /data:/data:ro"
+    parts = str(text).split(":")
+    if len(parts) not in (2, 3) or not all(parts[:2]):
+        raise SpecError("mount", text, accepted)
+    source, target = parts[0], parts[1]
+    mode = parts[2] if len(parts) == 3 else "rw"
+    if mode not in ("ro", "rw") or not (source.startswith("/") and target.startswith("/")):
+        raise SpecError("mount", text, accepted)
+    if ".." in target.split("/") or os.path.normpath(target) == "/":
+        raise SpecError("mount", text, "a target below / without '..'")
+    if not os.path.exists(source):
+        raise SpecError("mount", text, f"an existing source path ({source} does not exist)")
+    return Mount(os.path.realpath(source), os.path.normpath(target), mode == "ro")
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def parse_env(text) -> tuple[str, str]:
+    if isinstance(text, tuple):
+        return text
+    name, sep, value = str(text).partition("=")
+    if not sep or not _ENV_NAME.match(name):
+        raise SpecError("env", text, "NAME=VALUE with a name of letters, digits and _")
+    return name, value
+
+
+def parse_workdir(text) -> str:
+    if not str(text).startswith("/") or ".." in str(text).split("/"):
+        raise SpecError("workdir", text, "an absolute path without '..', e.g. /workspace")
+    return os.path.normpath(str(text))

@@ -1,0 +1,150 @@
+"""The project's only ctypes module: thin wrappers over the Linux system calls
+that Python 3.11's ``os`` module lacks.
+
+Every wrapper raises ``OSError(errno, "<call> failed: <strerror>", path)`` on
+failure, as pyroute2 does, so callers catch ``PermissionError``,
+``FileNotFoundError`` and friends instead of checking return codes.
+
+The libc handle is module state so that tests can inject a fake (``set_libc``).
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import struct
+
+# --- namespace flags (linux/sched.h)
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+# --- mount flags (linux/mount.h)
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_NOATIME = 1024
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MNT_DETACH = 2
+
+# --- prctl options (linux/prctl.h)
+PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
+PR_CAPBSET_DROP = 24
+PR_SET_SECUREBITS = 28
+PR_SET_NO_NEW_PRIVS = 38
+PR_GET_NO_NEW_PRIVS = 39
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def set_libc(libc) -> None:
+    """Swap the libc handle (tests inject a recorder here)."""
+    global _libc
+    _libc = libc
+
+
+def _check(result: int, call: str, path: str | None = None) -> int:
+    if result == -1:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{call} failed: {os.strerror(err)}", path)
+    return result
+
+
+def _b(value: str | None) -> bytes | None:
+    return None if value is None else os.fsencode(value)
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), "setns")
+
+
+def mount(source: str | None, target: str, fstype: str | None = None,
+          flags: int = 0, data: str | None = None) -> None:
+    result = _libc.mount(_b(source), _b(target), _b(fstype),
+                         ctypes.c_ulong(flags), _b(data))
+    _check(result, f"mount({fstype or 'bind'})", target)
+
+
+def umount2(target: str, flags: int = 0) -> None:
+    _check(_libc.umount2(_b(target), ctypes.c_int(flags)), "umount2", target)
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    # glibc has no wrapper: call the system call by number.
+    result = _libc.syscall(ctypes.c_long(_SYSCALL_NR["pivot_root"]),
+                           _b(new_root), _b(put_old))
+    _check(result, "pivot_root", new_root)
+
+
+def sethostname(name: str) -> None:
+    raw = name.encode()
+    _check(_libc.sethostname(raw, ctypes.c_size_t(len(raw))), "sethostname")
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    args = [ctypes.c_ulong(a) for a in (arg2, arg3, arg4, arg5)]
+    return _check(_libc.prctl(ctypes.c_int(option), *args), f"prctl({option})")
+
+
+def set_pdeathsig(signum: int) -> None:
+    prctl(PR_SET_PDEATHSIG, signum)
+
+
+def set_no_new_privs() -> None:
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+def set_seccomp_filter(program: bytes) -> None:
+    """Install a classic-BPF seccomp filter (a bytes string of sock_filter)."""
+    count = len(program) // 8
+    buffer = ctypes.create_string_buffer(program, len(program))
+    # struct sock_fprog { unsigned short len; struct sock_filter *filter; }
+    fprog = struct.pack("HxxxxxxP", count, ctypes.addressof(buffer))
+    fprog_buffer = ctypes.create_string_buffer(fprog, len(fprog))
+    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog_buffer))
+
+
+# capset(2): header {version, pid}, data[2] {effective, permitted, inheritable}
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def capset_clear() -> None:
+    """Clear the effective, permitted and inheritable capability sets."""
+    header = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()
+    result = _libc.syscall(ctypes.c_long(_SYSCALL_NR["capset"]), header, data)
+    _check(result, "capset")
+
+
+def capget_effective() -> int:
+    header = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()
+    result = _libc.syscall(ctypes.c_long(_SYSCALL_NR["capget"]), header, data)
+    _check(result, "capget")
+    return data[0] | (data[3] << 32)
+
+
+_SYSCALL_NUMBERS = {
+    "x86_64": {"pivot_root": 155, "capget": 125, "capset": 126},
+    "aarch64": {"pivot_root": 41, "capget": 90, "capset": 91},
+}
+_SYSCALL_NR = _SYSCALL_NUMBERS.get(os.uname().machine, _SYSCALL_NUMBERS["x86_64"])
