@@ -1,0 +1,256 @@
+"""Frames and messages between the host and the agent inside the container.
+
+The channel is one stream socket (a socketpair made on the host; the agent
+inherits its end as a file descriptor).  A frame is a 4-byte big-endian length
+followed by that many bytes of UTF-8 JSON; the JSON is always an object with a
+``"type"``.  Every request carries an ``"id"`` chosen by the host; everything
+the agent sends about that request carries the same id, and exactly one
+``reply`` closes it::
+
+    host (client.py)                                 agent (agent.py, in the container)
+      |                                                |
+      |-- execute {id:7, code, silent, ...} ---------->|  shell.run_cell(code)
+      |<-------------- stream {id:7, name, text} ------|  as the cell prints (flush,
+      |<-------------- stream {id:7, name, text} ------|  newline, time or size)
+      |<-------- display_data {id:7, data, ...} -------|  display(), figures
+      |<------ execute_result {id:7, data, ...} -------|  the cell's last value
+      |<------------- error {id:7, ename, ...} --------|  the traceback
+      |<------- reply {id:7, content: execute_reply} --|  always last for id 7
+      |                                                |
+      |== SIGINT (a signal, not a frame) =============>|  KeyboardInterrupt in the
+      |                                                |  running cell; ignored idle
+      |-- complete / inspect / is_complete / history ->|
+      |<------------------------- reply {id, content} -|
+      |-- push {id, values} / pull {id, names} ------->|
+      |<------------------------- reply {id, content} -|
+      |-- shutdown {id} ------------------------------>|
+      |<------------------------- reply {id, content} -|  then the agent exits 0
+      |-- (close) ------------------------------------>|  EOF: the agent exits 0
+
+One request at a time: the agent reads the next request only after it has
+sent the reply to the last one.  The agent may send output frames between
+requests (a thread of the user's still printing); they carry the id of the last
+execute request.  A cell that calls ``exit`` gets its reply (with an
+``ask_exit`` payload) and then the agent exits 0.
+
+The agent runs the user's code in its own process, and that code can reach
+the socket: a host must treat every frame from the agent as untrusted input.
+
+Host -> agent (requests), with the fields each carries:
+
+    execute      id, code, silent, store_history, user_expressions, allow_stdin (false)
+    complete     id, code, cursor_pos
+    inspect      id, code, cursor_pos, detail_level
+    is_complete  id, code
+    history      id, hist_access_type, output, raw, session, start, stop, n,
+                 pattern, unique (as Jupyter's history_request)
+    push         id, values: base64 of a pickle of a dict {name: value}
+    pull         id, names: a list of variable names
+    shutdown     id, restart (optional, default false)
+
+Agent -> host (the content of Jupyter's iopub messages, plus the id):
+
+    stream               id, name ("stdout" | "stderr"), text
+    display_data         id, data, metadata, transient
+    update_display_data  id, data, metadata, transient
+    execute_result       id, execution_count, data, metadata
+    error                id, ename, evalue, traceback
+    clear_output         id, wait
+    reply                id, content: exactly the content of Jupyter's
+                         execute_reply, complete_reply, inspect_reply,
+                         is_complete_reply, history_reply or shutdown_reply;
+                         push: {status: "ok", values: [the names set]}
+                         pull: {status: "ok", values: base64 of a pickle of
+                               {name: value}}
+                         either: {status: "error", ename, evalue, name} where
+                               name is the variable to blame (absent when the
+                               whole pushed pickle cannot be read)
+                         a request the agent cannot serve (unknown type, a
+                         field missing): {status: "error", ename:
+                         "ProtocolError", evalue}; one whose handler failed:
+                         {status: "error", ename, evalue, traceback}
+
+When a cell's stream text passes the agent's output limit, the rest is
+dropped and the cell's last stream message (before its reply) is, on stderr,
+"[output cut: the cell printed more than 1.0 MiB; N bytes dropped]".
+
+Frames are bounded (``max_frame``, 64 MiB unless told otherwise): a reader
+refuses a larger length before it reads the body, and a sender refuses to
+send one, so neither side can be made to buffer without bound.  A frame that
+cannot be read (bad length, not JSON, no type) is a ``ProtocolError``; after
+one, the stream is out of step and the connection must be closed.
+
+Pickles only go host -> agent safely.  Unpickling what ``pull`` returns runs
+whatever code the pickle names, with the host's privileges: only do it for
+code you trust as much as the host.
+"""
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import pickle
+import socket
+import struct
+
+HEADER = struct.Struct(">I")
+DEFAULT_MAX_FRAME = 64 << 20
+
+REQUEST_TYPES = (
+    "execute", "complete", "inspect", "is_complete", "history", "push", "pull", "shutdown",
+)
+OUTPUT_TYPES = (
+    "stream", "display_data", "update_display_data", "execute_result", "error", "clear_output",
+)
+REPLY = "reply"
+
+
+class ProtocolError(Exception):
+    """A frame that breaks the framing rules; the stream cannot be trusted after it."""
+
+
+class ConnectionClosed(ConnectionError):
+    """The peer closed the socket (at a frame boundary, or in the middle of one)."""
+
+
+def encode(msg: dict, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
+    """One frame: header and body.  Raises before anything is sent.
+
+    bytes values become base64 text, as jupyter_client does for image data;
+    datetimes become ISO 8601 text; anything else JSON cannot hold is a
+    TypeError.
+    """
+    if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+        raise ProtocolError(f"a message must be a dict with a str 'type', got {msg!r:.200}")
+    body = json.dumps(msg, default=_json_default, ensure_ascii=True).encode("ascii")
+    if len(body) > max_frame:
+        raise ProtocolError(
+            f"{msg['type']} message of {len(body)} bytes is over the {max_frame}-byte frame limit"
+        )
+    return HEADER.pack(len(body)) + body
+
+
+def decode(body: bytes) -> dict:
+    """The message in one frame's body."""
+    try:
+        msg = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ProtocolError(f"frame of {len(body)} bytes is not UTF-8 JSON: {exc}") from None
+    if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+        raise ProtocolError(f"frame is not an object with a str 'type': {body[:200]!r}")
+    return msg
+
+
+def send(sock: socket.socket, msg: dict, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    """Send one message on a blocking socket."""
+    sock.sendall(encode(msg, max_frame))
+
+
+def recv(sock: socket.socket, max_frame: int = DEFAULT_MAX_FRAME) -> dict:
+    """Read one message from a blocking socket.
+
+    Raises ConnectionClosed at EOF and ProtocolError on a bad or oversized
+    frame.  Not for sockets with a timeout: a timeout in the middle of a frame
+    loses its first part.  Use FrameReader for non-blocking sockets.
+    """
+    header = _recv_exactly(sock, HEADER.size, "header")
+    (length,) = HEADER.unpack(header)
+    _check_length(length, max_frame)
+    return decode(_recv_exactly(sock, length, "body"))
+
+
+def _recv_exactly(sock: socket.socket, size: int, part: str) -> bytes:
+    buf = bytearray(size)
+    view = memoryview(buf)
+    got = 0
+    while got < size:
+        n = sock.recv_into(view[got:])
+        if n == 0:
+            if part == "header" and got == 0:
+                raise ConnectionClosed("the peer closed the connection")
+            raise ConnectionClosed(f"the peer closed the connection mid-frame ({part}: {got} of {size} bytes)")
+        got += n
+    return bytes(buf)
+
+
+def _check_length(length: int, max_frame: int) -> None:
+    if length == 0:
+        raise ProtocolError("empty frame (length 0)")
+    if length > max_frame:
+        raise ProtocolError(f"frame of {length} bytes is over the {max_frame}-byte limit")
+
+
+class FrameReader:
+    """Frames out of bytes as they arrive, for selectors and asyncio.
+
+        reader = FrameReader()
+        data = sock.recv(65536)          # non-blocking, when readable
+        if not data: ...                 # EOF; reader.buffered > 0: cut mid-frame
+        for msg in reader.feed(data): ...
+
+    A bad frame raises ProtocolError from feed(); the reader then refuses
+    everything after it, since the stream is out of step.
+    """
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME):
+        self.max_frame = max_frame
+        self._buf = bytearray()
+        self._length: int | None = None
+        self._broken: ProtocolError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held of a frame not yet complete (0 at a frame boundary)."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[dict]:
+        if self._broken is not None:
+            raise ProtocolError(f"reader stopped after an earlier bad frame: {self._broken}")
+        self._buf += data
+        messages = []
+        try:
+            while True:
+                if self._length is None:
+                    if len(self._buf) < HEADER.size:
+                        break
+                    (length,) = HEADER.unpack_from(self._buf)
+                    _check_length(length, self.max_frame)
+                    self._length = length
+                end = HEADER.size + self._length
+                if len(self._buf) < end:
+                    break
+                body = bytes(self._buf[HEADER.size:end])
+                del self._buf[:end]
+                self._length = None
+                messages.append(decode(body))
+        except ProtocolError as exc:
+            self._broken = exc
+            raise
+        return messages
+
+
+def pack_values(values: dict) -> str:
+    """The ``values`` field of a push request: base64 of a pickle of the dict."""
+    return base64.b64encode(pickle.dumps(values, protocol=pickle.DEFAULT_PROTOCOL)).decode("ascii")
+
+
+def unpack_values(text: str) -> dict:
+    """The dict in a push request's or a pull reply's ``values``.
+
+    This unpickles: it runs code the pickle names.  See the module docstring
+    before calling it on what an agent sent.
+    """
+    values = pickle.loads(base64.b64decode(text.encode("ascii"), validate=True))
+    if not isinstance(values, dict):
+        raise ProtocolError(f"values must unpickle to a dict, got {type(values).__name__}")
+    return values
+
+
+def _json_default(obj):
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(obj)).decode("ascii")
+    if isinstance(obj, (datetime.datetime, datetime.date)):
+        return obj.isoformat()
+    if isinstance(obj, (set, frozenset)):
+        return list(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")

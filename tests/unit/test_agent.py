@@ -1,0 +1,500 @@
+"""The agent as a real subprocess on a socketpair, without a container.
+
+Every wait is bounded: a request that gets no reply within its deadline fails
+the test (and the agent is killed at teardown), it never hangs the suite.
+"""
+from __future__ import annotations
+
+import base64
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from sandbox_kernel.session import agent as agent_module
+from sandbox_kernel.session import protocol
+
+REPO = Path(__file__).resolve().parents[2]
+REQUEST_TIMEOUT = 60.0      # generous: the first matplotlib import builds a font cache
+
+
+class AgentProcess:
+    """The host side, as small as a test needs: requests in, (outputs, reply) out."""
+
+    def __init__(self, extra_env=None, args=()):
+        self.sock, theirs = socket.socketpair()
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("MPLBACKEND", agent_module.OUTPUT_LIMIT_ENV, "IPYTHONDIR")}
+        env.update(extra_env or {})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sandbox_kernel.session.agent", "--fd", str(theirs.fileno()), *args],
+            pass_fds=[theirs.fileno()], env=env, cwd=REPO,
+        )
+        theirs.close()
+        self.reader = protocol.FrameReader()
+        self.inbox: list[tuple[float, dict]] = []
+        self.last_id = 0
+
+    def send(self, msg_type: str, **fields) -> int:
+        self.last_id += 1
+        protocol.send(self.sock, {"type": msg_type, "id": self.last_id, **fields})
+        return self.last_id
+
+    def next_message(self, deadline: float) -> tuple[float, dict]:
+        """The next message with the time it arrived; None at EOF."""
+        while not self.inbox:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("no message from the agent in time")
+            readable, _, _ = select.select([self.sock], [], [], remaining)
+            if readable:
+                data = self.sock.recv(1 << 20)
+                if not data:
+                    return time.monotonic(), None
+                now = time.monotonic()
+                self.inbox += [(now, m) for m in self.reader.feed(data)]
+        return self.inbox.pop(0)
+
+    def until_reply(self, request_id: int, timeout: float = REQUEST_TIMEOUT):
+        """Outputs (with arrival times) for request_id, then its reply."""
+        deadline = time.monotonic() + timeout
+        outputs = []
+        while True:
+            when, msg = self.next_message(deadline)
+            assert msg is not None, "the agent closed the connection"
+            if msg["type"] == "reply":
+                assert msg["id"] == request_id
+                return outputs, msg["content"], when
+            assert msg["id"] == request_id, msg
+            outputs.append((when, msg))
+
+    def request(self, msg_type: str, timeout: float = REQUEST_TIMEOUT, **fields):
+        outputs, content, _ = self.until_reply(self.send(msg_type, **fields), timeout)
+        return [m for _, m in outputs], content
+
+    def execute(self, code: str, timeout: float = REQUEST_TIMEOUT, **fields):
+        fields = {"silent": False, "store_history": True, "user_expressions": {},
+                  "allow_stdin": False, **fields}
+        return self.request("execute", timeout=timeout, code=code, **fields)
+
+    def wait(self, timeout: float = 10.0) -> int:
+        return self.proc.wait(timeout)
+
+    def close(self) -> None:
+        self.sock.close()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def agent():
+    """One agent shared by the tests that leave it serving."""
+    process = AgentProcess()
+    yield process
+    process.close()
+
+
+@pytest.fixture
+def fresh_agent():
+    started = []
+
+    def start(**kwargs):
+        process = AgentProcess(**kwargs)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.close()
+
+
+def of_type(outputs, msg_type):
+    return [m for m in outputs if m["type"] == msg_type]
+
+
+def stdout_text(outputs):
+    return "".join(m["text"] for m in of_type(outputs, "stream") if m["name"] == "stdout")
+
+
+# -- execute ----------------------------------------------------------------
+
+
+def test_variables_live_on_between_cells(agent):
+    outputs, reply = agent.execute("kept = 41")
+    assert reply["status"] == "ok" and outputs == []
+    outputs, reply = agent.execute("print(kept + 1)")
+    assert reply["status"] == "ok"
+    assert stdout_text(outputs) == "42\n"
+
+
+def test_expression_value_is_an_execute_result_with_the_execution_count(agent):
+    outputs, reply = agent.execute("1+1")
+    [result] = of_type(outputs, "execute_result")
+    assert result["data"]["text/plain"] == "2"
+    assert result["execution_count"] == reply["execution_count"]
+    _, next_reply = agent.execute("x_count = 0")
+    assert next_reply["execution_count"] == reply["execution_count"] + 1
+
+
+def test_silent_cells_do_not_count_or_show_results(agent):
+    _, before = agent.execute("pass")
+    outputs, reply = agent.execute("2 + 2", silent=True, store_history=False)
+    assert reply["status"] == "ok"
+    assert of_type(outputs, "execute_result") == []
+    assert reply["execution_count"] == before["execution_count"]
+
+
+def test_lines_printed_in_a_loop_arrive_one_by_one_while_the_cell_runs(agent):
+    code = "import time\nfor i in range(3):\n    print(f'line {i}')\n    time.sleep(0.4)\n"
+    outputs, reply, replied_at = agent.until_reply(agent.send(
+        "execute", code=code, silent=False, store_history=True, user_expressions={}, allow_stdin=False))
+    assert reply["status"] == "ok"
+    streams = [(when, m) for when, m in outputs if m["type"] == "stream"]
+    assert [m["text"] for _, m in streams] == ["line 0\n", "line 1\n", "line 2\n"]
+    times = [when for when, _ in streams] + [replied_at]
+    gaps = [later - earlier for earlier, later in zip(times, times[1:])]
+    assert all(gap > 0.25 for gap in gaps), gaps      # each came as it was printed
+
+
+def test_a_partial_line_is_sent_after_a_short_wait(agent):
+    code = "import time\nprint('waiting...', end='')\ntime.sleep(0.6)\nprint(' done')"
+    request_id = agent.send("execute", code=code)
+    deadline = time.monotonic() + REQUEST_TIMEOUT
+    sent_at = time.monotonic()
+    when, first = agent.next_message(deadline)
+    assert first["type"] == "stream" and first["text"] == "waiting..."
+    assert when - sent_at < 0.5          # before the cell's sleep ends
+    outputs, reply, _ = agent.until_reply(request_id)
+    assert reply["status"] == "ok"
+    assert stdout_text(m for _, m in outputs) == " done\n"
+
+
+def test_stdout_and_stderr_keep_their_order(agent):
+    outputs, _ = agent.execute("import sys\nprint('o1')\nprint('e1', file=sys.stderr)\nprint('o2')")
+    assert [(m["name"], m["text"]) for m in of_type(outputs, "stream")] == [
+        ("stdout", "o1\n"), ("stderr", "e1\n"), ("stdout", "o2\n")]
+
+
+def test_an_exception_is_an_error_message_and_an_error_reply(agent):
+    outputs, reply = agent.execute("print('before')\ndef f():\n    raise ValueError('bad value')\nf()")
+    [error] = of_type(outputs, "error")
+    assert error["ename"] == "ValueError" and error["evalue"] == "bad value"
+    assert any("bad value" in line for line in error["traceback"])
+    assert outputs.index(error) > outputs.index(of_type(outputs, "stream")[0])
+    assert reply["status"] == "error"
+    assert (reply["ename"], reply["evalue"]) == ("ValueError", "bad value")
+    assert reply["traceback"] == error["traceback"]
+    assert reply["user_expressions"] == {} and reply["payload"] == []
+
+
+def test_a_syntax_error_is_an_error_reply(agent):
+    outputs, reply = agent.execute("def (:")
+    assert reply["status"] == "error" and reply["ename"] == "SyntaxError"
+    assert of_type(outputs, "error")[0]["ename"] == "SyntaxError"
+
+
+def test_a_failing_repr_fails_the_cell(agent):
+    code = "class Bad:\n    def __repr__(self):\n        raise RuntimeError('no repr')\nBad()"
+    outputs, reply = agent.execute(code)
+    assert reply["status"] == "error"
+    assert of_type(outputs, "error")[0]["evalue"] == "no repr"
+
+
+def test_user_expressions(agent):
+    _, reply = agent.execute("ue = 20", user_expressions={"twice": "ue * 2", "bad": "1/0"})
+    assert reply["user_expressions"]["twice"]["data"]["text/plain"] == "40"
+    assert reply["user_expressions"]["bad"]["status"] == "error"
+
+
+def test_input_is_refused(agent):
+    _, reply = agent.execute("input('name? ')")
+    assert reply["status"] == "error" and reply["ename"] == "StdinNotImplementedError"
+
+
+def test_help_goes_to_the_payload(agent):
+    _, reply = agent.execute("len?")
+    [page] = reply["payload"]
+    assert page["source"] == "page" and "Return the number of items" in page["data"]["text/plain"]
+
+
+# -- display ----------------------------------------------------------------
+
+
+def test_display_sends_every_mime_type(agent):
+    code = ("from IPython.display import display, HTML\n"
+            "h = display(HTML('<b>x</b>'), display_id=True)\n"
+            "h.update(HTML('<i>y</i>'))")
+    outputs, reply = agent.execute(code)
+    assert reply["status"] == "ok"
+    [shown] = of_type(outputs, "display_data")
+    [updated] = of_type(outputs, "update_display_data")
+    assert shown["data"]["text/html"] == "<b>x</b>" and "text/plain" in shown["data"]
+    assert updated["data"]["text/html"] == "<i>y</i>"
+    assert shown["transient"]["display_id"] == updated["transient"]["display_id"]
+
+
+def test_clear_output_arrives(agent):
+    outputs, _ = agent.execute(
+        "from IPython.display import clear_output\nprint('a')\nclear_output(wait=True)\nprint('b')")
+    assert [(m["type"], m.get("text"), m.get("wait")) for m in outputs] == [
+        ("stream", "a\n", None), ("clear_output", None, True), ("stream", "b\n", None)]
+
+
+def test_a_matplotlib_figure_arrives_as_png(agent):
+    pytest.importorskip("matplotlib")
+    outputs, reply = agent.execute("import matplotlib.pyplot as plt\nplt.plot([1, 3, 2]);")
+    assert reply["status"] == "ok", reply
+    [figure] = of_type(outputs, "display_data")
+    png = base64.b64decode(figure["data"]["image/png"])
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert of_type(outputs, "execute_result") == []     # the ';' hides the Line2D list
+    outputs, _ = agent.execute("print('no figure left over')")
+    assert of_type(outputs, "display_data") == []
+    outputs, reply = agent.execute("%matplotlib inline\nplt.plot([1]); plt.show()\nprint('shown')")
+    assert reply["status"] == "ok", reply
+    assert [m["type"] for m in outputs] == ["display_data", "stream"]
+
+
+# -- the editor's requests --------------------------------------------------------
+
+
+def test_complete_a_user_variable(agent):
+    agent.execute("my_unusual_variable = 3")
+    _, reply = agent.request("complete", code="x = my_unus", cursor_pos=11)
+    assert reply["status"] == "ok"
+    assert "my_unusual_variable" in reply["matches"]
+    assert (reply["cursor_start"], reply["cursor_end"]) == (4, 11)
+    assert "_jupyter_types_experimental" in reply["metadata"]
+
+
+def test_inspect(agent):
+    agent.execute("def documented(a, b):\n    'Adds a and b.'\n    return a + b")
+    _, reply = agent.request("inspect", code="documented(", cursor_pos=5, detail_level=0)
+    assert reply["status"] == "ok" and reply["found"] is True
+    assert "Adds a and b." in reply["data"]["text/plain"]
+    _, reply = agent.request("inspect", code="no_such_name", cursor_pos=3, detail_level=0)
+    assert reply == {"status": "ok", "found": False, "data": {}, "metadata": {}}
+
+
+def test_is_complete(agent):
+    _, reply = agent.request("is_complete", code="for i in range(3):")
+    assert reply == {"status": "incomplete", "indent": "    "}
+    _, reply = agent.request("is_complete", code="x = 1")
+    assert reply == {"status": "complete"}
+    _, reply = agent.request("is_complete", code="x = )")
+    assert reply["status"] == "invalid"
+
+
+def test_history(agent):
+    agent.execute("history_marker = 'hm'")
+    _, reply = agent.request("history", hist_access_type="tail", n=1, output=False, raw=True)
+    assert reply["status"] == "ok"
+    [[session, line, source]] = reply["history"]
+    assert source == "history_marker = 'hm'"
+    _, reply = agent.request("history", hist_access_type="search", pattern="history_marker*",
+                             output=False, raw=True, n=None, unique=False)
+    assert [entry[2] for entry in reply["history"]] == ["history_marker = 'hm'"]
+
+
+# -- push and pull ----------------------------------------------------------
+
+
+def test_push_and_pull_round_trip(agent):
+    values = {"pushed_dict": {"a": [1, 2, 3], "b": ("x", 2.5)}, "pushed_n": 7}
+    _, reply = agent.request("push", values=protocol.pack_values(values))
+    assert reply == {"status": "ok", "values": ["pushed_dict", "pushed_n"]}
+    outputs, _ = agent.execute("pushed_dict['a'].append(pushed_n); print(pushed_dict['a'])")
+    assert stdout_text(outputs) == "[1, 2, 3, 7]\n"
+    _, reply = agent.request("pull", names=["pushed_dict", "pushed_n"])
+    assert reply["status"] == "ok"
+    assert protocol.unpack_values(reply["values"]) == {
+        "pushed_dict": {"a": [1, 2, 3, 7], "b": ("x", 2.5)}, "pushed_n": 7}
+
+
+def test_pull_of_an_unpicklable_value_names_it(agent):
+    agent.execute("import threading\nfine = 1\nlocked = threading.Lock()")
+    _, reply = agent.request("pull", names=["fine", "locked"])
+    assert reply["status"] == "error"
+    assert reply["name"] == "locked" and reply["ename"] == "TypeError"
+    assert "'locked'" in reply["evalue"] and "pickle" in reply["evalue"]
+
+
+def test_pull_of_an_unknown_name_names_it(agent):
+    _, reply = agent.request("pull", names=["never_defined"])
+    assert reply == {"status": "error", "ename": "NameError",
+                     "evalue": "name 'never_defined' is not defined", "name": "never_defined"}
+
+
+def test_push_of_a_bad_pickle_is_an_error(agent):
+    _, reply = agent.request("push", values=base64.b64encode(b"not a pickle").decode())
+    assert reply["status"] == "error" and "could not unpickle" in reply["evalue"]
+
+
+# -- bad requests -------------------------------------------------------------
+
+
+def test_bad_requests_get_error_replies_and_the_agent_goes_on(agent):
+    _, reply = agent.request("no_such_request")
+    assert reply["status"] == "error" and "unknown request type" in reply["evalue"]
+    _, reply = agent.request("execute")          # no code
+    assert reply["status"] == "error" and "lacks 'code'" in reply["evalue"]
+    outputs, reply = agent.execute("print('still here')")
+    assert stdout_text(outputs) == "still here\n"
+
+
+# -- interrupt --------------------------------------------------------------------
+
+
+def test_sigint_interrupts_a_sleeping_cell_and_the_agent_goes_on(agent):
+    agent.proc.send_signal(signal.SIGINT)            # idle: ignored
+    request_id = agent.send(
+        "execute", code="import time\nprint('sleeping', flush=True)\ntime.sleep(30)\nprint('woke')")
+    deadline = time.monotonic() + REQUEST_TIMEOUT
+    _, first = agent.next_message(deadline)
+    assert first["type"] == "stream" and first["text"] == "sleeping\n"
+    interrupted_at = time.monotonic()
+    agent.proc.send_signal(signal.SIGINT)
+    outputs, reply, replied_at = agent.until_reply(request_id, timeout=10)
+    assert replied_at - interrupted_at < 5
+    assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
+    assert [m["ename"] for _, m in outputs if m["type"] == "error"] == ["KeyboardInterrupt"]
+    assert "woke" not in stdout_text(m for _, m in outputs)
+    outputs, reply = agent.execute("print('next cell')")
+    assert reply["status"] == "ok" and stdout_text(outputs) == "next cell\n"
+
+
+def test_sigint_while_printing_fast_never_cuts_a_frame(agent):
+    request_id = agent.send("execute", code="import sys\nprint('go', flush=True)\nwhile True:\n    print('y' * 200)")
+    deadline = time.monotonic() + REQUEST_TIMEOUT
+    _, first = agent.next_message(deadline)
+    assert first["text"].startswith("go")
+    time.sleep(0.3)
+    agent.proc.send_signal(signal.SIGINT)
+    _, reply, _ = agent.until_reply(request_id, timeout=20)   # FrameReader raises on a cut frame
+    assert reply["ename"] == "KeyboardInterrupt"
+    _, reply = agent.execute("pass")
+    assert reply["status"] == "ok"
+
+
+# -- output limit ---------------------------------------------------------------
+
+
+def test_a_100_mb_print_is_cut_inside_the_agent(agent):
+    outputs, reply = agent.execute("print('x' * 100_000_000)\nprint('after')", timeout=60)
+    assert reply["status"] == "ok"
+    streams = of_type(outputs, "stream")
+    received = sum(len(m["text"]) for m in streams)
+    assert received < 2 * agent_module.DEFAULT_OUTPUT_LIMIT
+    notice = streams[-1]
+    assert notice["name"] == "stderr"
+    dropped = 100_000_001 + len("after\n") - agent_module.DEFAULT_OUTPUT_LIMIT
+    assert notice["text"] == (
+        f"[output cut: the cell printed more than 1.0 MiB; {dropped} bytes dropped]\n")
+    outputs, _ = agent.execute("print('the next cell has its own budget')")
+    assert stdout_text(outputs) == "the next cell has its own budget\n"
+
+
+def test_a_flood_of_lines_is_cut_and_the_cell_runs_to_its_end(fresh_agent):
+    agent = fresh_agent(extra_env={agent_module.OUTPUT_LIMIT_ENV: "10K"})
+    outputs, reply = agent.execute("for i in range(200_000):\n    print(i)\nfinished = True")
+    assert reply["status"] == "ok"
+    text = stdout_text(outputs)
+    assert text.startswith("0\n1\n2\n") and len(text) == 10 * 1024
+    assert "more than 10.0 KiB" in of_type(outputs, "stream")[-1]["text"]
+    outputs, _ = agent.execute("print(finished, i)")
+    assert stdout_text(outputs) == "True 199999\n"
+
+
+def test_a_bad_output_limit_stops_the_agent_with_a_message(fresh_agent):
+    agent = fresh_agent(extra_env={agent_module.OUTPUT_LIMIT_ENV: "lots"})
+    assert agent.wait() == 2
+
+
+# -- processes ----------------------------------------------------------------------
+
+
+def test_a_forked_child_does_not_write_frames(agent):
+    code = ("import os\npid = os.fork()\n"
+            "if pid == 0:\n    print('from the child')\n    os._exit(0)\n"
+            "os.waitpid(pid, 0)\nprint('from the parent')")
+    outputs, reply = agent.execute(code)
+    assert reply["status"] == "ok"
+    assert stdout_text(outputs) == "from the parent\n"
+
+
+def test_exit_in_a_cell_replies_then_exits(fresh_agent):
+    agent = fresh_agent()
+    _, reply = agent.execute("exit")
+    assert reply["payload"] == [{"source": "ask_exit", "keepkernel": False}]
+    assert agent.wait() == 0
+
+
+def test_shutdown_replies_and_exits_cleanly(fresh_agent):
+    before = set(Path(tempfile.gettempdir()).glob("ipython-agent-*"))
+    agent = fresh_agent()
+    agent.execute("x = 1")
+    _, reply = agent.request("shutdown")
+    assert reply == {"status": "ok", "restart": False}
+    assert agent.wait() == 0
+    _, eof = agent.next_message(time.monotonic() + 10)
+    assert eof is None
+    assert set(Path(tempfile.gettempdir()).glob("ipython-agent-*")) == before
+
+
+def test_eof_on_the_socket_ends_the_agent(fresh_agent):
+    agent = fresh_agent()
+    agent.execute("x = 1")
+    agent.sock.shutdown(socket.SHUT_WR)
+    assert agent.wait() == 0
+
+
+def test_pull_over_the_frame_limit_is_an_error(fresh_agent):
+    agent = fresh_agent(args=("--max-frame", "4096"))
+    agent.execute("big = 'z' * 10_000")
+    _, reply = agent.request("pull", names=["big"])
+    assert reply["status"] == "error" and "frame limit" in reply["evalue"]
+
+
+def test_the_agent_imports_nothing_from_the_runtime():
+    code = ("import sys, sandbox_kernel.session.agent\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('sandbox_kernel.runtime', 'pyroute2'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO, timeout=60, check=True).stdout
+    assert out.strip() == "[]"
+
+
+# -- pieces, in process -----------------------------------------------------------------
+
+
+def test_output_budget_cuts_on_a_character_boundary():
+    budget = agent_module.OutputBudget(10)
+    assert budget.admit("12345") == "12345"
+    assert budget.admit("ééééé") == "éé"          # 4 of the 5 bytes left; é is 2 bytes
+    assert budget.full
+    budget.drop("abc")
+    assert budget.dropped == 6 + 3
+    assert budget.notice() == "[output cut: the cell printed more than 10 bytes; 9 bytes dropped]\n"
+    budget.reset()
+    assert budget.notice() is None and budget.admit("x" * 10) == "x" * 10
+
+
+@pytest.mark.parametrize("text, size", [("1048576", 1 << 20), ("512K", 512 << 10),
+                                        ("1M", 1 << 20), ("1.5m", 3 << 19), ("2G", 2 << 30)])
+def test_parse_size(text, size):
+    assert agent_module.parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "0", "-1", "lots", "1T"])
+def test_parse_size_refuses(text):
+    with pytest.raises(ValueError, match="invalid size"):
+        agent_module.parse_size(text)
