@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 NETWORK_POLICIES = ("none", "host")
 DEFAULT_DISK = 1 << 30
 DEFAULT_HOSTNAME = "sandbox"
-DEFAULT_USER = (1000, 1000)
+DEFAULT_USER = (65532, 65532)  # distroless "nonroot": no host user has it
 
 
 class SpecError(ValueError):

@@ -7,6 +7,7 @@ never 0.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 
@@ -30,3 +31,165 @@ class CgroupStats:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+# -- single values ------------------------------------------------------------
+
+V1_UNLIMITED = 1 << 62
+"""v1 memory files say "no limit" as PAGE_COUNTER_MAX pages (9223372036854771712)."""
+
+
+def parse_int(text: str) -> int:
+    """'1486848\\n' -> 1486848."""
+    return int(text.strip())
+
+
+def parse_max(text: str) -> int | None:
+    """A v2 limit: 'max' -> None (no limit), '536870912' -> 536870912."""
+    value = text.strip()
+    return None if value == "max" else int(value)
+
+
+def parse_v1_limit(text: str) -> int | None:
+    """A v1 limit: '-1' or the page-counter maximum -> None (no limit)."""
+    value = int(text.strip())
+    return None if value < 0 or value >= V1_UNLIMITED else value
+
+
+def parse_cpu_max(text: str) -> float | None:
+    """v2 cpu.max 'quota period' -> cores; 'max 100000' -> None."""
+    quota, _, period = text.strip().partition(" ")
+    if quota == "max":
+        return None
+    return int(quota) / int(period or 100_000)
+
+
+def parse_cfs_quota(quota_text: str, period_text: str) -> float | None:
+    """v1 cpu.cfs_quota_us / cpu.cfs_period_us -> cores; quota -1 -> None."""
+    quota = int(quota_text.strip())
+    return None if quota < 0 else quota / int(period_text.strip())
+
+
+def parse_pid_list(text: str) -> list[int]:
+    """cgroup.procs: one pid a line."""
+    return [int(line) for line in text.split()]
+
+
+# -- keyed files ----------------------------------------------------------------
+
+def parse_flat_keyed(text: str) -> dict[str, int]:
+    """'key value' lines (cpu.stat, memory.events, memory.oom_control,
+    cpuacct.stat) -> {key: value}; lines that are not 'word integer' are skipped,
+    so a kernel that adds a field of another shape breaks nothing."""
+    values = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) == 2 and fields[1].lstrip("-").isdigit():
+            values[fields[0]] = int(fields[1])
+    return values
+
+
+def parse_nested_keyed(text: str) -> dict[str, dict[str, int]]:
+    """'8:0 rbytes=1 wbytes=2' lines (io.stat) -> {'8:0': {'rbytes': 1, ...}}."""
+    values = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        device, *pairs = line.split()
+        values[device] = {}
+        for pair in pairs:
+            key, _, number = pair.partition("=")
+            if number.isdigit():
+                values[device][key] = int(number)
+    return values
+
+
+def parse_io_stat_v2(text: str) -> tuple[int, int]:
+    """io.stat -> (bytes read, bytes written), summed over devices."""
+    devices = parse_nested_keyed(text).values()
+    return (sum(d.get("rbytes", 0) for d in devices),
+            sum(d.get("wbytes", 0) for d in devices))
+
+
+def parse_blkio_v1(text: str) -> tuple[int, int]:
+    """blkio.throttle.io_service_bytes -> (bytes read, bytes written).
+
+    Lines are 'MAJ:MIN Op bytes' per device and operation; the last line,
+    'Total N', has no device and is left out so that nothing counts twice."""
+    read = write = 0
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) == 3 and fields[1] == "Read":
+            read += int(fields[2])
+        elif len(fields) == 3 and fields[1] == "Write":
+            write += int(fields[2])
+    return read, write
+
+
+# -- whole groups -----------------------------------------------------------------
+
+def _parsed(parser, text: str | None):
+    return None if text is None else parser(text)
+
+
+def _seconds(value: int | None, per_second: float) -> float | None:
+    return None if value is None else value / per_second
+
+
+def v2_stats(texts: Mapping[str, str | None]) -> CgroupStats:
+    """CgroupStats from the texts of a v2 group's files (missing or None -> None).
+
+    Keys: memory.current, memory.peak, memory.max, memory.events, cpu.stat,
+    cpu.max, pids.current, pids.peak, pids.max, io.stat."""
+    cpu = _parsed(parse_flat_keyed, texts.get("cpu.stat")) or {}
+    events = _parsed(parse_flat_keyed, texts.get("memory.events")) or {}
+    io = _parsed(parse_io_stat_v2, texts.get("io.stat")) or (None, None)
+    return CgroupStats(
+        memory_current=_parsed(parse_int, texts.get("memory.current")),
+        memory_peak=_parsed(parse_int, texts.get("memory.peak")),
+        memory_limit=_parsed(parse_max, texts.get("memory.max")),
+        pids_current=_parsed(parse_int, texts.get("pids.current")),
+        pids_peak=_parsed(parse_int, texts.get("pids.peak")),
+        pids_limit=_parsed(parse_max, texts.get("pids.max")),
+        cpu_user=_seconds(cpu.get("user_usec"), 1e6),
+        cpu_system=_seconds(cpu.get("system_usec"), 1e6),
+        cpu_usage=_seconds(cpu.get("usage_usec"), 1e6),
+        cpu_limit=_parsed(parse_cpu_max, texts.get("cpu.max")),
+        throttled_time=_seconds(cpu.get("throttled_usec"), 1e6),
+        nr_throttled=cpu.get("nr_throttled"),
+        io_read=io[0],
+        io_write=io[1],
+        oom_kills=events.get("oom_kill"),
+    )
+
+
+def v1_stats(texts: Mapping[str, str | None], clock_ticks: int = 100) -> CgroupStats:
+    """CgroupStats from the texts of a v1 group's files (missing or None -> None).
+
+    Keys: memory.usage_in_bytes, memory.max_usage_in_bytes,
+    memory.limit_in_bytes, memory.oom_control, cpuacct.usage, cpuacct.stat,
+    cpu.stat, cpu.cfs_quota_us, cpu.cfs_period_us, pids.current, pids.peak,
+    pids.max, blkio.throttle.io_service_bytes.  ``clock_ticks`` is USER_HZ,
+    the unit of cpuacct.stat (os.sysconf("SC_CLK_TCK"))."""
+    cpu = _parsed(parse_flat_keyed, texts.get("cpu.stat")) or {}
+    ticks = _parsed(parse_flat_keyed, texts.get("cpuacct.stat")) or {}
+    oom = _parsed(parse_flat_keyed, texts.get("memory.oom_control")) or {}
+    io = _parsed(parse_blkio_v1, texts.get("blkio.throttle.io_service_bytes")) or (None, None)
+    quota, period = texts.get("cpu.cfs_quota_us"), texts.get("cpu.cfs_period_us")
+    return CgroupStats(
+        memory_current=_parsed(parse_int, texts.get("memory.usage_in_bytes")),
+        memory_peak=_parsed(parse_int, texts.get("memory.max_usage_in_bytes")),
+        memory_limit=_parsed(parse_v1_limit, texts.get("memory.limit_in_bytes")),
+        pids_current=_parsed(parse_int, texts.get("pids.current")),
+        pids_peak=_parsed(parse_int, texts.get("pids.peak")),
+        pids_limit=_parsed(parse_max, texts.get("pids.max")),
+        cpu_user=_seconds(ticks.get("user"), clock_ticks),
+        cpu_system=_seconds(ticks.get("system"), clock_ticks),
+        cpu_usage=_seconds(_parsed(parse_int, texts.get("cpuacct.usage")), 1e9),
+        cpu_limit=None if quota is None or period is None else parse_cfs_quota(quota, period),
+        throttled_time=_seconds(cpu.get("throttled_time"), 1e9),
+        nr_throttled=cpu.get("nr_throttled"),
+        io_read=io[0],
+        io_write=io[1],
+        oom_kills=oom.get("oom_kill"),  # the line exists since Linux 4.13
+    )

@@ -19,7 +19,6 @@ driver creates is named with the ``sbk-`` prefix.
 from __future__ import annotations
 
 import abc
-import resource
 
 from ..spec import Limits
 from ..stats import CgroupStats
@@ -94,6 +93,3 @@ class CgroupDriver(abc.ABC):
     @abc.abstractmethod
     def leftovers(self) -> list[str]:
         """Paths of sbk- groups under this driver's parent (for cleanup and tests)."""
-
-
-NULL_RLIMITS = (resource.RLIMIT_AS, resource.RLIMIT_NPROC)

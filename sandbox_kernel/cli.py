@@ -1,0 +1,112 @@
+"""The ``sandbox-kernel`` command.
+
+    sandbox-kernel run --memory 256M --pids 64 -- python3 -c 'print("hi")'
+    sandbox-kernel run --timeout 5s --report -- /bin/sh -c 'while :; do :; done'
+    sandbox-kernel doctor
+
+Bad input gets one line on stderr and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but an error is one line (and exit 2), not usage + error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _run_parser(sub) -> None:
+    run = sub.add_parser(
+        "run", help="run a command in a container, like docker run",
+        description="Run CMD in a fresh container with limits; exit with its exit code "
+                    "(128+N if killed by signal N).",
+        epilog="example: sandbox-kernel run --memory 256M --cpus 0.5 -- python3 -c 'print(1)'")
+    run.add_argument("--memory", help="memory limit, e.g. 512M or 1.5G (no swap beyond it)")
+    run.add_argument("--cpus", help="CPU limit in cores, e.g. 0.5 or 2")
+    run.add_argument("--pids", help="process and thread limit, e.g. 256")
+    run.add_argument("--timeout", help="wall time limit, e.g. 30s or 2m")
+    run.add_argument("--disk", help="size of the writable layer, e.g. 1G (default 1G)")
+    run.add_argument("--net", default="none", help="none (loopback only, default) or host")
+    run.add_argument("--mount", action="append", default=[], metavar="SRC:DST[:ro]",
+                     help="bind a host path into the container (repeatable)")
+    run.add_argument("--workdir", help="working directory inside (default /workspace)")
+    run.add_argument("--workspace", help="host directory shown at /workspace (default: a fresh one)")
+    run.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                     help="set an environment variable (repeatable)")
+    run.add_argument("--report", action="store_true",
+                     help="print an isolate-style report to stderr when the command ends")
+    run.add_argument("--report-json", metavar="FILE", help="write the report as JSON to FILE")
+    run.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(prog="sandbox-kernel", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="action", required=True, parser_class=_OneLineParser)
+    _run_parser(sub)
+    doctor = sub.add_parser("doctor", help="what this host supports, and how to fix what it lacks")
+    doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
+    return parser
+
+
+def cmd_run(args, parser) -> int:
+    from .runtime.container import Container, ContainerStartError
+    from .runtime.spec import ContainerSpec, SpecError
+
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    try:
+        spec = ContainerSpec.from_strings(
+            command, memory=args.memory, cpus=args.cpus, pids=args.pids,
+            timeout=args.timeout, disk=args.disk, net=args.net, mounts=args.mount,
+            env=args.env, workdir=args.workdir, workspace=args.workspace)
+    except SpecError as error:
+        parser.exit(2, f"sandbox-kernel run: {error}\n")
+    with Container(spec) as box:
+        try:
+            box.start()
+        except ContainerStartError as error:
+            parser.exit(127 if error.errno == 2 else 125, f"sandbox-kernel run: {error}\n")
+        result = _wait_forwarding_signals(box)
+    _write_reports(args, result)
+    return result.exit_code if result.exit_code is not None else 128 + (result.signal or 9)
+
+
+def _wait_forwarding_signals(box):
+    # A terminal's ^C reaches the container's processes through its own process
+    # group; we only wait.  A SIGTERM sent to us alone is passed on.
+    previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+                signal.SIGTERM: signal.signal(signal.SIGTERM, lambda s, _f: box.signal(s))}
+    try:
+        return box.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _write_reports(args, result) -> None:
+    if args.report:
+        sys.stderr.write(result.report())
+    if args.report_json:
+        with open(args.report_json, "w") as handle:
+            json.dump(result.as_dict(), handle, indent=1)
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.action == "run":
+        if not args.command or args.command == ["--"]:
+            parser.exit(2, "sandbox-kernel run: missing command: give it after --, "
+                           "e.g. sandbox-kernel run -- /bin/true\n")
+        return cmd_run(args, parser)
+    from .runtime import doctor
+    return doctor.main(["--json"] if args.json else [])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

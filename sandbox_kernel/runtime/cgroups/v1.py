@@ -1,0 +1,240 @@
+"""cgroup v1: one hierarchy per controller, or a few co-mounted ("cpu,cpuacct").
+
+In each mounted hierarchy the parent is this process's own cgroup there
+(detect.py reads both from /proc/self), so a host that puts us in
+memory:/process_api/ID gets memory:/process_api/ID/sbk-NAME, not a group
+under the root::
+
+    /sys/fs/cgroup/memory/process_api/ID/sbk-NAME/   memory.limit_in_bytes, memsw
+    /sys/fs/cgroup/cpu/sbk-NAME/                     cpu.cfs_quota_us
+    /sys/fs/cgroup/{cpuacct,pids,blkio,freezer}/sbk-NAME/
+
+v1 has no cgroup.kill: kill() freezes the group (so nothing forks while we
+look), SIGKILLs every pid, thaws (a frozen task dies only once thawed).
+
+blkio counts a disk's bytes only once blk-throttle is active on that disk
+(on recent kernels it starts lazily, at the first rule any group sets), so
+create() writes "MAJ:MIN 0", which means "no limit", for every disk: counting
+starts, nothing is limited.  Where that fails, io figures are None, not 0.
+"""
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+from collections.abc import Mapping
+
+from ..spec import Limits
+from ..stats import CgroupStats, parse_v1_limit, v1_stats
+from .base import PREFIX, Cgroup, CgroupDriver, CgroupError
+from .files import CgroupDir, check_name, kill_pids, poll_until, remove_when_empty
+
+CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "blkio", "freezer")
+CPU_PERIOD = 100_000   # microseconds
+
+STATS_FILES = {
+    "memory": ("memory.usage_in_bytes", "memory.max_usage_in_bytes",
+               "memory.limit_in_bytes", "memory.oom_control"),
+    "cpuacct": ("cpuacct.usage", "cpuacct.stat"),
+    "cpu": ("cpu.stat", "cpu.cfs_quota_us", "cpu.cfs_period_us"),
+    "pids": ("pids.current", "?pids.peak", "pids.max"),
+    "blkio": ("?blkio.throttle.io_service_bytes",),
+}
+
+LIMITED_BY = {"memory": "memory", "cpus": "cpu", "pids": "pids"}
+
+MEMORY_FIX = ("EBUSY means the group already uses more than the new limit and the "
+              "kernel could not reclaim it")
+
+
+def missing_controller(controller: str) -> CgroupError:
+    return CgroupError(errno.EOPNOTSUPP, f"{controller} controller not mounted: mount cgroup v1 "
+                       f"{controller} (mount -t cgroup -o {controller} cgroup "
+                       f"/sys/fs/cgroup/{controller}) or use cgroup v2")
+
+
+class V1Driver(CgroupDriver):
+    """Makes groups below our own cgroup in each mounted hierarchy."""
+
+    version = "v1"
+
+    def __init__(self, parents: Mapping[str, str], sys_block: str = "/sys/block"):
+        """parents: controller -> directory of our own cgroup in its hierarchy;
+        co-mounted controllers map to the same directory.  sys_block lists
+        the disks whose io is counted."""
+        self.parents = {c: parents[c] for c in CONTROLLERS if c in parents}
+        self.sys_block = sys_block
+        self.controllers = tuple(self.parents)
+        self.reason = "cgroup v1; " + ", ".join(f"{c} under {p}" for c, p in self.parents.items())
+
+    def create(self, name: str, limits: Limits) -> Cgroup:
+        check_name(name)
+        paths = {c: os.path.join(p, name) for c, p in self.parents.items()}
+        made: list[str] = []
+        try:
+            for path in dict.fromkeys(paths.values()):
+                _mkdir(path)
+                made.append(path)
+        except CgroupError:
+            for path in reversed(made):
+                CgroupDir(path).rmdir()
+            raise
+        group = V1Cgroup(name, paths)
+        try:
+            group.set(limits)
+            group.io_counted = "blkio" in paths and count_io(group.dirs["blkio"], self.sys_block)
+        except CgroupError:
+            group.destroy()
+            raise
+        return group
+
+    def leftovers(self) -> list[str]:
+        found = set()
+        for parent in set(self.parents.values()):
+            try:
+                names = os.listdir(parent)
+            except FileNotFoundError:
+                continue
+            found.update(os.path.join(parent, n) for n in names
+                         if n.startswith(PREFIX) and os.path.isdir(os.path.join(parent, n)))
+        return sorted(found)
+
+
+def count_io(blkio: CgroupDir, sys_block: str) -> bool:
+    """Switch blkio byte counting on for every disk (see the module docstring);
+    True if it is on for at least one."""
+    counted = False
+    for disk in sorted(os.listdir(sys_block)) if os.path.isdir(sys_block) else ():
+        try:
+            with open(os.path.join(sys_block, disk, "dev"), encoding="ascii") as file:
+                device = file.read().strip()
+            blkio.write("blkio.throttle.read_bps_device", f"{device} 0")
+            counted = True
+        except OSError:   # CgroupError too: a disk without a queue, or gone meanwhile
+            continue
+    return counted
+
+
+def _mkdir(path: str) -> None:
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        raise CgroupError(errno.EEXIST, f"{path} exists: a leftover of an earlier run? "
+                                        f"destroy it or rmdir {path}") from None
+    except OSError as error:
+        raise CgroupError(error.errno, f"mkdir {path}: {error.strerror}; "
+                                       "cgroup v1 groups can only be made as root") from None
+
+
+class V1Cgroup(Cgroup):
+    def __init__(self, name: str, paths: Mapping[str, str]):
+        self.name = name
+        by_path: dict[str, CgroupDir] = {}
+        self.dirs = {c: by_path.setdefault(p, CgroupDir(p)) for c, p in paths.items()}
+        self.hierarchies = list(by_path.values())
+        self.limits = Limits()
+        self.io_counted = False   # see count_io()
+        self.clock_ticks = os.sysconf("SC_CLK_TCK")   # USER_HZ, the unit of cpuacct.stat
+        self._pids_peak_stale = False
+
+    def join_files(self) -> list[str]:
+        return [d.file("cgroup.procs") for d in self.hierarchies]
+
+    def add(self, pid: int) -> None:
+        for hierarchy in self.hierarchies:
+            hierarchy.write("cgroup.procs", str(pid))
+
+    def pids(self) -> list[int]:
+        return sorted({pid for d in self.hierarchies for pid in d.pids()})
+
+    def set(self, limits: Limits) -> None:
+        for field, controller in LIMITED_BY.items():
+            if getattr(limits, field) is not None and controller not in self.dirs:
+                raise missing_controller(controller)
+        if "memory" in self.dirs:
+            self._set_memory(limits.memory)
+        if "cpu" in self.dirs:
+            quota = -1 if limits.cpus is None else round(limits.cpus * CPU_PERIOD)
+            self.dirs["cpu"].write("cpu.cfs_period_us", str(CPU_PERIOD))
+            self.dirs["cpu"].write("cpu.cfs_quota_us", str(quota))
+        if "pids" in self.dirs:
+            self.dirs["pids"].write("pids.max", "max" if limits.pids is None else str(limits.pids))
+        self.limits = limits
+
+    def _set_memory(self, memory: int | None) -> None:
+        memory_dir = self.dirs["memory"]
+        value = "-1" if memory is None else str(memory)
+        names = ["memory.limit_in_bytes"]
+        if memory_dir.has("memory.memsw.limit_in_bytes"):   # only with swap accounting
+            names.append("memory.memsw.limit_in_bytes")
+            # The kernel keeps memsw >= limit at every step: raising, memsw goes
+            # first; lowering, the limit goes first.
+            current = parse_v1_limit(memory_dir.read_once("memory.limit_in_bytes"))
+            if current is not None and (memory is None or memory > current):
+                names.reverse()
+        for name in names:
+            memory_dir.write(name, value, MEMORY_FIX)
+
+    def stats(self) -> CgroupStats:
+        texts = {name.lstrip("?"): self.dirs[controller].read(name)
+                 for controller, names in STATS_FILES.items() if controller in self.dirs
+                 for name in names}
+        stats = v1_stats(texts, self.clock_ticks)
+        if self._pids_peak_stale:   # a peak from before the reset would mislead
+            stats = dataclasses.replace(stats, pids_peak=None)
+        if not self.io_counted:     # "Total 0" would claim no io happened
+            stats = dataclasses.replace(stats, io_read=None, io_write=None)
+        return stats
+
+    def reset_peaks(self) -> bool:
+        """memory.max_usage_in_bytes takes a write of 0; pids.peak (Linux >= 6.x
+        also on v1) where the kernel lets us, else it reads None from now on."""
+        pids_dir = self.dirs.get("pids")
+        if pids_dir is not None and pids_dir.read("?pids.peak") is not None:
+            self._pids_peak_stale = not pids_dir.reset("pids.peak")
+        if "memory" not in self.dirs:
+            return False
+        self.dirs["memory"].write("memory.max_usage_in_bytes", "0")
+        return True
+
+    def freeze(self) -> None:
+        if not self._request_freeze():
+            raise CgroupError(errno.ETIMEDOUT, f"{self.dirs['freezer'].path} did not reach "
+                                               "FROZEN in time")
+
+    def _request_freeze(self) -> bool:
+        freezer = self.dirs.get("freezer")
+        if freezer is None:
+            raise CgroupError(errno.EOPNOTSUPP, "freezing needs the freezer controller: mount "
+                              "cgroup v1 freezer (mount -t cgroup -o freezer cgroup "
+                              "/sys/fs/cgroup/freezer)")
+        freezer.write("freezer.state", "FROZEN")
+        return poll_until(lambda: freezer.read_once("freezer.state").strip() == "FROZEN")
+
+    def thaw(self) -> None:
+        if "freezer" not in self.dirs:
+            super().thaw()
+        self.dirs["freezer"].write("freezer.state", "THAWED")
+
+    def kill(self) -> None:
+        freezer = self.dirs.get("freezer")
+        use_freezer = freezer is not None and freezer.present()
+        if use_freezer:
+            self._request_freeze()   # best effort: kill even if some task is stuck
+        try:
+            kill_pids(self.pids())
+        finally:
+            if use_freezer:
+                self.thaw()
+
+    def destroy(self) -> None:
+        try:
+            if any(d.present() for d in self.hierarchies):
+                self.kill()
+                remove_when_empty(self.hierarchies, self.kill)
+        except CgroupError as error:
+            if error.errno not in (errno.ENOENT, errno.ENODEV):   # removed meanwhile
+                raise
+        finally:
+            for hierarchy in self.hierarchies:
+                hierarchy.close()

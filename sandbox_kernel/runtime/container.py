@@ -1,0 +1,436 @@
+"""A container's lifecycle, on the host side.
+
+    created --start--> running --wait/stop--> stopped --destroy--> destroyed
+       \\____________________________________________________/^
+                          destroy (from any state)
+
+An invalid move (start twice, start after destroy, wait before start)
+raises ``LifecycleError``.  ``destroy`` always runs to the end, is
+idempotent, and leaves nothing on the host: no process, cgroup, mount or
+temporary directory.  ``with Container(spec) as box:`` destroys on exit.
+
+How the processes are started is in launcher.py.  This side creates the
+cgroup with its limits before any process exists, so the command never runs
+a single instruction without them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import functools
+import json
+import os
+import secrets
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+from . import images, launcher, rootfs
+from .cgroups import Cgroup, CgroupDriver, detect_driver
+from .cgroups.base import PREFIX
+from .spec import ContainerSpec
+from .stats import CgroupStats
+
+START_TIMEOUT = 30.0
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class LifecycleError(RuntimeError):
+    """A move the container's state does not allow."""
+
+
+class ContainerStartError(RuntimeError):
+    """A setup step failed; ``step`` names it and ``errno`` is the kernel's."""
+
+    def __init__(self, step: str, error: str, errno: int | None = None):
+        self.step, self.error, self.errno = step, error, errno
+        super().__init__(f"container setup failed at '{step}': {error}")
+
+
+class State(enum.Enum):
+    CREATED = "created"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    DESTROYED = "destroyed"
+
+
+@dataclass(frozen=True)
+class ExitResult:
+    """How the command ended, isolate-style.  status is one of
+    ok, exit, signal, oom, timeout, killed."""
+    status: str
+    exit_code: int | None
+    signal: int | None
+    wall: float
+    stats: CgroupStats
+
+    def report(self) -> str:
+        s = self.stats
+        lines = {
+            "status": self.status if self.status != "exit" else f"exit {self.exit_code}",
+            "exit-code": self.exit_code, "signal": self.signal,
+            "time-wall": f"{self.wall:.3f}",
+            "time-user": _fmt(s.cpu_user, "{:.3f}"), "time-system": _fmt(s.cpu_system, "{:.3f}"),
+            "memory-peak": s.memory_peak, "pids-peak": s.pids_peak,
+            "oom-kills": s.oom_kills, "io-read": s.io_read, "io-write": s.io_write,
+        }
+        return "".join(f"{key}: {'n/a' if value is None else value}\n" for key, value in lines.items())
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _fmt(value, pattern: str):
+    return None if value is None else pattern.format(value)
+
+
+class Container:
+    """One container.  Stdio: file objects or fds for the command's 0, 1, 2
+    (None: inherit the owner's)."""
+
+    def __init__(self, spec: ContainerSpec, *, driver: CgroupDriver | None = None,
+                 name: str | None = None, stdin=None, stdout=None, stderr=None,
+                 spawn: str | None = None):
+        images.resolve(spec.image)
+        self.spec = spec
+        self.name = name or f"{PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+        self.state = State.CREATED
+        self.cgroup: Cgroup | None = None
+        self._driver = driver
+        self._stdio = (stdin, stdout, stderr)
+        self._spawn_mode = spawn  # "fork", "exec", or None: fork when it is safe
+        self._state_dir: str | None = None
+        self._process: _LauncherHandle | None = None
+        self._lifeline_w: int | None = None
+        self._started_at = 0.0
+        self.result: ExitResult | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> "Container":
+        self._require(State.CREATED, "start")
+        try:
+            self._prepare_host()
+            config = self._launch_config()
+            self._spawn(config)
+        except BaseException:
+            self.destroy()
+            raise
+        self.state = State.RUNNING
+        return self
+
+    def wait(self, timeout: float | None = None) -> ExitResult:
+        """Wait for the command to end; past the timeout (or the spec's), kill
+        it and report status 'timeout'."""
+        if self.state is State.STOPPED:
+            return self.result
+        self._require(State.RUNNING, "wait for")
+        limit = timeout if timeout is not None else self.spec.limits.timeout
+        code = self._process.wait(limit)
+        timed_out = code is None
+        if timed_out:
+            self.kill()
+            code = self._process.wait(None)
+        self._finish(code, timed_out)
+        return self.result
+
+    def signal(self, signum: int) -> None:
+        """Send a signal to the command (through the launcher and init)."""
+        self._require(State.RUNNING, "signal")
+        self._process.send_signal(signum)
+
+    def kill(self) -> None:
+        """Kill every process of the container now."""
+        if self.cgroup is not None:
+            self.cgroup.kill()
+        if self._process is not None:
+            self._process.send_signal(signal.SIGKILL)
+
+    def stop(self, grace: float = 2.0) -> ExitResult:
+        """SIGTERM, then after ``grace`` seconds SIGKILL."""
+        self._require(State.RUNNING, "stop")
+        self.signal(signal.SIGTERM)
+        if self._process.wait(grace) is None:
+            self.kill()
+        return self.wait()
+
+    def update_limits(self, limits) -> None:
+        """Change memory, cpu and pids limits of a running container live.
+        The disk size and the network need a new container."""
+        if self.cgroup is None or self.state is State.DESTROYED:
+            raise LifecycleError(f"cannot change limits of container {self.name}: it is {self.state.value}")
+        if limits.disk != self.spec.limits.disk:
+            raise LifecycleError("the disk limit is the size of the writable layer: it needs a restart")
+        self.cgroup.set(limits)
+        self.spec = dataclasses.replace(self.spec, limits=limits)
+
+    def stats(self) -> CgroupStats:
+        if self.cgroup is None:
+            raise LifecycleError(f"container {self.name} has no cgroup ({self.state.value})")
+        return _with_limits(self.cgroup.stats(), self.spec)
+
+    @property
+    def pid(self) -> int | None:
+        """Host pid of the launcher (signals sent to it reach the command)."""
+        return self._process.pid if self._process else None
+
+    def destroy(self) -> None:
+        """Kill, then remove the cgroup and the state directory.  Idempotent."""
+        if self.state is State.DESTROYED:
+            return
+        if self._process is not None:
+            self._process.send_signal(signal.SIGKILL)
+            self._process.wait(None)
+        if self.cgroup is not None:
+            self.cgroup.destroy()
+        if self._lifeline_w is not None:
+            os.close(self._lifeline_w)
+            self._lifeline_w = None
+        if self._state_dir:
+            shutil.rmtree(self._state_dir, ignore_errors=True)
+        self.state = State.DESTROYED
+
+    def __enter__(self) -> "Container":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.destroy()
+
+    # -- internals -----------------------------------------------------------
+
+    def _require(self, state: State, action: str) -> None:
+        if self.state is not state:
+            raise LifecycleError(f"cannot {action} container {self.name}: it is {self.state.value}")
+
+    def _prepare_host(self) -> None:
+        driver = self._driver or _host_driver()
+        self.cgroup = driver.create(self.name, self.spec.limits)
+        self._state_dir = tempfile.mkdtemp(prefix=self.name + "-", dir=_state_parent())
+        os.chmod(self._state_dir, 0o711)
+        for sub in ("layer", "root"):
+            os.mkdir(os.path.join(self._state_dir, sub))
+        if self.spec.workspace is None:
+            workspace = os.path.join(self._state_dir, "workspace")
+            os.mkdir(workspace)
+            os.chown(workspace, *self.spec.user)
+
+    def _workspace(self) -> str:
+        return self.spec.workspace or os.path.join(self._state_dir, "workspace")
+
+    def _launch_config(self) -> dict:
+        spec, state_dir = self.spec, self._state_dir
+        plan = rootfs.host_image_plan(spec, state_dir, self._workspace())
+        uid, gid = spec.user
+        return {
+            "command": list(spec.command), "env": _environment(spec),
+            "workdir": spec.workdir, "hostname": spec.hostname, "uid": uid, "gid": gid,
+            "network": spec.network, "join_files": self.cgroup.join_files(),
+            "rlimits": [list(r) for r in self.cgroup.child_rlimits()],
+            "plan": plan,  # rootfs.Op objects; the exec path sends them as JSON
+            "new_root": os.path.join(state_dir, "root"),
+            "host_mnt_ns": os.stat("/proc/self/ns/mnt").st_ino,
+            "pass_fds": list(spec.pass_fds),
+            "cleanup": {"cgroup_dirs": [os.path.dirname(p) for p in self.cgroup.join_files()],
+                        "state_dir": state_dir},
+        }
+
+    def _spawn(self, config: dict) -> None:
+        _ensure_standard_fds()
+        status_r, status_w = os.pipe()
+        lifeline_r, self._lifeline_w = os.pipe()
+        config.update(status_fd=status_w, lifeline_fd=lifeline_r)
+        self._started_at = time.monotonic()
+        try:
+            mode = self._spawn_mode or ("fork" if _single_threaded() else "exec")
+            if mode == "fork" and not _single_threaded():
+                raise LifecycleError("cannot fork the launcher: this process has threads")
+            spawn = _fork_launcher if mode == "fork" else _exec_launcher
+            self._process = spawn(config, self._stdio)
+        finally:
+            os.close(status_w)
+            os.close(lifeline_r)
+        _await_setup(status_r)
+
+    def _finish(self, code: int, timed_out: bool) -> None:
+        wall = time.monotonic() - self._started_at
+        stats = self.stats()
+        status, exit_code, signum = _classify(code, timed_out, stats)
+        self.result = ExitResult(status, exit_code, signum, wall, stats)
+        self.state = State.STOPPED
+
+
+def _classify(code: int, timed_out: bool, stats: CgroupStats):
+    if code < 0:  # the launcher itself was killed
+        return ("timeout" if timed_out else "killed"), None, -code
+    signum = code - 128 if 128 < code < 128 + 65 else None
+    if timed_out:
+        return "timeout", code, signum
+    if stats.oom_kills:
+        return "oom", code, signum
+    if code == 0:
+        return "ok", 0, None
+    return ("signal" if signum else "exit"), code, signum
+
+
+def _with_limits(stats: CgroupStats, spec: ContainerSpec) -> CgroupStats:
+    """Fill the limits in from the spec where the driver could not read them."""
+    limits = spec.limits
+    return dataclasses.replace(
+        stats,
+        memory_limit=stats.memory_limit if stats.memory_limit is not None else limits.memory,
+        pids_limit=stats.pids_limit if stats.pids_limit is not None else limits.pids,
+        cpu_limit=stats.cpu_limit if stats.cpu_limit is not None else limits.cpus,
+    )
+
+
+def _environment(spec: ContainerSpec) -> dict:
+    path = DEFAULT_PATH
+    venv_bin = os.path.join(sys.prefix, "bin")
+    if sys.prefix != sys.base_prefix:
+        path = f"{venv_bin}:{path}"
+    env = {"PATH": path, "HOME": "/home/sandbox", "USER": "sandbox", "LOGNAME": "sandbox",
+           "HOSTNAME": spec.hostname, "LANG": "C.UTF-8", "TERM": os.environ.get("TERM", "dumb")}
+    env.update(dict(spec.env))
+    return env
+
+
+@functools.lru_cache(maxsize=None)
+def _host_driver() -> CgroupDriver:
+    """The host's cgroup setup does not change under a running process:
+    detect it once (reading mountinfo costs more than a container's mkdir)."""
+    return detect_driver()
+
+
+def _state_parent() -> str:
+    return "/run" if os.access("/run", os.W_OK) else tempfile.gettempdir()
+
+
+def _ensure_standard_fds() -> None:
+    """An owner started without stdin (CI, daemons) would hand fd 0 to our
+    pipes, and the launcher's dup2 onto 0, 1, 2 would then clobber them."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+
+
+def _single_threaded() -> bool:
+    """fork() is only safe when no other thread holds a lock we would copy."""
+    return len(os.listdir("/proc/self/task")) == 1
+
+
+def _await_setup(status_r: int) -> None:
+    """Block until every setup step is done (EOF) or one reports failure."""
+    chunks = []
+    deadline = time.monotonic() + START_TIMEOUT
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([status_r], [], [], deadline - time.monotonic())
+            if not ready:
+                raise ContainerStartError("start", f"no answer within {START_TIMEOUT:.0f} s")
+            chunk = os.read(status_r, 4096)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(status_r)
+    if chunks:
+        first = json.loads(b"".join(chunks).splitlines()[0])
+        raise ContainerStartError(first["step"], first["error"], first.get("errno"))
+
+
+class _LauncherHandle:
+    """The launcher process, however it was started: pid, signals, and a wait
+    with a timeout (through a pidfd, so no polling)."""
+
+    def __init__(self, pid: int, popen: subprocess.Popen | None = None):
+        self.pid = pid
+        self._popen = popen
+        self._pidfd = os.pidfd_open(pid)
+        self.returncode: int | None = None
+
+    def send_signal(self, signum: int) -> None:
+        if self.returncode is None:
+            signal.pidfd_send_signal(self._pidfd, signum)
+
+    def wait(self, timeout: float | None) -> int | None:
+        """The launcher's exit code (negative: killed by that signal), or None
+        if it is still running after ``timeout`` seconds."""
+        if self.returncode is not None:
+            return self.returncode
+        ready, _, _ = select.select([self._pidfd], [], [], timeout)
+        if not ready:
+            return None
+        if self._popen is not None:
+            self.returncode = self._popen.wait()
+        else:
+            _, status = os.waitpid(self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+        os.close(self._pidfd)
+        return self.returncode
+
+
+def _stdio_fd(stream, default: int) -> int:
+    """A file object, an fd, None (inherit) or subprocess.DEVNULL, as an fd."""
+    if stream is None:
+        return default
+    if stream == subprocess.DEVNULL:
+        return os.open(os.devnull, os.O_RDWR)  # the fork path's child closes it
+    if isinstance(stream, int) and stream < 0:
+        raise ValueError("stdio must be a file, an fd, None or subprocess.DEVNULL")
+    return stream if isinstance(stream, int) else stream.fileno()
+
+
+def _fork_launcher(config: dict, stdio) -> _LauncherHandle:
+    """Fork the launcher from this (single-threaded) process: no interpreter
+    start, which is most of a container's start time."""
+    fds = [_stdio_fd(s, i) for i, s in enumerate(stdio)]
+    pid = os.fork()
+    for fd, stream in zip(fds, stdio):
+        if pid and stream == subprocess.DEVNULL:
+            os.close(fd)
+    if pid == 0:
+        code = 125
+        try:
+            _become_clean_child(fds, config)
+            code = launcher.launcher_main(config)
+        except BaseException as error:  # noqa: B036 -- never return into the owner's code
+            launcher._report(config["status_fd"], "launcher", error)
+        finally:
+            os._exit(code)
+    return _LauncherHandle(pid)
+
+
+def _become_clean_child(fds: list[int], config: dict) -> None:
+    """In the forked launcher: drop the owner's signal handling and files."""
+    signal.set_wakeup_fd(-1)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGPIPE):
+        signal.signal(signum, signal.SIG_DFL)
+    for target, fd in enumerate(fds):
+        if fd != target:
+            os.dup2(fd, target)
+    keep = {0, 1, 2, config["status_fd"], config["lifeline_fd"], *config["pass_fds"]}
+    launcher._close_fds_except(keep)
+
+
+def _exec_launcher(config: dict, stdio) -> _LauncherHandle:
+    """Start the launcher as a fresh interpreter: this process has threads,
+    and forking a threaded process copies locks other threads hold."""
+    config_r, config_w = os.pipe()
+    keep = (config["status_fd"], config["lifeline_fd"], config_r, *config["pass_fds"])
+    popen = subprocess.Popen(
+        [sys.executable, "-m", "sandbox_kernel.runtime.launcher", str(config_r)],
+        stdin=stdio[0], stdout=stdio[1], stderr=stdio[2], pass_fds=keep)
+    os.close(config_r)
+    with os.fdopen(config_w, "w") as handle:
+        json.dump(config, handle, default=vars)  # rootfs.Op -> its fields
+    return _LauncherHandle(popen.pid, popen)

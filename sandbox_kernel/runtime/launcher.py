@@ -1,0 +1,277 @@
+"""The three processes behind one container, and what each one does.
+
+    owner (any Python process, may have threads)
+      |  fork (owner single-threaded) or exec `python -m ...launcher FD`
+      v
+    launcher  host namespaces, outside the cgroup; single-threaded
+      |  unshare(NEWPID), fork
+      v
+    init      PID 1 of the new pid namespace
+      |  join cgroup, unshare(NEWCGROUP|NEWNS|NEWUTS|NEWIPC[|NEWNET]),
+      |  mount plan, pivot_root, hostname, loopback; fork
+      v
+    workload  rlimits, drop capabilities, uid, no_new_privs, seccomp; exec
+
+Channels, all pipes the owner creates:
+
+    status   launcher/init/workload -> owner.  Each holds the write end until
+             it is done with setup (the workload's copy is close-on-exec), so
+             EOF means "the command is running".  A setup step that fails
+             writes one JSON line {"step", "error", "errno"} and the owner
+             raises it as ContainerStartError.
+    lifeline owner -> launcher.  The owner keeps the write end and never
+             writes.  EOF means the owner died (even SIGKILLed, even when the
+             thread that spawned us is gone, which PR_SET_PDEATHSIG would
+             confuse with the process dying): the launcher then kills the
+             container and removes its cgroup and state directory.
+
+The init dies with the launcher (PR_SET_PDEATHSIG, its parent is this
+single-threaded launcher), and every process of the pid namespace dies with
+the init: nothing outlives its owner.
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import sys
+import time
+
+from . import network, rootfs, security
+from . import syscalls as sc
+
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+                     signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
+
+
+class SetupFailed(Exception):
+    def __init__(self, step: str, error: OSError | Exception):
+        self.step, self.error = step, error
+        super().__init__(f"{step}: {error}")
+
+
+def _report(status_fd: int, step: str, error: BaseException) -> None:
+    message = {"step": step, "error": str(error), "errno": getattr(error, "errno", None)}
+    try:
+        os.write(status_fd, (json.dumps(message) + "\n").encode())
+    except OSError:
+        pass  # the owner is gone; nobody is left to tell
+
+
+def _step(config: dict, name: str, func, *args) -> None:
+    """Run one named setup step; a failure is reported with the step's name."""
+    try:
+        func(*args)
+    except (OSError, ValueError) as error:
+        raise SetupFailed(name, error) from error
+
+
+# --------------------------------------------------------------------- launcher
+
+def launcher_main(config: dict) -> int:
+    """Runs in the launcher process; returns its exit code."""
+    status_fd = config["status_fd"]
+    try:
+        _write("/proc/self/comm", "sbk-launcher")
+        sc.unshare(sc.CLONE_NEWPID)
+    except OSError as error:
+        _report(status_fd, "unshare(CLONE_NEWPID)", error)
+        return 125
+    init_pid = os.fork()
+    if init_pid == 0:
+        os._exit(_run_init(config))
+    os.close(status_fd)
+    return _supervise(config, init_pid)
+
+
+def _supervise(config: dict, init_pid: int) -> int:
+    """Forward signals to init; exit as it exits; clean up if the owner dies."""
+    for signum in FORWARDED_SIGNALS:
+        signal.signal(signum, lambda s, _f: _kill_quietly(init_pid, s))
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda _s, _f: None)
+    lifeline = config["lifeline_fd"]
+    while True:
+        pid, status = os.waitpid(init_pid, os.WNOHANG)
+        if pid:
+            return _exit_code(status)
+        readable, _, _ = select.select([lifeline, wake_r], [], [])
+        if lifeline in readable and os.read(lifeline, 1) == b"":
+            _owner_gone(config, init_pid)
+            return 137
+        if wake_r in readable:
+            _drain(wake_r)
+
+
+def _owner_gone(config: dict, init_pid: int) -> None:
+    """The owner died without destroying us: leave nothing behind."""
+    _kill_quietly(init_pid, signal.SIGKILL)  # the pid namespace dies with its init
+    os.waitpid(init_pid, 0)
+    deadline = time.monotonic() + 5
+    for directory in config["cleanup"]["cgroup_dirs"]:
+        while os.path.isdir(directory) and time.monotonic() < deadline:
+            try:
+                os.rmdir(directory)
+            except OSError:
+                time.sleep(0.01)  # EBUSY until the last member is reaped
+    shutil.rmtree(config["cleanup"]["state_dir"], ignore_errors=True)
+
+
+# ------------------------------------------------------------------------- init
+
+def _run_init(config: dict) -> int:
+    status_fd = config["status_fd"]
+    try:
+        workload = _init_setup(config)
+    except SetupFailed as failure:
+        _report(status_fd, failure.step, failure.error)
+        return 125
+    os.close(status_fd)
+    return _reap(workload)
+
+
+def _init_setup(config: dict) -> int:
+    """The container's setup, top to bottom, as named steps.  Returns the
+    workload's pid."""
+    _step(config, "die with the launcher", sc.set_pdeathsig, signal.SIGKILL)
+    _step(config, "join cgroup", _join_cgroup, config["join_files"])
+    _step(config, "name init", _write, "/proc/self/comm", "sbk-init")
+    _step(config, "unshare namespaces", sc.unshare, _namespace_flags(config["network"]))
+    _step(config, "mount plan", rootfs.apply,
+          [rootfs.Op(**op) if isinstance(op, dict) else op for op in config["plan"]],
+          config["host_mnt_ns"])
+    _step(config, "pivot_root", rootfs.pivot, config["new_root"])
+    _step(config, "sethostname", sc.sethostname, config["hostname"])
+    _step(config, "network " + config["network"], network.setup_child, config["network"])
+    for signum in FORWARDED_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)  # until the workload exists
+    pid = os.fork()
+    if pid == 0:
+        _run_workload(config)  # never returns
+    for signum in FORWARDED_SIGNALS:
+        signal.signal(signum, lambda s, _f, pid=pid: _kill_quietly(pid, s))
+    return pid
+
+
+def _namespace_flags(policy: str) -> int:
+    flags = sc.CLONE_NEWCGROUP | sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC
+    if network.needs_new_namespace(policy):
+        flags |= sc.CLONE_NEWNET
+    return flags
+
+
+def _join_cgroup(join_files: list[str]) -> None:
+    # "0" means the writing process: our pid in this namespace is 1, not the host's
+    for path in join_files:
+        _write(path, "0")
+
+
+def _reap(workload: int) -> int:
+    """PID 1's job: reap every orphan; exit as the workload exits."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return 125
+        if pid == workload:
+            return _exit_code(status)
+
+
+# --------------------------------------------------------------------- workload
+
+def _run_workload(config: dict) -> None:
+    status_fd = config["status_fd"]
+    try:
+        _workload_setup(config)
+        os.execvpe(config["command"][0], config["command"], config["env"])
+    except SetupFailed as failure:
+        _report(status_fd, failure.step, failure.error)
+        os._exit(125)
+    except OSError as error:
+        _report(status_fd, f"exec {config['command'][0]}", error)
+        os._exit(127 if isinstance(error, FileNotFoundError) else 126)
+    finally:
+        os._exit(125)  # never return into init's code, whatever was raised
+
+
+def _workload_setup(config: dict) -> None:
+    for signum in FORWARDED_SIGNALS + (signal.SIGCHLD,):
+        signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    # The OOM killer must pick the user's processes, never init (whose death
+    # ends the container without a word).  Raising our score needs no
+    # privilege; lowering init's would need CAP_SYS_RESOURCE, which some
+    # hosts (like the CI machines) do not give even to root.
+    _step(config, "oom_score_adj", _write, "/proc/self/oom_score_adj", "500")
+    _step(config, "close inherited files", _close_fds_except,
+          {0, 1, 2, config["status_fd"], *config["pass_fds"]})
+    os.set_inheritable(config["status_fd"], False)  # closes on a successful exec
+    for fd in config["pass_fds"]:
+        os.set_inheritable(fd, True)
+    _step(config, "chdir " + config["workdir"], os.chdir, config["workdir"])
+    uid, gid = config["uid"], config["gid"]
+    _step(config, "drop privileges", security.harden, uid, gid,
+          [tuple(r) for r in config["rlimits"]])
+
+
+# ----------------------------------------------------------------------- helpers
+
+def _close_fds_except(keep: set[int]) -> None:
+    # os.closerange(n, n) would call close_range(n, n - 1), and for n = 0
+    # that is close_range(0, UINT_MAX): every file.  Only call it on real gaps.
+    low = 0
+    for fd in sorted(keep):
+        if fd > low:
+            os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 16)
+
+
+def _write(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def _exit_code(status: int) -> int:
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.waitstatus_to_exitcode(status)
+
+
+def _kill_quietly(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _read_config(fd: int) -> dict:
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    os.close(fd)
+    return json.loads(b"".join(chunks))
+
+
+def main() -> None:
+    """Entry of the exec path: ``python -m sandbox_kernel.runtime.launcher FD``."""
+    config = _read_config(int(sys.argv[1]))
+    os._exit(launcher_main(config))
+
+
+if __name__ == "__main__":
+    main()

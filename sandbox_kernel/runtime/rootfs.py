@@ -1,0 +1,252 @@
+"""The container's root file system: first a plan, then its apply.
+
+``host_image_plan`` turns a spec into a list of operations (plain data that
+can be printed, tested and taught, as bubblewrap's SetupOp list is), and
+``apply`` walks that list once, inside the container's new mount namespace.
+
+The plan for the ``host`` image, with S the container's state directory:
+
+    S/layer      tmpfs, size = the disk limit: the only writable layer
+    S/root       bind of S/layer/root; becomes /
+    /usr, /etc, the interpreter's prefix and venv
+                 overlay: lower = the host's directory (read-only),
+                 upper = S/layer/upper/<n> (so writes land on the tmpfs)
+    /proc        fresh proc, with kcore/keys/... masked, sys/... read-only
+    /dev         tmpfs with null, zero, full, random, urandom, tty, pts, shm
+    /tmp         a directory of the tmpfs layer (mode 1777)
+    /workspace   bind of a host directory (a fresh one per container by default)
+
+DANGER: every op here runs as root with all capabilities.  ``apply`` refuses
+to start unless the process is already in a mount namespace other than the
+host's: applied in the host's namespace, this plan would mount over the
+host's own /proc and /dev.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+
+from . import syscalls as sc
+from .spec import ContainerSpec
+
+# host devices bound into /dev (DESIGN "Security defaults")
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+PROC_MASKED = ("kcore", "keys", "timer_list", "sched_debug", "timer_stats",
+               "latency_stats", "kmsg")
+PROC_READ_ONLY = ("sys", "sysrq-trigger", "irq", "bus", "fs")
+
+
+@dataclass(frozen=True)
+class Op:
+    """One step of the plan: ``kind`` names what ``apply`` does with it."""
+    kind: str            # mkdir | mount | bind | remount_ro | mask | symlink | write | chown
+    target: str
+    source: str | None = None
+    fstype: str | None = None
+    flags: int = 0
+    data: str | None = None
+    mode: int = 0o755
+
+    def __str__(self) -> str:
+        parts = [self.kind, self.target]
+        if self.source:
+            parts.insert(1, self.source + " ->")
+        if self.fstype:
+            parts.append(f"({self.fstype}{', ' + self.data if self.data else ''})")
+        return " ".join(parts)
+
+
+def host_image_dirs() -> list[str]:
+    """Host directories the ``host`` image shows, read-only under overlays:
+    /usr and /etc, plus the running interpreter's prefix, its venv, and the
+    directory this package is imported from (an editable install lives
+    outside the venv)."""
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    candidates = ["/usr", "/etc", sys.base_prefix, sys.prefix,
+                  os.path.join(package_root, "sandbox_kernel")]
+    dirs: list[str] = []
+    for path in map(os.path.realpath, candidates):
+        if os.path.isdir(path) and not any(path == d or path.startswith(d + "/") for d in dirs):
+            dirs = [d for d in dirs if not d.startswith(path + "/")] + [path]
+    return dirs
+
+
+def host_image_plan(spec: ContainerSpec, state_dir: str, workspace: str) -> list[Op]:
+    layer, root = f"{state_dir}/layer", f"{state_dir}/root"
+    plan = [
+        Op("mount", layer, "tmpfs", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV,
+           f"size={spec.limits.disk},mode=0755"),
+        Op("mkdir", f"{layer}/root"), Op("mkdir", f"{layer}/upper"), Op("mkdir", f"{layer}/work"),
+        Op("bind", root, f"{layer}/root"),
+    ]
+    plan += _skeleton(root, spec)
+    for index, directory in enumerate(host_image_dirs()):
+        plan += _overlay(root + directory, directory, layer, index)
+    plan += _proc(root) + _dev(root) + _sys(root)
+    plan.append(Op("bind", root + "/workspace", workspace, flags=sc.MS_NOSUID | sc.MS_NODEV))
+    for mount in spec.mounts:
+        plan.append(Op("bind", root + mount.target, mount.source, flags=sc.MS_NOSUID | sc.MS_NODEV))
+        if mount.read_only:
+            plan.append(Op("remount_ro", root + mount.target, flags=sc.MS_NOSUID | sc.MS_NODEV))
+    plan += _identity(root, spec)
+    if spec.workdir != "/workspace":
+        plan.append(Op("mkdir", root + spec.workdir))
+    return plan
+
+
+def _skeleton(root: str, spec: ContainerSpec) -> list[Op]:
+    plan = [Op("mkdir", f"{root}/{name}") for name in
+            ("proc", "dev", "sys", "run", "var", "home", "workspace", "mnt")]
+    plan += [Op("mkdir", f"{root}/tmp", mode=0o1777), Op("mkdir", f"{root}/var/tmp", mode=0o1777),
+             Op("mkdir", f"{root}/root", mode=0o711)]
+    # merged-/usr hosts have /bin -> usr/bin: keep the same links
+    for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+        if os.path.islink(f"/{name}"):
+            plan.append(Op("symlink", f"{root}/{name}", os.readlink(f"/{name}")))
+    uid, gid = spec.user
+    plan += [Op("mkdir", f"{root}/home/sandbox", mode=0o755),
+             Op("chown", f"{root}/home/sandbox", data=f"{uid}:{gid}")]
+    return plan
+
+
+def _overlay(target: str, lower: str, layer: str, index: int) -> list[Op]:
+    upper, work = f"{layer}/upper/{index}", f"{layer}/work/{index}"
+    return [Op("mkdir", upper), Op("mkdir", work), Op("mkdir", target),
+            Op("mount", target, "overlay", "overlay", sc.MS_NOSUID,
+               f"lowerdir={lower},upperdir={upper},workdir={work}")]
+
+
+def _proc(root: str) -> list[Op]:
+    proc = f"{root}/proc"
+    plan = [Op("mount", proc, "proc", "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)]
+    plan += [Op("mask", f"{proc}/{name}") for name in PROC_MASKED]
+    plan += [Op("remount_ro", f"{proc}/{name}", flags=sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+             for name in PROC_READ_ONLY]
+    return plan
+
+
+def _dev(root: str) -> list[Op]:
+    dev = f"{root}/dev"
+    plan = [Op("mount", dev, "tmpfs", "tmpfs", sc.MS_NOSUID | sc.MS_NOEXEC, "size=64k,mode=0755")]
+    for name in DEVICES:
+        plan += [Op("write", f"{dev}/{name}", data=""),
+                 Op("bind", f"{dev}/{name}", f"/dev/{name}", flags=sc.MS_NOSUID | sc.MS_NOEXEC)]
+    plan += [Op("mkdir", f"{dev}/pts"),
+             Op("mount", f"{dev}/pts", "devpts", "devpts", sc.MS_NOSUID | sc.MS_NOEXEC,
+                "newinstance,ptmxmode=0666,mode=0620"),
+             Op("symlink", f"{dev}/ptmx", "pts/ptmx"),
+             Op("mkdir", f"{dev}/shm", mode=0o1777),
+             Op("mount", f"{dev}/shm", "shm", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC,
+                "mode=1777,size=64m"),
+             Op("symlink", f"{dev}/fd", "/proc/self/fd")]
+    plan += [Op("symlink", f"{dev}/{name}", f"/proc/self/fd/{fd}")
+             for fd, name in enumerate(("stdin", "stdout", "stderr"))]
+    return plan
+
+
+def _sys(root: str) -> list[Op]:
+    # read-only sysfs: CPU topology for numpy and friends, nothing writable
+    return [Op("mount", f"{root}/sys", "sysfs", "sysfs",
+               sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)]
+
+
+def _identity(root: str, spec: ContainerSpec) -> list[Op]:
+    """The unprivileged user, and a hosts file that knows the hostname.
+    Writes to /etc land in its overlay's upper layer, never on the host."""
+    uid, gid = spec.user
+    hosts = f"127.0.0.1\tlocalhost {spec.hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    return [
+        Op("write", f"{root}/etc/hosts", data=hosts),
+        Op("write", f"{root}/etc/hostname", data=spec.hostname + "\n"),
+        Op("append_passwd", f"{root}/etc", data=f"{uid}:{gid}"),
+    ]
+
+
+class MountPlanError(OSError):
+    pass
+
+
+def apply(plan: list[Op], host_mnt_ns: int) -> None:
+    """Walk the plan.  Only in a fresh mount namespace (see module docstring)."""
+    if os.stat("/proc/self/ns/mnt").st_ino == host_mnt_ns:
+        raise MountPlanError(1, "refusing to apply a mount plan in the host's mount namespace")
+    # nothing mounted below may propagate back to the host
+    sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+    for op in plan:
+        _APPLY[op.kind](op)
+
+
+def _mkdir(op: Op) -> None:
+    if not os.path.isdir(op.target):
+        os.makedirs(op.target)
+        os.chmod(op.target, op.mode)  # umask would clear the sticky bit of /tmp
+
+
+def _mount(op: Op) -> None:
+    sc.mount(op.source, op.target, op.fstype, op.flags, op.data)
+
+
+def _bind(op: Op) -> None:
+    if os.path.isdir(op.source) and not os.path.exists(op.target):
+        os.makedirs(op.target)
+    elif not os.path.exists(op.target):
+        os.makedirs(os.path.dirname(op.target), exist_ok=True)
+        open(op.target, "a").close()
+    sc.mount(op.source, op.target, None, sc.MS_BIND | sc.MS_REC)
+    if op.flags:
+        sc.mount(None, op.target, None, sc.MS_REMOUNT | sc.MS_BIND | op.flags)
+
+
+def _remount_ro(op: Op) -> None:
+    if not os.path.exists(op.target):
+        return
+    sc.mount(op.target, op.target, None, sc.MS_BIND | sc.MS_REC)
+    sc.mount(None, op.target, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY | op.flags)
+
+
+def _mask(op: Op) -> None:
+    if os.path.isdir(op.target):
+        sc.mount("tmpfs", op.target, "tmpfs", sc.MS_RDONLY, "size=0")
+    elif os.path.exists(op.target):
+        sc.mount("/dev/null", op.target, None, sc.MS_BIND)
+
+
+def _symlink(op: Op) -> None:
+    os.symlink(op.source, op.target)
+
+
+def _write(op: Op) -> None:
+    with open(op.target, "w") as handle:
+        handle.write(op.data or "")
+
+
+def _chown(op: Op) -> None:
+    uid, gid = (int(x) for x in op.data.split(":"))
+    os.chown(op.target, uid, gid)
+
+
+def _append_passwd(op: Op) -> None:
+    """Name the container's uid 'sandbox' unless the image already names it."""
+    uid, gid = op.data.split(":")
+    with open(f"{op.target}/passwd") as handle:
+        if any(line.split(":")[2:3] == [uid] for line in handle):
+            return
+    with open(f"{op.target}/passwd", "a") as handle:
+        handle.write(f"sandbox:x:{uid}:{gid}:sandbox:/home/sandbox:/bin/sh\n")
+    with open(f"{op.target}/group", "a") as handle:
+        handle.write(f"sandbox:x:{gid}:\n")
+
+
+_APPLY = {"mkdir": _mkdir, "mount": _mount, "bind": _bind, "remount_ro": _remount_ro,
+          "mask": _mask, "symlink": _symlink, "write": _write, "chown": _chown,
+          "append_passwd": _append_passwd}
+
+
+def pivot(new_root: str) -> None:
+    """Make new_root the root and detach the old one (runc's pivot_root(".", ".")
+    trick: no put_old directory is left inside the container)."""
+    os.chdir(new_root)
+    sc.pivot_root(".", ".")
+    sc.umount2(".", sc.MNT_DETACH)
+    os.chdir("/")

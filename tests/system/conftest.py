@@ -1,0 +1,91 @@
+"""System tier: real namespaces and cgroups, as root."""
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from sandbox_kernel.runtime.container import Container, ExitResult
+from sandbox_kernel.runtime.spec import ContainerSpec, Limits
+
+if os.geteuid() != 0:
+    pytest.skip("the system tier needs root (real namespaces and cgroups)", allow_module_level=True)
+
+
+@dataclass
+class Ran:
+    result: ExitResult
+    stdout: str
+    stderr: str
+
+
+def run_in_container(command, *, spawn=None, **spec_fields) -> Ran:
+    """Run a command in a fresh container; capture its output."""
+    limits = spec_fields.pop("limits", Limits())
+    if isinstance(command, str):
+        command = ("/bin/sh", "-c", command)
+    spec = ContainerSpec(command=tuple(command), limits=limits, **spec_fields)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        with Container(spec, stdout=out, stderr=err, stdin=subprocess.DEVNULL, spawn=spawn) as box:
+            box.start()
+            result = box.wait()
+        out.seek(0)
+        err.seek(0)
+        return Ran(result, out.read(), err.read())
+
+
+def python_in_container(code: str, **spec_fields) -> Ran:
+    return run_in_container(("python3", "-c", code), **spec_fields)
+
+
+@pytest.fixture
+def run():
+    return run_in_container
+
+
+@pytest.fixture
+def pyrun():
+    return python_in_container
+
+
+def leftovers() -> dict:
+    """Everything a container could leave on the host, by kind."""
+    from sandbox_kernel.runtime.cgroups import detect_driver
+    mounts = [line.split()[4] for line in open("/proc/self/mountinfo") if "sbk-" in line]
+    state_dirs = [name for parent in ("/run", "/tmp", "/var/tmp") if os.path.isdir(parent)
+                  for name in os.listdir(parent) if name.startswith("sbk-")]
+    processes = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/comm") as handle:
+                if handle.read().startswith("sbk-"):
+                    processes.append(int(pid))
+        except OSError:
+            continue
+    links = subprocess.run(["ip", "-o", "link", "show", "type", "veth"],
+                           capture_output=True, text=True).stdout
+    netns = os.listdir("/run/netns") if os.path.isdir("/run/netns") else []
+    return {"cgroups": sorted(detect_driver().leftovers()), "mounts": mounts,
+            "state_dirs": sorted(state_dirs), "processes": processes,
+            "veths": [l for l in links.splitlines() if "sbk-" in l],
+            "netns": [n for n in netns if n.startswith("sbk-")]}
+
+
+@pytest.fixture
+def count_leftovers():
+    return leftovers
+
+
+@pytest.fixture
+def no_leftovers():
+    """Fail the test if it leaves anything of a container behind."""
+    before = leftovers()
+    yield
+    deadline = time.monotonic() + 5  # an owner's launcher may still be cleaning up
+    while (after := leftovers()) != before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert after == before, f"left behind: before={before} after={after}"

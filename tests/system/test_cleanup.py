@@ -1,0 +1,88 @@
+"""Nothing is left behind: after hundreds of containers, and after the
+owner is SIGKILLed."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sandbox_kernel.runtime.container import Container, LifecycleError, State
+from sandbox_kernel.runtime.spec import ContainerSpec, Limits
+
+pytestmark = pytest.mark.usefixtures("no_leftovers")
+
+
+def test_200_cycles_leave_nothing_behind():
+    spec = ContainerSpec(command=("/bin/true",), limits=Limits(memory=64 << 20, pids=16))
+    for _ in range(200):
+        with Container(spec) as box:
+            box.start()
+            assert box.wait(timeout=30).status == "ok"
+
+
+def test_destroy_while_running_kills_everything():
+    spec = ContainerSpec(command=("/bin/sh", "-c", "sleep 100 & sleep 100"))
+    box = Container(spec).start()
+    box.destroy()
+    box.destroy()  # idempotent
+    assert box.state is State.DESTROYED
+
+
+def test_invalid_moves_raise():
+    box = Container(ContainerSpec(command=("/bin/true",)))
+    with pytest.raises(LifecycleError, match="created"):
+        box.wait()
+    box.start()
+    with pytest.raises(LifecycleError, match="running"):
+        box.start()
+    box.wait()
+    box.destroy()
+    with pytest.raises(LifecycleError, match="destroyed"):
+        box.start()
+
+
+OWNER = """
+import sys, time
+from sandbox_kernel.runtime.container import Container
+from sandbox_kernel.runtime.spec import ContainerSpec
+box = Container(ContainerSpec(command=("/bin/sh", "-c", "sleep 1000 & sleep 1000")),
+                spawn=sys.argv[1])
+box.start()
+print(box.cgroup.join_files()[0], flush=True)
+time.sleep(1000)
+"""
+
+
+@pytest.mark.parametrize("spawn", ["fork", "exec"])
+def test_sigkill_of_the_owner_leaves_nothing_running(spawn, count_leftovers):
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, spawn], stdout=subprocess.PIPE, text=True)
+    procs_file = owner.stdout.readline().strip()
+    assert os.path.exists(procs_file)
+    assert _sleepers(procs_file), "the container did not start"
+    owner.send_signal(signal.SIGKILL)
+    owner.wait(10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and os.path.exists(procs_file):
+        time.sleep(0.05)
+    assert not os.path.exists(procs_file), "the container's cgroup outlived its owner"
+    while time.monotonic() < deadline and count_leftovers()["processes"]:
+        time.sleep(0.05)  # the launcher exits right after removing the cgroup
+    assert count_leftovers()["processes"] == []
+
+
+def _sleepers(procs_file: str) -> list[int]:
+    with open(procs_file) as handle:
+        return [int(pid) for pid in handle.read().split()]
+
+
+def test_a_missing_command_is_a_clear_start_error():
+    from sandbox_kernel.runtime.container import ContainerStartError
+    box = Container(ContainerSpec(command=("no-such-program-sbk",)))
+    with pytest.raises(ContainerStartError, match="no-such-program-sbk") as caught:
+        box.start()
+    assert caught.value.errno == 2
+    assert box.state is State.DESTROYED
