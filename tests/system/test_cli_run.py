@@ -1,0 +1,72 @@
+"""`sandbox-kernel run` as a user types it: stdio streams, exit codes pass
+through, and the report says what happened."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.usefixtures("no_leftovers")
+
+
+def _run(*args, stdin=None, timeout=120):
+    return subprocess.run([sys.executable, "-m", "sandbox_kernel.cli", "run", *args],
+                          input=stdin, capture_output=True, text=True, timeout=timeout)
+
+
+def test_stdio_streams_and_the_exit_code_passes_through():
+    done = _run("--", "/bin/sh", "-c", "read line; echo got $line; echo oops >&2; exit 7",
+                stdin="hello\n")
+    assert done.stdout == "got hello\n"
+    assert done.stderr == "oops\n"
+    assert done.returncode == 7
+
+
+def test_a_signal_gives_128_plus_its_number():
+    done = _run("--", "/bin/sh", "-c", "kill -TERM $$")
+    assert done.returncode == 128 + 15
+
+
+def test_report_says_oom_with_the_peak(tmp_path):
+    report = tmp_path / "report.json"
+    done = _run("--memory", "64M", "--report", "--report-json", str(report), "--",
+                "python3", "-c", "x = bytearray(200 << 20)")
+    assert done.returncode == 137
+    assert "status: oom" in done.stderr
+    assert "oom-kills: 1" in done.stderr
+    data = json.loads(report.read_text())
+    assert data["status"] == "oom"
+    assert data["stats"]["memory_peak"] >= 60 << 20
+    assert data["stats"]["memory_limit"] == 64 << 20
+
+
+def test_report_says_timeout():
+    done = _run("--timeout", "1s", "--report", "--", "sleep", "30")
+    assert "status: timeout" in done.stderr
+    assert done.returncode == 137
+
+
+def test_report_for_a_clean_run_has_every_figure_named():
+    done = _run("--report", "--", "/bin/true")
+    assert done.returncode == 0
+    keys = [line.split(":")[0] for line in done.stderr.splitlines()]
+    assert keys == ["status", "exit-code", "signal", "time-wall", "time-user", "time-system",
+                    "memory-peak", "pids-peak", "oom-kills", "io-read", "io-write"]
+    assert "status: ok" in done.stderr
+
+
+def test_a_command_missing_inside_exits_127_with_one_line():
+    done = _run("--", "no-such-command-sbk")
+    assert done.returncode == 127
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "no-such-command-sbk" in done.stderr
+
+
+def test_mount_env_and_workdir_options(tmp_path):
+    (tmp_path / "in.txt").write_text("data\n")
+    tmp_path.chmod(0o755)
+    done = _run("--mount", f"{tmp_path}:/data:ro", "--env", "GREETING=hi", "--workdir", "/data",
+                "--", "/bin/sh", "-c", "pwd; cat in.txt; echo $GREETING")
+    assert done.stdout.split() == ["/data", "data", "hi"], done.stderr
