@@ -77,10 +77,10 @@ def cmd_run(args, parser) -> int:
 
 
 def _wait_forwarding_signals(box):
-    # A terminal's ^C reaches the container's processes through its own process
-    # group; we only wait.  A SIGTERM sent to us alone is passed on.
-    previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
-                signal.SIGTERM: signal.signal(signal.SIGTERM, lambda s, _f: box.signal(s))}
+    # The container runs in a session of its own, so a terminal's ^C reaches
+    # only us: pass it (and TERM, HUP, QUIT) on, as docker run does.
+    forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+    previous = {signum: signal.signal(signum, lambda s, _f: box.signal(s)) for signum in forwarded}
     try:
         return box.wait()
     finally:

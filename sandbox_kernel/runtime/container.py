@@ -30,7 +30,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from . import images, launcher, rootfs
+from . import cleanup, images, launcher, rootfs
 from .cgroups import Cgroup, CgroupDriver, detect_driver
 from .cgroups.base import PREFIX
 from .spec import ContainerSpec
@@ -302,8 +302,11 @@ def _environment(spec: ContainerSpec) -> dict:
 @functools.lru_cache(maxsize=None)
 def _host_driver() -> CgroupDriver:
     """The host's cgroup setup does not change under a running process:
-    detect it once (reading mountinfo costs more than a container's mkdir)."""
-    return detect_driver()
+    detect it once (reading mountinfo costs more than a container's mkdir),
+    and remove what containers of dead owners left behind."""
+    driver = detect_driver()
+    cleanup.reap_stale(driver)
+    return driver
 
 
 def _state_parent() -> str:

@@ -75,9 +75,12 @@ def launcher_main(config: dict) -> int:
     status_fd = config["status_fd"]
     try:
         _write("/proc/self/comm", "sbk-launcher")
+        # Our own session: a client that kills its kernel's whole process
+        # group (jupyter_client does) must not kill us before we clean up.
+        os.setsid()
         sc.unshare(sc.CLONE_NEWPID)
     except OSError as error:
-        _report(status_fd, "unshare(CLONE_NEWPID)", error)
+        _report(status_fd, "setsid, unshare(CLONE_NEWPID)", error)
         return 125
     init_pid = os.fork()
     if init_pid == 0:

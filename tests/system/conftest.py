@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from sandbox_kernel.runtime.cleanup import owner_alive, owner_of
 from sandbox_kernel.runtime.container import Container, ExitResult
 from sandbox_kernel.runtime.spec import ContainerSpec, Limits
 
@@ -53,26 +54,44 @@ def pyrun():
 
 
 def leftovers() -> dict:
-    """Everything a container could leave on the host, by kind."""
+    """Everything a container of this test run could leave on the host, by
+    kind.  Containers whose owner is another live process (a notebook open on
+    this machine, another test run) are not ours and are not counted."""
     from sandbox_kernel.runtime.cgroups import detect_driver
     mounts = [line.split()[4] for line in open("/proc/self/mountinfo") if "sbk-" in line]
     state_dirs = [name for parent in ("/run", "/tmp", "/var/tmp") if os.path.isdir(parent)
-                  for name in os.listdir(parent) if name.startswith("sbk-")]
-    processes = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/comm") as handle:
-                if handle.read().startswith("sbk-"):
-                    processes.append(int(pid))
-        except OSError:
-            continue
+                  for name in os.listdir(parent) if name.startswith("sbk-") and _ours(name)]
+    cgroups = [path for path in detect_driver().leftovers() if _ours(os.path.basename(path))]
     links = subprocess.run(["ip", "-o", "link", "show", "type", "veth"],
                            capture_output=True, text=True).stdout
     netns = os.listdir("/run/netns") if os.path.isdir("/run/netns") else []
-    return {"cgroups": sorted(detect_driver().leftovers()), "mounts": mounts,
-            "state_dirs": sorted(state_dirs), "processes": processes,
+    return {"cgroups": sorted(cgroups), "mounts": mounts, "state_dirs": sorted(state_dirs),
+            "processes": _our_sandbox_processes(),
             "veths": [l for l in links.splitlines() if "sbk-" in l],
             "netns": [n for n in netns if n.startswith("sbk-")]}
+
+
+def _ours(name: str) -> bool:
+    """Made by this process, or by one that is dead now (an orphan)."""
+    owner = owner_of(name)
+    return owner is not None and (owner == os.getpid() or not owner_alive(owner))
+
+
+def _our_sandbox_processes() -> list[int]:
+    """sbk- processes whose parent is this process, or that lost their parent."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                comm, rest = handle.read().split(") ", 1)
+        except OSError:
+            continue
+        parent = int(rest.split()[1])
+        if comm.endswith("(sbk-launcher") and (parent in (1, os.getpid()) or not owner_alive(parent)):
+            found.append(int(pid))
+        elif comm.endswith("(sbk-init") and parent == 1:
+            found.append(int(pid))
+    return found
 
 
 @pytest.fixture

@@ -86,3 +86,49 @@ def test_a_missing_command_is_a_clear_start_error():
         box.start()
     assert caught.value.errno == 2
     assert box.state is State.DESTROYED
+
+
+def test_killing_the_owners_process_group_still_cleans_up(count_leftovers):
+    """jupyter_client kills a kernel's whole process group: the launcher lives
+    in a session of its own, so it survives to clean up."""
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, "exec"], stdout=subprocess.PIPE,
+                             text=True, start_new_session=True)
+    procs_file = owner.stdout.readline().strip()
+    os.killpg(owner.pid, signal.SIGKILL)
+    owner.wait(10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and os.path.exists(procs_file):
+        time.sleep(0.05)
+    assert not os.path.exists(procs_file)
+
+
+def test_leftovers_of_a_dead_owner_and_launcher_are_reaped(count_leftovers):
+    from sandbox_kernel.runtime.cgroups import detect_driver
+    from sandbox_kernel.runtime.cleanup import reap_stale
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, "exec"], stdout=subprocess.PIPE, text=True)
+    procs_file = owner.stdout.readline().strip()
+    launcher = [int(pid) for pid in filter(str.isdigit, os.listdir("/proc"))
+                if _comm(pid) == "sbk-launcher" and _parent(int(pid)) == owner.pid]
+    assert launcher
+    for pid in launcher + [owner.pid]:  # both at once: nobody is left to clean up
+        os.kill(pid, signal.SIGKILL)
+    owner.wait(10)
+    time.sleep(0.5)
+    assert os.path.exists(os.path.dirname(procs_file))
+    removed = reap_stale(detect_driver())
+    assert os.path.dirname(procs_file) in removed
+    assert not os.path.exists(procs_file)
+    assert not [d for d in count_leftovers()["state_dirs"] if d.startswith(f"sbk-{owner.pid}-")]
+
+
+def _comm(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
+
+
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as handle:
+        return int(handle.read().rsplit(")", 1)[1].split()[1])

@@ -70,3 +70,18 @@ def test_mount_env_and_workdir_options(tmp_path):
     done = _run("--mount", f"{tmp_path}:/data:ro", "--env", "GREETING=hi", "--workdir", "/data",
                 "--", "/bin/sh", "-c", "pwd; cat in.txt; echo $GREETING")
     assert done.stdout.split() == ["/data", "data", "hi"], done.stderr
+
+
+def test_sigint_to_the_cli_reaches_the_command():
+    import signal
+    import time
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "sandbox_kernel.cli", "run", "--", "/bin/sh", "-c",
+         "trap 'echo got-int; exit 3' INT; echo ready; while :; do sleep 0.1; done"],
+        stdout=subprocess.PIPE, text=True)
+    assert cli.stdout.readline().strip() == "ready"
+    time.sleep(0.2)
+    cli.send_signal(signal.SIGINT)
+    out, _ = cli.communicate(timeout=30)
+    assert out.strip() == "got-int"
+    assert cli.returncode == 3
