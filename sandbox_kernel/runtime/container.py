@@ -139,6 +139,11 @@ class Container:
         self._finish(code, timed_out)
         return self.result
 
+    def poll(self) -> int | None:
+        """The command's exit code if it has ended, else None; kills nothing."""
+        self._require(State.RUNNING, "poll")
+        return self._process.wait(0)
+
     def signal(self, signum: int) -> None:
         """Send a signal to the command (through the launcher and init)."""
         self._require(State.RUNNING, "signal")
@@ -185,7 +190,7 @@ class Container:
             return
         if self._process is not None:
             self._process.send_signal(signal.SIGKILL)
-            self._process.wait(None)
+            self._process.reap()
         if self.cgroup is not None:
             self.cgroup.destroy()
         if self._lifeline_w is not None:
@@ -242,18 +247,22 @@ class Container:
     def _spawn(self, config: dict) -> None:
         _ensure_standard_fds()
         status_r, status_w = os.pipe()
+        result_r, result_w = os.pipe()
         lifeline_r, self._lifeline_w = os.pipe()
-        config.update(status_fd=status_w, lifeline_fd=lifeline_r)
+        config.update(status_fd=status_w, lifeline_fd=lifeline_r, result_fd=result_w)
         self._started_at = time.monotonic()
         try:
             mode = self._spawn_mode or ("fork" if _single_threaded() else "exec")
             if mode == "fork" and not _single_threaded():
                 raise LifecycleError("cannot fork the launcher: this process has threads")
             spawn = _fork_launcher if mode == "fork" else _exec_launcher
-            self._process = spawn(config, self._stdio)
+            self._process = spawn(config, self._stdio, result_r)
+        except BaseException:
+            os.close(result_r)
+            raise
         finally:
-            os.close(status_w)
-            os.close(lifeline_r)
+            for fd in (status_w, result_w, lifeline_r):
+                os.close(fd)
         _await_setup(status_r)
 
     def _finish(self, code: int, timed_out: bool) -> None:
@@ -352,34 +361,49 @@ def _await_setup(status_r: int) -> None:
 
 
 class _LauncherHandle:
-    """The launcher process, however it was started: pid, signals, and a wait
-    with a timeout (through a pidfd, so no polling)."""
+    """The launcher process, however it was started: signals, the command's
+    exit code from the result pipe (a wait with a timeout, no polling), and
+    reaping the launcher itself once the container is released."""
 
-    def __init__(self, pid: int, popen: subprocess.Popen | None = None):
+    def __init__(self, pid: int, result_r: int, popen: subprocess.Popen | None = None):
         self.pid = pid
         self._popen = popen
         self._pidfd = os.pidfd_open(pid)
-        self.returncode: int | None = None
+        self._result_r = result_r
+        self.exit_code: int | None = None
+        self.reaped = False
 
     def send_signal(self, signum: int) -> None:
-        if self.returncode is None:
-            signal.pidfd_send_signal(self._pidfd, signum)
+        if not self.reaped:
+            try:
+                signal.pidfd_send_signal(self._pidfd, signum)
+            except ProcessLookupError:
+                pass  # exited, not yet reaped
 
     def wait(self, timeout: float | None) -> int | None:
-        """The launcher's exit code (negative: killed by that signal), or None
-        if it is still running after ``timeout`` seconds."""
-        if self.returncode is not None:
-            return self.returncode
-        ready, _, _ = select.select([self._pidfd], [], [], timeout)
+        """The command's exit code (negative: the launcher itself was killed
+        by that signal), or None if it still runs after ``timeout`` seconds."""
+        if self.exit_code is not None:
+            return self.exit_code
+        ready, _, _ = select.select([self._result_r], [], [], timeout)
         if not ready:
             return None
-        if self._popen is not None:
-            self.returncode = self._popen.wait()
-        else:
-            _, status = os.waitpid(self.pid, 0)
-            self.returncode = os.waitstatus_to_exitcode(status)
-        os.close(self._pidfd)
-        return self.returncode
+        line = os.read(self._result_r, 64)
+        # EOF without a line: the launcher died before init did
+        self.exit_code = int(line) if line.strip() else self.reap()
+        return self.exit_code
+
+    def reap(self) -> int:
+        """Wait for the launcher to exit (call after killing or releasing it)."""
+        if not self.reaped:
+            if self._popen is not None:
+                self._returncode = self._popen.wait()
+            else:
+                self._returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+            self.reaped = True
+            os.close(self._pidfd)
+            os.close(self._result_r)
+        return self._returncode
 
 
 def _stdio_fd(stream, default: int) -> int:
@@ -393,7 +417,7 @@ def _stdio_fd(stream, default: int) -> int:
     return stream if isinstance(stream, int) else stream.fileno()
 
 
-def _fork_launcher(config: dict, stdio) -> _LauncherHandle:
+def _fork_launcher(config: dict, stdio, result_r: int) -> _LauncherHandle:
     """Fork the launcher from this (single-threaded) process: no interpreter
     start, which is most of a container's start time."""
     fds = [_stdio_fd(s, i) for i, s in enumerate(stdio)]
@@ -410,7 +434,7 @@ def _fork_launcher(config: dict, stdio) -> _LauncherHandle:
             launcher._report(config["status_fd"], "launcher", error)
         finally:
             os._exit(code)
-    return _LauncherHandle(pid)
+    return _LauncherHandle(pid, result_r)
 
 
 def _become_clean_child(fds: list[int], config: dict) -> None:
@@ -421,19 +445,21 @@ def _become_clean_child(fds: list[int], config: dict) -> None:
     for target, fd in enumerate(fds):
         if fd != target:
             os.dup2(fd, target)
-    keep = {0, 1, 2, config["status_fd"], config["lifeline_fd"], *config["pass_fds"]}
+    keep = {0, 1, 2, config["status_fd"], config["lifeline_fd"], config["result_fd"],
+            *config["pass_fds"]}
     launcher._close_fds_except(keep)
 
 
-def _exec_launcher(config: dict, stdio) -> _LauncherHandle:
+def _exec_launcher(config: dict, stdio, result_r: int) -> _LauncherHandle:
     """Start the launcher as a fresh interpreter: this process has threads,
     and forking a threaded process copies locks other threads hold."""
     config_r, config_w = os.pipe()
-    keep = (config["status_fd"], config["lifeline_fd"], config_r, *config["pass_fds"])
+    keep = (config["status_fd"], config["lifeline_fd"], config["result_fd"], config_r,
+            *config["pass_fds"])
     popen = subprocess.Popen(
         [sys.executable, "-m", "sandbox_kernel.runtime.launcher", str(config_r)],
         stdin=stdio[0], stdout=stdio[1], stderr=stdio[2], pass_fds=keep)
     os.close(config_r)
     with os.fdopen(config_w, "w") as handle:
         json.dump(config, handle, default=vars)  # rootfs.Op -> its fields
-    return _LauncherHandle(popen.pid, popen)
+    return _LauncherHandle(popen.pid, result_r, popen)

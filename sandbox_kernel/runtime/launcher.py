@@ -14,16 +14,19 @@
 
 Channels, all pipes the owner creates:
 
+    result   launcher -> owner: the command's exit code, one line, when init
+             exits.  The launcher then stays until the lifeline closes.
     status   launcher/init/workload -> owner.  Each holds the write end until
              it is done with setup (the workload's copy is close-on-exec), so
              EOF means "the command is running".  A setup step that fails
              writes one JSON line {"step", "error", "errno"} and the owner
              raises it as ContainerStartError.
     lifeline owner -> launcher.  The owner keeps the write end and never
-             writes.  EOF means the owner died (even SIGKILLed, even when the
-             thread that spawned us is gone, which PR_SET_PDEATHSIG would
-             confuse with the process dying): the launcher then kills the
-             container and removes its cgroup and state directory.
+             writes.  EOF means the owner released the container or died
+             (even SIGKILLed, even when the thread that spawned us is gone,
+             which PR_SET_PDEATHSIG would confuse with the process dying):
+             the launcher then kills what still runs and removes the cgroup
+             and state directory, also after the command ended on its own.
 
 The init dies with the launcher (PR_SET_PDEATHSIG, its parent is this
 single-threaded launcher), and every process of the pid namespace dies with
@@ -86,11 +89,19 @@ def launcher_main(config: dict) -> int:
     if init_pid == 0:
         os._exit(_run_init(config))
     os.close(status_fd)
-    return _supervise(config, init_pid)
+    code = _supervise(config, init_pid)
+    if code is None:  # the owner is gone: nobody waits for a result
+        _clean_up(config)
+        return 137
+    _report_exit(config["result_fd"], code)
+    _await_release(config["lifeline_fd"])
+    _clean_up(config)
+    return code
 
 
-def _supervise(config: dict, init_pid: int) -> int:
-    """Forward signals to init; exit as it exits; clean up if the owner dies."""
+def _supervise(config: dict, init_pid: int) -> int | None:
+    """Forward signals to init until it exits; its exit code, or None if the
+    owner died first (then init and its pid namespace are killed)."""
     for signum in FORWARDED_SIGNALS:
         signal.signal(signum, lambda s, _f: _kill_quietly(init_pid, s))
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -103,16 +114,32 @@ def _supervise(config: dict, init_pid: int) -> int:
             return _exit_code(status)
         readable, _, _ = select.select([lifeline, wake_r], [], [])
         if lifeline in readable and os.read(lifeline, 1) == b"":
-            _owner_gone(config, init_pid)
-            return 137
+            _kill_quietly(init_pid, signal.SIGKILL)  # the pid namespace dies with its init
+            os.waitpid(init_pid, 0)
+            return None
         if wake_r in readable:
             _drain(wake_r)
 
 
-def _owner_gone(config: dict, init_pid: int) -> None:
-    """The owner died without destroying us: leave nothing behind."""
-    _kill_quietly(init_pid, signal.SIGKILL)  # the pid namespace dies with its init
-    os.waitpid(init_pid, 0)
+def _report_exit(result_fd: int, code: int) -> None:
+    try:
+        os.write(result_fd, f"{code}\n".encode())
+    except OSError:
+        pass  # the owner is gone; _await_release returns at once
+    os.close(result_fd)
+
+
+def _await_release(lifeline: int) -> None:
+    """Stay until the owner destroys the container or dies: if it dies
+    without destroying, the cgroup and state directory are ours to remove."""
+    for signum in FORWARDED_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    while os.read(lifeline, 1):
+        pass
+
+
+def _clean_up(config: dict) -> None:
+    """Remove the container's cgroup and state directory (what is left of them)."""
     deadline = time.monotonic() + 5
     for directory in config["cleanup"]["cgroup_dirs"]:
         while os.path.isdir(directory) and time.monotonic() < deadline:
@@ -127,6 +154,8 @@ def _owner_gone(config: dict, init_pid: int) -> None:
 
 def _run_init(config: dict) -> int:
     status_fd = config["status_fd"]
+    os.close(config["result_fd"])  # the launcher's channels, not ours
+    os.close(config["lifeline_fd"])
     try:
         workload = _init_setup(config)
     except SetupFailed as failure:

@@ -132,3 +132,26 @@ def _comm(pid: str) -> str:
 def _parent(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as handle:
         return int(handle.read().rsplit(")", 1)[1].split()[1])
+
+
+FORGETFUL_OWNER = """
+import os, sys
+from sandbox_kernel.runtime.container import Container
+from sandbox_kernel.runtime.spec import ContainerSpec
+box = Container(ContainerSpec(command=("/bin/true",)), spawn=sys.argv[1]).start()
+assert box.wait().status == "ok"
+print(box.cgroup.join_files()[0], flush=True)
+os._exit(0)  # no destroy, no atexit
+"""
+
+
+@pytest.mark.parametrize("spawn", ["fork", "exec"])
+def test_an_owner_that_exits_without_destroy_leaves_nothing(spawn):
+    done = subprocess.run([sys.executable, "-c", FORGETFUL_OWNER, spawn],
+                          capture_output=True, text=True, timeout=60)
+    procs_file = done.stdout.strip()
+    assert procs_file.endswith("cgroup.procs"), done.stderr
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and os.path.exists(procs_file):
+        time.sleep(0.05)
+    assert not os.path.exists(procs_file), "the finished container's cgroup outlived its owner"
