@@ -89,6 +89,7 @@ def launcher_main(config: dict) -> int:
     if init_pid == 0:
         os._exit(_run_init(config))
     os.close(status_fd)
+    _let_go_of_the_commands_files(config["pass_fds"])
     code = _supervise(config, init_pid)
     if code is None:  # the owner is gone: nobody waits for a result
         _clean_up(config)
@@ -97,6 +98,18 @@ def launcher_main(config: dict) -> int:
     _await_release(config["lifeline_fd"])
     _clean_up(config)
     return code
+
+
+def _let_go_of_the_commands_files(pass_fds: list[int]) -> None:
+    """The command's stdio and passed fds are init's and the workload's now.
+    We outlive the command (until release), and an owner reading a pipe or
+    socket from it must see EOF when the command is gone, not when we are."""
+    for fd in pass_fds:
+        os.close(fd)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
 
 
 def _supervise(config: dict, init_pid: int) -> int | None:
