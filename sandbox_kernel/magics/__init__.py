@@ -1,0 +1,71 @@
+"""The IPython extension: ``%load_ext sandbox_kernel``, then ``%%container``
+and ``%container`` (see magics.py).
+
+One ``Sessions`` per IPython process: loading the extension again keeps the
+sessions.  They are destroyed when the kernel is asked to shut down (a hook
+in ipykernel's do_shutdown), at exit (atexit) and when the extension is
+unloaded; if the kernel is killed, each container's
+launcher sees its lifeline close and removes the container itself.
+"""
+from __future__ import annotations
+
+import atexit
+import inspect
+
+from ..session.commands import Sessions
+
+_sessions: Sessions | None = None
+_magics = None
+
+
+def sessions() -> Sessions:
+    """The sessions of this process (created on first use)."""
+    global _sessions
+    if _sessions is None:
+        _sessions = Sessions()
+        atexit.register(_sessions.close_all)
+    return _sessions
+
+
+def load_ipython_extension(ip) -> None:
+    global _magics
+    from .magics import ContainerMagics
+    if _magics is not None:
+        unload_transformer(ip)
+    _magics = ContainerMagics(ip, sessions())
+    ip.register_magics(_magics)
+    ip.input_transformers_cleanup.append(_magics.auto_transformer)
+    _close_before_kernel_shutdown(getattr(ip, "kernel", None))
+
+
+def _close_before_kernel_shutdown(kernel) -> None:
+    """ipykernel answers a shutdown request by terminating its child
+    processes (SIGTERM, then SIGKILL) and may never run atexit: the
+    containers' launchers would die before removing their cgroups.  So the
+    sessions are closed first, in the kernel's do_shutdown."""
+    if kernel is None or getattr(kernel, "_sandbox_kernel_hooked", False):
+        return
+    original = kernel.do_shutdown
+
+    async def do_shutdown(restart):
+        sessions().close_all()
+        result = original(restart)
+        return (await result) if inspect.isawaitable(result) else result
+
+    kernel.do_shutdown = do_shutdown
+    kernel._sandbox_kernel_hooked = True
+
+
+def unload_transformer(ip) -> None:
+    if _magics is not None and _magics.auto_transformer in ip.input_transformers_cleanup:
+        ip.input_transformers_cleanup.remove(_magics.auto_transformer)
+
+
+def unload_ipython_extension(ip) -> None:
+    """Destroy every container and stop sending cells to one."""
+    global _magics
+    unload_transformer(ip)
+    if _sessions is not None:
+        _sessions.auto = None
+        _sessions.close_all()
+    _magics = None

@@ -1,0 +1,258 @@
+"""``%%container`` and ``%container``: the IPython face of sandbox sessions.
+
+Outputs that come from the container are republished here as if the cell
+had run in this kernel: stream text to sys.stdout/sys.stderr, display data
+through IPython's display publisher (same data, metadata, display id),
+clear_output through IPython.display.clear_output.  An exception in the
+container fails this cell with the container's traceback (``ContainerError``
+renders it and nothing of this side), unless --no-raise-error.
+"""
+from __future__ import annotations
+
+import shlex
+import sys
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import clear_output, publish_display_data
+
+from ..runtime import images
+from ..runtime.spec import SpecError
+from ..session import commands
+from ..session.client import SessionError, VariableError
+from ..session.stats import footer_bundle
+
+RED, RESET = "\x1b[31m", "\x1b[0m"
+HOST_ONLY_PREFIXES = ("%container", "%%container", "%unload_ext", "%reload_ext", "%load_ext")
+
+
+class ContainerError(Exception):
+    """A sandboxed cell failed.  Shown as the container's traceback (and the
+    plain-words message, if any), not as a traceback of this kernel."""
+
+    def __init__(self, ename: str, evalue: str, traceback: list[str], message: str | None = None):
+        super().__init__(f"{ename}: {evalue}" if ename else evalue)
+        self.ename, self.evalue = ename, evalue
+        self.container_traceback = list(traceback)
+        self.message = message
+
+    def _render_traceback_(self) -> list[str]:
+        lines = list(self.container_traceback)
+        if self.message:
+            lines.append(f"{RED}{self.message}{RESET}")
+        return lines or [f"{RED}{self}{RESET}"]
+
+
+class Republisher:
+    """on_output for Session.execute: shows each output here as it comes.
+    The last error is kept to be raised; others are shown at once."""
+
+    def __init__(self, keep_errors: bool):
+        self.keep_errors = keep_errors
+        self.error: dict | None = None
+
+    def __call__(self, kind: str, content: dict) -> None:
+        if kind == "stream":
+            stream = sys.stderr if content["name"] == "stderr" else sys.stdout
+            stream.write(content["text"])
+            stream.flush()
+        elif kind in ("display_data", "execute_result", "update_display_data"):
+            extra = {"update": True} if kind == "update_display_data" else {}
+            publish_display_data(content["data"], content.get("metadata") or {},
+                                 transient=content.get("transient") or None, **extra)
+        elif kind == "clear_output":
+            clear_output(wait=content.get("wait", False))
+        elif kind == "error":
+            if self.error is not None or not self.keep_errors:
+                self.show_error(self.error or content)
+            self.error = content if self.keep_errors else None
+
+    @staticmethod
+    def show_error(content: dict) -> None:
+        sys.stdout.flush()
+        sys.stderr.write("\n".join(content.get("traceback") or
+                                   [f"{content.get('ename')}: {content.get('evalue')}"]) + "\n")
+        sys.stderr.flush()
+
+
+@magics_class
+class ContainerMagics(Magics):
+    """%%container runs a cell in a container; %container manages the sessions."""
+
+    def __init__(self, shell, sessions: commands.Sessions):
+        super().__init__(shell)
+        self.sessions = sessions
+
+    @magic_arguments(name="%container")
+    @argument("--name", default=commands.DEFAULT_SESSION,
+              help="the session: one container per name, kept between cells (default: %(default)s)")
+    @argument("--image", help="the image of a new session (default: host); %%container images lists them")
+    @argument("--memory", help="memory limit, e.g. 256M, 2G")
+    @argument("--cpus", help="CPU cores, e.g. 0.5, 2")
+    @argument("--pids", help="most processes and threads, e.g. 128")
+    @argument("--timeout", help="time limit of each cell, e.g. 30s, 2m: interrupted, then killed")
+    @argument("--net", help="network: none (loopback only, the default) or host")
+    @argument("-i", "--input", action="append", default=[], metavar="NAMES",
+              help="variables of this kernel to copy into the container first, e.g. -i df,n")
+    @argument("-o", "--output", action="append", default=[], metavar="NAMES",
+              help="variables to copy back into this kernel afterwards, e.g. -o result")
+    @argument("--shell", action="store_true",
+              help="run the cell as a /bin/sh script in the same container, with live output")
+    @argument("--no-stats", action="store_true", help="no stats footer under this cell")
+    @argument("--no-raise-error", action="store_true",
+              help="an exception in the container does not fail this cell")
+    @cell_magic("container")
+    def container_cell(self, line: str, cell: str):
+        """Run this cell inside a resource-limited Linux container.
+
+        The container is started on first use and kept: variables live on
+        between %%container cells of the same --name.  Limits given on the
+        first cell create the session with them; on later cells they change
+        it (memory, cpus and pids live; net and image on restart).
+
+        Examples::
+
+            %%container --memory 256M --cpus 0.5 --timeout 30s
+            import numpy as np
+            x = np.ones(10_000_000)
+
+            %%container -i data -o total
+            total = sum(data)
+
+            %%container --shell
+            hostname; ps aux; cat /proc/self/cgroup
+
+            %%container --name grader --net none --no-raise-error
+            exec(student_code)
+
+        Under the outputs comes a footer with the cell's figures (wall and
+        cpu time, memory peak, pids, io): ``%container stats off`` hides it.
+        """
+        args = self._parse(self.container_cell, line)
+        session = self._session(args)
+        inputs, outputs = self._names(args.input), self._names(args.output)
+        if inputs:
+            self._push(session, inputs)
+        shown = Republisher(keep_errors=not args.no_raise_error)
+        if args.shell:
+            result = session.run_command(["/bin/sh", "-c", cell], on_output=shown)
+        else:
+            result = session.execute(cell, on_output=shown)
+        if outputs and result.status == "ok" and (not args.shell or result.exit_code == 0):
+            self._pull(session, outputs)
+        if self.sessions.footer and not args.no_stats:
+            publish_display_data(footer_bundle(result.stats))
+        self._end(result, shown, args)
+
+    def _parse(self, magic, line: str):
+        try:
+            return parse_argstring(magic, line)
+        except UsageError as exc:
+            usage = " ".join(magic.parser.format_usage().lstrip(":").split())
+            raise UsageError(f"usage: {usage}\n{exc}") from None
+
+    def _session(self, args):
+        try:
+            session, notes = self.sessions.open(
+                args.name, image=args.image, net=args.net, memory=args.memory, cpus=args.cpus,
+                pids=args.pids, timeout=args.timeout)
+        except (SpecError, SessionError, images.ImageNotFound, commands.UsageError) as exc:
+            raise UsageError(str(exc)) from None
+        for note in notes:
+            print(note, file=sys.stderr)
+        return session
+
+    @staticmethod
+    def _names(items) -> list[str]:
+        try:
+            return commands.split_names(items) if items else []
+        except commands.UsageError as exc:
+            raise UsageError(str(exc)) from None
+
+    def _push(self, session, names) -> None:
+        missing = [n for n in names if n not in self.shell.user_ns]
+        if missing:
+            raise UsageError(f"-i: not defined in this kernel: {', '.join(missing)}")
+        try:
+            session.push({n: self.shell.user_ns[n] for n in names})
+        except VariableError as exc:
+            raise ContainerError("VariableError", str(exc), [f"{RED}VariableError{RESET}: {exc}"]) from None
+
+    def _pull(self, session, names) -> None:
+        try:
+            self.shell.user_ns.update(session.pull(names))
+        except VariableError as exc:
+            raise ContainerError("VariableError", str(exc), [f"{RED}VariableError{RESET}: {exc}"]) from None
+
+    @staticmethod
+    def _end(result, shown: Republisher, args) -> None:
+        """Fail this cell as the container's cell failed (unless told not to)."""
+        failed_command = args.shell and result.exit_code not in (0, None)
+        if args.no_raise_error or (result.status == "ok" and not failed_command):
+            if result.message:
+                print(result.message, file=sys.stderr)
+            return
+        error = shown.error or {}
+        if failed_command and not error:
+            error = {"ename": "CalledProcessError", "evalue": f"the shell script exited with code "
+                     f"{result.exit_code}", "traceback": []}
+        ename = error.get("ename") or result.reply.get("ename") or "ContainerError"
+        evalue = error.get("evalue") or result.reply.get("evalue") or ""
+        traceback = error.get("traceback") or []
+        if failed_command and not traceback:
+            traceback = [f"{RED}{ename}{RESET}: {evalue}"]
+        raise ContainerError(ename, evalue, traceback, result.message)
+
+    @magic_arguments(name="container")
+    @argument("subcommand", help="status, limits, restart, stop, stats, push, pull, exec, "
+                                 "sessions, on, off, images")
+    @argument("arguments", nargs="*", help="the subcommand's arguments (%%container SUBCOMMAND -h)")
+    @line_magic("container")
+    def container_line(self, line: str):
+        """Manage the sandbox sessions of this kernel.
+
+        Subcommands::
+
+            %container status [--name N]          name, image, limits, state, pid, uptime, figures
+            %container limits [--name N] [--memory 1G] [--cpus 2] [--pids 256] [--timeout 1m]
+                              [--net none|host] [--image NAME]
+            %container restart [--name N]         a fresh container (variables are lost)
+            %container stop [--name N]            destroy the container
+            %container stats [--name N]           the last cells' figures
+            %container stats off | on             hide or show the footer under each cell
+            %container push NAMES [--name N]      copy variables into the container
+            %container pull NAMES [--name N]      copy variables out of it
+            %container exec [--name N] -- CMD     run a program in the container (docker exec)
+            %container sessions                   the sessions of this kernel
+            %container on [--name N]              every following cell runs in the container
+            %container off                        cells run in this kernel again
+            %container images                     the images there are
+
+        Examples::
+
+            %container limits --memory 1G
+            %container exec -- ps aux
+            %container pull result
+        """
+        try:
+            output = commands.run(line, self.sessions, namespace=self.shell.user_ns,
+                                  on_output=Republisher(keep_errors=False))
+        except commands.UsageError as exc:
+            raise UsageError(str(exc)) from None
+        self.shell.user_ns.update(output.values)
+        if output.html:
+            publish_display_data({"text/plain": output.text, "text/html": output.html})
+        elif output.text:
+            print(output.text.rstrip("\n"))
+
+    def auto_transformer(self, lines: list[str]) -> list[str]:
+        """With %container on: every cell becomes a %%container cell, except
+        those that manage the sessions or the extension."""
+        name = self.sessions.auto
+        if name is None:
+            return lines
+        first = next((line.strip() for line in lines if line.strip()), "")
+        if not first or first.startswith(HOST_ONLY_PREFIXES):
+            return lines
+        return [f"%%container --name {shlex.quote(name)}\n", *lines]

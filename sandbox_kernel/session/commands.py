@@ -1,0 +1,390 @@
+"""The ``%container`` subcommands, parsed and run once against the sessions.
+
+The magics (``%container``) and the sandbox kernel are both thin faces over
+``run``: they hand it the line the user typed and show the ``Output`` it
+returns.  Nothing here imports IPython (the sandbox kernel has no host-side
+IPython shell).
+
+    %container status [--name N]           name, image, limits, state, pid, uptime, figures
+    %container limits [--name N] [--memory 512M] [--cpus 1] [--pids 128] [--timeout 30s]
+                      [--net none|host] [--image NAME]
+                                           show the limits, or change them (live where
+                                           the cgroup allows; net and image on restart)
+    %container restart [--name N]          a fresh container (variables are lost)
+    %container stop [--name N]             destroy the container
+    %container stats [--name N] [on|off]   the last cells' figures; on/off: the footer
+    %container push NAMES [--name N]       copy variables into the container (pickled)
+    %container pull NAMES [--name N]       copy variables out of it (restricted unpickler)
+    %container exec [--name N] -- CMD...   run a program in the container, like docker exec
+    %container sessions                    the sessions of this kernel
+    %container on [--name N] / off         every following cell runs in the container
+    %container images                      the images there are
+
+A mistake (unknown subcommand or option, a bad value) raises ``UsageError``
+whose message is the usage and what was wrong: no traceback, no SystemExit.
+"""
+from __future__ import annotations
+
+import argparse
+import html
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..runtime import images
+from ..runtime.spec import ContainerSpec, Limits, SpecError
+from . import stats as stats_contract
+from .client import Session, SessionError
+
+DEFAULT_SESSION = "default"
+LIMIT_OPTIONS = ("memory", "cpus", "pids", "timeout")
+
+
+class UsageError(Exception):
+    """A command line that cannot be run; the message is for the user as is."""
+
+
+class HelpRequested(Exception):
+    """-h: the message is the help text (shown, not an error)."""
+
+
+@dataclass
+class Output:
+    """What a command shows: text (always), html (optional), and for pull the
+    values to set in the caller's namespace."""
+    text: str = ""
+    html: str | None = None
+    values: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------
+# The sessions of one kernel
+
+
+class Sessions:
+    """The named sessions of one kernel, and the faces' shared switches:
+    ``auto`` (the session every cell runs in, or None) and ``footer``."""
+
+    def __init__(self, factory: Callable[..., Session] = Session):
+        self.factory = factory
+        self.sessions: dict[str, Session] = {}
+        self.auto: str | None = None
+        self.auto_options: dict = {}
+        self.footer = True
+
+    def get(self, name: str) -> Session:
+        """An existing session; UsageError naming the ones there are."""
+        try:
+            return self.sessions[name]
+        except KeyError:
+            there = ", ".join(sorted(self.sessions)) or "none yet"
+            raise UsageError(f"no session named {name!r} (sessions: {there}); "
+                             f"a %%container cell creates one") from None
+
+    def open(self, name: str = DEFAULT_SESSION, *, image=None, net=None, **limits) -> tuple[Session, list[str]]:
+        """The session ``name``, created with these options if new; if it
+        exists, given options change it.  Returns it and notes for the user."""
+        given = {k: v for k, v in limits.items() if v is not None}
+        session = self.sessions.get(name)
+        if session is None:
+            session = self.factory(name, image=image or images.HOST, limits=parse_limits(given),
+                                   network=net or "none")
+            self.sessions[name] = session
+            return session, []
+        if not given and image is None and net is None:
+            return session, []
+        changes = session.set_limits(**given, image=image, net=net)
+        return session, change_notes(session, changes)
+
+    def close(self, name: str) -> None:
+        session = self.sessions.pop(name, None)
+        if session is not None:
+            session.stop()
+
+    def close_all(self) -> None:
+        """Destroy every container (kernel shutdown, extension unload)."""
+        for name in list(self.sessions):
+            self.close(name)
+
+
+def parse_limits(strings: dict) -> Limits:
+    """Limits from what a user typed ("512M", "1.5", "30s"); SpecError if bad."""
+    spec = ContainerSpec.from_strings(("-",), **{k: strings.get(k) for k in LIMIT_OPTIONS})
+    return spec.limits
+
+
+def change_notes(session: Session, changes: dict) -> list[str]:
+    notes = []
+    if changes.get("changed"):
+        notes.append(f"session {session.name!r}: {', '.join(changes['changed'])} changed "
+                     f"({describe_limits(session)})")
+    if changes.get("restart_needed"):
+        notes.append(f"session {session.name!r}: {', '.join(changes['restart_needed'])} take effect on "
+                     f"restart: run %container restart --name {session.name} (variables are lost)")
+    return notes
+
+
+def describe_limits(session: Session) -> str:
+    limits = session.limits
+    return ", ".join([
+        f"memory {stats_contract.format_bytes(limits.memory) if limits.memory else 'unlimited'}",
+        f"cpus {limits.cpus:g}" if limits.cpus else "cpus unlimited",
+        f"pids {limits.pids}" if limits.pids else "pids unlimited",
+        f"timeout {stats_contract.format_seconds(limits.timeout)}" if limits.timeout else "no timeout",
+        f"net {session.network}", f"image {session.image}",
+    ])
+
+
+# ---------------------------------------------------------------------------
+# Parsing
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing and exiting."""
+
+    def error(self, message: str):
+        raise UsageError(f"{self.format_usage()}{self.prog}: error: {message}")
+
+    def exit(self, status: int = 0, message: str | None = None):
+        raise UsageError(message or self.format_usage())
+
+    def print_help(self, file=None):
+        raise HelpRequested(self.format_help())
+
+
+def _add_name(parser) -> None:
+    parser.add_argument("--name", default=DEFAULT_SESSION, help="the session (default: %(default)s)")
+
+
+def _add_limits(parser) -> None:
+    parser.add_argument("--memory", help="memory limit, e.g. 512M, 2G")
+    parser.add_argument("--cpus", help="CPU cores, e.g. 0.5, 2")
+    parser.add_argument("--pids", help="most processes and threads, e.g. 128")
+    parser.add_argument("--timeout", help="per-cell time limit, e.g. 30s, 2m")
+
+
+def build_parser() -> _Parser:
+    parser = _Parser(prog="%container", description="Manage the sandbox sessions of this kernel.",
+                     epilog="Examples: %container status | %container limits --memory 1G | "
+                            "%container exec -- ps aux | %container pull result")
+    sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True,
+                                parser_class=_Parser)
+    helps = {
+        "status": "name, image, limits, state, pid, uptime, current figures",
+        "limits": "show the limits, or change them",
+        "restart": "a fresh container (its variables are lost)",
+        "stop": "destroy the container",
+        "stats": "the last cells' figures; on/off turns the footer on or off",
+        "push": "copy variables of this kernel into the container",
+        "pull": "copy variables of the container into this kernel",
+        "exec": "run a program in the container: exec -- CMD ARGS",
+        "sessions": "the sessions of this kernel",
+        "on": "every following cell runs in the container",
+        "off": "cells run in this kernel again",
+        "images": "the images there are",
+    }
+    commands = {name: sub.add_parser(name, help=text, description=text) for name, text in helps.items()}
+    for name in ("status", "limits", "restart", "stop", "stats", "push", "pull", "exec", "on"):
+        _add_name(commands[name])
+    _add_limits(commands["limits"])
+    commands["limits"].add_argument("--net", help="none (loopback only) or host")
+    commands["limits"].add_argument("--image", help="the image (see %%container images)")
+    commands["stats"].add_argument("switch", nargs="?", choices=("on", "off"),
+                                   help="show the footer under each cell, or not")
+    for name in ("push", "pull"):
+        commands[name].add_argument("names", nargs="+", metavar="NAMES",
+                                    help="variable names, by spaces or commas")
+    commands["exec"].add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD",
+                                  help="the program and its arguments")
+    return parser
+
+
+def parse(line: str | list[str]) -> argparse.Namespace:
+    """The parsed subcommand; UsageError or HelpRequested."""
+    try:
+        argv = shlex.split(line) if isinstance(line, str) else list(line)
+    except ValueError as exc:
+        raise UsageError(f"{build_parser().format_usage()}%container: error: {exc}") from None
+    args = build_parser().parse_args(argv)
+    if args.command == "exec":
+        if args.argv[:1] == ["--"]:
+            args.argv = args.argv[1:]
+        if not args.argv:
+            raise UsageError("usage: %container exec [--name N] -- CMD [ARGS...]\n"
+                             "%container exec: error: no command given, e.g. %container exec -- ps aux")
+    if args.command in ("push", "pull"):
+        try:
+            args.names = split_names(args.names)
+        except UsageError as exc:
+            raise UsageError(f"usage: %container {args.command} [--name N] NAMES\n"
+                             f"%container {args.command}: error: {exc}") from None
+    return args
+
+
+def split_names(items) -> list[str]:
+    """["a,b", "c"] -> ["a", "b", "c"]; UsageError for what is not a name."""
+    names = [n for item in items for n in str(item).split(",") if n.strip()]
+    names = [n.strip() for n in names]
+    bad = [n for n in names if not n.isidentifier()]
+    if bad or not names:
+        raise UsageError(f"not variable names: {', '.join(map(repr, bad)) or 'none given'}")
+    return names
+
+
+# ---------------------------------------------------------------------------
+# Running
+
+
+def run(line, sessions: Sessions, *, namespace: dict | None = None,
+        on_output: Callable[[str, dict], None] | None = None) -> Output:
+    """Parse ``line`` and run it once.  ``namespace`` is where push reads and
+    pull's values go (the caller sets them from Output.values); ``on_output``
+    receives exec's output as it comes."""
+    try:
+        args = parse(line)
+    except HelpRequested as shown:
+        return Output(text=str(shown))
+    try:
+        return _COMMANDS[args.command](args, sessions, namespace if namespace is not None else {},
+                                       on_output)
+    except (SpecError, SessionError, images.ImageNotFound) as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _status(args, sessions: Sessions, namespace, on_output) -> Output:
+    info = sessions.get(args.name).status()
+    rows = [("session", info["name"]), ("image", info["image"]), ("network", info["network"]),
+            ("state", info["state"]), ("container", info["container"] or "-"),
+            ("pid", str(info["pid"] or "-")),
+            ("uptime", stats_contract.format_seconds(info["uptime"])),
+            ("limits", describe_limits(sessions.get(args.name))),
+            ("cells", str(info["cells"]))]
+    figures = info["stats"] or {}
+    if figures:
+        rows += [("memory", f"{stats_contract.format_bytes(figures.get('memory_current'))} "
+                            f"(peak {stats_contract.format_bytes(figures.get('memory_peak'))})"),
+                 ("pids", str(figures.get("pids_current"))),
+                 ("cpu", f"{stats_contract.format_seconds(figures.get('cpu_user'))} user, "
+                         f"{stats_contract.format_seconds(figures.get('cpu_system'))} sys"),
+                 ("oom kills", str(figures.get("oom_kills")))]
+    return _table_output(["", ""], rows, header=False)
+
+
+def _limits(args, sessions: Sessions, namespace, on_output) -> Output:
+    session = sessions.get(args.name)
+    given = {k: getattr(args, k) for k in (*LIMIT_OPTIONS, "net", "image") if getattr(args, k) is not None}
+    if not given:
+        return Output(text=f"session {session.name!r}: {describe_limits(session)}")
+    notes = change_notes(session, session.set_limits(**given))
+    return Output(text="\n".join(notes) or f"session {session.name!r}: nothing changed")
+
+
+def _restart(args, sessions: Sessions, namespace, on_output) -> Output:
+    session = sessions.get(args.name)
+    session.restart()
+    return Output(text=f"session {session.name!r}: a fresh container is running ({session.status()['container']})")
+
+
+def _stop(args, sessions: Sessions, namespace, on_output) -> Output:
+    session = sessions.get(args.name)
+    session.stop()
+    return Output(text=f"session {session.name!r}: container stopped; the next cell starts a fresh one")
+
+
+STATS_COLUMNS = ("#", "status", "wall", "cpu user", "cpu sys", "mem peak", "mem limit",
+                 "pids", "io read", "io write", "net rx", "net tx")
+
+
+def _stats(args, sessions: Sessions, namespace, on_output) -> Output:
+    if args.switch:
+        sessions.footer = args.switch == "on"
+        return Output(text=f"stats footer {'on' if sessions.footer else 'off'}")
+    session = sessions.get(args.name)
+    rows = [stats_row(entry) for entry in session.cell_history]
+    if not rows:
+        return Output(text=f"session {session.name!r}: no cells yet")
+    return _table_output(STATS_COLUMNS, rows)
+
+
+def stats_row(entry: dict) -> tuple[str, ...]:
+    cell = entry["cell"]
+    b, s = stats_contract.format_bytes, stats_contract.format_seconds
+    return (str(cell["execution_count"] if cell["execution_count"] is not None else "-"),
+            str(cell["status"]), s(cell["wall"]), s(cell["cpu_user"]), s(cell["cpu_system"]),
+            b(cell["memory_peak"]), b(cell["memory_limit"]) if cell["memory_limit"] else "none",
+            str(cell["pids_peak"] if cell["pids_peak"] is not None else cell["pids_current"]),
+            b(cell["io_read"]), b(cell["io_write"]), b(cell["net_rx"]), b(cell["net_tx"]))
+
+
+def _push(args, sessions: Sessions, namespace, on_output) -> Output:
+    missing = [n for n in args.names if n not in namespace]
+    if missing:
+        raise UsageError(f"not defined in this kernel: {', '.join(missing)}")
+    session, _ = sessions.open(args.name)
+    session.push({n: namespace[n] for n in args.names})
+    return Output(text=f"pushed {', '.join(args.names)} into {session.name!r}")
+
+
+def _pull(args, sessions: Sessions, namespace, on_output) -> Output:
+    values = sessions.get(args.name).pull(args.names)
+    return Output(text=f"pulled {', '.join(values)} from {args.name!r}", values=values)
+
+
+def _exec(args, sessions: Sessions, namespace, on_output) -> Output:
+    session, _ = sessions.open(args.name)
+    code, text = session.exec_command(args.argv, on_output=on_output)
+    shown = "" if on_output is not None else text
+    if code != 0:
+        shown += f"[{shlex.join(args.argv)} exited with code {code}]\n"
+    return Output(text=shown)
+
+
+def _sessions(args, sessions: Sessions, namespace, on_output) -> Output:
+    if not sessions.sessions:
+        return Output(text="no sessions yet: a %%container cell creates one")
+    rows = []
+    for name, session in sorted(sessions.sessions.items()):
+        info = session.status()
+        rows.append((name + (" (on)" if sessions.auto == name else ""), info["image"], info["state"],
+                     info["container"] or "-", describe_limits(session)))
+    return _table_output(("session", "image", "state", "container", "limits"), rows)
+
+
+def _on(args, sessions: Sessions, namespace, on_output) -> Output:
+    sessions.auto = args.name
+    return Output(text=f"every cell now runs in container session {args.name!r}; "
+                       f"%container off to run cells here again")
+
+
+def _off(args, sessions: Sessions, namespace, on_output) -> Output:
+    was, sessions.auto = sessions.auto, None
+    return Output(text="cells run in this kernel again" if was else "container mode was not on")
+
+
+def _images(args, sessions: Sessions, namespace, on_output) -> Output:
+    return Output(text="\n".join(images.available()))
+
+
+_COMMANDS = {"status": _status, "limits": _limits, "restart": _restart, "stop": _stop,
+             "stats": _stats, "push": _push, "pull": _pull, "exec": _exec,
+             "sessions": _sessions, "on": _on, "off": _off, "images": _images}
+
+
+# ---------------------------------------------------------------------------
+# Tables
+
+
+def _table_output(columns, rows, header: bool = True) -> Output:
+    return Output(text=text_table(columns, rows, header), html=html_table(columns, rows, header))
+
+
+def text_table(columns, rows, header: bool = True) -> str:
+    lines = ([tuple(columns)] if header else []) + [tuple(r) for r in rows]
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(columns))]
+    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(line, widths)).rstrip() for line in lines)
+
+
+def html_table(columns, rows, header: bool = True) -> str:
+    head = ("<tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in columns) + "</tr>") if header else ""
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f'<table class="sandbox-kernel-table">{head}{body}</table>'

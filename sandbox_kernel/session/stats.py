@@ -1,0 +1,179 @@
+"""The stats contract: one JSON shape for the footer, the side panel and
+``usage_request`` replies (DESIGN "Stats contract"), and the footer drawn from it.
+
+    {"session": "default", "image": "host",
+     "limits": {"memory": 268435456, "cpus": 1.0, "pids": 64, "timeout": 30.0},
+     "cell": {"execution_count": 3, "wall": 0.21, "cpu_user": 0.18, "cpu_system": 0.02,
+              "memory_current": 52428800, "memory_peak": 61865984, "memory_limit": 268435456,
+              "pids_current": 2, "pids_peak": 3, "pids_limit": 64,
+              "io_read": 0, "io_write": 4096, "net_rx": 0, "net_tx": 0,
+              "oom_kills": 0, "throttled_time": 0.0, "status": "ok"}}
+
+Units: bytes, seconds, cores.  In ``limits`` null means "no limit".  In
+``cell`` null means "the host cannot tell", never 0: a figure is only a
+number when it was measured.  cpu, io, net, oom_kills and throttled_time
+are what the cell added (the counters are cumulative: after minus before);
+memory and pids peaks are the cell's own, reset before it where the cgroup
+allows, else null.  ``status`` is ok, error, timeout, oom or killed.
+
+Pure functions: nothing here reads the host.
+"""
+from __future__ import annotations
+
+import html
+import math
+
+MIME_TYPE = "application/vnd.sandbox-kernel.stats+json"
+STATUSES = ("ok", "error", "timeout", "oom", "killed")
+CELL_FIELDS = (
+    "execution_count", "wall", "cpu_user", "cpu_system",
+    "memory_current", "memory_peak", "memory_limit",
+    "pids_current", "pids_peak", "pids_limit",
+    "io_read", "io_write", "net_rx", "net_tx",
+    "oom_kills", "throttled_time", "status",
+)
+CUMULATIVE = ("cpu_user", "cpu_system", "io_read", "io_write", "oom_kills", "throttled_time")
+LEVELS = ("memory_current", "memory_limit", "pids_current", "pids_limit")
+PEAKS = ("memory_peak", "pids_peak")
+
+
+def limits_dict(limits) -> dict:
+    """The contract's ``limits`` from a runtime ``Limits`` (timeout: per cell)."""
+    return {"memory": limits.memory, "cpus": limits.cpus, "pids": limits.pids,
+            "timeout": limits.timeout}
+
+
+def delta(before, after):
+    """after - before for a cumulative counter; None when either is unknown.
+    A counter that went backwards (a fresh container) counts from 0."""
+    if before is None or after is None:
+        return None
+    value = after - before if after >= before else after
+    return round(value, 6) if isinstance(value, float) else value
+
+
+def cell_figures(before: dict | None, after: dict | None, *, peaks_reset: bool) -> dict:
+    """Per-cell figures from two snapshots of counters (CgroupStats.as_dict()
+    plus net_rx/net_tx).  ``before`` None: a cell with no baseline, so the
+    cumulative figures are the container's totals."""
+    after = after or {}
+    figures = {}
+    for key in CUMULATIVE + ("net_rx", "net_tx"):
+        if before is None:
+            figures[key] = after.get(key)
+        else:
+            figures[key] = delta(before.get(key), after.get(key))
+    for key in LEVELS:
+        figures[key] = after.get(key)
+    for key in PEAKS:
+        figures[key] = after.get(key) if peaks_reset else None
+    return figures
+
+
+def build_stats(*, session: str, image: str, limits, execution_count: int | None,
+                wall: float | None, figures: dict, status: str | None) -> dict:
+    """The contract dict.  ``figures`` holds the cell fields (see cell_figures);
+    absent ones are null."""
+    if status is not None and status not in STATUSES:
+        raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+    cell = {key: figures.get(key) for key in CELL_FIELDS}
+    cell.update(execution_count=execution_count, wall=wall, status=status)
+    return {"session": session, "image": image, "limits": limits_dict(limits), "cell": cell}
+
+
+# -- the footer ----------------------------------------------------------------
+
+NA = "n/a"
+
+
+def format_bytes(n) -> str:
+    if n is None:
+        return NA
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if abs(n) >= scale:
+            value = n / scale
+            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+    return f"{n} B"
+
+
+def format_seconds(s) -> str:
+    if s is None:
+        return NA
+    if s < 1:
+        return f"{s * 1000:.0f} ms"
+    if s < 60:
+        return f"{s:.2f} s"
+    minutes, seconds = divmod(s, 60)
+    return f"{minutes:.0f} min {seconds:.0f} s"
+
+
+def _of(value: str, limit: str | None) -> str:
+    return value if limit is None else f"{value} / {limit}"
+
+
+def footer_parts(stats: dict) -> list[tuple[str, str]]:
+    """(label, text) pairs of the footer, in order; shared by text and HTML."""
+    cell, limits = stats.get("cell") or {}, stats.get("limits") or {}
+    memory_limit = cell.get("memory_limit", limits.get("memory"))
+    pids_limit = cell.get("pids_limit", limits.get("pids"))
+    mem = format_bytes(cell.get("memory_current"))
+    if cell.get("memory_peak") is not None:
+        mem += f" (peak {format_bytes(cell.get('memory_peak'))})"
+    cpu = f"{format_seconds(cell.get('cpu_user'))} user, {format_seconds(cell.get('cpu_system'))} sys"
+    if cell.get("throttled_time"):
+        cpu += f", throttled {format_seconds(cell['throttled_time'])}"
+    pids = _fmt_count(cell.get("pids_current"))
+    if cell.get("pids_peak") is not None:
+        pids += f" (peak {cell['pids_peak']})"
+    parts = [
+        ("container", f"{stats.get('session', '?')} [{stats.get('image', '?')}]"),
+        ("status", str(cell.get("status") or NA)),
+        ("wall", format_seconds(cell.get("wall"))),
+        ("cpu", cpu + (f" / {limits['cpus']:g} cpus" if limits.get("cpus") else "")),
+        ("mem", _of(mem, format_bytes(memory_limit) if memory_limit is not None else None)),
+        ("pids", _of(pids, str(pids_limit) if pids_limit is not None else None)),
+        ("io", f"r {format_bytes(cell.get('io_read'))} w {format_bytes(cell.get('io_write'))}"),
+        ("net", f"rx {format_bytes(cell.get('net_rx'))} tx {format_bytes(cell.get('net_tx'))}"),
+    ]
+    if cell.get("oom_kills"):
+        parts.append(("oom kills", str(cell["oom_kills"])))
+    return parts
+
+
+def _fmt_count(n) -> str:
+    return NA if n is None else str(n)
+
+
+def footer_text(stats: dict) -> str:
+    """One line for terminals and nbconvert."""
+    return " | ".join(f"{label} {text}" for label, text in footer_parts(stats))
+
+
+_STATUS_COLOURS = {"ok": "#2e7d32", "error": "#c62828", "timeout": "#ef6c00",
+                   "oom": "#c62828", "killed": "#c62828"}
+
+
+def footer_html(stats: dict) -> str:
+    """One compact line; every value is escaped (the session name is the user's)."""
+    status = (stats.get("cell") or {}).get("status")
+    cells = []
+    for label, text in footer_parts(stats):
+        style = f' style="color:{_STATUS_COLOURS[status]}"' if label == "status" and status in _STATUS_COLOURS else ""
+        cells.append(f'<span{style}><b>{html.escape(label)}</b> {html.escape(text)}</span>')
+    return ('<div class="sandbox-kernel-stats" style="font-family:monospace;font-size:11px;'
+            'opacity:0.75;white-space:nowrap;overflow-x:auto">' + " &middot; ".join(cells) + "</div>")
+
+
+def footer_bundle(stats: dict) -> dict:
+    """The mime bundle of the footer: text/plain, text/html and the JSON itself."""
+    return {"text/plain": footer_text(stats), "text/html": footer_html(stats),
+            MIME_TYPE: _json_safe(stats)}
+
+
+def _json_safe(value):
+    """NaN and infinities are not JSON: they become null."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

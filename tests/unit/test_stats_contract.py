@@ -1,0 +1,109 @@
+"""The stats contract and its footer: shape, deltas, and nulls that stay null."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sandbox_kernel.runtime.spec import Limits
+from sandbox_kernel.session import stats
+
+MiB = 1 << 20
+
+
+def counters(**values):
+    base = dict.fromkeys(("memory_current", "memory_peak", "memory_limit", "pids_current",
+                          "pids_peak", "pids_limit", "cpu_user", "cpu_system", "io_read",
+                          "io_write", "oom_kills", "throttled_time", "net_rx", "net_tx"))
+    base.update(values)
+    return base
+
+
+def contract(figures, status="ok", limits=Limits(memory=256 * MiB, timeout=30.0)):
+    return stats.build_stats(session="s", image="host", limits=limits, execution_count=3,
+                             wall=0.25, figures=figures, status=status)
+
+
+def test_the_shape_is_the_design_contract():
+    result = contract(stats.cell_figures(counters(), counters(), peaks_reset=True))
+    assert set(result) == {"session", "image", "limits", "cell"}
+    assert set(result["limits"]) == {"memory", "cpus", "pids", "timeout"}
+    assert set(result["cell"]) == set(stats.CELL_FIELDS)
+    assert result["limits"] == {"memory": 256 * MiB, "cpus": None, "pids": None, "timeout": 30.0}
+    assert result["cell"]["execution_count"] == 3 and result["cell"]["status"] == "ok"
+
+
+def test_cumulative_counters_become_the_cells_own_figures():
+    before = counters(cpu_user=1.0, cpu_system=0.5, io_read=100, io_write=10, oom_kills=0,
+                      throttled_time=0.0, net_rx=5, net_tx=7)
+    after = counters(cpu_user=1.75, cpu_system=0.5, io_read=4196, io_write=10, oom_kills=1,
+                     throttled_time=0.25, net_rx=5, net_tx=8, memory_current=50 * MiB,
+                     memory_peak=80 * MiB, memory_limit=256 * MiB, pids_current=2, pids_peak=4)
+    cell = stats.cell_figures(before, after, peaks_reset=True)
+    assert cell["cpu_user"] == pytest.approx(0.75)
+    assert cell["cpu_system"] == 0
+    assert (cell["io_read"], cell["io_write"]) == (4096, 0)
+    assert (cell["oom_kills"], cell["throttled_time"]) == (1, 0.25)
+    assert (cell["net_rx"], cell["net_tx"]) == (0, 1)
+    assert (cell["memory_current"], cell["memory_peak"], cell["pids_peak"]) == (50 * MiB, 80 * MiB, 4)
+
+
+def test_unknown_figures_stay_null_never_zero():
+    before = counters(cpu_user=1.0, io_read=None)
+    after = counters(cpu_user=None, io_read=4096, memory_peak=80 * MiB)
+    cell = contract(stats.cell_figures(before, after, peaks_reset=True))["cell"]
+    for key in ("cpu_user", "io_read", "cpu_system", "net_rx", "net_tx", "oom_kills",
+                "pids_current", "memory_current", "throttled_time"):
+        assert cell[key] is None, key
+    bundle = stats.footer_bundle(contract(stats.cell_figures(None, None, peaks_reset=False)))
+    assert all(value is None for key, value in bundle[stats.MIME_TYPE]["cell"].items()
+               if key not in ("execution_count", "wall", "status"))
+    assert " 0 B" not in bundle["text/plain"] and "n/a" in bundle["text/plain"]
+
+
+def test_peaks_that_were_not_reset_are_null():
+    after = counters(memory_peak=80 * MiB, pids_peak=4)
+    cell = stats.cell_figures(counters(), after, peaks_reset=False)
+    assert cell["memory_peak"] is None and cell["pids_peak"] is None
+
+
+def test_a_counter_that_went_backwards_counts_from_zero():
+    # the container was replaced during the cell: the new one's counters start at 0
+    assert stats.delta(10.0, 2.0) == 2.0
+    assert stats.delta(None, 2.0) is None
+
+
+def test_status_must_be_one_of_the_contracts():
+    with pytest.raises(ValueError, match="crashed"):
+        contract({}, status="crashed")
+    assert contract({}, status=None)["cell"]["status"] is None
+
+
+def test_the_footer_has_three_mime_types_one_line_each_and_is_json():
+    figures = stats.cell_figures(counters(cpu_user=0.0), counters(
+        cpu_user=0.5, memory_current=50 * MiB, memory_peak=80 * MiB, memory_limit=256 * MiB,
+        pids_current=2, oom_kills=1, cpu_system=0.1), peaks_reset=True)
+    bundle = stats.footer_bundle(contract(figures, status="oom"))
+    assert set(bundle) == {"text/plain", "text/html", stats.MIME_TYPE}
+    assert "\n" not in bundle["text/plain"] and "\n" not in bundle["text/html"]
+    assert "peak 80 MiB" in bundle["text/plain"] and "256 MiB" in bundle["text/plain"]
+    assert "oom" in bundle["text/plain"]
+    json.dumps(bundle[stats.MIME_TYPE], allow_nan=False)
+
+
+def test_the_html_footer_escapes_the_session_name():
+    result = stats.build_stats(session="<script>x</script>", image="host", limits=Limits(),
+                               execution_count=1, wall=0.1, figures={}, status="ok")
+    assert "<script>" not in stats.footer_html(result)
+    assert "&lt;script&gt;" in stats.footer_html(result)
+
+
+def test_non_finite_numbers_become_null_in_the_json():
+    result = contract({"cpu_user": float("nan")})
+    assert stats.footer_bundle(result)[stats.MIME_TYPE]["cell"]["cpu_user"] is None
+
+
+@pytest.mark.parametrize("n, text", [(None, "n/a"), (0, "0 B"), (1536, "1.5 KiB"),
+                                     (256 * MiB, "256 MiB"), (3 << 30, "3 GiB")])
+def test_format_bytes(n, text):
+    assert stats.format_bytes(n) == text
