@@ -43,6 +43,7 @@ def command(argv: list[str]):
 
 def contenders() -> dict:
     found = {"sandbox-kernel (fork)": sandbox_kernel("fork"),
+             "sandbox-kernel (zygote)": sandbox_kernel("zygote"),
              "sandbox-kernel (exec)": sandbox_kernel("exec")}
     if shutil.which("bwrap"):
         found["bwrap --unshare-all"] = command(

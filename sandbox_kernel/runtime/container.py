@@ -30,7 +30,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from . import cleanup, images, launcher, rootfs
+from . import cleanup, images, launcher, rootfs, zygote
 from .cgroups import Cgroup, CgroupDriver, detect_driver
 from .cgroups.base import PREFIX
 from .spec import ContainerSpec
@@ -103,7 +103,7 @@ class Container:
         self.cgroup: Cgroup | None = None
         self._driver = driver
         self._stdio = (stdin, stdout, stderr)
-        self._spawn_mode = spawn  # "fork", "exec", or None: fork when it is safe
+        self._spawn_mode = spawn  # "fork", "exec", "zygote", or None: the fastest safe one
         self._state_dir: str | None = None
         self._process: _LauncherHandle | None = None
         self._lifeline_w: int | None = None
@@ -252,11 +252,12 @@ class Container:
         config.update(status_fd=status_w, lifeline_fd=lifeline_r, result_fd=result_w)
         self._started_at = time.monotonic()
         try:
-            mode = self._spawn_mode or ("fork" if _single_threaded() else "exec")
+            mode = self._spawn_mode or _default_spawn_mode()
             if mode == "fork" and not _single_threaded():
                 raise LifecycleError("cannot fork the launcher: this process has threads")
-            spawn = _fork_launcher if mode == "fork" else _exec_launcher
-            self._process = spawn(config, self._stdio, result_r)
+            if mode == "zygote":
+                config.update(_in_process_module(self.spec))
+            self._process = _SPAWNERS[mode](config, self._stdio, result_r)
         except BaseException:
             os.close(result_r)
             raise
@@ -335,6 +336,21 @@ def _ensure_standard_fds() -> None:
                 os.close(null)
 
 
+def _default_spawn_mode() -> str:
+    if _single_threaded():
+        return "fork"
+    return "zygote" if zygote.enabled() else "exec"
+
+
+def _in_process_module(spec: ContainerSpec) -> dict:
+    """``python -m MODULE`` with this very interpreter, on the host image, can
+    run in the zygote's fork without exec (and without importing it again)."""
+    command = spec.command
+    if spec.image == images.HOST and len(command) >= 3 and command[:2] == (sys.executable, "-m"):
+        return {"run_module": command[2], "module_args": list(command[3:])}
+    return {}
+
+
 def _single_threaded() -> bool:
     """fork() is only safe when no other thread holds a lock we would copy."""
     return len(os.listdir("/proc/self/task")) == 1
@@ -365,9 +381,11 @@ class _LauncherHandle:
     exit code from the result pipe (a wait with a timeout, no polling), and
     reaping the launcher itself once the container is released."""
 
-    def __init__(self, pid: int, result_r: int, popen: subprocess.Popen | None = None):
+    def __init__(self, pid: int, result_r: int, popen: subprocess.Popen | None = None,
+                 child: bool = True):
         self.pid = pid
         self._popen = popen
+        self._child = child  # a zygote's launcher is the zygote's child, not ours
         self._pidfd = os.pidfd_open(pid)
         self._result_r = result_r
         self.exit_code: int | None = None
@@ -398,8 +416,11 @@ class _LauncherHandle:
         if not self.reaped:
             if self._popen is not None:
                 self._returncode = self._popen.wait()
-            else:
+            elif self._child:
                 self._returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+            else:  # the zygote reaps it; its pidfd turns readable when it exits
+                select.select([self._pidfd], [], [])
+                self._returncode = -signal.SIGKILL
             self.reaped = True
             os.close(self._pidfd)
             os.close(self._result_r)
@@ -450,6 +471,18 @@ def _become_clean_child(fds: list[int], config: dict) -> None:
     launcher._close_fds_except(keep)
 
 
+def _zygote_launcher(config: dict, stdio, result_r: int) -> _LauncherHandle:
+    """Ask this process's fork server for the launcher (zygote.py)."""
+    fds = [_stdio_fd(s, i) for i, s in enumerate(stdio)]
+    try:
+        pid = zygote.shared().spawn(config, fds)
+    finally:
+        for fd, stream in zip(fds, stdio):
+            if stream == subprocess.DEVNULL:
+                os.close(fd)
+    return _LauncherHandle(pid, result_r, child=False)
+
+
 def _exec_launcher(config: dict, stdio, result_r: int) -> _LauncherHandle:
     """Start the launcher as a fresh interpreter: this process has threads,
     and forking a threaded process copies locks other threads hold."""
@@ -463,3 +496,6 @@ def _exec_launcher(config: dict, stdio, result_r: int) -> _LauncherHandle:
     with os.fdopen(config_w, "w") as handle:
         json.dump(config, handle, default=vars)  # rootfs.Op -> its fields
     return _LauncherHandle(popen.pid, result_r, popen)
+
+
+_SPAWNERS = {"fork": _fork_launcher, "exec": _exec_launcher, "zygote": _zygote_launcher}

@@ -34,13 +34,17 @@ the init: nothing outlives its owner.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import random
+import runpy
 import select
 import shutil
 import signal
 import sys
 import time
+import traceback
 
 from . import network, rootfs, security
 from . import syscalls as sc
@@ -231,6 +235,8 @@ def _run_workload(config: dict) -> None:
     status_fd = config["status_fd"]
     try:
         _workload_setup(config)
+        if config.get("run_module"):
+            _run_module_in_process(config)  # never returns
         os.execvpe(config["command"][0], config["command"], config["env"])
     except SetupFailed as failure:
         _report(status_fd, failure.step, failure.error)
@@ -260,6 +266,38 @@ def _workload_setup(config: dict) -> None:
     uid, gid = config["uid"], config["gid"]
     _step(config, "drop privileges", security.harden, uid, gid,
           [tuple(r) for r in config["rlimits"]])
+
+
+def _run_module_in_process(config: dict) -> None:
+    """``python -m MODULE ARGS`` without exec: this process is a fork of the
+    zygote, the same interpreter with MODULE already imported (zygote.py says
+    what else it inherits).  Everything execve would reset is reset here."""
+    os.environ.clear()
+    os.environ.update(config["env"])
+    random.seed()
+    name, args = config["run_module"], config["module_args"]
+    sys.argv = [name, *args]
+    os.close(config["status_fd"])  # as a successful exec would: we are running
+    code = 1
+    try:
+        module = importlib.import_module(name)
+        code = module.main(args) if hasattr(module, "main") else _run_as_main(name)
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    except BaseException:  # noqa: B036 -- report like an interpreter would, then exit
+        traceback.print_exc()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code if isinstance(code, int) else 0)
+
+
+def _run_as_main(name: str) -> int:
+    runpy.run_module(name, run_name="__main__", alter_sys=True)
+    return 0
 
 
 # ----------------------------------------------------------------------- helpers

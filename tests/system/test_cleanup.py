@@ -57,7 +57,7 @@ time.sleep(1000)
 """
 
 
-@pytest.mark.parametrize("spawn", ["fork", "exec"])
+@pytest.mark.parametrize("spawn", ["fork", "exec", "zygote"])
 def test_sigkill_of_the_owner_leaves_nothing_running(spawn, count_leftovers):
     owner = subprocess.Popen([sys.executable, "-c", OWNER, spawn], stdout=subprocess.PIPE, text=True)
     procs_file = owner.stdout.readline().strip()
@@ -145,7 +145,7 @@ os._exit(0)  # no destroy, no atexit
 """
 
 
-@pytest.mark.parametrize("spawn", ["fork", "exec"])
+@pytest.mark.parametrize("spawn", ["fork", "exec", "zygote"])
 def test_an_owner_that_exits_without_destroy_leaves_nothing(spawn):
     done = subprocess.run([sys.executable, "-c", FORGETFUL_OWNER, spawn],
                           capture_output=True, text=True, timeout=60)

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("no_leftovers")
 ROOT_NO_CAPS = (0, 0)  # uid 0 without any capability: proves the mounts, not just file modes
 
 
-@pytest.mark.parametrize("spawn", ["fork", "exec"])
+@pytest.mark.parametrize("spawn", ["fork", "exec", "zygote"])
 def test_pid_1_is_the_containers_init_and_no_host_process_is_visible(run, spawn):
     if spawn == "fork" and len(os.listdir("/proc/self/task")) > 1:
         pytest.skip("this pytest process has threads (numpy's?): the fork path would refuse")
@@ -26,6 +26,20 @@ def test_pid_1_is_the_containers_init_and_no_host_process_is_visible(run, spawn)
     assert processes["1"] == "sbk-init"
     assert set(processes.values()) <= {"sbk-init", "sh", "ps"}, processes
     assert len(processes) <= 3
+
+
+@pytest.mark.parametrize("spawn", ["fork", "exec", "zygote"])
+def test_the_command_inherits_only_its_stdio(run, spawn):
+    if spawn == "fork" and len(os.listdir("/proc/self/task")) > 1:
+        pytest.skip("this pytest process has threads: the fork path would refuse")
+    extra = os.open("/dev/null", os.O_RDONLY)  # an fd of the owner, not for the container
+    os.set_inheritable(extra, True)
+    try:
+        ran = run("ls /proc/self/fd", spawn=spawn)
+    finally:
+        os.close(extra)
+    # ls itself holds one more: the directory it lists
+    assert len(ran.stdout.split()) == 4 and set(ran.stdout.split()) >= {"0", "1", "2"}, ran.stdout
 
 
 def test_hostname_is_sandbox_not_the_hosts(run):

@@ -1,0 +1,188 @@
+"""A fork server: containers for threaded owners in milliseconds.
+
+A Jupyter kernel has threads, so it must never fork; starting each launcher
+as a fresh interpreter costs a Python start, and the agent inside then
+imports IPython again (about 0.3 s together).  The zygote is a helper
+process per owner, started once, single-threaded for its whole life, with
+the agent's modules imported.  On request it forks a launcher exactly as the
+fork path does (launcher.py), and for a ``python -m MODULE`` command with
+this interpreter the workload runs the module in-process instead of exec.
+
+    owner                                   zygote (single-threaded)
+      | -- request: config JSON + fds ------>  |  fork
+      |    (stdin, stdout, stderr, status,     |---> launcher -> init -> workload
+      |     result, lifeline, pass_fds...)     |         (runs MODULE without exec)
+      | <------------------- launcher pid ---  |  reaps its children
+
+What a forked workload inherits from the zygote, and why that is safe:
+  - memory: the imported modules (shared copy-on-write; charged to the
+    zygote's cgroup, not the container's) and earlier requests' configs of
+    this same owner; no secrets of anyone else;
+  - file descriptors: none but those of its own request (everything else is
+    closed before the launcher runs, as in the fork path);
+  - signal handlers: reset to the defaults in the launcher;
+  - threads: none (the zygote refuses to fork if it ever has a second one);
+  - random state: reseeded in the workload, so two containers never share
+    a random sequence;
+  - the environment: replaced by the container's, as execve would.
+
+The zygote exits when its owner closes the request socket, or dies.
+"""
+from __future__ import annotations
+
+import fcntl
+import importlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+
+from . import launcher
+
+PRELOAD = ("sandbox_kernel.session.agent",)
+MAX_REQUEST = 1 << 22
+_FD_FIELDS = ("status_fd", "result_fd", "lifeline_fd")
+
+
+class ZygoteError(RuntimeError):
+    pass
+
+
+# ------------------------------------------------------------------ owner side
+
+class Zygote:
+    """The owner's handle on its fork server."""
+
+    def __init__(self, preload: tuple[str, ...] = PRELOAD):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "sandbox_kernel.runtime.zygote", str(theirs.fileno()),
+             *preload],
+            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, start_new_session=True)
+        theirs.close()
+        self._sock = ours
+        self._lock = threading.Lock()
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def spawn(self, config: dict, stdio_fds: list[int]) -> int:
+        """Have the zygote fork a launcher for ``config``; returns its pid."""
+        fds = [*stdio_fds, *(config[f] for f in _FD_FIELDS), *config["pass_fds"]]
+        body = json.dumps(config, default=vars).encode()
+        if len(body) > MAX_REQUEST:
+            raise ZygoteError(f"launch request of {len(body)} bytes is too large")
+        with self._lock:  # one request at a time on the socket
+            socket.send_fds(self._sock, [body], fds)
+            answer = self._sock.recv(64)
+        if not answer:
+            raise ZygoteError("the zygote died (see its stderr)")
+        reply = json.loads(answer)
+        if "error" in reply:
+            raise ZygoteError(reply["error"])
+        return reply["pid"]
+
+    def close(self) -> None:
+        self._sock.close()
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+_shared: Zygote | None = None
+_shared_lock = threading.Lock()
+
+
+def shared() -> Zygote:
+    """This process's zygote, started on first use (and again if it died)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None or not _shared.alive():
+            _shared = Zygote()
+        return _shared
+
+
+def enabled() -> bool:
+    return os.environ.get("SANDBOX_KERNEL_ZYGOTE", "1") != "0"
+
+
+# ----------------------------------------------------------------- zygote side
+
+def serve(sock: socket.socket) -> None:
+    signal.signal(signal.SIGCHLD, lambda _s, _f: _reap_children())
+    while True:
+        try:
+            body, fds, _flags, _addr = socket.recv_fds(sock, MAX_REQUEST, 64)
+        except InterruptedError:
+            continue
+        if not body:
+            return  # the owner closed the socket or died
+        try:
+            pid = _fork_launcher(json.loads(body), fds)
+            sock.send(json.dumps({"pid": pid}).encode())
+        except (OSError, ValueError, ZygoteError) as error:
+            sock.send(json.dumps({"error": f"{type(error).__name__}: {error}"}).encode())
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+
+def _fork_launcher(config: dict, fds: list[int]) -> int:
+    if len(os.listdir("/proc/self/task")) != 1:
+        raise ZygoteError("the zygote has a second thread: refusing to fork")
+    pid = os.fork()
+    if pid == 0:
+        code = 125
+        try:
+            _place_fds(config, fds)
+            code = launcher.launcher_main(config)
+        except BaseException as error:  # noqa: B036 -- never return into the server loop
+            launcher._report(config["status_fd"], "launcher", error)
+        finally:
+            os._exit(code)
+    return pid
+
+
+def _place_fds(config: dict, fds: list[int]) -> None:
+    """Give the received fds the numbers the request names: 0, 1, 2 for stdio,
+    the owner's own numbers for pass_fds (a command line may name them)."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    # park every fd above all the target numbers first, so no dup2 below
+    # overwrites a received fd that is still to be placed
+    base = max([256, *config["pass_fds"]]) + 1
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, base) for fd in fds]
+    stdio, channels, passed = high[:3], high[3:6], high[6:]
+    for target, fd in enumerate(stdio):
+        os.dup2(fd, target)
+    config.update(zip(_FD_FIELDS, channels))
+    for target, fd in zip(config["pass_fds"], passed):
+        os.dup2(fd, target)
+    keep = {0, 1, 2, *channels, *config["pass_fds"]}
+    launcher._close_fds_except(keep)
+
+
+def _reap_children() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def main() -> None:
+    launcher._write("/proc/self/comm", "sbk-zygote")
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    for module in sys.argv[2:]:
+        importlib.import_module(module)
+    serve(sock)
+
+
+if __name__ == "__main__":
+    main()
