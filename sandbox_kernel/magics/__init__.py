@@ -36,6 +36,8 @@ def load_ipython_extension(ip) -> None:
     ip.register_magics(_magics)
     ip.input_transformers_cleanup.append(_magics.auto_transformer)
     _close_before_kernel_shutdown(getattr(ip, "kernel", None))
+    from ..session.client import prewarm
+    prewarm()
 
 
 def _close_before_kernel_shutdown(kernel) -> None:

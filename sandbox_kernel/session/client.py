@@ -65,7 +65,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..runtime import images
+from ..runtime import images, zygote
 from ..runtime.container import Container, LifecycleError, State
 from ..runtime.spec import ContainerSpec, Limits, parse_cpus, parse_duration, parse_env, parse_mount, \
     parse_network, parse_pids, parse_size
@@ -325,6 +325,13 @@ class _Outcome:
     timed_out: bool = False
     error: str | None = None
     exit_code: int | None = None
+
+
+def prewarm() -> None:
+    """Start this process's zygote now, so the first cell does not wait for
+    its IPython import (kernels and the magics call this when they load)."""
+    if zygote.enabled():
+        zygote.shared()
 
 
 class Session:
