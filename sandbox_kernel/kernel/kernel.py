@@ -1,0 +1,666 @@
+"""The sandbox kernel: an ipykernel ``Kernel`` whose every cell runs in its
+session's container.
+
+It is a wrapper kernel (the echo kernel of ipykernel's docs): class
+attributes for kernel_info, async ``do_*`` handlers, ``send_response`` for
+output.  It has no IPython shell of its own; the cells run in the agent's
+shell inside the container, through ``sandbox_kernel.session``'s public API
+only (DESIGN, boundaries), and the side panel's channel::
+
+    frontend --execute_request--> SandboxKernel.do_execute
+                                    |  leading "%container ..." lines: commands.run, on the host
+                                    |  the rest: Session.execute(code, on_output=relay)
+                                    v
+      iopub  <-- stream / display_data / execute_result / error / clear_output, unchanged
+             <-- the stats footer (display_data), then execute_reply
+
+How the pieces behave:
+
+* **Start.**  The container is started in a helper thread as the kernel
+  starts (``prestart``), so the first cell does not wait for it; every
+  shell handler waits for that thread (bounded by ``start_wait``).  If the
+  container cannot start, the first cell answers with what
+  ``sandbox-kernel doctor`` finds and how to fix it, as an error; the kernel
+  stays up and the next cell tries again.  No crash loop.
+* **Execution count.**  The agent's: replies and execute_result carry its
+  numbers, and ``execution_count`` follows them, so execute_input matches.
+  A fresh container (after it died, or ``%container restart``) counts from 1
+  again, as a restarted kernel does.
+* **Container death.**  Out of memory, killed, crashed: the session says
+  why in plain words and starts a fresh container; the kernel publishes an
+  error with a clear ename (ContainerOutOfMemory, ContainerDied, CellTimeout)
+  and replies with it.
+* **Interrupts.**  The kernelspec says ``"interrupt_mode": "message"``:
+  jupyter_client's ``interrupt_kernel()`` sends interrupt_request on the
+  control channel, and ipykernel's handler (control thread) sends SIGINT to
+  the kernel's process group.  The cell runs in this process's main thread
+  inside ``Session.execute``, which turns SIGINT into "interrupt the agent"
+  (and knows the container's launcher, in our group, got the signal too).
+  Outside that exchange, the handler this kernel installs for each shell
+  request does the same, so an interrupt is never a KeyboardInterrupt in
+  the kernel's own code (which would lose the reply).  A plain SIGINT to the
+  kernel (``interrupt_mode: signal``, ``kill -INT``) takes the same path.
+  Message mode is the default because it needs no process for the manager
+  to signal: it works through any provisioner, local or remote.
+* **Shutdown and restart.**  ``do_shutdown`` destroys the containers;
+  restart starts a new kernel process, hence a fresh container.  When the
+  kernel is SIGKILLed, each container's launcher sees its lifeline close and
+  removes the container (runtime/launcher.py).
+* **Resource usage.**  ``usage_request`` (control channel) answers with the
+  stats contract of the container plus the keys jupyter-resource-usage's
+  kernel panel reads (kernel_memory, kernel_cpu, cpu_count,
+  host_virtual_memory...), filled with the container's figures and limits.
+* **Side panel.**  Comm target ``sandbox_kernel.stats``, served by the
+  panel's ``StatsChannel`` (panel/channel.py, messages.py): the stats
+  contract in its envelope when a frontend opens it or asks, at cell start
+  and end, and once a second while a cell runs.
+
+No debugger and no kernel subshells (kernel_info does not offer them): the
+agent runs one request at a time, and no debug adapter runs in the container.
+
+Settings (limits, network, image, footer) and their precedence: settings.py.
+``doctor_root`` (SANDBOX_KERNEL_DOCTOR_ROOT) points doctor at a fake host
+(a directory with proc/ and sys/), checked before the first container: how
+the tests show the "this host cannot run containers" answer on a host that can.
+"""
+from __future__ import annotations
+
+import atexit
+import html
+import math
+import os
+import platform
+import re
+import signal
+import socket
+import threading
+from dataclasses import dataclass, field
+
+from ipykernel.kernelbase import Kernel
+from traitlets import Bool, Float, Int, Unicode, Union
+
+from .. import __version__
+from ..runtime import doctor, images
+from ..runtime.spec import Limits, SpecError
+from ..session import commands, stats as stats_contract
+from ..session.client import SessionBusy, SessionError, prewarm
+from . import settings as kernel_settings
+
+try:
+    from ..panel.channel import StatsChannel
+except ImportError:           # a build without the side panel: no comm target
+    StatsChannel = None
+
+SESSION = commands.DEFAULT_SESSION
+DOCTOR_ROOT_ENV = "SANDBOX_KERNEL_DOCTOR_ROOT"
+RED, BOLD, DIM, RESET = "\x1b[31m", "\x1b[1m", "\x1b[2m", "\x1b[0m"
+HOST_PREFIX = "host> "
+NOT_IN_THIS_KERNEL = {
+    "on": "every cell already runs in the container in the sandbox kernel",
+    "off": "the sandbox kernel has no host-side Python to run cells in",
+    "push": "the sandbox kernel has no host-side variables to push: define them in a cell",
+    "pull": "the sandbox kernel has no host-side namespace to pull into: the variables "
+            "live in the container already",
+}
+_COMMAND_LINE = re.compile(r"^%container(\s|$)")
+_CELL_MAGIC = re.compile(r"^%%container(\s|$)")
+
+
+def _setting(name: str):
+    return Union([Unicode(), Int(), Float()], default_value=None, allow_none=True,
+                 help=kernel_settings.HELP[name]).tag(config=True)
+
+
+class SandboxKernel(Kernel):
+    """Python 3 in a resource-limited container: every cell runs there."""
+
+    implementation = "sandbox-kernel"
+    implementation_version = __version__
+    language_info = {
+        "name": "python",
+        "version": platform.python_version(),
+        "mimetype": "text/x-python",
+        "codemirror_mode": {"name": "ipython", "version": 3},
+        "pygments_lexer": "ipython3",
+        "nbconvert_exporter": "python",
+        "file_extension": ".py",
+    }
+
+    memory = _setting("memory")
+    cpus = _setting("cpus")
+    pids = _setting("pids")
+    timeout = _setting("timeout")
+    net = _setting("net")
+    image = _setting("image")
+    footer = Bool(True, help="the stats footer under each cell (%container stats off|on)").tag(config=True)
+    prestart = Bool(True, help="start the container as the kernel starts, not at the first cell"
+                    ).tag(config=True)
+    start_wait = Float(120.0, help="seconds a request waits for the container to start").tag(config=True)
+    doctor_root = Unicode("", help=f"check this fake host (a directory with proc/ and sys/) with "
+                                   f"doctor before the first container; also {DOCTOR_ROOT_ENV}"
+                          ).tag(config=True)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._count = 0              # what ipykernel counts with (execute_input)
+        self._agent_count = 0        # the agent's count after the last cell
+        self._checked = False
+        self._interrupted = False
+        self._cell_running = False
+        self._shutting_down = False
+        self._blocked: tuple | None = None        # (ename, evalue, traceback): every cell says it
+        self._start_error: BaseException | None = None
+        self.resolved = self._resolve_settings()
+        self.sessions = commands.Sessions()
+        self.sessions.footer = self.resolved.footer
+        self.usage = _UsageMeter()
+        self.stats_channel = self._init_comms()
+        if self.resolved.errors:
+            self._blocked = ("SandboxSettingsError", "; ".join(self.resolved.errors),
+                             [f"{RED}SandboxSettingsError{RESET}: {e}" for e in self.resolved.errors])
+        self._preparing = threading.Thread(target=self._prepare, name="sbk-prestart", daemon=True)
+        if self.prestart and self._blocked is None:
+            self._preparing.start()
+        atexit.register(self.sessions.close_all)
+
+    @property
+    def banner(self) -> str:
+        values = self.resolved.values
+        return (f"Python {platform.python_version()} in a container (sandbox-kernel {__version__})\n"
+                f"Every cell runs in a resource-limited Linux container: "
+                f"{_describe(values)}.\n"
+                f"%container status shows it; %container limits --memory 2G changes it.")
+
+    @property
+    def kernel_info(self) -> dict:
+        """ipykernel's, without "debugger" (the cells run in the container,
+        where no debug adapter listens) and "kernel subshells" (one agent
+        runs one request at a time)."""
+        info = dict(super().kernel_info)
+        info["supported_features"] = [f for f in info.get("supported_features", [])
+                                      if f not in ("debugger", "kernel subshells")]
+        return info
+
+    # -- execution count: the agent's ------------------------------------------------
+
+    @property
+    def execution_count(self) -> int:
+        """ipykernel adds 1 before each cell that is not silent and publishes
+        it with execute_input; after the cell it is the agent's count again."""
+        return self._count
+
+    @execution_count.setter
+    def execution_count(self, value: int) -> None:
+        self._count = value
+
+    # -- settings and start ------------------------------------------------------------
+
+    def _resolve_settings(self) -> kernel_settings.Resolved:
+        configured = {name: getattr(self, name) for name in kernel_settings.SETTINGS}
+        cli = getattr(self.parent, "cli_config", None) or {}
+        from_cli = set(cli.get("SandboxKernel", {})) if "SandboxKernel" in cli else set()
+        resolved = kernel_settings.resolve(configured, from_command_line=from_cli,
+                                           footer=self.footer)
+        self.log.info("sandbox-kernel settings: %s", ", ".join(
+            f"{k}={v} ({resolved.sources[k]})" for k, v in resolved.values.items()))
+        return resolved
+
+    def container_session(self):
+        """The kernel's sandbox session (created on first use, with the settings)."""
+        existing = self.sessions.sessions.get(SESSION)
+        if existing is not None:
+            return existing
+        values = self.resolved.values
+        session, _ = self.sessions.open(SESSION, image=values["image"], net=values["net"],
+                                        **{k: values[k] for k in kernel_settings.LIMITS})
+        return session
+
+    def _prepare(self) -> None:
+        """The helper thread: check a fake host if asked, then start the
+        container (and the session's zygote, for the containers after it)."""
+        try:
+            if self._fake_host_blocks():
+                return
+            prewarm()
+            self.container_session().start()
+        except Exception as error:     # reported by the first cell, which tries again
+            self.log.warning("the container did not start: %s", error)
+            self._start_error = error
+
+    def _fake_host_blocks(self) -> bool:
+        root = self.doctor_root or os.environ.get(DOCTOR_ROOT_ENV, "")
+        if not root:
+            return False
+        checks = doctor.diagnose(os.path.join(root, "proc"), os.path.join(root, "sys"))
+        if doctor.can_run_containers(checks):
+            return False
+        self._blocked = _doctor_error(checks)
+        return True
+
+    def _ready(self, consume: bool = True) -> tuple | None:
+        """Wait for the helper thread; the error a cell must answer with, if
+        any.  A failed start is said once (``consume``); the next cell tries again."""
+        if self._preparing.is_alive():
+            self._preparing.join(self.start_wait)
+            if self._preparing.is_alive():
+                return ("ContainerStartError",
+                        f"the container did not start within {self.start_wait:g} s", [])
+        elif not self.prestart and self._blocked is None and not self._checked:
+            self._checked = True
+            self._fake_host_blocks()
+        if self._blocked is not None:
+            return self._blocked
+        if self._start_error is not None:
+            if not consume:
+                return ("ContainerStartError", str(self._start_error), [])
+            error, self._start_error = self._start_error, None
+            return _start_failure(error)
+        return None
+
+    # -- execute -----------------------------------------------------------------------
+
+    async def do_execute(self, code, silent, store_history=True, user_expressions=None,
+                         allow_stdin=False, **_ignored):
+        cell = _Cell(self, silent)
+        self._interrupted = False
+        self._cell_running = True
+        try:
+            return self._execute(code, cell, store_history, user_expressions or {})
+        except Exception as error:       # the frontend waits for a reply: it must get one
+            self.log.exception("sandbox kernel: a cell failed in the kernel itself")
+            return cell.fail(type(error).__name__, str(error),
+                             [f"{RED}{type(error).__name__}{RESET}: {error} (in the sandbox kernel, "
+                              f"not in the cell: please report it)"])
+        finally:
+            self._count = self._agent_count
+            self._cell_running = False
+            if self._shutting_down:
+                self.sessions.close_all()
+
+    def _execute(self, code: str, cell: _Cell, store_history: bool, user_expressions: dict) -> dict:
+        problem = self._ready()
+        if problem is not None:
+            return cell.fail(*problem)
+        try:
+            plan = split_cell(code)
+        except CellError as error:
+            return cell.fail("UsageError", str(error), [f"{RED}UsageError{RESET}: {error}"])
+        for line in plan.commands:
+            failed = self._host_command(line, cell)
+            if failed is not None:
+                return failed
+        if not plan.code.strip():           # commands only, or an empty cell
+            return cell.ok()
+        if self._interrupted:
+            return cell.fail("KeyboardInterrupt", "interrupted before the cell started", [])
+        return self._run_in_container(plan.code, cell, store_history, user_expressions)
+
+    def _run_in_container(self, code, cell, store_history, user_expressions) -> dict:
+        session = self.container_session()
+        self.stats_channel.cell_started(session)
+        result = None
+        try:
+            result = session.execute(code, silent=cell.silent, store_history=store_history,
+                                     on_output=cell.relay, user_expressions=user_expressions)
+        except SessionBusy as error:
+            return cell.fail("SessionBusy", str(error), [])
+        except (SessionError, SpecError, images.ImageNotFound, OSError, RuntimeError) as error:
+            return cell.fail(*_start_failure(error))
+        finally:
+            self.stats_channel.cell_finished(session, result.stats if result is not None else None)
+        self._follow_count(session, result)
+        cell.conclude(result)
+        if self.sessions.footer and not cell.silent:
+            cell.display(stats_contract.footer_bundle(result.stats), {"sandbox_kernel": {"footer": True}})
+        return result.reply
+
+    def _follow_count(self, session, result) -> None:
+        """The agent's count; 0 when the next cell gets a fresh container."""
+        if not session.running:
+            self._agent_count = 0
+            return
+        if result.status in ("oom", "killed", "timeout"):
+            uptime, wall = session.status()["uptime"], result.stats["cell"]["wall"]
+            if uptime is not None and wall is not None and uptime < wall:
+                self._agent_count = 0      # the container died and a fresh one was started
+                return
+        count = result.reply.get("execution_count")
+        if isinstance(count, int) and not isinstance(count, bool):
+            self._agent_count = count
+
+    # -- %container, on the host -------------------------------------------------------
+
+    def _host_command(self, line: str, cell: _Cell) -> dict | None:
+        """Run one %container line; an error reply if it failed, else None."""
+        rest = line[len("%container"):]
+        self.container_session()
+        try:
+            args = _parsed(rest)
+            name = args.command if args is not None else None
+            if name in NOT_IN_THIS_KERNEL:
+                raise commands.UsageError(f"%container {name}: {NOT_IN_THIS_KERNEL[name]}")
+            output = commands.run(rest, self.sessions, namespace={}, on_output=cell.relay)
+        except commands.UsageError as error:
+            return cell.fail("UsageError", str(error), [f"{DIM}{HOST_PREFIX}{line}{RESET}",
+                                                        f"{RED}UsageError{RESET}: {error}"])
+        cell.display(*_host_bundle(line, output))
+        if name in ("restart", "stop") and args.name == SESSION:
+            self._agent_count = 0
+        return None
+
+    # -- the editor's requests ----------------------------------------------------------
+
+    async def do_complete(self, code, cursor_pos):
+        cursor_pos = len(code) if cursor_pos is None else cursor_pos
+        empty = {"status": "ok", "matches": [], "cursor_start": cursor_pos,
+                 "cursor_end": cursor_pos, "metadata": {}}
+        return self._ask(lambda s: s.complete(code, cursor_pos), empty)
+
+    async def do_inspect(self, code, cursor_pos, detail_level=0, omit_sections=()):
+        empty = {"status": "ok", "found": False, "data": {}, "metadata": {}}
+        return self._ask(lambda s: s.inspect(code, cursor_pos, detail_level), empty)
+
+    async def do_is_complete(self, code):
+        return self._ask(lambda s: s.is_complete(code), {"status": "unknown"})
+
+    async def do_history(self, hist_access_type, output, raw, session=None, start=None, stop=None,
+                         n=None, pattern=None, unique=False):
+        given = {"hist_access_type": hist_access_type, "output": output, "raw": raw,
+                 "session": session, "start": start, "stop": stop, "n": n, "pattern": pattern,
+                 "unique": unique}
+        request = {k: v for k, v in given.items() if v is not None}
+        return self._ask(lambda s: s.history(**request), {"status": "ok", "history": []})
+
+    def _ask(self, ask, answer_when_unavailable: dict) -> dict:
+        """A request answered by the agent; ``answer_when_unavailable`` when
+        the container cannot run (the next cell says why)."""
+        if self._ready(consume=False) is not None:
+            return answer_when_unavailable
+        try:
+            reply = ask(self.container_session())
+        except Exception as error:       # the frontend waits for a reply: it must get one
+            self.log.warning("sandbox kernel: a request failed: %s", error, exc_info=True)
+            reply = {"status": "error", "ename": type(error).__name__, "evalue": str(error)}
+        if reply.get("status") == "error":
+            reply = {**answer_when_unavailable, **reply, "traceback": reply.get("traceback", [])}
+        return reply
+
+    # -- interrupt, shutdown -----------------------------------------------------------
+
+    def pre_handler_hook(self):
+        """While a shell request runs, SIGINT interrupts the container's cell;
+        never a KeyboardInterrupt here (ipykernel's default), which would
+        lose the reply.  Session.execute installs its own while it waits."""
+        self.saved_sigint_handler = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum, frame) -> None:
+        self._interrupted = True
+        session = self.sessions.sessions.get(SESSION)
+        if session is not None:
+            session.interrupt()
+
+    async def do_shutdown(self, restart):
+        """Destroy the containers.  A cell still running is interrupted and
+        its containers destroyed when it ends (or by the launcher's
+        lifeline, if the manager kills this process first)."""
+        self._shutting_down = True
+        self.stats_channel.close()
+        if self._preparing.is_alive():
+            self._preparing.join(self.start_wait)
+        if self._cell_running:
+            for session in list(self.sessions.sessions.values()):
+                session.interrupt()
+        else:
+            self.sessions.close_all()
+        return {"status": "ok", "restart": restart}
+
+    # -- usage_request and the side panel's comm ----------------------------------------
+
+    async def usage_request(self, stream, ident, parent):
+        """The container's figures, in the stats contract's shape plus the
+        keys of ipykernel's usage_reply (see _UsageMeter)."""
+        if not self.session:
+            return
+        try:
+            content = self.usage.reply(self.current_stats(), self.sessions.sessions.get(SESSION))
+        except Exception as error:       # jupyter-resource-usage waits for a reply
+            self.log.warning("sandbox kernel: usage_request failed: %s", error, exc_info=True)
+            content = {"hostname": socket.gethostname(), "pid": os.getpid(), "error": str(error)}
+        self.session.send(stream, "usage_reply", content, parent, ident)
+
+    def current_stats(self) -> dict:
+        session = self.sessions.sessions.get(SESSION)
+        if session is not None:
+            return session.stats()
+        values = self.resolved.values
+        return stats_contract.build_stats(session=SESSION, image=values["image"], limits=Limits(),
+                                          execution_count=None, wall=None, figures={}, status=None)
+
+    def _init_comms(self):
+        """Comms, as ipykernel's own kernel has them; the side panel's channel."""
+        from ipykernel.comm import CommManager
+        self.comm_manager = CommManager(kernel=self)
+        for msg_type in ("comm_open", "comm_msg", "comm_close"):
+            self.shell_handlers[msg_type] = getattr(self.comm_manager, msg_type)
+        if StatsChannel is None:
+            self.log.warning("sandbox kernel: no side panel channel (sandbox_kernel.panel)")
+            return _NoPanel()
+        channel = StatsChannel(self, lambda: list(self.sessions.sessions.values()), kind="sandbox")
+        channel.register()
+        return channel
+
+
+# ---------------------------------------------------------------------------
+# One cell's messages
+
+
+class _Cell:
+    """What one execute request publishes: the container's outputs relayed
+    unchanged, host-side command output, errors, the footer."""
+
+    def __init__(self, kernel: SandboxKernel, silent: bool):
+        self.kernel = kernel
+        self.silent = silent
+        self.error_seen = False
+
+    def relay(self, kind: str, content: dict) -> None:
+        """Session.execute's on_output: a Jupyter message content, as the agent sent it."""
+        if kind == "error":
+            self.error_seen = True
+        if not self.silent:
+            self.kernel.send_response(self.kernel.iopub_socket, kind, content)
+
+    def display(self, data: dict, metadata: dict) -> None:
+        if not self.silent:
+            self.kernel.send_response(self.kernel.iopub_socket, "display_data",
+                                      {"data": data, "metadata": metadata, "transient": {}})
+
+    def ok(self) -> dict:
+        return {"status": "ok", "execution_count": self.kernel._agent_count,
+                "user_expressions": {}, "payload": []}
+
+    def fail(self, ename: str, evalue: str, traceback: list) -> dict:
+        """Publish an error and return the error reply."""
+        traceback = list(traceback) or [f"{RED}{ename}{RESET}: {evalue}"]
+        content = {"ename": ename, "evalue": evalue, "traceback": traceback}
+        self.relay("error", content)
+        return {"status": "error", "execution_count": self.kernel._agent_count, **content,
+                "user_expressions": {}, "payload": []}
+
+    def conclude(self, result) -> None:
+        """After the outputs: the error of a cell whose container died (the
+        agent sent none), or the session's plain words as a notice."""
+        reply = result.reply
+        if reply.get("status") == "error" and not self.error_seen:
+            ename = reply.get("ename") or "ContainerError"
+            evalue = reply.get("evalue") or result.message or ""
+            traceback = [f"{RED}{BOLD}{ename}{RESET}: {evalue}"]
+            reply["traceback"] = traceback
+            self.relay("error", {"ename": ename, "evalue": evalue, "traceback": traceback})
+        elif result.message:
+            self.relay("stream", {"name": "stderr", "text": f"[sandbox] {result.message}\n"})
+
+
+# ---------------------------------------------------------------------------
+# Cells: which lines run on the host
+
+
+class CellError(ValueError):
+    """A cell this kernel will not run; the message says how to fix it."""
+
+
+@dataclass
+class CellPlan:
+    commands: list = field(default_factory=list)   # "%container ..." lines, in order
+    code: str = ""                                  # for the container ("" if none)
+
+
+def split_cell(code: str) -> CellPlan:
+    """Leading ``%container`` lines (among blank and comment lines) run on
+    the host; the rest of the cell runs in the container, the command lines
+    left there as comments so that line numbers and history stay true."""
+    lines = code.splitlines(keepends=True)
+    plan = CellPlan()
+    body_from = len(lines)
+    for number, line in enumerate(lines):
+        stripped = line.strip()
+        if _CELL_MAGIC.match(stripped):
+            raise CellError("in the sandbox kernel every cell runs in the container already: "
+                            "drop the %%container line (limits: %container limits --memory 2G)")
+        if _COMMAND_LINE.match(stripped):
+            plan.commands.append(stripped)
+            lines[number] = f"# {stripped}   (ran on the host)\n"
+        elif stripped and not stripped.startswith("#"):
+            body_from = number
+            break
+    for number in range(body_from, len(lines)):
+        if _COMMAND_LINE.match(lines[number]) or _CELL_MAGIC.match(lines[number]):
+            raise CellError(f"line {number + 1}: %container runs on the host before the cell's "
+                            f"code: put it at the top of the cell, or in a cell of its own")
+    if body_from == len(lines):
+        return plan
+    plan.code = "".join(lines)
+    return plan
+
+
+def _parsed(rest: str):
+    """The parsed %container line; None for -h (commands.run shows the help)."""
+    try:
+        return commands.parse(rest)
+    except commands.HelpRequested:
+        return None
+
+
+def _host_bundle(line: str, output) -> tuple[dict, dict]:
+    """A host-side command's output, marked as such: "host> " before the
+    command in text, a labelled box in HTML."""
+    text = f"{HOST_PREFIX}{line}\n{output.text}".rstrip("\n")
+    body = output.html or f"<pre>{html.escape(output.text)}</pre>"
+    markup = ('<div class="sandbox-kernel-host" style="border-left:3px solid #9e9e9e;'
+              'padding-left:8px">'
+              '<div style="font-family:monospace;font-size:11px;opacity:0.7">'
+              f'on the host: {html.escape(line)}</div>{body}</div>')
+    return {"text/plain": text, "text/html": markup}, {"sandbox_kernel": {"host_command": line}}
+
+
+# ---------------------------------------------------------------------------
+# When no container can start
+
+
+def _doctor_error(checks) -> tuple:
+    missing = ", ".join(c.name for c in checks if c.required and not c.ok)
+    evalue = f"containers cannot run on this host: fix {missing} (sandbox-kernel doctor)"
+    lines = [f"{RED}{BOLD}ContainersUnavailable{RESET}: {evalue}", ""] + doctor.render(checks).splitlines()
+    return "ContainersUnavailable", evalue, lines
+
+
+def _start_failure(error: BaseException) -> tuple:
+    """The error a cell answers with when its container could not start:
+    doctor's findings when the host lacks something, else the error and them."""
+    checks = doctor.diagnose()
+    if not doctor.can_run_containers(checks):
+        return _doctor_error(checks)
+    ename = type(error).__name__
+    lines = [f"{RED}{BOLD}{ename}{RESET}: {error}", "",
+             "sandbox-kernel doctor finds nothing missing on this host:", ""]
+    return ename, str(error), lines + doctor.render(checks).splitlines()
+
+
+def _describe(values: dict) -> str:
+    return ", ".join([
+        f"memory {values['memory'] or 'unlimited'}", f"cpus {values['cpus'] or 'unlimited'}",
+        f"pids {values['pids'] or 'unlimited'}", f"timeout {values['timeout'] or 'none'}",
+        "no network" if values["net"] == "none" else f"net {values['net']}",
+        f"image {values['image']}"])
+
+
+# ---------------------------------------------------------------------------
+# usage_request
+
+
+class _UsageMeter:
+    """usage_reply content: the stats contract (session, image, limits,
+    cell) and the keys of ipykernel's own usage_reply, which
+    jupyter-resource-usage's kernel panel shows: hostname, pid, kernel_cpu
+    (percent), kernel_memory (bytes), cpu_count, host_cpu_percent,
+    host_virtual_memory.  Here they are the container's: its memory, its CPU
+    time over the wall time since the last request (since it started, the
+    first time), its cpu limit as the count, and its memory limit as the
+    "virtual memory" total.  An unknown figure is null, never 0."""
+
+    def __init__(self):
+        self._last: tuple[float, float] | None = None     # (cpu seconds, uptime)
+
+    def reply(self, contract: dict, session) -> dict:
+        cell, limits = contract["cell"], contract["limits"]
+        cpu = self._cpu_percent(cell)
+        cpu_count = limits.get("cpus") or os.cpu_count()
+        content = dict(contract)
+        content.update(
+            hostname=socket.gethostname(), pid=os.getpid(), sandboxed=True,
+            state=(session.status()["state"] if session is not None else "not started"),
+            kernel_cpu=cpu, kernel_memory=cell.get("memory_current"), cpu_count=cpu_count,
+            host_cpu_percent=None if cpu is None else round(cpu / cpu_count, 1),
+            host_virtual_memory=_memory_view(cell.get("memory_current"), limits.get("memory")))
+        return json_safe(content)
+
+    def _cpu_percent(self, cell: dict) -> float | None:
+        user, system, uptime = cell.get("cpu_user"), cell.get("cpu_system"), cell.get("wall")
+        if user is None or system is None or not uptime:
+            return None
+        total, last = user + system, self._last
+        self._last = (total, uptime)
+        if last is not None and uptime > last[1] and total >= last[0]:
+            return round(100 * (total - last[0]) / (uptime - last[1]), 1)
+        return round(100 * total / uptime, 1)
+
+
+def json_safe(value):
+    """NaN and infinities are not JSON: null, as the stats contract has it."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _memory_view(current, limit) -> dict | None:
+    if limit:
+        used = current
+        free = None if current is None else max(limit - current, 0)
+        percent = None if current is None else round(100 * current / limit, 1)
+        return {"total": limit, "used": used, "available": free, "free": free, "percent": percent}
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return dict(psutil.virtual_memory()._asdict())
+
+
+class _NoPanel:
+    """The side panel's calls, doing nothing (a build without sandbox_kernel.panel)."""
+
+    def register(self) -> None: ...
+    def cell_started(self, session, *, execution_count=None) -> None: ...
+    def cell_finished(self, session, stats) -> None: ...
+    def close(self) -> None: ...

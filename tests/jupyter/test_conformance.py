@@ -1,0 +1,101 @@
+"""jupyter_kernel_test's standard tests against the sandbox kernel: kernel_info,
+execute_result, display_data, stdout and stderr, error, completion, inspect,
+is_complete, history, the pager, clear_output.
+
+The kernelspec here turns the stats footer off (--no-footer): the footer is
+one more display_data under every cell, and two standard tests count on
+there being none: test_error wants exactly one output (the error), and
+test_display_data wants the sample's mime type in every display_data.  With
+the footer on (SANDBOX_KERNEL_FOOTER=on), every other test passes;
+test_kernel.py checks the footer.
+
+Needs root (conftest.py skips the tier otherwise): the cells run in real
+containers.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import pathlib
+import shutil
+import sys
+import tempfile
+
+import jupyter_kernel_test
+
+
+def _fixtures():
+    """kernel_fixtures.py, by path (pytest imports with --import-mode=importlib)."""
+    name = "sbk_kernel_fixtures"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            name, pathlib.Path(__file__).with_name("kernel_fixtures.py"))
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
+kf = _fixtures()
+KERNEL_NAME = "sbk-conformance"
+
+
+class TestSandboxKernelConformance(jupyter_kernel_test.KernelTests):
+    kernel_name = KERNEL_NAME
+    language_name = "python"
+    file_extension = ".py"
+
+    code_hello_world = "print('hello, world')"
+    code_stderr = "import sys; print('test', file=sys.stderr)"
+    code_generate_error = "raise"
+    code_page_something = "zip?"
+    code_clear_output = "from IPython.display import clear_output; clear_output()"
+    code_inspect_sample = "zip"
+
+    completion_samples = [{"text": "zi", "matches": {"zip"}}]
+    complete_code_samples = ["1", "print('hello, world')", "def f(x):\n  return x*2\n\n\n"]
+    incomplete_code_samples = ["print('''hello", "def f(x):\n  x*2"]
+    invalid_code_samples = ["import = 7q"]
+
+    code_execute_result = [
+        {"code": "1+2+3", "result": "6"},
+        {"code": "[n*n for n in range(1, 4)]", "result": "[1, 4, 9]"},
+        {"code": "from IPython.display import HTML; HTML('<b>x</b>')", "mime": "text/html"},
+    ]
+    code_display_data = [
+        {"code": "from IPython.display import HTML, display; display(HTML('<b>test</b>'))",
+         "mime": "text/html"},
+        {"code": "from IPython.display import Math, display; display(Math('\\\\frac{1}{2}'))",
+         "mime": "text/latex"},
+    ]
+    code_history_pattern = "1?2*"
+    # as jupyter_kernel_test configures ipykernel itself: IPython's history
+    # answers a range of the current session with session number 0
+    supported_history_operations = ("tail", "search")
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls._data_dir = tempfile.mkdtemp(prefix="sbk-conformance-")
+        kf.install_kernelspec(cls._data_dir, KERNEL_NAME, footer=False)
+        cls._jupyter_path = kf.jupyter_path(cls._data_dir)
+        cls._jupyter_path.__enter__()
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        try:
+            super().tearDownClass()
+        finally:
+            cls._jupyter_path.__exit__(None, None, None)
+            shutil.rmtree(cls._data_dir, ignore_errors=True)
+
+    def test_the_kernel_is_the_sandbox_kernel(self) -> None:
+        self.flush_channels()
+        self.kc.kernel_info()
+        reply = self.kc.get_shell_msg(timeout=jupyter_kernel_test.TIMEOUT)
+        assert reply["content"]["implementation"] == "sandbox-kernel"
+        assert "container" in reply["content"]["banner"]
+        assert "debugger" not in reply["content"]["supported_features"]
+        self.flush_channels()
+        reply, outputs = self.execute_helper("import socket; socket.gethostname()")
+        assert outputs[0]["content"]["data"]["text/plain"] == "'sandbox'"
+        assert os.uname().nodename != "sandbox"
