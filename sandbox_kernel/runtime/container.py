@@ -229,7 +229,10 @@ class Container:
 
     def _launch_config(self) -> dict:
         spec, state_dir = self.spec, self._state_dir
-        plan = rootfs.host_image_plan(spec, state_dir, self._workspace())
+        if spec.image == images.HOST:
+            plan = rootfs.host_image_plan(spec, state_dir, self._workspace())
+        else:
+            plan = rootfs.image_plan(spec, state_dir, self._workspace(), images.get(spec.image))
         uid, gid = spec.user
         return {
             "command": list(spec.command), "env": _environment(spec),
@@ -305,6 +308,7 @@ def _environment(spec: ContainerSpec) -> dict:
         path = f"{venv_bin}:{path}"
     env = {"PATH": path, "HOME": "/home/sandbox", "USER": "sandbox", "LOGNAME": "sandbox",
            "HOSTNAME": spec.hostname, "LANG": "C.UTF-8", "TERM": os.environ.get("TERM", "dumb")}
+    env.update(images.environment(spec.image))  # a stored image's ENV and PATH; {} for host
     env.update(dict(spec.env))
     return env
 

@@ -16,6 +16,11 @@ The plan for the ``host`` image, with S the container's state directory:
     /tmp         a directory of the tmpfs layer (mode 1777)
     /workspace   bind of a host directory (a fresh one per container by default)
 
+The plan for a stored image (``image_plan``) is one overlay at S/root whose
+lowerdirs are the image's layers (top first) and whose upper and work dirs
+are on the tmpfs layer; then the same /proc, /dev, /sys, /tmp, /workspace and
+identity steps, each path ``confine``d first (no symlink of the image on the way).
+
 DANGER: every op here runs as root with all capabilities.  ``apply`` refuses
 to start unless the process is already in a mount namespace other than the
 host's: applied in the host's namespace, this plan would mount over the
@@ -41,6 +46,7 @@ PROC_READ_ONLY = ("sys", "sysrq-trigger", "irq", "bus", "fs")
 class Op:
     """One step of the plan: ``kind`` names what ``apply`` does with it."""
     kind: str            # mkdir | mount | bind | remount_ro | mask | symlink | write | chown
+                         # | append_passwd | confine
     target: str
     source: str | None = None
     fstype: str | None = None
@@ -84,14 +90,83 @@ def host_image_plan(spec: ContainerSpec, state_dir: str, workspace: str) -> list
     for index, directory in enumerate(host_image_dirs()):
         plan += _overlay(root + directory, directory, layer, index)
     plan += _proc(root) + _dev(root) + _sys(root)
-    plan.append(Op("bind", root + "/workspace", workspace, flags=sc.MS_NOSUID | sc.MS_NODEV))
+    plan += _binds(root, spec, workspace)
+    plan += _identity(root, spec)
+    if spec.workdir != "/workspace":
+        plan.append(Op("mkdir", root + spec.workdir))
+    return plan
+
+
+def image_plan(spec: ContainerSpec, state_dir: str, workspace: str, image,
+               upper_dir: str | None = None) -> list[Op]:
+    """The plan for a stored image: ``image.lower_dirs`` (its layers, top
+    first) stacked by one overlay at S/root, whose upper and work dirs are on
+    the tmpfs layer, or in ``upper_dir`` on the host for a build (images are
+    built by keeping that upper dir as a layer: image_build.py).
+
+    The image is untrusted: a symlink it ships at /etc/hosts or /tmp would
+    make the writes and mounts below land on the host (this runs as root
+    before pivot_root).  Every path the plan touches is first ``confine``d:
+    symlinks on the way are replaced (in the overlay's upper layer only).
+    """
+    layer, root = f"{state_dir}/layer", f"{state_dir}/root"
+    upper_parent = upper_dir or layer
+    plan = [] if upper_dir else [
+        Op("mount", layer, "tmpfs", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV,
+           f"size={spec.limits.disk},mode=0755")]
+    plan += [Op("mkdir", f"{upper_parent}/upper"), Op("mkdir", f"{upper_parent}/work"),
+             Op("mount", root, "overlay", "overlay", sc.MS_NOSUID,
+                overlay_options(image.lower_dirs, f"{upper_parent}/upper", f"{upper_parent}/work",
+                                for_build=upper_dir is not None))]
+    plan += _image_skeleton(root, spec)
+    plan += _proc(root) + _dev(root) + _sys(root)
+    plan += [Op("confine", root + m.target, root) for m in spec.mounts]
+    plan += _binds(root, spec, workspace)
+    plan += _identity(root, spec)
+    if spec.workdir != "/workspace":
+        plan += [Op("confine", root + spec.workdir, root), Op("mkdir", root + spec.workdir)]
+    return plan
+
+
+# the longest mount(2) data the kernel takes is one page
+MOUNT_DATA_MAX = 4096
+
+
+def overlay_options(lower_dirs: list[str], upper: str, work: str, for_build: bool = False) -> str:
+    """lowerdir=TOP:...:BOTTOM,upperdir=...,workdir=...  A build's upper dir
+    must stand alone as a layer: no metacopy (an upper file without its data)
+    and no redirect_dir (a renamed directory that points into a lower layer)."""
+    for path in [*lower_dirs, upper, work]:
+        if "," in path or ":" in path:
+            raise ValueError(f"overlay cannot take the path {path!r}: it has a ',' or ':'")
+    data = f"lowerdir={':'.join(lower_dirs)},upperdir={upper},workdir={work}"
+    if for_build:
+        data += ",index=off,metacopy=off,redirect_dir=off"
+    if len(data) >= MOUNT_DATA_MAX:
+        raise ValueError(f"this image has too many layers ({len(lower_dirs)}) for one overlay "
+                         f"mount of these paths: its options exceed {MOUNT_DATA_MAX} bytes")
+    return data
+
+
+def _image_skeleton(root: str, spec: ContainerSpec) -> list[Op]:
+    """The directories the plan mounts on or writes into, made safe and made."""
+    plan = []
+    for path, mode in (("/proc", 0o755), ("/dev", 0o755), ("/sys", 0o755), ("/tmp", 0o1777),
+                       ("/workspace", 0o755), ("/etc", 0o755), ("/home/sandbox", 0o755)):
+        plan += [Op("confine", root + path, root), Op("mkdir", root + path, mode=mode)]
+    plan += [Op("confine", f"{root}/etc/{name}", root) for name in ("hosts", "hostname", "passwd", "group")]
+    uid, gid = spec.user
+    plan.append(Op("chown", f"{root}/home/sandbox", data=f"{uid}:{gid}"))
+    return plan
+
+
+def _binds(root: str, spec: ContainerSpec, workspace: str) -> list[Op]:
+    """/workspace and the declared mounts (read-only where asked)."""
+    plan = [Op("bind", root + "/workspace", workspace, flags=sc.MS_NOSUID | sc.MS_NODEV)]
     for mount in spec.mounts:
         plan.append(Op("bind", root + mount.target, mount.source, flags=sc.MS_NOSUID | sc.MS_NODEV))
         if mount.read_only:
             plan.append(Op("remount_ro", root + mount.target, flags=sc.MS_NOSUID | sc.MS_NODEV))
-    plan += _identity(root, spec)
-    if spec.workdir != "/workspace":
-        plan.append(Op("mkdir", root + spec.workdir))
     return plan
 
 
@@ -229,18 +304,39 @@ def _chown(op: Op) -> None:
 def _append_passwd(op: Op) -> None:
     """Name the container's uid 'sandbox' unless the image already names it."""
     uid, gid = op.data.split(":")
-    with open(f"{op.target}/passwd") as handle:
-        if any(line.split(":")[2:3] == [uid] for line in handle):
-            return
+    if os.path.exists(f"{op.target}/passwd"):   # an image may have none
+        with open(f"{op.target}/passwd") as handle:
+            if any(line.split(":")[2:3] == [uid] for line in handle):
+                return
     with open(f"{op.target}/passwd", "a") as handle:
         handle.write(f"sandbox:x:{uid}:{gid}:sandbox:/home/sandbox:/bin/sh\n")
     with open(f"{op.target}/group", "a") as handle:
         handle.write(f"sandbox:x:{gid}:\n")
 
 
+def _confine(op: Op) -> None:
+    """Make sure no component of op.target below the root op.source is a
+    symlink (an image's symlink could point anywhere on the host, and this
+    runs before pivot_root): each one found is removed, which only touches
+    the overlay's upper layer.  A non-directory where a directory is needed
+    is removed too; missing directories are made."""
+    root = op.source
+    relative = os.path.relpath(op.target, root).split("/")
+    if relative[0] == ".." or os.path.islink(root):
+        raise MountPlanError(1, "confine: not below the root", op.target)
+    path = root
+    for index, name in enumerate(relative):
+        path = os.path.join(path, name)
+        last = index == len(relative) - 1
+        if os.path.islink(path) or (not last and os.path.lexists(path) and not os.path.isdir(path)):
+            os.unlink(path)
+        if not last and not os.path.lexists(path):
+            os.mkdir(path, 0o755)
+
+
 _APPLY = {"mkdir": _mkdir, "mount": _mount, "bind": _bind, "remount_ro": _remount_ro,
           "mask": _mask, "symlink": _symlink, "write": _write, "chown": _chown,
-          "append_passwd": _append_passwd}
+          "append_passwd": _append_passwd, "confine": _confine}
 
 
 def pivot(new_root: str) -> None:

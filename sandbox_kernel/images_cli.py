@@ -1,0 +1,121 @@
+"""``sandbox-kernel images``: the image store from the command line.
+
+    sandbox-kernel images                                  list them (also: images list)
+    sandbox-kernel images import busybox.tar --name busybox
+    sandbox-kernel images import ./rootfs-dir --name mine  rootfs dir/tar, OCI layout, docker save
+    sandbox-kernel images inspect busybox [--json]
+    sandbox-kernel images rm busybox                        layers no other image uses go too
+    sandbox-kernel images build tools --from busybox --run "echo hi > /hello"
+    sandbox-kernel images pull 127.0.0.1:5000/busybox:latest [--platform linux/arm64]
+
+Bad input (a missing file, a corrupt blob, an unknown media type, a name in
+use) is one line on stderr and exit status 2; a failed build script exit 1.
+The store is /var/lib/sandbox-kernel as root, else the XDG data dir, or
+$SANDBOX_KERNEL_IMAGES.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+from .runtime import images
+
+
+def add_arguments(sub) -> None:
+    """The ``images`` subparser of the sandbox-kernel command."""
+    parser = sub.add_parser("images", help="list, import, inspect, remove, build and pull images",
+                            description=__doc__.split("\n\n")[0],
+                            epilog="example: sandbox-kernel images import busybox.tar --name busybox")
+    actions = parser.add_subparsers(dest="images_action", metavar="ACTION",
+                                    parser_class=type(parser))
+    actions.add_parser("list", aliases=["ls"], help="the images there are")
+    imp = actions.add_parser("import", help="import a rootfs dir/tar, an OCI layout or a docker save tar")
+    imp.add_argument("path", help="directory or tar file")
+    imp.add_argument("--name", help="the image's name (default: from the archive or file name)")
+    imp.add_argument("--allow-setuid", action="store_true",
+                     help="keep setuid/setgid bits (dropped by default)")
+    inspect = actions.add_parser("inspect", help="layers, config and sizes of an image")
+    inspect.add_argument("name")
+    inspect.add_argument("--json", action="store_true", help="print it as JSON")
+    rm = actions.add_parser("rm", help="remove an image (and the layers only it used)")
+    rm.add_argument("name")
+    build = actions.add_parser("build", help="run a script in a container of BASE, keep its "
+                                             "writes as a new layer (docker commit)")
+    build.add_argument("name")
+    build.add_argument("--from", dest="base", required=True, help="the base image")
+    build.add_argument("--run", required=True, help="the /bin/sh script, e.g. 'apk add curl'")
+    pull = actions.add_parser("pull", help="pull from a registry (OCI distribution API)")
+    pull.add_argument("reference", help="[REGISTRY/]NAME[:TAG][@DIGEST]")
+    pull.add_argument("--name", help="store it under this name (default: the reference)")
+    pull.add_argument("--platform", help="OS/ARCH[/VARIANT] (default: this machine's)")
+
+
+def main(args, parser) -> int:
+    action = args.images_action or "list"
+    try:
+        return _ACTIONS[action](args)
+    except (images.ImageError, images.ImageNotFound, ValueError) as error:
+        parser.exit(2, f"sandbox-kernel images {action}: {_one_line(error)}\n")
+    except RuntimeError as error:   # image_build.BuildError, a container that failed to start
+        parser.exit(1, f"sandbox-kernel images {action}: {_one_line(error)}\n")
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error.args[0]) if isinstance(error, LookupError) and error.args else str(error)
+    return " ".join(text.split())
+
+
+def _list(args) -> int:
+    rows = [(r["name"], r["id"], str(r["layers"]), images.format_size(r["size"]) if r["size"] is not None
+             else "-", r["created"], r["source"]) for r in images.listing()]
+    print(table(("NAME", "ID", "LAYERS", "SIZE", "CREATED", "SOURCE"), rows))
+    return 0
+
+
+def table(columns, rows) -> str:
+    lines = [tuple(columns)] + [tuple(r) for r in rows]
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(columns))]
+    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(line, widths)).rstrip() for line in lines)
+
+
+def _import(args) -> int:
+    image = images.import_image(args.path, args.name, progress=images.terminal_progress(),
+                                allow_setuid=args.allow_setuid)
+    print(f"imported {image.name} ({len(image.layers)} layer(s), {image.id[:19]})")
+    return 0
+
+
+def _inspect(args) -> int:
+    info = images.inspect(args.name)
+    if args.json:
+        json.dump(info, sys.stdout, indent=1)
+        print()
+        return 0
+    print(images.describe(info))
+    return 0
+
+
+def _rm(args) -> int:
+    removed = images.remove(args.name)
+    print(f"removed {args.name}" + (f" and {len(removed)} layer(s) no other image used" if removed else ""))
+    return 0
+
+
+def _build(args) -> int:
+    def show(text):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    image = images.build(args.name, args.base, args.run, on_output=show)
+    print(f"built {image.name}: {args.base} + layer {image.layers[-1][:19]}")
+    return 0
+
+
+def _pull(args) -> int:
+    image = images.pull(args.reference, args.name, platform_name=args.platform,
+                        progress=images.terminal_progress())
+    print(f"pulled {image.name} ({len(image.layers)} layer(s), {image.id[:19]})")
+    return 0
+
+
+_ACTIONS = {"list": _list, "ls": _list, "import": _import, "inspect": _inspect, "rm": _rm,
+            "build": _build, "pull": _pull}

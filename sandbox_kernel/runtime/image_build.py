@@ -1,0 +1,282 @@
+"""Build: run a script in a container of a base image, keep what it wrote
+as a new layer (``docker commit`` of one RUN step).
+
+How the writable layer gets out: a container's overlay upper dir normally is
+on the tmpfs that dies with it.  A build container gets the image plan's
+``upper_dir`` option instead: upper and work dirs in a work directory of the
+store, on the host's disk.  When the script has ended and the container is
+destroyed, that upper dir *is* the layer in overlayfs's own format
+(whiteouts are 0/0 character devices, opaque directories carry the xattr), so
+it is renamed into the store as it is, after:
+
+* removing what the container's setup wrote, not the script (/etc/hosts,
+  /etc/hostname, the 'sandbox' line in /etc/passwd and /etc/group, the empty
+  mount points /proc, /dev, /sys, /workspace, /home/sandbox);
+* dropping setuid/setgid bits (unless asked) and overlay's bookkeeping xattrs;
+* hashing the layer as the OCI tar it stands for (whiteouts as .wh. files):
+  that sha256 is its diff_id, the same an import of that tar would give.
+
+The build mount has metacopy and redirect_dir off, so that the upper dir
+stands alone.  The script runs as uid 0 without any capability (it can write
+what root owns in the image, and no more), with network ``host``.  The
+upper dir is on the host's disk: the build's disk limit is not enforced.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import stat
+import subprocess
+import tarfile
+import threading
+
+from . import images, layers, rootfs
+from .container import Container, ContainerStartError
+from .images import BuildError, Image, ImageError, Store
+from .spec import ContainerSpec, Limits
+
+BUILD_USER = (0, 0)          # root without capabilities
+SETUP_FILES = ("etc/hosts", "etc/hostname")
+SETUP_DIRS = ("proc", "dev", "sys", "workspace", "home/sandbox", "home", "tmp")
+
+
+def build(name: str, base: str, script: str, *, network: str = "host", limits: Limits | None = None,
+          on_output=None, allow_setuid: bool = False, store: Store | None = None) -> Image:
+    """Run ``script`` with /bin/sh in a container of ``base``; store its
+    writable layer as the top layer of image ``name``.  ``on_output(text)``
+    gets the script's output as it comes (stdout and stderr together)."""
+    store = store or Store()
+    images.check_name(name)
+    if base == images.HOST:
+        raise ImageError("building on the host image is not supported: import a root file "
+                         "system first (images import DIR) and build on that")
+    base_image = images.get(base, store)
+    if store.image(name) is not None:
+        raise ImageError(f"an image named {name!r} exists: remove it first (images rm {name})")
+    with store.work_dir("build") as work:
+        _check_upper_fs(store, work)
+        spec = ContainerSpec(command=("/bin/sh", "-c", script), image=base, network=network,
+                             user=BUILD_USER, limits=limits or Limits())
+        _run(spec, base_image, work, on_output)
+        upper = os.path.join(work, "upper")
+        _clean_setup_residue(upper, base_image, spec)
+        _sanitize(upper, allow_setuid)
+        diff_id, size = layer_digest(upper)
+        with store.lock():
+            if store.image(name) is not None:
+                raise ImageError(f"an image named {name!r} exists: remove it first (images rm {name})")
+            if store.image(base) is None or store.image(base).layers != base_image.layers:
+                raise ImageError(f"the base image {base!r} was removed or replaced during the build")
+            _commit_layer(store, work, upper, diff_id, size)
+            return store.write_image(_record(base_image, name, diff_id, script))
+
+
+def _check_upper_fs(store: Store, work: str) -> None:
+    """overlayfs keeps whiteouts and opaque directories of an upper dir in
+    trusted.* xattrs and 0/0 devices: a store elsewhere would build wrong layers."""
+    try:
+        os.setxattr(work, "trusted.sbk-probe", b"1")
+        os.removexattr(work, "trusted.sbk-probe")
+    except OSError as error:
+        raise ImageError(f"the image store {store.root} is on a file system without trusted.* "
+                         f"xattrs ({error.strerror}): a build's layer cannot be made there; put the "
+                         f"store on ext4, xfs, btrfs or tmpfs (SANDBOX_KERNEL_IMAGES)") from None
+
+
+class BuildContainer(Container):
+    """A Container whose overlay keeps its upper dir in ``upper_dir``."""
+
+    def __init__(self, spec: ContainerSpec, image: Image, upper_dir: str, **kwargs):
+        super().__init__(spec, **kwargs)
+        self.image, self.upper_dir = image, upper_dir
+
+    def _launch_config(self) -> dict:
+        config = super()._launch_config()
+        config["plan"] = rootfs.image_plan(self.spec, self._state_dir, self._workspace(),
+                                           self.image, upper_dir=self.upper_dir)
+        return config
+
+
+def _run(spec: ContainerSpec, image: Image, work: str, on_output) -> None:
+    read_end, write_end = os.pipe()
+    chunks: list[bytes] = []
+    try:
+        box = BuildContainer(spec, image, work, stdin=subprocess.DEVNULL,
+                              stdout=write_end, stderr=write_end)
+        with box:
+            try:
+                box.start()
+            except ContainerStartError as error:
+                raise BuildError(f"the build container did not start: {error}") from None
+            finally:
+                os.close(write_end)
+            reader = threading.Thread(target=_pump, args=(read_end, chunks, on_output), daemon=True)
+            reader.start()
+            result = box.wait()
+            reader.join(5)
+    finally:
+        os.close(read_end)
+    if result.status != "ok":
+        tail = b"".join(chunks)[-2000:].decode(errors="replace").strip().splitlines()[-5:]
+        raise BuildError(f"the build script failed ({result.status}, exit code {result.exit_code}); "
+                         f"nothing was kept" + (": " + " | ".join(tail) if tail else ""))
+
+
+def _pump(fd: int, chunks: list[bytes], on_output) -> None:
+    while data := os.read(fd, 65536):
+        chunks.append(data)
+        if on_output is not None:
+            on_output(data.decode(errors="replace"))
+
+
+def _clean_setup_residue(upper: str, base: Image, spec: ContainerSpec) -> None:
+    """Take out of the upper dir what the container's setup made, not the script."""
+    for path in SETUP_FILES:
+        _remove_if_file(os.path.join(upper, path))
+    uid, gid = spec.user
+    ours = {"etc/passwd": f"sandbox:x:{uid}:{gid}:sandbox:/home/sandbox:/bin/sh\n",
+            "etc/group": f"sandbox:x:{gid}:\n"}
+    for path, line in ours.items():
+        _unappend(upper, path, line, base)
+    for path in SETUP_DIRS:
+        full = os.path.join(upper, path)
+        if os.path.isdir(full) and not os.path.islink(full) and not os.listdir(full) \
+                and not _in_image(base, path):
+            os.rmdir(full)
+
+
+def _remove_if_file(path: str) -> None:
+    if os.path.lexists(path) and not os.path.isdir(path):
+        os.unlink(path)
+
+
+def _unappend(upper: str, path: str, line: str, base: Image) -> None:
+    """Remove the line the setup appended; the file too if nothing else changed."""
+    full = os.path.join(upper, path)
+    if not os.path.isfile(full) or os.path.islink(full):
+        return
+    with open(full) as handle:
+        text = handle.read()
+    if line not in text:
+        return
+    text = text.replace(line, "", 1)
+    lower = _lower_file(base, path)
+    if lower is not None and _read(lower) == text or lower is None and text == "":
+        os.unlink(full)
+    else:
+        with open(full, "w") as handle:
+            handle.write(text)
+
+
+def _read(path: str) -> str:
+    with open(path, errors="replace") as handle:
+        return handle.read()
+
+
+def _lower_file(image: Image, path: str) -> str | None:
+    """The host path of ``path`` in the topmost layer that has it (whiteouts
+    and opaque directories are not looked at: setup files are plain)."""
+    for lower in image.lower_dirs:
+        full = os.path.join(lower, path)
+        if os.path.lexists(full):
+            return full if os.path.isfile(full) and not os.path.islink(full) else None
+    return None
+
+
+def _in_image(image: Image, path: str) -> bool:
+    return any(os.path.lexists(os.path.join(lower, path)) for lower in image.lower_dirs)
+
+
+def _sanitize(upper: str, allow_setuid: bool) -> None:
+    """Drop setuid/setgid bits and overlay's bookkeeping xattrs; refuse
+    device nodes other than whiteouts (the script has no CAP_MKNOD, so
+    finding one means something is wrong)."""
+    for directory, dirs, files in os.walk(upper):
+        for name in dirs + files:
+            path = os.path.join(directory, name)
+            info = os.lstat(path)
+            if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode):
+                if not (stat.S_ISCHR(info.st_mode) and info.st_rdev == 0):
+                    raise ImageError(f"the build left a device node at /{os.path.relpath(path, upper)}")
+                continue
+            if stat.S_ISLNK(info.st_mode):
+                continue
+            if info.st_mode & 0o6000 and not allow_setuid and not stat.S_ISDIR(info.st_mode):
+                os.chmod(path, stat.S_IMODE(info.st_mode) & ~0o6000)
+            for attribute in os.listxattr(path, follow_symlinks=False):
+                if attribute.startswith("trusted.overlay.") and attribute != layers.OPAQUE_XATTR:
+                    os.removexattr(path, attribute, follow_symlinks=False)
+
+
+class _HashWriter:
+    def __init__(self):
+        self.sha256 = hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        return len(data)
+
+
+def layer_digest(upper: str) -> tuple[str, int]:
+    """(diff_id, bytes of files) of the OCI tar this overlay upper dir stands for."""
+    sink, size = _HashWriter(), 0
+    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as archive:
+        for directory, dirs, files in os.walk(upper):
+            dirs.sort()
+            for name in sorted(dirs + files):
+                size += _add(archive, upper, os.path.join(directory, name))
+    return "sha256:" + sink.sha256.hexdigest(), size
+
+
+def _add(archive: tarfile.TarFile, upper: str, path: str) -> int:
+    arcname = os.path.relpath(path, upper)
+    info = os.lstat(path)
+    if stat.S_ISCHR(info.st_mode) and info.st_rdev == 0:   # overlay whiteout -> OCI whiteout
+        head, tail = os.path.split(arcname)
+        entry = tarfile.TarInfo(os.path.join(head, layers.WHITEOUT + tail))
+        entry.mtime = int(info.st_mtime)
+        archive.addfile(entry)
+        return 0
+    entry = archive.gettarinfo(path, arcname)
+    entry.uname = entry.gname = ""
+    if entry.isfile():
+        with open(path, "rb") as handle:
+            archive.addfile(entry, handle)
+        return entry.size
+    archive.addfile(entry)
+    if entry.isdir() and _is_opaque(path):
+        marker = tarfile.TarInfo(os.path.join(arcname, layers.OPAQUE))
+        marker.mtime = int(info.st_mtime)
+        archive.addfile(marker)
+    return 0
+
+
+def _is_opaque(path: str) -> bool:
+    try:
+        return os.getxattr(path, layers.OPAQUE_XATTR, follow_symlinks=False) == b"y"
+    except OSError:
+        return False
+
+
+def _commit_layer(store: Store, work: str, upper: str, diff_id: str, size: int) -> None:
+    """The upper dir becomes the layer's root/ (a rename: nothing is copied)."""
+    if store.has_layer(diff_id):
+        return
+    layer_work = os.path.join(work, "layer")
+    os.mkdir(layer_work)
+    os.rename(upper, os.path.join(layer_work, "root"))
+    os.chmod(os.path.join(layer_work, "root"), 0o755)
+    store.commit_layer(layer_work, diff_id, None, size)
+
+
+def _record(base: Image, name: str, diff_id: str, script: str) -> Image:
+    config = dict(base.config)
+    config["rootfs"] = {"type": "layers", "diff_ids": [*base.layers, diff_id]}
+    history = list(config.get("history") or [])
+    history.append({"created": images.now(), "created_by": f"/bin/sh -c {script}",
+                    "comment": "sandbox-kernel build"})
+    config["history"] = history
+    return dataclasses.replace(base, name=name, id=images.config_digest(config),
+                               layers=(*base.layers, diff_id), created=images.now(),
+                               source=f"built from {base.name}", config=config)

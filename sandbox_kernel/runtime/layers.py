@@ -1,0 +1,392 @@
+"""Layer tarballs become directories that overlayfs can stack, safely.
+
+One pass over the blob, however it arrives (a file, an HTTP response)::
+
+    blob bytes --sha256--> the blob digest (the manifest's "digest")
+      gzip | zstd | plain (xz, bzip2 for rootfs tarballs), told apart by magic bytes
+    tar bytes  --sha256--> the diff_id (the config's rootfs.diff_ids; the
+                           store's content address of the layer)
+      tarfile in stream mode, one member at a time -> unpack into a new dir
+
+OCI whiteouts become what overlayfs reads: ``a/.wh.b`` is a character device
+0/0 at ``a/b``, and ``a/.wh..wh..opq`` the xattr trusted.overlay.opaque=y on
+``a``.  Both need root (mknod, trusted.* xattrs).
+
+DANGER: this runs as root over archives from anywhere.  Rules, each checked
+per member before anything is written:
+
+* a member's path stays inside the layer: no absolute path, no ``..``, and
+  no parent directory that is a symlink (a link made by an earlier member
+  would otherwise carry later writes out of the layer: nothing here ever
+  follows a symlink, files are created with O_NOFOLLOW | O_EXCL);
+* a symlink's target, if relative, stays inside the layer; an absolute
+  target is kept (``/etc/localtime -> /usr/share/zoneinfo/UTC`` is normal,
+  and it is resolved inside the container's root, never on the host);
+* a hard link names a file this layer already holds;
+* no device nodes but whiteouts (those under ``dev/`` are skipped with a
+  note: the container gets a fresh /dev anyway, and rootfs tarballs of
+  debootstrap and mmdebstrap carry them);
+* setuid and setgid bits are dropped unless ``allow_setuid``.
+
+The caller unpacks into a fresh private directory and removes it when
+``unpack`` raises: a hostile archive leaves nothing half-written behind.
+Extended attributes of members (security.capability and friends) are not
+restored, on purpose.
+"""
+from __future__ import annotations
+
+import errno
+import gzip
+import hashlib
+import io
+import os
+import posixpath
+import shutil
+import stat
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+CHUNK = 1 << 20
+OPAQUE_XATTR = "trusted.overlay.opaque"
+WHITEOUT = ".wh."
+OPAQUE = ".wh..wh..opq"
+GZIP_MAGIC, ZSTD_MAGIC = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
+XZ_MAGIC, BZIP2_MAGIC = b"\xfd7zXZ\x00", b"BZh"   # rootfs tarballs (.tar.xz, .tar.bz2)
+
+Progress = Callable[[int], None]   # called with the number of blob bytes just read
+
+
+class LayerError(ValueError):
+    """An archive that cannot become a layer; the message names the member."""
+
+
+@dataclass
+class Unpacked:
+    diff_id: str                 # "sha256:<hex>" of the uncompressed tar
+    digest: str                  # "sha256:<hex>" of the blob as read
+    size: int = 0                # bytes of regular files
+    notes: list[str] = field(default_factory=list)
+
+
+class _Hashing(io.RawIOBase):
+    """A reader that hashes (and counts) what passes through it."""
+
+    def __init__(self, source, progress: Progress | None = None):
+        self.source, self.progress = source, progress
+        self.sha256 = hashlib.sha256()
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self.source.read(len(buffer))
+        if not data:
+            return 0
+        buffer[:len(data)] = data
+        self.sha256.update(data)
+        self.count += len(data)
+        if self.progress is not None:
+            self.progress(len(data))
+        return len(data)
+
+    def drain(self) -> None:
+        while self.read(CHUNK):
+            pass
+
+    def digest(self) -> str:
+        return "sha256:" + self.sha256.hexdigest()
+
+
+def decompressed(blob: io.BufferedReader):
+    """The tar stream inside ``blob``: gzip and zstd by their magic bytes."""
+    head = blob.peek(6)[:6]
+    if head.startswith(GZIP_MAGIC):
+        return gzip.GzipFile(fileobj=blob, mode="rb")
+    if head.startswith(XZ_MAGIC):
+        import lzma
+        return lzma.LZMAFile(blob)
+    if head.startswith(BZIP2_MAGIC):
+        import bz2
+        return bz2.BZ2File(blob)
+    if head.startswith(ZSTD_MAGIC):
+        try:
+            import zstandard
+        except ImportError:
+            raise LayerError("this layer is zstd-compressed and the zstandard package is not "
+                             "installed: pip install zstandard") from None
+        return zstandard.ZstdDecompressor().stream_reader(blob, read_across_frames=True)
+    return blob
+
+
+def unpack(source, dest: str, *, expect_digest: str | None = None,
+           expect_diff_id: str | None = None, allow_setuid: bool = False,
+           progress: Progress | None = None) -> Unpacked:
+    """Unpack the layer blob read from ``source`` into the empty directory
+    ``dest``; check the digests it is expected to have.  LayerError if the
+    archive is hostile, corrupt or not what was expected."""
+    blob = _Hashing(source, progress)
+    buffered = io.BufferedReader(blob, CHUNK)
+    plain = _Hashing(decompressed(buffered))
+    writer = _Writer(dest, allow_setuid)
+    try:
+        with tarfile.open(fileobj=plain, mode="r|", errorlevel=2) as archive:
+            for member in archive:
+                writer.add(member, archive)
+        plain.drain()      # the end-of-archive blocks belong to the diff_id too
+        buffered.read()    # and whatever follows the compressed stream to the digest
+    except _format_errors() as error:
+        raise LayerError(f"not a valid layer archive: {error or type(error).__name__}") from None
+    writer.finish()
+    found = Unpacked(plain.digest(), blob.digest(), writer.size, writer.notes())
+    _check("blob", expect_digest, found.digest)
+    _check("layer (diff_id)", expect_diff_id, found.diff_id)
+    return found
+
+
+def _format_errors() -> tuple[type[BaseException], ...]:
+    """What a truncated or corrupt tar, gzip or zstd stream raises."""
+    import zlib
+    import lzma
+    errors: list = [tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError]
+    try:
+        import zstandard
+        errors.append(zstandard.ZstdError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def _check(what: str, expected: str | None, found: str) -> None:
+    if expected and expected != found:
+        raise LayerError(f"{what} digest mismatch: expected {expected}, got {found} "
+                         f"(a corrupt or tampered file?)")
+
+
+def member_path(name: str) -> str:
+    """The member's path relative to the layer root ('' for the root);
+    LayerError if it would leave the layer."""
+    if name.startswith("/"):
+        raise LayerError(f"member {name!r} has an absolute path")
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    if ".." in parts:
+        raise LayerError(f"member {name!r} climbs out of the layer with '..'")
+    return "/".join(parts)
+
+
+class _Writer:
+    """Writes members below ``root``, never following a symlink."""
+
+    def __init__(self, root: str, allow_setuid: bool):
+        self.root, self.allow_setuid = root, allow_setuid
+        self.as_root = os.geteuid() == 0
+        self.real_dirs: set[str] = {""}
+        self.dir_meta: dict[str, tarfile.TarInfo] = {}
+        self.size = 0
+        self.dropped_setuid: list[str] = []
+        self.skipped_devices: list[str] = []
+
+    # -- per member ------------------------------------------------------------
+
+    def add(self, member: tarfile.TarInfo, archive: tarfile.TarFile) -> None:
+        path = member_path(member.name)
+        base = posixpath.basename(path)
+        if base.startswith(WHITEOUT):
+            return self._whiteout(path, member)
+        if path == "":
+            if member.isdir():
+                self.dir_meta[""] = member
+            return None
+        self._parent(path)
+        if member.isdir():
+            return self._dir(path, member)
+        if member.issym():
+            return self._symlink(path, member)
+        if member.islnk():
+            return self._hardlink(path, member)
+        if member.isfile():
+            return self._file(path, member, archive)
+        if member.ischr() or member.isblk():
+            return self._device(path, member)
+        if member.isfifo():
+            self._replace(path)
+            os.mkfifo(self._abs(path), self._mode(path, member))
+            return self._owner_and_times(path, member)
+        raise LayerError(f"member {member.name!r} is of an unknown type {member.type!r}")
+
+    def _whiteout(self, path: str, member: tarfile.TarInfo) -> None:
+        parent, base = posixpath.split(path)
+        self._parent(path)
+        if base == OPAQUE:
+            self._privileged(os.setxattr, self._abs(parent), OPAQUE_XATTR, b"y",
+                             what=f"opaque directory {parent or '/'}")
+            return
+        if base.startswith(WHITEOUT + WHITEOUT):
+            return  # aufs bookkeeping (.wh..wh.plnk and friends): nothing to do
+        hidden = posixpath.join(parent, base[len(WHITEOUT):])
+        member_path(hidden)
+        self._replace(hidden)
+        self._privileged(os.mknod, self._abs(hidden), stat.S_IFCHR | 0o600, os.makedev(0, 0),
+                         what=f"whiteout {hidden}")
+
+    def _dir(self, path: str, member: tarfile.TarInfo) -> None:
+        self._ensure_dir(path)
+        self.dir_meta[path] = member
+
+    def _symlink(self, path: str, member: tarfile.TarInfo) -> None:
+        target = member.linkname
+        if not target.startswith("/"):
+            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+            if resolved == ".." or resolved.startswith("../"):
+                raise LayerError(f"symlink {member.name!r} -> {target!r} points out of the layer")
+        self._replace(path)
+        os.symlink(target, self._abs(path))
+        self._owner_and_times(path, member, follow=False)
+
+    def _hardlink(self, path: str, member: tarfile.TarInfo) -> None:
+        try:
+            source = member_path(member.linkname)
+        except LayerError:
+            raise LayerError(f"hard link {member.name!r} -> {member.linkname!r} points out "
+                             f"of the layer") from None
+        if not source or self._through_symlink(source) or not self._is_non_dir(source):
+            raise LayerError(f"hard link {member.name!r} -> {member.linkname!r}: no such file "
+                             f"earlier in this layer")
+        self._replace(path)
+        os.link(self._abs(source), self._abs(path), follow_symlinks=False)
+
+    def _file(self, path: str, member: tarfile.TarInfo, archive: tarfile.TarFile) -> None:
+        self._replace(path)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(self._abs(path), flags, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            data = archive.extractfile(member)
+            shutil.copyfileobj(data, out, CHUNK)
+            if self.as_root:
+                os.fchown(fd, member.uid, member.gid)
+            os.fchmod(fd, self._mode(path, member))  # after chown, which clears setuid
+        os.utime(self._abs(path), (member.mtime, member.mtime), follow_symlinks=False)
+        self.size += member.size
+
+    def _device(self, path: str, member: tarfile.TarInfo) -> None:
+        if member.ischr() and member.devmajor == 0 and member.devminor == 0:
+            self._replace(path)   # already in overlay form: a whiteout
+            self._privileged(os.mknod, self._abs(path), stat.S_IFCHR | 0o600, os.makedev(0, 0),
+                             what=f"whiteout {path}")
+            return
+        if path.startswith("dev/"):
+            self.skipped_devices.append(path)
+            return
+        kind = "character" if member.ischr() else "block"
+        raise LayerError(f"member {member.name!r} is a {kind} device node "
+                         f"({member.devmajor}:{member.devminor}): images may not carry devices")
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _abs(self, path: str) -> str:
+        return os.path.join(self.root, path) if path else self.root
+
+    def _parent(self, path: str) -> None:
+        """Every directory above ``path`` is a real directory of this layer
+        (made if missing); LayerError if one is a symlink or a file."""
+        parent = posixpath.dirname(path)
+        missing = []
+        while parent not in self.real_dirs:
+            missing.append(parent)
+            parent = posixpath.dirname(parent)
+        for directory in reversed(missing):
+            self._ensure_dir(directory, making_parent_of=path)
+
+    def _through_symlink(self, path: str) -> bool:
+        """Does a directory above ``path`` in this layer resolve through a symlink?"""
+        parent = posixpath.dirname(path)
+        while parent:
+            if os.path.islink(self._abs(parent)):
+                return True
+            parent = posixpath.dirname(parent)
+        return False
+
+    def _is_non_dir(self, path: str) -> bool:
+        try:
+            return not stat.S_ISDIR(os.lstat(self._abs(path)).st_mode)
+        except FileNotFoundError:
+            return False
+
+    def _ensure_dir(self, path: str, making_parent_of: str | None = None) -> None:
+        full = self._abs(path)
+        try:
+            info = os.lstat(full)
+        except FileNotFoundError:
+            os.mkdir(full, 0o755)
+        else:
+            if stat.S_ISLNK(info.st_mode) and making_parent_of is not None:
+                raise LayerError(f"member {making_parent_of!r} goes through the symlink "
+                                 f"{path!r}: it could be written out of the layer")
+            if not stat.S_ISDIR(info.st_mode):
+                self._replace(path)
+                os.mkdir(full, 0o755)
+        self.real_dirs.add(path)
+
+    def _replace(self, path: str) -> None:
+        """A later member replaces an earlier one of the same path."""
+        full = self._abs(path)
+        try:
+            info = os.lstat(full)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(info.st_mode):
+            shutil.rmtree(full)
+            self.real_dirs = {d for d in self.real_dirs if d != path and not d.startswith(path + "/")}
+            self.dir_meta = {d: m for d, m in self.dir_meta.items()
+                             if d != path and not d.startswith(path + "/")}
+        else:
+            os.unlink(full)
+
+    def _mode(self, path: str, member: tarfile.TarInfo, is_dir: bool = False) -> int:
+        mode = member.mode & 0o7777
+        # setgid on a directory only passes its group on: harmless, and Debian uses it
+        if mode & 0o6000 and not self.allow_setuid and not is_dir:
+            self.dropped_setuid.append(path)
+            mode &= ~0o6000
+        return mode
+
+    def _owner_and_times(self, path: str, member: tarfile.TarInfo, follow: bool = True) -> None:
+        full = self._abs(path)
+        if self.as_root:
+            os.chown(full, member.uid, member.gid, follow_symlinks=follow)
+        os.utime(full, (member.mtime, member.mtime), follow_symlinks=follow)
+
+    @staticmethod
+    def _privileged(call, *args, what: str) -> None:
+        try:
+            call(*args)
+        except PermissionError as error:
+            raise LayerError(f"{what}: {error.strerror}; overlay whiteouts and opaque "
+                             f"directories need root (mknod, trusted.* xattrs)") from None
+        except OSError as error:
+            if error.errno == errno.ENOTSUP:
+                raise LayerError(f"{what}: the store's file system does not support "
+                                 f"trusted.* xattrs; put the store on ext4, xfs or tmpfs") from None
+            raise
+
+    def finish(self) -> None:
+        """Directories last: their modes may forbid writing, their times
+        change with every entry written into them."""
+        for path in sorted(self.dir_meta, key=lambda p: -(p.count("/") + 1) if p else 1):
+            member = self.dir_meta[path]
+            full = self._abs(path)
+            if self.as_root:
+                os.chown(full, member.uid, member.gid, follow_symlinks=False)
+            os.chmod(full, self._mode(path, member, is_dir=True))
+            os.utime(full, (member.mtime, member.mtime), follow_symlinks=False)
+
+    def notes(self) -> list[str]:
+        notes = []
+        if self.dropped_setuid:
+            notes.append(f"dropped the setuid/setgid bits of {len(self.dropped_setuid)} file(s), "
+                         f"e.g. /{self.dropped_setuid[0]}")
+        if self.skipped_devices:
+            notes.append(f"skipped {len(self.skipped_devices)} device node(s) under /dev "
+                         f"(containers get a fresh /dev)")
+        return notes

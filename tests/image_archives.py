@@ -1,0 +1,177 @@
+"""Image archives the image tests make themselves: layer tars, OCI layouts
+(directory and tar), docker-save tarballs (the OCI-layout form and the older
+<id>/layer.tar form), and a busybox root file system.
+
+Tests load this file by path (pytest imports with --import-mode=importlib)::
+
+    archives = load_archives()   # see the tests' headers
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+
+LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+LAYER_TAR = "application/vnd.oci.image.layer.v1.tar"
+CONFIG = "application/vnd.oci.image.config.v1+json"
+MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+INDEX = "application/vnd.oci.image.index.v1+json"
+BUSYBOX = "/bin/busybox"
+BUSYBOX_APPLETS = ("sh", "ls", "cat", "echo", "id", "mkdir", "rm", "test", "true", "false",
+                   "hostname", "wc", "ps", "sleep", "env", "uname")
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def member(name: str, kind: str = "file", data: bytes = b"", mode: int | None = None,
+           linkname: str = "", uid: int = 0, gid: int = 0, dev: tuple[int, int] = (0, 0)) -> dict:
+    return {"name": name, "kind": kind, "data": data, "mode": mode, "linkname": linkname,
+            "uid": uid, "gid": gid, "dev": dev}
+
+
+_TYPES = {"file": tarfile.REGTYPE, "dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE,
+          "hardlink": tarfile.LNKTYPE, "chr": tarfile.CHRTYPE, "blk": tarfile.BLKTYPE,
+          "fifo": tarfile.FIFOTYPE}
+
+
+def layer_tar(members: list[dict]) -> bytes:
+    """An uncompressed layer tar of these members, in order."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        for m in members:
+            info = tarfile.TarInfo(m["name"])
+            info.type = _TYPES[m["kind"]]
+            info.mode = m["mode"] if m["mode"] is not None else (0o755 if m["kind"] == "dir" else 0o644)
+            info.uid, info.gid, info.mtime = m["uid"], m["gid"], 1_700_000_000
+            info.linkname = m["linkname"]
+            info.devmajor, info.devminor = m["dev"]
+            if m["kind"] == "file":
+                info.size = len(m["data"])
+                archive.addfile(info, io.BytesIO(m["data"]))
+            else:
+                archive.addfile(info)
+    return out.getvalue()
+
+
+def gz(data: bytes) -> bytes:
+    return gzip.compress(data, mtime=0)
+
+
+def config_for(diff_ids: list[str], env=("PATH=/usr/bin:/bin", "GREETING=hello"), cmd=("/bin/sh",),
+               architecture: str = "amd64") -> bytes:
+    return json.dumps({
+        "architecture": architecture, "os": "linux",
+        "config": {"Env": list(env), "Cmd": list(cmd), "WorkingDir": "/srv", "User": "1000"},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }).encode()
+
+
+def write_blob(root: str, data: bytes) -> dict:
+    digest = sha256(data)
+    os.makedirs(os.path.join(root, "blobs", "sha256"), exist_ok=True)
+    with open(os.path.join(root, "blobs", "sha256", digest[7:]), "wb") as handle:
+        handle.write(data)
+    return {"digest": digest, "size": len(data)}
+
+
+def image_blobs(root: str, layers: list[bytes], compress: bool = True, **config) -> dict:
+    """Write layer, config and manifest blobs; returns the manifest's descriptor."""
+    descriptors = []
+    for tar in layers:
+        blob = gz(tar) if compress else tar
+        descriptors.append(dict(write_blob(root, blob), mediaType=LAYER_GZIP if compress else LAYER_TAR))
+    config_raw = config_for([sha256(t) for t in layers], **config)
+    manifest = {"schemaVersion": 2, "mediaType": MANIFEST,
+                "config": dict(write_blob(root, config_raw), mediaType=CONFIG),
+                "layers": descriptors}
+    return dict(write_blob(root, json.dumps(manifest).encode()), mediaType=MANIFEST)
+
+
+def oci_layout(root: str, layers: list[bytes], name: str | None = "test/image:1", **config) -> str:
+    """An OCI image layout directory with one image."""
+    os.makedirs(root, exist_ok=True)
+    descriptor = image_blobs(root, layers, **config)
+    descriptor["platform"] = {"os": "linux", "architecture": config.get("architecture", "amd64")}
+    if name:
+        descriptor["annotations"] = {"io.containerd.image.name": name,
+                                     "org.opencontainers.image.ref.name": name.split(":")[-1]}
+    with open(os.path.join(root, "index.json"), "w") as handle:
+        json.dump({"schemaVersion": 2, "mediaType": INDEX, "manifests": [descriptor]}, handle)
+    with open(os.path.join(root, "oci-layout"), "w") as handle:
+        json.dump({"imageLayoutVersion": "1.0.0"}, handle)
+    return root
+
+
+def tar_directory(source: str, path: str) -> str:
+    with tarfile.open(path, "w") as archive:
+        for entry in sorted(os.listdir(source)):
+            archive.add(os.path.join(source, entry), arcname=entry)
+    return path
+
+
+def docker_save_legacy(path: str, layers: list[bytes], tag: str = "legacy/image:1", **config) -> str:
+    """The pre-25 docker save: <id>/layer.tar, <config hex>.json, manifest.json."""
+    members = []
+    config_raw = config_for([sha256(t) for t in layers], **config)
+    config_name = sha256(config_raw)[7:] + ".json"
+    names = []
+    for index, tar in enumerate(layers):
+        layer_id = hashlib.sha256(f"layer{index}".encode() + tar).hexdigest()
+        names.append(f"{layer_id}/layer.tar")
+        members += [member(f"{layer_id}", "dir"), member(f"{layer_id}/VERSION", data=b"1.0"),
+                    member(f"{layer_id}/layer.tar", data=tar)]
+    members.append(member(config_name, data=config_raw))
+    manifest = [{"Config": config_name, "RepoTags": [tag], "Layers": names}]
+    members += [member("manifest.json", data=json.dumps(manifest).encode()),
+                member("repositories", data=b"{}")]
+    with open(path, "wb") as handle:
+        handle.write(layer_tar(members))
+    return path
+
+
+def docker_save_oci(path: str, work: str, layers: list[bytes], tag: str = "modern/image:1",
+                    **config) -> str:
+    """Docker 25+'s docker save: an OCI layout plus manifest.json naming blobs."""
+    descriptor = image_blobs(work, layers, compress=False, **config)
+    with open(os.path.join(work, "blobs", "sha256", descriptor["digest"][7:])) as handle:
+        manifest = json.load(handle)
+    entry = {"Config": f"blobs/sha256/{manifest['config']['digest'][7:]}", "RepoTags": [tag],
+             "Layers": [f"blobs/sha256/{d['digest'][7:]}" for d in manifest["layers"]]}
+    with open(os.path.join(work, "manifest.json"), "w") as handle:
+        json.dump([entry], handle)
+    with open(os.path.join(work, "index.json"), "w") as handle:
+        json.dump({"schemaVersion": 2, "manifests": [descriptor]}, handle)
+    with open(os.path.join(work, "oci-layout"), "w") as handle:
+        json.dump({"imageLayoutVersion": "1.0.0"}, handle)
+    return tar_directory(work, path)
+
+
+def busybox_rootfs(root: str, os_release: str = 'NAME="sbk busybox"\nID=sbk-busybox\n') -> str:
+    """A root file system of Debian's busybox-static: /bin/busybox and applets."""
+    if not os.path.exists(BUSYBOX):
+        raise FileNotFoundError("no /bin/busybox: apt-get install busybox-static")
+    os.makedirs(os.path.join(root, "bin"))
+    os.makedirs(os.path.join(root, "etc"))
+    shutil.copy2(BUSYBOX, os.path.join(root, "bin", "busybox"))
+    for applet in BUSYBOX_APPLETS:
+        os.symlink("busybox", os.path.join(root, "bin", applet))
+    with open(os.path.join(root, "etc", "os-release"), "w") as handle:
+        handle.write(os_release)
+    return root
+
+
+def busybox_layer() -> bytes:
+    """busybox as one layer tar (bin/busybox + applet symlinks + /etc/os-release)."""
+    with open(BUSYBOX, "rb") as handle:
+        binary = handle.read()
+    members = [member("bin", "dir"), member("bin/busybox", data=binary, mode=0o755), member("etc", "dir"),
+               member("etc/os-release", data=b'NAME="sbk busybox"\nID=sbk-busybox\n')]
+    members += [member(f"bin/{a}", "symlink", linkname="busybox") for a in BUSYBOX_APPLETS]
+    return layer_tar(members)
