@@ -3,6 +3,9 @@
     sandbox-kernel run --memory 256M --pids 64 -- python3 -c 'print("hi")'
     sandbox-kernel run --timeout 5s --report -- /bin/sh -c 'while :; do :; done'
     sandbox-kernel doctor
+    sandbox-kernel install --user --memory 2G --cpus 2
+    sandbox-kernel images import busybox.tar --name busybox
+    sandbox-kernel run --image busybox -- /bin/sh -c 'cat /etc/os-release'
 
 Bad input gets one line on stderr and exit status 2.
 """
@@ -37,6 +40,7 @@ def _run_parser(sub) -> None:
                      help="bind a host path into the container (repeatable)")
     run.add_argument("--workdir", help="working directory inside (default /workspace)")
     run.add_argument("--workspace", help="host directory shown at /workspace (default: a fresh one)")
+    run.add_argument("--image", default="host", help="the image (default: host); see sandbox-kernel images")
     run.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                      help="set an environment variable (repeatable)")
     run.add_argument("--report", action="store_true",
@@ -51,10 +55,18 @@ def build_parser() -> argparse.ArgumentParser:
     _run_parser(sub)
     doctor = sub.add_parser("doctor", help="what this host supports, and how to fix what it lacks")
     doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
+    from .kernel import install
+    install.add_arguments(sub.add_parser(
+        "install", help="install the kernelspec of the sandbox kernel",
+        description="Install the Jupyter kernel 'Python 3 (sandbox)': every cell runs in a container.",
+        epilog="example: sandbox-kernel install --user --memory 2G --cpus 2 --timeout 5m"))
+    from . import images_cli
+    images_cli.add_arguments(sub)
     return parser
 
 
 def cmd_run(args, parser) -> int:
+    from .runtime import images
     from .runtime.container import Container, ContainerStartError
     from .runtime.spec import ContainerSpec, SpecError
 
@@ -63,8 +75,9 @@ def cmd_run(args, parser) -> int:
         spec = ContainerSpec.from_strings(
             command, memory=args.memory, cpus=args.cpus, pids=args.pids,
             timeout=args.timeout, disk=args.disk, net=args.net, mounts=args.mount,
-            env=args.env, workdir=args.workdir, workspace=args.workspace)
-    except SpecError as error:
+            env=args.env, workdir=args.workdir, workspace=args.workspace,
+            image=images.resolve(args.image))
+    except (SpecError, images.ImageNotFound) as error:
         parser.exit(2, f"sandbox-kernel run: {error}\n")
     with Container(spec) as box:
         try:
@@ -96,6 +109,16 @@ def _write_reports(args, result) -> None:
             json.dump(result.as_dict(), handle, indent=1)
 
 
+def cmd_install(args, parser) -> int:
+    from .kernel import install
+    try:
+        where = install.run(args)
+    except install.InstallError as error:
+        parser.exit(2, f"sandbox-kernel install: {error}\n")
+    print(f"installed kernelspec {args.name} in {where}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -104,6 +127,11 @@ def main(argv=None) -> int:
             parser.exit(2, "sandbox-kernel run: missing command: give it after --, "
                            "e.g. sandbox-kernel run -- /bin/true\n")
         return cmd_run(args, parser)
+    if args.action == "install":
+        return cmd_install(args, parser)
+    if args.action == "images":
+        from . import images_cli
+        return images_cli.main(args, parser)
     from .runtime import doctor
     return doctor.main(["--json"] if args.json else [])
 

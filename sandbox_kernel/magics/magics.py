@@ -17,9 +17,10 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import clear_output, publish_display_data
 
+from ..panel import NullStatsChannel
 from ..runtime import images
 from ..runtime.spec import SpecError
-from ..session import commands
+from ..session import commands, image_agent
 from ..session.client import SessionError, VariableError
 from ..session.stats import footer_bundle
 
@@ -83,6 +84,7 @@ class ContainerMagics(Magics):
     def __init__(self, shell, sessions: commands.Sessions):
         super().__init__(shell)
         self.sessions = sessions
+        self.stats_channel = NullStatsChannel()    # the side panel's; set by load_ipython_extension
 
     @magic_arguments(name="%container")
     @argument("--name", default=commands.DEFAULT_SESSION,
@@ -128,22 +130,49 @@ class ContainerMagics(Magics):
 
         Under the outputs comes a footer with the cell's figures (wall and
         cpu time, memory peak, pids, io): ``%container stats off`` hides it.
+
+        ``%%container build NAME --from BASE`` runs the cell as a /bin/sh
+        script in a container of image BASE (network host) and keeps what it
+        wrote as image NAME (a docker commit)::
+
+            %%container build tools --from busybox
+            mkdir -p /opt/tools && printf '#!/bin/sh\necho hi\n' > /opt/tools/hi
+            chmod +x /opt/tools/hi
+
+        The script runs as uid 0 without capabilities: it can change what
+        root owns in the image, not more.
         """
+        if line.split()[:1] == ["build"]:
+            return self._build_image(line, cell)
         args = self._parse(self.container_cell, line)
         session = self._session(args)
         inputs, outputs = self._names(args.input), self._names(args.output)
         if inputs:
             self._push(session, inputs)
         shown = Republisher(keep_errors=not args.no_raise_error)
-        if args.shell:
-            result = session.run_command(["/bin/sh", "-c", cell], on_output=shown)
-        else:
-            result = session.execute(cell, on_output=shown)
+        # the number the notebook shows for this cell (IPython 9 counts it up before the cell runs)
+        self.stats_channel.cell_started(session, execution_count=self.shell.displayhook.prompt_count)
+        result = None
+        try:
+            if args.shell:
+                result = session.run_command(["/bin/sh", "-c", cell], on_output=shown)
+            else:
+                result = session.execute(cell, on_output=shown)
+        finally:
+            self.stats_channel.cell_finished(session, result.stats if result is not None else None)
         if outputs and result.status == "ok" and (not args.shell or result.exit_code == 0):
             self._pull(session, outputs)
         if self.sessions.footer and not args.no_stats:
             publish_display_data(footer_bundle(result.stats))
         self._end(result, shown, args)
+
+    def _build_image(self, line: str, cell: str) -> None:
+        try:
+            argv = ["image", *shlex.split(line), "--run", cell]
+            output = commands.run(argv, self.sessions, on_output=Republisher(keep_errors=False))
+        except (commands.UsageError, ValueError) as exc:
+            raise UsageError(str(exc)) from None
+        print(output.text)
 
     def _parse(self, magic, line: str):
         try:
@@ -157,6 +186,7 @@ class ContainerMagics(Magics):
             session, notes = self.sessions.open(
                 args.name, image=args.image, net=args.net, memory=args.memory, cpus=args.cpus,
                 pids=args.pids, timeout=args.timeout)
+            image_agent.require_agent(session.image)   # an image without python3: say so now
         except (SpecError, SessionError, images.ImageNotFound, commands.UsageError) as exc:
             raise UsageError(str(exc)) from None
         for note in notes:
@@ -206,7 +236,7 @@ class ContainerMagics(Magics):
 
     @magic_arguments(name="container")
     @argument("subcommand", help="status, limits, restart, stop, stats, push, pull, exec, "
-                                 "sessions, on, off, images")
+                                 "sessions, on, off, images, image")
     @argument("arguments", nargs="*", help="the subcommand's arguments (%%container SUBCOMMAND -h)")
     @line_magic("container")
     def container_line(self, line: str):
@@ -228,6 +258,7 @@ class ContainerMagics(Magics):
             %container on [--name N]              every following cell runs in the container
             %container off                        cells run in this kernel again
             %container images                     the images there are
+            %container image import PATH [--name N] | inspect NAME | rm NAME | pull REF
 
         Examples::
 

@@ -59,7 +59,6 @@ import select
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -69,7 +68,7 @@ from ..runtime import images, zygote
 from ..runtime.container import Container, LifecycleError, State
 from ..runtime.spec import ContainerSpec, Limits, parse_cpus, parse_duration, parse_env, parse_mount, \
     parse_network, parse_pids, parse_size
-from . import protocol, stats as stats_contract
+from . import image_agent, protocol, stats as stats_contract
 from .protocol import ProtocolError
 
 AGENT_MODULE = "sandbox_kernel.session.agent"
@@ -405,11 +404,12 @@ class Session:
 
     def _spec(self, fd: int) -> ContainerSpec:
         env = self.env + ((OUTPUT_LIMIT_ENV, str(self.output_limit)),)
+        agent = image_agent.agent_launch(self.image, AGENT_MODULE, fd)  # the image's python3, or ours
         return ContainerSpec(
-            command=(sys.executable, "-m", AGENT_MODULE, "--fd", str(fd)),
+            command=agent.command,
             # the time limit is per cell (ours), not the container's
             limits=dataclasses.replace(self.limits, timeout=None),
-            network=self.network, mounts=self.mounts, env=env, image=self.image,
+            network=self.network, mounts=self.mounts + agent.mounts, env=env + agent.env, image=self.image,
             pass_fds=(fd,))
 
     def restart(self) -> None:

@@ -18,7 +18,10 @@ IPython shell).
     %container exec [--name N] -- CMD...   run a program in the container, like docker exec
     %container sessions                    the sessions of this kernel
     %container on [--name N] / off         every following cell runs in the container
-    %container images                      the images there are
+    %container images                      the images there are (= %container image ls)
+    %container image import PATH [--name N]      a rootfs dir/tar, an OCI layout, a docker save tar
+    %container image inspect NAME | rm NAME | pull REF [--name N]
+    %container image build NAME --from BASE --run SCRIPT   (or %%container build NAME --from BASE)
 
 A mistake (unknown subcommand or option, a bad value) raises ``UsageError``
 whose message is the usage and what was wrong: no traceback, no SystemExit.
@@ -27,11 +30,13 @@ from __future__ import annotations
 
 import argparse
 import html
+import secrets
 import shlex
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..runtime import images
+from ..runtime import images, layers
 from ..runtime.spec import ContainerSpec, Limits, SpecError
 from . import stats as stats_contract
 from .client import Session, SessionError
@@ -182,6 +187,7 @@ def build_parser() -> _Parser:
         "on": "every following cell runs in the container",
         "off": "cells run in this kernel again",
         "images": "the images there are",
+        "image": "manage images: ls, import PATH, inspect NAME, rm NAME, pull REF, build NAME",
     }
     commands = {name: sub.add_parser(name, help=text, description=text) for name, text in helps.items()}
     for name in ("status", "limits", "restart", "stop", "stats", "push", "pull", "exec", "on"):
@@ -196,7 +202,26 @@ def build_parser() -> _Parser:
                                     help="variable names, by spaces or commas")
     commands["exec"].add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD",
                                   help="the program and its arguments")
+    _add_image_actions(commands["image"])
     return parser
+
+
+def _add_image_actions(parser) -> None:
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True,
+                                    parser_class=_Parser)
+    actions.add_parser("ls", help="the images there are")
+    imp = actions.add_parser("import", help="import a rootfs dir/tar, an OCI layout or a docker save tar")
+    imp.add_argument("path", help="a directory or tar file on this machine")
+    imp.add_argument("--name", dest="image_name", help="the image's name (default: from the file)")
+    for action in ("inspect", "rm"):
+        actions.add_parser(action, help=f"{action} an image").add_argument("image")
+    pull = actions.add_parser("pull", help="pull from a registry (OCI distribution API)")
+    pull.add_argument("reference", help="[REGISTRY/]NAME[:TAG][@DIGEST]")
+    pull.add_argument("--name", dest="image_name", help="store it under this name")
+    build = actions.add_parser("build", help="run a script in a container of BASE; keep its writes")
+    build.add_argument("image", help="the new image's name")
+    build.add_argument("--from", dest="base", required=True, help="the base image")
+    build.add_argument("--run", dest="script", required=True, help="the /bin/sh script")
 
 
 def parse(line: str | list[str]) -> argparse.Namespace:
@@ -247,8 +272,9 @@ def run(line, sessions: Sessions, *, namespace: dict | None = None,
     try:
         return _COMMANDS[args.command](args, sessions, namespace if namespace is not None else {},
                                        on_output)
-    except (SpecError, SessionError, images.ImageNotFound) as exc:
-        raise UsageError(str(exc)) from None
+    except (SpecError, SessionError, images.ImageNotFound, images.ImageError, layers.LayerError,
+            images.BuildError) as exc:
+        raise UsageError(str(exc.args[0]) if isinstance(exc, LookupError) else str(exc)) from None
 
 
 def _status(args, sessions: Sessions, namespace, on_output) -> Output:
@@ -362,12 +388,81 @@ def _off(args, sessions: Sessions, namespace, on_output) -> Output:
 
 
 def _images(args, sessions: Sessions, namespace, on_output) -> Output:
-    return Output(text="\n".join(images.available()))
+    rows = [(r["name"], r["id"], str(r["layers"]),
+             images.format_size(r["size"]) if r["size"] is not None else "-", r["created"], r["source"])
+            for r in images.listing()]
+    return _table_output(("name", "id", "layers", "size", "created", "source"), rows)
+
+
+def _image(args, sessions: Sessions, namespace, on_output) -> Output:
+    progress = NotebookProgress(on_output) if on_output is not None else images.Progress()
+    if args.action == "ls":
+        return _images(args, sessions, namespace, on_output)
+    if args.action == "import":
+        image = images.import_image(args.path, args.image_name, progress=progress)
+        return Output(text=f"imported {image.name} ({len(image.layers)} layer(s))")
+    if args.action == "pull":
+        image = images.pull(args.reference, args.image_name, progress=progress)
+        return Output(text=f"pulled {image.name} ({len(image.layers)} layer(s))")
+    if args.action == "inspect":
+        return Output(text=images.describe(images.inspect(args.image)))
+    if args.action == "rm":
+        users = sorted(n for n, s in sessions.sessions.items() if s.image == args.image and s.running)
+        if users:
+            raise UsageError(f"image {args.image!r} is in use by session(s) {', '.join(users)}: "
+                             f"%container stop --name {users[0]} first")
+        removed = images.remove(args.image)
+        return Output(text=f"removed {args.image}" + (f" and {len(removed)} layer(s)" if removed else ""))
+    return _build(args, on_output)
+
+
+def _build(args, on_output) -> Output:
+    def show(text: str) -> None:
+        if on_output is not None:
+            on_output("stream", {"name": "stdout", "text": text})
+    image = images.build(args.image, args.base, args.script, on_output=show)
+    return Output(text=f"built {image.name}: {args.base} + one layer")
+
+
+class NotebookProgress(images.Progress):
+    """A live bar in the notebook: one display, updated in place (through
+    on_output's display_data / update_display_data with a display_id)."""
+
+    INTERVAL = 0.25
+
+    def __init__(self, on_output):
+        self.on_output = on_output
+        self.label, self.total, self.done, self.shown_at = "", None, 0, 0.0
+        self.display_id = ""
+
+    def start(self, label, total):
+        self.label, self.total, self.done = label, total, 0
+        self.display_id = f"sbk-progress-{secrets.token_hex(4)}"
+        self._show("display_data", "")
+
+    def advance(self, count):
+        self.done += count
+        if time.monotonic() - self.shown_at > self.INTERVAL:
+            self._show("update_display_data", "")
+
+    def end(self, note=""):
+        self._show("update_display_data", note or "done")
+
+    def _show(self, kind: str, note: str) -> None:
+        self.shown_at = time.monotonic()
+        size = images.format_size(self.done)
+        text = f"{self.label}: {size}" + (f" of {images.format_size(self.total)}" if self.total else "")
+        text += f" {note}" if note else ""
+        bar = f'<progress value="{self.done}" max="{self.total}"></progress>' if self.total else ""
+        self.on_output(kind, {"data": {"text/plain": text,
+                                       "text/html": f"<div>{html.escape(self.label)} {bar} "
+                                                    f"{html.escape(text[len(self.label) + 2:])}</div>"},
+                              "metadata": {}, "transient": {"display_id": self.display_id}})
 
 
 _COMMANDS = {"status": _status, "limits": _limits, "restart": _restart, "stop": _stop,
              "stats": _stats, "push": _push, "pull": _pull, "exec": _exec,
-             "sessions": _sessions, "on": _on, "off": _off, "images": _images}
+             "sessions": _sessions, "on": _on, "off": _off, "images": _images, "image": _image}
 
 
 # ---------------------------------------------------------------------------
