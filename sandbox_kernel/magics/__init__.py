@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import inspect
 
+from ..panel import channel_for_shell
 from ..session.commands import Sessions
 
 _sessions: Sessions | None = None
@@ -33,6 +34,7 @@ def load_ipython_extension(ip) -> None:
     if _magics is not None:
         unload_transformer(ip)
     _magics = ContainerMagics(ip, sessions())
+    _magics.stats_channel = channel_for_shell(ip, lambda: list(sessions().sessions.values()))
     ip.register_magics(_magics)
     ip.input_transformers_cleanup.append(_magics.auto_transformer)
     _close_before_kernel_shutdown(getattr(ip, "kernel", None))
@@ -59,6 +61,8 @@ def _close_before_kernel_shutdown(kernel) -> None:
 
 
 def unload_transformer(ip) -> None:
+    if _magics is not None:
+        _magics.stats_channel.close()
     if _magics is not None and _magics.auto_transformer in ip.input_transformers_cleanup:
         ip.input_transformers_cleanup.remove(_magics.auto_transformer)
 

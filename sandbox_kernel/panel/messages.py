@@ -1,0 +1,84 @@
+"""What the side panel's comm carries: the stats contract in a small envelope.
+
+Pure functions of sessions and records; channel.py sends them.
+
+Kernel -> frontend (``comm_msg`` data; metadata ``{"event": ...}`` says the same)::
+
+    {"protocol": 1,
+     "event":   "snapshot" | "cell_start" | "tick" | "cell_end",
+     "reason":  "open" | "request" | "announce"         (snapshot only)
+     "kernel":  "sandbox" | "magics",                    who sends it
+     "time":    1732750000.5,                            unix seconds, informational
+     "sessions": [{"stats": CONTRACT,   the session as a whole: cell.wall is its uptime,
+                                        cpu/io since its container started, status null
+                   "state": "running" | "not started" | "stopped" | ...,
+                   "uptime": 12.5 | null, "network": "none"}],
+     "running": {"session", "cell_id", "execution_count", "elapsed"} | null,
+     "cell":    RECORD | null,                           cell_end only
+     "history": [RECORD, ...]}                           snapshot only, oldest first
+
+    RECORD = {"session": "default", "cell_id": "5f0c..." | null,
+              "execution_count": 3 | null, "stats": CONTRACT}
+
+CONTRACT is ``session/stats.py``'s dict, unchanged: a figure the host cannot
+give is null, never 0.  ``cell_id`` is the notebook cell's id, from the
+``cellId`` JupyterLab puts in an execute_request's metadata (the panel
+scrolls to it); ``execution_count`` is the number the notebook shows
+(the magics' own kernel count, not the container's).
+
+Frontend -> kernel: ``{"request": "stats"}`` (as comm_open data or comm_msg
+data) asks for a snapshot.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+from ..session import stats as stats_contract
+
+PROTOCOL_VERSION = 1
+TARGET = "sandbox_kernel.stats"
+EVENTS = ("snapshot", "cell_start", "tick", "cell_end")
+
+
+def session_entry(session) -> dict:
+    """One session's current figures: one read of its cgroup (Session.status)."""
+    info = session.status()
+    figures = stats_contract.cell_figures(None, info["stats"], peaks_reset=True)
+    contract = stats_contract.build_stats(
+        session=info["name"], image=info["image"], limits=session.limits,
+        execution_count=info["execution_count"], wall=info["uptime"], figures=figures, status=None)
+    return {"stats": contract, "state": info["state"], "uptime": info["uptime"],
+            "network": info["network"]}
+
+
+def cell_record(session_name: str, stats: dict, *, cell_id: str | None,
+                execution_count: int | None) -> dict:
+    """A row of the panel's table.  The notebook's count wins over the contract's."""
+    if execution_count is None:
+        execution_count = (stats.get("cell") or {}).get("execution_count")
+    return {"session": session_name, "cell_id": cell_id, "execution_count": execution_count,
+            "stats": json_safe(stats)}
+
+
+def message(event: str, *, kind: str, sessions, running: dict | None = None,
+            cell: dict | None = None, history=None, reason: str | None = None) -> dict:
+    if event not in EVENTS:
+        raise ValueError(f"event {event!r} is not one of {', '.join(EVENTS)}")
+    data = {"protocol": PROTOCOL_VERSION, "event": event, "kernel": kind, "time": time.time(),
+            "sessions": [session_entry(s) for s in sessions], "running": running, "cell": cell}
+    if event == "snapshot":
+        data["reason"] = reason
+        data["history"] = list(history or ())
+    return json_safe(data)
+
+
+def json_safe(value):
+    """NaN and infinities are not JSON: null, as the contract has it."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
