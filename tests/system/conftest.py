@@ -78,7 +78,7 @@ def _ours(name: str) -> bool:
 
 
 def _our_sandbox_processes() -> list[int]:
-    """sbk- processes whose parent is this process, or that lost their parent."""
+    """Live sbk- processes whose parent is this process, or that lost their parent."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -86,7 +86,9 @@ def _our_sandbox_processes() -> list[int]:
                 comm, rest = handle.read().split(") ", 1)
         except OSError:
             continue
-        parent = int(rest.split()[1])
+        state, parent = rest.split()[0], int(rest.split()[1])
+        if state == "Z":
+            continue  # exited; only its new parent's reaping is left
         if comm.endswith("(sbk-launcher") and (parent in (1, os.getpid()) or not owner_alive(parent)):
             found.append(int(pid))
         elif comm.endswith("(sbk-init") and parent == 1:
