@@ -27,6 +27,10 @@ def test_the_course_has_notebooks():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
 def test_notebook_runs_top_to_bottom(path, sandbox_kernelspec, tmp_path):
+    run_notebook(path, tmp_path)
+
+
+def run_notebook(path, tmp_path):
     notebook = nbformat.read(path, as_version=4)
     assert notebook.metadata.kernelspec.name == "python3-sandbox"
     client = NotebookClient(notebook, timeout=120, kernel_name="python3-sandbox",
@@ -39,7 +43,7 @@ def test_notebook_runs_top_to_bottom(path, sandbox_kernelspec, tmp_path):
 
 def test_start_here_shows_the_container_not_the_host(sandbox_kernelspec, tmp_path):
     path = os.path.join(REPO, "notebooks", "00-start-here.ipynb")
-    notebook = test_notebook_runs_top_to_bottom(path, sandbox_kernelspec, tmp_path)
+    notebook = run_notebook(path, tmp_path)
     text = "".join(out.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
                    for out in cell.outputs)
     assert "hostname: sandbox" in text
