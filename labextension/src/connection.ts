@@ -48,6 +48,11 @@ export class KernelStatsConnection {
     return this._probing;
   }
 
+  /** False while the notebook has no kernel (none chosen, or still starting). */
+  get hasKernel(): boolean {
+    return this._kernel !== null;
+  }
+
   /** Ask for a snapshot (sessions and every cell row). */
   request(): void {
     if (this._comm && !this._comm.isDisposed) {
@@ -92,6 +97,7 @@ export class KernelStatsConnection {
     if (!kernel || !kernel.handleComms) {
       this._probing = false;
       this.model.reset();
+      this._probeEnded.emit();
       return;
     }
     kernel.registerCommTarget(TARGET, this._onKernelOpened);

@@ -148,9 +148,11 @@ export class SandboxStatsPanel extends Widget {
     const model = connection.model;
     if (!model.connected) {
       body.replaceChildren(
-        connection.probing
-          ? note('Asking the kernel…', 'sbk-probing')
-          : notSandboxed(connection.kernelDisplayName)
+        !connection.hasKernel
+          ? note('No kernel yet.', 'sbk-no-kernel')
+          : connection.probing
+            ? note('Asking the kernel…', 'sbk-probing')
+            : notSandboxed(connection.kernelDisplayName)
       );
       this._setTable(tableBox, '', null);
       return;

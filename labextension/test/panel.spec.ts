@@ -39,6 +39,7 @@ function contract(cell: Record<string, unknown>): any {
 class FakeConnection {
   model = new StatsModel();
   probing = false;
+  hasKernel = true;
   kernelDisplayName = 'Python 3 (ipykernel)';
   probeEnded = new Signal<this, void>(this);
   requests = 0;
@@ -79,6 +80,16 @@ describe('SandboxStatsPanel', () => {
     expect(panel.node.querySelector('.sbk-not-sandboxed-label')!.textContent).toBe('not sandboxed');
     expect(panel.node.textContent).toContain('Python 3 (ipykernel)');
     expect(connection.requests).toBe(1);
+    panel.dispose();
+  });
+
+  it('waits for a kernel before saying anything about it', () => {
+    const connection = new FakeConnection();
+    connection.hasKernel = false;
+    const panel = mount(connection);
+    flush(panel);
+    expect(panel.node.querySelector('.sbk-not-sandboxed-label')).toBeNull();
+    expect(panel.node.querySelector('.sbk-no-kernel')).not.toBeNull();
     panel.dispose();
   });
 

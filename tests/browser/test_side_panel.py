@@ -88,10 +88,36 @@ def show_panel(page, wait_for_itself: int) -> None:
     page.locator(PANEL).wait_for(state="visible", timeout=15_000)
 
 
+def widen_panel(page, pixels: int) -> None:
+    """Drag JupyterLab's right sidebar wider, for the picture (every column shows)."""
+    left = page.locator(PANEL).bounding_box()["x"]
+    handles = page.locator("#jp-main-split-panel > .lm-SplitPanel-handle:visible")
+    near = [box for box in (h.bounding_box() for h in handles.all()) if box and abs(box["x"] - left) < 20]
+    if not near:
+        return                                          # Notebook 7: wide enough already
+    x, y = near[0]["x"] + near[0]["width"] / 2, near[0]["y"] + near[0]["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x - pixels, y, steps=5)
+    page.mouse.up()
+
+
 def run_cell(page, index: int) -> None:
+    """Shift+Enter in the cell, until its prompt says it ran or is queued
+    ([*] or [n]): on a loaded machine a key can reach the editor before the
+    notebook listens."""
     cell = page.locator(".jp-Notebook .jp-Cell").nth(index)
-    cell.locator(".jp-InputArea-editor").click()
-    page.keyboard.press("Shift+Enter")
+    prompt = cell.locator(".jp-InputArea-prompt")
+    for _ in range(3):
+        cell.locator(".jp-InputArea-editor").click()
+        page.keyboard.press("Shift+Enter")
+        try:
+            page.wait_for_function("node => !/\\[\\s*\\]/.test(node.textContent)",
+                                   arg=prompt.element_handle(), timeout=10_000)
+            return
+        except PlaywrightTimeout:
+            continue
+    raise AssertionError(f"cell {index} did not start: its prompt is {prompt.inner_text()!r}")
 
 
 def figure(page, selector: str) -> int | None:
@@ -136,6 +162,7 @@ def check_the_cells(page, hold_index: int, oom_index: int, shot: str) -> None:
     oom_row.wait_for(timeout=CELL_TIMEOUT)
     assert "oom" in oom_row.inner_text()
     page.wait_for_timeout(1500)                                 # let the output settle for the picture
+    widen_panel(page, 200)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{shot}.png"))
     page.locator(PANEL).screenshot(path=str(ARTIFACTS / f"{shot}-panel.png"))
