@@ -149,7 +149,12 @@ def main() -> int:
     if os.geteuid() != 0:
         print("stats_stream: the cells run in containers: run as root", file=sys.stderr)
         return 2
-    kernelspecs(tempfile.mkdtemp(prefix="sbk-bench-"))
+    with tempfile.TemporaryDirectory(prefix="sbk-bench-") as data_dir:  # removed at the end
+        kernelspecs(data_dir)
+        return run(args)
+
+
+def run(args) -> int:
     sleep = f"import time; time.sleep({args.seconds})"
     cases = []
     if args.kernel in ("sandbox", "both"):
