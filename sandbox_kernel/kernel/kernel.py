@@ -404,14 +404,17 @@ class SandboxKernel(Kernel):
         its containers destroyed when it ends (or by the launcher's
         lifeline, if the manager kills this process first)."""
         self._shutting_down = True
-        self.stats_channel.close()
-        if self._preparing.is_alive():
-            self._preparing.join(self.start_wait)
-        if self._cell_running:
-            for session in list(self.sessions.sessions.values()):
-                session.interrupt()
-        else:
-            self.sessions.close_all()
+        try:
+            if self._preparing.is_alive():
+                self._preparing.join(self.start_wait)
+            if self._cell_running:
+                for session in list(self.sessions.sessions.values()):
+                    session.interrupt()
+            else:
+                self.sessions.close_all()
+        finally:
+            # after the containers: nothing in the panel's channel may skip their removal
+            self.stats_channel.close()
         return {"status": "ok", "restart": restart}
 
     # -- usage_request and the side panel's comm ----------------------------------------
