@@ -7,13 +7,11 @@ Needs root (conftest.py skips the tier otherwise).  Every wait is bounded.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import pathlib
 import queue
 import re
 import signal
-import sys
 import textwrap
 import threading
 import time
@@ -24,18 +22,7 @@ import pytest
 from sandbox_kernel.session.stats import CELL_FIELDS
 
 
-def _fixtures():
-    """kernel_fixtures.py, by path (pytest imports with --import-mode=importlib)."""
-    name = "sbk_kernel_fixtures"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, pathlib.Path(__file__).with_name("kernel_fixtures.py"))
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-kf = _fixtures()
+import kernel_fixtures as kf  # tests/jupyter is on pytest's pythonpath (pyproject)
 
 NAME = "sbk-test-kernel"
 SMALL = "sbk-test-kernel-128m"

@@ -5,7 +5,6 @@ through a real kernel.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -19,18 +18,7 @@ from sandbox_kernel.kernel import install, settings
 from sandbox_kernel.kernel.kernel import CellError, split_cell
 
 
-def _fixtures():
-    """kernel_fixtures.py, by path (pytest imports with --import-mode=importlib)."""
-    name = "sbk_kernel_fixtures"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, pathlib.Path(__file__).with_name("kernel_fixtures.py"))
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-kf = _fixtures()
+import kernel_fixtures as kf  # tests/jupyter is on pytest's pythonpath (pyproject)
 BIN = pathlib.Path(sys.executable).parent
 
 
