@@ -1,0 +1,367 @@
+"""The course: every notebooks/NN-*.ipynb, checked as a student would meet it.
+
+For each notebook:
+- its shape: a goal at the top, exercises (a markdown cell, a collapsed
+  reference solution tagged ``solution``, a ``check`` cell that asserts with a
+  message), further reading; a kernel it declares (``python3-sandbox``, or
+  ``python3`` with ``%load_ext sandbox_kernel``);
+- the committed outputs: no errors, and every figure the prose quotes agrees
+  with what a code cell printed;
+- a fresh run top to bottom with nbclient on its kernel: no cell errors
+  (except cells tagged ``raises-exception``), the quoted figures hold again,
+  and nothing is left behind (sbk-* cgroups, /tmp/sbk-*, /run/sbk-*, mounts);
+- ``jupyter nbconvert --to html`` renders it.
+
+Quoted figures: the prose writes ``<span data-figure="NAME">64 MiB</span>``
+(one number inside), optionally with ``data-tolerance="exact"`` (the default:
+the printed value, rounded to the decimals the prose shows, equals it),
+``"N%"`` (relative) or ``"xN"`` (within a factor N, for timings).  A code cell
+prints a line ``NAME = NUMBER [unit]`` (stdout or text/plain).
+
+Runs natively (scripts/test course) and, for the notebooks that show cgroup
+files, in the cgroup v2 guest (scripts/test course-v2), where processes start
+about ten times slower: the timeouts scale.
+"""
+from __future__ import annotations
+
+import ast
+import glob
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import nbformat
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOTEBOOK_DIR = os.path.join(REPO, "notebooks")
+NOTEBOOKS = sorted(glob.glob(os.path.join(NOTEBOOK_DIR, "[0-9][0-9]-*.ipynb")))
+KERNELS = ("python3-sandbox", "python3")
+
+
+def _in_uml_guest() -> bool:
+    """User-Mode Linux (the cgroup v2 guest of ../shared/tools/run-in-v2)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            return "UML" in handle.read()
+    except OSError:
+        return False
+
+
+SLOW = 10 if _in_uml_guest() else 1           # processes start ~10x slower in the guest
+CELL_TIMEOUT = 120 * SLOW
+STARTUP_TIMEOUT = 60 * SLOW
+NOTEBOOK_TIMEOUT = 600 * SLOW
+
+
+def test_the_course_has_notebooks():
+    assert NOTEBOOKS, f"no notebook named NN-*.ipynb in {NOTEBOOK_DIR}"
+
+
+def ids(path: str) -> str:
+    return os.path.basename(path)
+
+
+# ---- the shape of a notebook ----------------------------------------------------------
+
+def tags(cell) -> set[str]:
+    return set(cell.get("metadata", {}).get("tags", []))
+
+
+def read(path: str):
+    return nbformat.read(path, as_version=4)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_notebook_is_valid_and_declares_a_kernel_it_can_run_on(path):
+    notebook = read(path)
+    nbformat.validate(notebook)
+    kernel = notebook.metadata.get("kernelspec", {}).get("name")
+    assert kernel in KERNELS, f"{ids(path)} declares kernel {kernel!r}; expected one of {KERNELS}"
+    if kernel == "python3":
+        assert any(cell.cell_type == "code" and "%load_ext sandbox_kernel" in cell.source
+                   for cell in notebook.cells), (
+            f"{ids(path)} runs on the python3 kernel but never runs %load_ext sandbox_kernel")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_notebook_opens_with_its_goal(path):
+    first = read(path).cells[0]
+    assert first.cell_type == "markdown" and re.search(r"\bgoal\b", first.source, re.I), (
+        f"{ids(path)}: the first cell should be markdown that states the notebook's goal")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_notebook_ends_with_further_reading(path):
+    markdown = [cell.source for cell in read(path).cells if cell.cell_type == "markdown"]
+    assert any(re.search(r"^#+\s*further reading", text, re.I | re.M) for text in markdown), (
+        f"{ids(path)}: no markdown heading 'Further reading'")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_every_check_cell_follows_a_collapsed_solution_after_an_exercise(path):
+    cells = read(path).cells
+    checks = [i for i, cell in enumerate(cells) if "check" in tags(cell)]
+    assert checks, f"{ids(path)}: no exercise with a cell tagged 'check'"
+    for i in checks:
+        check = cells[i]
+        where = f"{ids(path)} cell {i}"
+        assert check.cell_type == "code", f"{where}: a check cell must be code"
+        assert "raises-exception" not in tags(check), f"{where}: a check cell must pass, not raise"
+        assert asserts_with_a_message(check.source), (
+            f"{where}: a check cell should `assert ..., 'a helpful message'`")
+        assert i >= 2, f"{where}: a check cell needs an exercise and a solution before it"
+        solution, exercise = cells[i - 1], cells[i - 2]
+        assert solution.cell_type == "code" and "solution" in tags(solution), (
+            f"{where}: the cell before a check cell must be its solution (a code cell tagged"
+            " 'solution')")
+        assert solution.metadata.get("jupyter", {}).get("source_hidden") is True, (
+            f"{where}: the solution cell should be collapsed: metadata"
+            ' "jupyter": {"source_hidden": true}')
+        assert exercise.cell_type == "markdown", (
+            f"{where}: the solution should follow a markdown cell that sets the exercise")
+
+
+def asserts_with_a_message(source: str) -> bool:
+    """An ``assert test, message`` in the cell (the body of a %%container cell counts)."""
+    lines = source.splitlines()
+    if lines and lines[0].startswith("%%"):
+        if not lines[0].startswith("%%container") or "--shell" in lines[0]:
+            return False
+        lines = lines[1:]
+    python = "\n".join("pass" if line.lstrip().startswith(("%", "!")) else line
+                       for line in lines)
+    try:
+        tree = ast.parse(python)
+    except SyntaxError:
+        return False
+    return any(isinstance(node, ast.Assert) and node.msg is not None for node in ast.walk(tree))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_committed_outputs_have_no_errors_and_agree_with_the_prose(path):
+    notebook = read(path)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert all(cell.get("execution_count") for cell in code), (
+        f"{ids(path)} is committed without outputs: execute it and commit the outputs")
+    errors = [(cell.source.splitlines()[:1], out.get("ename")) for cell in code
+              for out in cell.outputs
+              if out.output_type == "error" and "raises-exception" not in tags(cell)]
+    assert not errors, f"{ids(path)}: committed outputs hold errors: {errors}"
+    check_figures(notebook, f"{ids(path)} (committed outputs)")
+
+
+# ---- quoted figures -------------------------------------------------------------------
+
+SPAN = re.compile(r"<span\s+([^>]*)>(.*?)</span>", re.S)
+ATTRIBUTE = re.compile(r'([\w-]+)\s*=\s*"([^"]*)"')
+NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+
+
+def quoted_figures(notebook) -> list[tuple[str, str, str]]:
+    """(name, text inside the span, tolerance) of every data-figure span."""
+    found = []
+    for cell in notebook.cells:
+        if cell.cell_type != "markdown":
+            continue
+        for attributes, text in SPAN.findall(cell.source):
+            attrs = dict(ATTRIBUTE.findall(attributes))
+            if "data-figure" in attrs:
+                found.append((attrs["data-figure"], text, attrs.get("data-tolerance", "exact")))
+    return found
+
+
+def printed_values(notebook, name: str) -> list[str]:
+    """Every NUMBER of a line ``NAME = NUMBER [unit]`` in the code cells' outputs."""
+    line = re.compile(rf"^[ \t]*{re.escape(name)}[ \t]*=[ \t]*({NUMBER.pattern})"
+                      r"(?:[ \t]+\S.*)?[ \t]*$", re.M)
+    values = []
+    for cell in notebook.cells:
+        if cell.cell_type != "code":
+            continue
+        for out in cell.outputs:
+            if out.output_type == "stream" and out.name == "stdout":
+                texts = [out.text]
+            elif out.output_type in ("execute_result", "display_data"):
+                texts = [out.get("data", {}).get("text/plain", "")]
+            else:
+                continue
+            for text in texts:
+                values += line.findall("".join(text) if isinstance(text, list) else text)
+    return values
+
+
+def agrees(printed: str, quoted: str, tolerance: str) -> bool:
+    value, claim = float(printed), float(quoted)
+    if tolerance == "exact":
+        decimals = len(quoted.split(".")[1]) if "." in quoted and "e" not in quoted.lower() else 0
+        return math.isclose(round(value, decimals), claim, rel_tol=1e-9, abs_tol=1e-12)
+    if tolerance.endswith("%"):
+        return abs(value - claim) <= float(tolerance[:-1]) / 100 * abs(claim)
+    factor = float(tolerance[1:])
+    if claim == 0:
+        return value == 0
+    return claim / factor <= value <= claim * factor if claim > 0 else \
+        claim * factor <= value <= claim / factor
+
+
+TOLERANCE = re.compile(r"^(exact|\d+(\.\d+)?%|x\d+(\.\d+)?)$")
+
+
+def check_figures(notebook, where: str) -> None:
+    problems = []
+    for name, text, tolerance in quoted_figures(notebook):
+        numbers = NUMBER.findall(text)
+        if len(numbers) != 1:
+            problems.append(f'figure "{name}": the span should hold one number, not {text!r}')
+            continue
+        if not TOLERANCE.match(tolerance):
+            problems.append(f'figure "{name}": data-tolerance="{tolerance}" is not "exact",'
+                            ' "N%" or "xN"')
+            continue
+        values = printed_values(notebook, name)
+        if not values:
+            problems.append(f'figure "{name}" ({text}) is printed nowhere: a code cell should'
+                            f' print a line "{name} = NUMBER [unit]"')
+        for value in values:
+            if not agrees(value, numbers[0], tolerance):
+                problems.append(f'figure "{name}": the prose says {text!r} ({tolerance}),'
+                                f" a cell printed {name} = {value}")
+    assert not problems, f"{where}:\n  " + "\n  ".join(problems)
+
+
+# ---- a fresh run ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def kernelspecs(tmp_path_factory):
+    """python3-sandbox written by the project's installer (with its default settings) into
+    a temporary Jupyter data directory; python3 is the venv's own ipykernel."""
+    from sandbox_kernel.kernel import install
+    data_dir = tmp_path_factory.mktemp("jupyter")
+    spec = install.kernel_json(install.checked_settings({}), footer=True)
+    install.write_kernelspec(str(data_dir / "kernels" / "python3-sandbox"), spec)
+    before = os.environ.get("JUPYTER_PATH")
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(data_dir), before]))
+    yield
+    if before is None:
+        os.environ.pop("JUPYTER_PATH", None)
+    else:
+        os.environ["JUPYTER_PATH"] = before
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the notebooks run cells in real containers: root")
+@pytest.mark.timeout(NOTEBOOK_TIMEOUT)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_notebook_runs_top_to_bottom(path, kernelspecs):
+    before = sbk_things()
+    notebook, kernel_pid = execute(path)
+    check_figures(notebook, f"{ids(path)} (fresh run)")
+    left = wait_for_leftovers(before, kernel_pid)
+    assert not left, f"{ids(path)} left behind: {left}"
+
+
+def execute(path: str):
+    """Run the notebook with nbclient on the kernel it declares; (notebook, kernel pid)."""
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+    notebook = read(path)
+    client = NotebookClient(notebook, timeout=CELL_TIMEOUT, startup_timeout=STARTUP_TIMEOUT,
+                            kernel_name=notebook.metadata.kernelspec.name,
+                            resources={"metadata": {"path": NOTEBOOK_DIR}})
+    pids = []
+    client.on_notebook_start = lambda notebook: pids.append(client.km.provisioner.process.pid)
+    try:
+        client.execute()
+    except CellExecutionError as error:
+        pytest.fail(f"{ids(path)}: a cell failed on a fresh run:\n{error}", pytrace=False)
+    return notebook, pids[0] if pids else None
+
+
+def sbk_things() -> set[str]:
+    """What a notebook could leave: sbk-* cgroups, /tmp/sbk-*, /run/sbk-*, mounts of them."""
+    from sandbox_kernel.runtime.cgroups import detect_driver
+    things = {f"cgroup {path}" for path in detect_driver().leftovers()}
+    things |= {f"dir {path}" for path in glob.glob("/tmp/sbk-*") + glob.glob("/run/sbk-*")}
+    with open("/proc/self/mountinfo") as handle:
+        things |= {f"mount {line.split()[4]}" for line in handle if "sbk-" in line.split()[4]}
+    return things
+
+
+def wait_for_leftovers(before: set[str], kernel_pid: int | None, timeout: float = 20) -> list:
+    """New sbk things that stay after the notebook's kernel is gone.  Tests of other
+    helpers may run at the same time: a thing named sbk-PID-... of a live process that is
+    not this notebook's kernel is theirs."""
+    deadline = time.monotonic() + timeout * SLOW
+    while True:
+        left = sorted(thing for thing in sbk_things() - before if not someone_elses(thing,
+                                                                                   kernel_pid))
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
+def someone_elses(thing: str, kernel_pid: int | None) -> bool:
+    match = re.search(r"sbk-(\d+)-", thing)
+    if not match:
+        return False
+    pid = int(match.group(1))
+    return pid != kernel_pid and pid != os.getpid() and os.path.exists(f"/proc/{pid}")
+
+
+# ---- rendering ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
+def test_notebook_renders_to_html(path, tmp_path):
+    jupyter = os.path.join(os.path.dirname(sys.executable), "jupyter")
+    if not os.access(jupyter, os.X_OK):
+        jupyter = shutil.which("jupyter") or "jupyter"
+    done = subprocess.run([jupyter, "nbconvert", "--to", "html", "--output-dir", str(tmp_path),
+                           path], capture_output=True, text=True, timeout=120 * SLOW)
+    assert done.returncode == 0, f"nbconvert --to html {ids(path)} failed:\n{done.stderr}"
+    html = tmp_path / (os.path.basename(path)[:-len(".ipynb")] + ".html")
+    assert html.exists() and html.stat().st_size > 0, f"nbconvert wrote no {html.name}"
+    assert 'data-figure="' in html.read_text() or not quoted_figures(read(path)), (
+        f"{html.name} lost the quoted figures' spans")
+
+
+# ---- the checker itself: a contradicted or missing figure fails ------------------------
+
+def notebook_quoting(prose: str, printed: str):
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+    cell = new_code_cell("...", outputs=[new_output("stream", name="stdout", text=printed)])
+    return new_notebook(cells=[new_markdown_cell(prose), cell])
+
+
+@pytest.mark.parametrize("prose, printed", [
+    ('<span data-figure="limit">64 MiB</span>', "limit = 64 MiB\n"),
+    ('<span data-figure="limit">64 MiB</span>', "limit = 64.3\n"),
+    ('<span data-tolerance="10%" data-figure="t">2.0 s</span>', "t = 2.15 s\n"),
+    ('<span data-figure="t" data-tolerance="x3">12 ms</span>', "  t = 30.5 ms\n"),
+])
+def test_figures_that_agree_pass(prose, printed):
+    check_figures(notebook_quoting(prose, printed), "test")
+
+
+@pytest.mark.parametrize("prose, printed, complaint", [
+    ('<span data-figure="limit">64 MiB</span>', "limit = 128 MiB\n", "a cell printed limit = 128"),
+    ('<span data-figure="limit">64 MiB</span>', "limit = 64\nlimit = 65\n", "limit = 65"),
+    ('<span data-figure="t" data-tolerance="10%">2.0 s</span>', "t = 2.3 s\n", "t = 2.3"),
+    ('<span data-figure="t" data-tolerance="x3">12 ms</span>', "t = 40 ms\n", "t = 40"),
+    ('<span data-figure="limit">64 MiB</span>', "the limit = 64\n", "printed nowhere"),
+    ('<span data-figure="limit">64 of 128 MiB</span>', "limit = 64\n", "one number"),
+    ('<span data-figure="t" data-tolerance="about">1 s</span>', "t = 1\n", "data-tolerance"),
+])
+def test_a_contradicted_or_missing_figure_fails(prose, printed, complaint):
+    with pytest.raises(AssertionError, match=re.escape(complaint)):
+        check_figures(notebook_quoting(prose, printed), "test")
+
+
+def test_a_check_cell_must_assert_with_a_message():
+    assert asserts_with_a_message('assert x == 1, "check your work: x should be 1"')
+    assert asserts_with_a_message('%%container\nassert x == 1, "check your work"')
+    assert not asserts_with_a_message("assert x == 1")
+    assert not asserts_with_a_message("print(x == 1)")
