@@ -119,13 +119,52 @@ def test_an_image_in_use_cannot_be_removed(busybox, store):
     assert images.remove(busybox)
 
 
-def test_sessions_name_the_images_there_are_and_refuse_an_image_without_python(busybox):
-    from sandbox_kernel.session.client import Session, SessionError
+def test_sessions_name_the_images_there_are(busybox):
+    from sandbox_kernel.session.client import Session
     with pytest.raises(images.ImageNotFound, match="images here: host, busybox"):
         Session("t", image="nope")
+
+
+def test_shell_commands_run_in_the_session_container_of_an_image_without_python(busybox):
+    from sandbox_kernel.session.client import Session
+    outputs = []
     with Session("t", image=busybox) as session:
-        with pytest.raises(SessionError, match="has no python3.*sandbox-kernel run --image busybox"):
-            session.execute("1")
+        result = session.run_command(["/bin/sh", "-c", "cat /etc/os-release; echo kept > /tmp/k; "
+                                      "echo oops >&2; exit 3"],
+                                     on_output=lambda kind, content: outputs.append((kind, content)))
+        code, text = session.exec_command(["/bin/sh", "-c", "cat /tmp/k; command -v python3 || "
+                                           "echo no-python; ls /usr 2>&1; true"])
+        pid_before = session.status()["pid"]
+        python = session.execute("print('hi')")
+        assert session.status()["pid"] == pid_before     # the refusal did not cost the container
+    streams = {(c["name"], c["text"]) for k, c in outputs if k == "stream"}
+    assert ("stdout", 'NAME="sbk busybox"\nID=sbk-busybox\n') in streams and ("stderr", "oops\n") in streams
+    assert result.exit_code == 3 and result.status == "ok"
+    # the same container between commands; the host's python3 it borrows is not on its PATH
+    assert code == 0 and text.splitlines()[:2] == ["kept", "no-python"], text
+    assert "No such file" in text
+    assert python.status == "error" and python.reply["ename"] == "NoPythonInImage"
+    assert python.reply["evalue"] == ("image 'busybox' has no python3: Python cells cannot run on it; "
+                                      "shell cells do (%%container --shell, %container exec)")
+
+
+def test_container_shell_cells_run_on_an_image_without_python(busybox, capsys):
+    """%%container --image busybox --shell through the magics, in an IPython shell."""
+    from IPython.core.interactiveshell import InteractiveShell
+    shell = InteractiveShell.instance()
+    try:
+        shell.run_line_magic("load_ext", "sandbox_kernel")
+        first = shell.run_cell("%%container --image busybox --shell --name bb --no-stats\n"
+                               "cat /etc/os-release; echo made > /workspace/w")
+        second = shell.run_cell("%%container --name bb --shell --no-stats\ncat /workspace/w; exit 4")
+        python = shell.run_cell("%%container --name bb --no-stats\nprint(1)")
+    finally:
+        shell.run_line_magic("unload_ext", "sandbox_kernel")
+        InteractiveShell.clear_instance()
+    out = capsys.readouterr()
+    assert first.success and 'NAME="sbk busybox"' in out.out and "made" in out.out, out
+    assert not second.success and "exited with code 4" in str(second.error_in_exec)
+    assert not python.success and "has no python3" in str(python.error_in_exec)
 
 
 def test_cli_run_on_an_image(busybox):
@@ -303,9 +342,29 @@ def test_a_session_on_an_image_with_its_own_python_runs_cells_with_that_python(s
     assert any(k == "execute_result" and c["data"]["text/plain"] == "42" for k, c in outputs)
 
 
-def test_an_image_with_python_but_no_ipython_says_so(store, tmp_path):
+def test_an_image_with_python_but_no_ipython_runs_cells_in_the_plain_agent(store, tmp_path):
     from sandbox_kernel.session.client import Session
     images.import_image(python_rootfs(str(tmp_path / "py"), with_ipython=False), "bare-python")
+    cells = []
     with Session("bare", image="bare-python") as session:
-        result = session.execute("1")
-    assert result.status != "ok" and "has python3 but no IPython" in (result.message or ""), result
+        for code in ("import sys\nx = 6\nprint(sys.executable)\nprint('to stderr', file=sys.stderr)\nx * 7",
+                     "def f():\n    return 1 / 0\nf()",
+                     "y = x + 1\n'text ' + str(y)"):
+            outputs = []
+            result = session.execute(code, on_output=lambda kind, content: outputs.append((kind, content)))
+            cells.append((result, outputs))
+        pulled = session.pull(["y"])
+        code, text = session.exec_command(["/bin/sh", "-c", "echo from-sh"])
+    (first, out1), (second, out2), (third, out3) = cells
+    streams = [(c["name"], c["text"]) for k, c in out1 if k == "stream"]
+    note = [t for n, t in streams if "no IPython" in t]
+    assert first.status == "ok" and len(note) == 1 and "rich output" in note[0]
+    assert ("stdout", "/usr/bin/python3\n") in streams and ("stderr", "to stderr\n") in streams
+    assert [c["data"] for k, c in out1 if k == "execute_result"] == [{"text/plain": "42"}]
+    errors = [c for k, c in out2 if k == "error"]
+    assert second.status == "error" and errors[0]["ename"] == "ZeroDivisionError"
+    assert any("return 1 / 0" in line for line in errors[0]["traceback"]), errors
+    assert not any("plain_agent" in line for line in errors[0]["traceback"])
+    assert not any("no IPython" in c.get("text", "") for k, c in out2 + out3)   # said once
+    assert [c["data"]["text/plain"] for k, c in out3 if k == "execute_result"] == ["'text 7'"]
+    assert pulled == {"y": 7} and (code, text) == (0, "from-sh\n")

@@ -1,0 +1,48 @@
+"""The stdlib-only agent of foreign images, without a container: how it
+recognizes a command request, runs a cell's source, and finds the host's
+dynamic loader (to borrow the host's python3 in an image without one)."""
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from sandbox_kernel.session import image_agent, plain_agent
+from sandbox_kernel.session.client import EXIT_MIME, command_code
+
+
+def test_a_command_request_from_the_client_is_recognized_with_its_argv():
+    argv = ["/bin/sh", "-c", "echo 'quoted' \"and\" \\ back; exit 3"]
+    assert plain_agent.command_argv(command_code(argv)) == (argv, EXIT_MIME)
+
+
+@pytest.mark.parametrize("code", [
+    "print(1)",
+    "__import__('builtins').exec('x', {'__name__': '__main__', 'ARGV': ['ls'], 'MIME': 'm'})",
+    "__import__('builtins').exec('x', {'__name__': '__sbk_command__', 'ARGV': [], 'MIME': 'm'})",
+    "__import__('builtins').exec('x', {'__name__': '__sbk_command__', 'ARGV': [f()], 'MIME': 'm'})",
+    "exec(",
+])
+def test_other_code_is_not_taken_for_a_command(code):
+    assert plain_agent.command_argv(code) is None
+
+
+def test_run_source_returns_the_last_expression_and_keeps_names():
+    namespace = {}
+    assert plain_agent.run_source("x = 2\nx * 21", namespace) == 42
+    assert plain_agent.run_source("y = x", namespace) is None and namespace["y"] == 2
+
+
+def test_the_budget_cuts_stream_text_and_says_how_much():
+    budget = plain_agent.Budget(5)
+    assert budget.admit("abc") == "abc" and budget.admit("defgh") == "de"
+    assert "3 bytes dropped" in budget.notice()
+
+
+def test_the_elf_interpreter_of_this_python_is_its_dynamic_loader():
+    loader = image_agent.elf_interpreter(os.path.realpath(sys.executable))
+    if loader is None:
+        pytest.skip("this python is statically linked or not a 64-bit ELF")
+    assert os.path.basename(loader).startswith("ld-") and os.path.exists(loader)
+    assert image_agent.elf_interpreter(__file__) is None
