@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 
@@ -107,6 +108,10 @@ class Container:
         self._state_dir: str | None = None
         self._process: _LauncherHandle | None = None
         self._lifeline_w: int | None = None
+        # destroy() may come from two threads at once (a kernel's shutdown on its
+        # control thread, a cell ending on the main one): each fd is closed once,
+        # or a second close could hit a number reused meanwhile (say, by ZeroMQ)
+        self._destroying = threading.Lock()
         self._started_at = 0.0
         self.result: ExitResult | None = None
 
@@ -185,20 +190,22 @@ class Container:
         return self._process.pid if self._process else None
 
     def destroy(self) -> None:
-        """Kill, then remove the cgroup and the state directory.  Idempotent."""
-        if self.state is State.DESTROYED:
-            return
-        if self._process is not None:
-            self._process.send_signal(signal.SIGKILL)
-            self._process.reap()
-        if self.cgroup is not None:
-            self.cgroup.destroy()
-        if self._lifeline_w is not None:
-            os.close(self._lifeline_w)
-            self._lifeline_w = None
-        if self._state_dir:
-            shutil.rmtree(self._state_dir, ignore_errors=True)
-        self.state = State.DESTROYED
+        """Kill, then remove the cgroup and the state directory.  Idempotent,
+        and safe to call from several threads."""
+        with self._destroying:
+            if self.state is State.DESTROYED:
+                return
+            if self._process is not None:
+                self._process.send_signal(signal.SIGKILL)
+                self._process.reap()
+            if self.cgroup is not None:
+                self.cgroup.destroy()
+            if self._lifeline_w is not None:
+                os.close(self._lifeline_w)
+                self._lifeline_w = None
+            if self._state_dir:
+                shutil.rmtree(self._state_dir, ignore_errors=True)
+            self.state = State.DESTROYED
 
     def __enter__(self) -> "Container":
         return self
@@ -394,6 +401,7 @@ class _LauncherHandle:
         self._result_r = result_r
         self.exit_code: int | None = None
         self.reaped = False
+        self._reaping = threading.Lock()  # wait() and destroy() may race: close once
 
     def send_signal(self, signum: int) -> None:
         if not self.reaped:
@@ -417,6 +425,10 @@ class _LauncherHandle:
 
     def reap(self) -> int:
         """Wait for the launcher to exit (call after killing or releasing it)."""
+        with self._reaping:
+            return self._reap_once()
+
+    def _reap_once(self) -> int:
         if not self.reaped:
             if self._popen is not None:
                 self._returncode = self._popen.wait()

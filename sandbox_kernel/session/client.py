@@ -439,9 +439,16 @@ class Session:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
-        for fd in self._logs:
+        # swap, then pop: a _read_log at EOF in another thread pops the same
+        # dict, so each fd is closed exactly once (a second close could hit a
+        # number ZeroMQ was handed meanwhile)
+        logs, self._logs = self._logs, {}
+        while logs:
+            try:
+                fd, _ = logs.popitem()
+            except KeyError:
+                break
             os.close(fd)
-        self._logs = {}
         self._reader = None
         self._started_at = None
 
@@ -767,10 +774,13 @@ class Session:
         except (BlockingIOError, OSError):
             return False
         if not data:                      # every writer is gone: the container ended
-            self._logs.pop(fd, None)
-            os.close(fd)
+            if self._logs.pop(fd, None) is not None:   # else _discard closes it
+                os.close(fd)
             return False
-        stream, decoder = self._logs[fd]
+        entry = self._logs.get(fd)
+        if entry is None:                 # discarded meanwhile
+            return False
+        stream, decoder = entry
         text = decoder.decode(data)
         if stream == "stderr":
             self._log_tail.append(text[-500:])

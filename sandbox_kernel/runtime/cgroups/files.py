@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import threading
 import time
 
 from .base import PREFIX, CgroupError
@@ -55,6 +56,10 @@ class CgroupDir:
     def __init__(self, path: str):
         self.path = path
         self._fds: dict[str, int | None] = {}   # None: optional file absent
+        # stats are read from other threads (a kernel's control thread, the side
+        # panel's ticker) while destroy() closes: a read must never use a closed
+        # number that was handed to someone else since
+        self._fds_lock = threading.RLock()
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
@@ -68,10 +73,11 @@ class CgroupDir:
     def read(self, name: str) -> str | None:
         """Text of a stats file through its kept-open descriptor."""
         optional, name = name.startswith("?"), name.lstrip("?")
-        if name not in self._fds:
-            self._fds[name] = self._open_stats_file(name, optional)
-        fd = self._fds[name]
-        return None if fd is None else self._pread(fd, name)
+        with self._fds_lock:
+            if name not in self._fds:
+                self._fds[name] = self._open_stats_file(name, optional)
+            fd = self._fds[name]
+            return None if fd is None else self._pread(fd, name)
 
     def _open_stats_file(self, name: str, optional: bool) -> int | None:
         path = self.file(name)
@@ -108,8 +114,12 @@ class CgroupDir:
 
     def reset(self, name: str, value: str = "reset") -> bool:
         """Write to a stats file's own descriptor; False where the kernel refuses."""
-        if self.read("?" + name) is None:
-            return False
+        with self._fds_lock:
+            if self.read("?" + name) is None:
+                return False
+            return self._write_own(name, value)
+
+    def _write_own(self, name: str, value: str) -> bool:
         try:
             os.write(self._fds[name], value.encode())
         except OSError as error:
@@ -161,10 +171,11 @@ class CgroupDir:
             raise CgroupError(error.errno, f"rmdir {self.path}: {error.strerror}") from None
 
     def close(self) -> None:
-        for fd in self._fds.values():
+        with self._fds_lock:
+            fds, self._fds = self._fds, {}
+        for fd in fds.values():
             if fd is not None:
                 os.close(fd)
-        self._fds.clear()
 
 
 def remove_when_empty(dirs: list[CgroupDir], kill, timeout: float = WAIT_SECONDS) -> None:
