@@ -1,18 +1,27 @@
 """Helpers of the sandbox kernel's tests (test_kernel.py, test_conformance.py,
-test_kernel_install.py), which load this file by path: pytest runs with
---import-mode=importlib, and conftest.py belongs to the magics' tests.
+test_kernel_install.py), which ``import kernel_fixtures``: tests/jupyter is on
+pytest's pythonpath (pyproject.toml); conftest.py belongs to the magics' tests.
 
 A test kernelspec is installed into a temporary Jupyter data directory with
 the project's own installer, and JUPYTER_PATH points there; kernels are
 driven through jupyter_client as a frontend drives them.  Every wait is
 bounded.
+
+Kernels talk over Unix sockets (transport "ipc"), not TCP: with TCP,
+jupyter_client picks free ports and the kernel binds them later, and with
+many kernels starting on a busy machine another process can take a port in
+between ("Address already in use": the kernel dies at start).
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import queue
+import shutil
+import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 
 from jupyter_client import KernelManager
@@ -20,6 +29,9 @@ from jupyter_client import KernelManager
 from sandbox_kernel.kernel import install
 
 STATS_MIME = "application/vnd.sandbox-kernel.stats+json"
+
+_IPC_DIR = tempfile.mkdtemp(prefix="kernel-ipc-")
+atexit.register(shutil.rmtree, _IPC_DIR, True)
 
 
 def install_kernelspec(data_dir: str, name: str, settings: dict | None = None, *,
@@ -84,7 +96,8 @@ class SandboxKernel:
 
     def __init__(self, kernel_name: str, *, env: dict | None = None, cwd: str | None = None,
                  ready_timeout: float = 60):
-        self.km = KernelManager(kernel_name=kernel_name)
+        self.km = KernelManager(kernel_name=kernel_name, transport="ipc",
+                                ip=os.path.join(_IPC_DIR, uuid.uuid4().hex[:8]))
         kwargs = {"cwd": cwd} if cwd else {}
         if env is not None:
             kwargs["env"] = {**os.environ, **env}
