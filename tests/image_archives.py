@@ -175,3 +175,112 @@ def busybox_layer() -> bytes:
                member("etc/os-release", data=b'NAME="sbk busybox"\nID=sbk-busybox\n')]
     members += [member(f"bin/{a}", "symlink", linkname="busybox") for a in BUSYBOX_APPLETS]
     return layer_tar(members)
+
+
+# ---------------------------------------------------------------------------
+# A Debian image with python3, built with mmdebstrap once per machine
+
+CACHE_DIR = "/var/cache/sandbox-kernel"
+DEBIAN_SUITE, DEBIAN_VARIANT, DEBIAN_INCLUDE = "bookworm", "minbase", ("python3",)
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+
+
+def debian_python_rootfs(log=None) -> str:
+    """The path of a rootfs tarball of Debian bookworm (minbase) with python3,
+    built by mmdebstrap the first time and then taken from CACHE_DIR, keyed
+    by everything that goes into it (suite, variant, packages, mirror,
+    architecture, mmdebstrap's version).  A lock makes a second caller
+    (another test run, the v2 tier) wait for the first build, not repeat it."""
+    import fcntl
+    import subprocess
+    version = subprocess.run(["mmdebstrap", "--version"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+    arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    inputs = json.dumps([DEBIAN_SUITE, DEBIAN_VARIANT, DEBIAN_INCLUDE, DEBIAN_MIRROR, arch, version])
+    key = hashlib.sha256(inputs.encode()).hexdigest()[:16]
+    os.makedirs(CACHE_DIR, exist_ok=True)
+    path = os.path.join(CACHE_DIR, f"debian-{DEBIAN_SUITE}-{'-'.join(DEBIAN_INCLUDE)}-{key}.tar")
+    with open(os.path.join(CACHE_DIR, "debian-python.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.path.exists(path):
+            return path
+        partial = f"{path}.partial-{os.getpid()}"
+        try:
+            subprocess.run(["mmdebstrap", "--quiet", f"--variant={DEBIAN_VARIANT}",
+                            f"--include={','.join(DEBIAN_INCLUDE)}", "--format=tar",
+                            DEBIAN_SUITE, partial, DEBIAN_MIRROR],
+                           check=True, stdout=log, stderr=log, timeout=1800)
+            os.rename(partial, path)    # whole or not at all
+        finally:
+            if os.path.exists(partial):
+                os.unlink(partial)
+        with open(path + ".inputs.json", "w") as handle:
+            handle.write(inputs + "\n")
+    return path
+
+
+def _blob_from_file(root: str, source: str, compress: bool) -> tuple[dict, str]:
+    """Copy (gzipping if asked) a big file into root's blobs, streaming;
+    returns (descriptor, diff_id of the uncompressed content)."""
+    os.makedirs(os.path.join(root, "blobs", "sha256"), exist_ok=True)
+    temp = os.path.join(root, "blobs", "incoming")
+    plain, stored, size = hashlib.sha256(), hashlib.sha256(), 0
+
+    class _Hashed(io.RawIOBase):
+        def __init__(self, out):
+            self.out = out
+
+        def write(self, data):
+            nonlocal size
+            stored.update(data)
+            size += len(data)
+            return self.out.write(data)
+
+    with open(source, "rb") as src, open(temp, "wb") as out:
+        sink = _Hashed(out)
+        writer = gzip.GzipFile(fileobj=sink, mode="wb", mtime=0, compresslevel=1) if compress else sink
+        while chunk := src.read(1 << 20):
+            plain.update(chunk)
+            writer.write(chunk)
+        if compress:
+            writer.close()
+    digest = "sha256:" + stored.hexdigest()
+    os.rename(temp, os.path.join(root, "blobs", "sha256", digest[7:]))
+    return {"digest": digest, "size": size}, "sha256:" + plain.hexdigest()
+
+
+def oci_layout_of_rootfs(root: str, rootfs_tar: str, name: str, **config) -> str:
+    """An OCI layout directory whose one (gzipped) layer is ``rootfs_tar``."""
+    layer, diff_id = _blob_from_file(root, rootfs_tar, compress=True)
+    config_raw = config_for([diff_id], **config)
+    manifest = {"schemaVersion": 2, "mediaType": MANIFEST,
+                "config": dict(write_blob(root, config_raw), mediaType=CONFIG),
+                "layers": [dict(layer, mediaType=LAYER_GZIP)]}
+    descriptor = dict(write_blob(root, json.dumps(manifest).encode()), mediaType=MANIFEST,
+                      annotations={"io.containerd.image.name": name,
+                                   "org.opencontainers.image.ref.name": name.split(":")[-1]})
+    with open(os.path.join(root, "index.json"), "w") as handle:
+        json.dump({"schemaVersion": 2, "mediaType": INDEX, "manifests": [descriptor]}, handle)
+    with open(os.path.join(root, "oci-layout"), "w") as handle:
+        json.dump({"imageLayoutVersion": "1.0.0"}, handle)
+    return root
+
+
+def docker_save_of_rootfs(path: str, work: str, rootfs_tar: str, tag: str, **config) -> str:
+    """A docker-save tarball (Docker 25+'s form: an OCI layout with
+    manifest.json) whose one uncompressed layer is ``rootfs_tar``."""
+    layer, diff_id = _blob_from_file(work, rootfs_tar, compress=False)
+    config_desc = write_blob(work, config_for([diff_id], **config))
+    manifest = {"schemaVersion": 2, "mediaType": MANIFEST, "config": dict(config_desc, mediaType=CONFIG),
+                "layers": [dict(layer, mediaType=LAYER_TAR)]}
+    descriptor = dict(write_blob(work, json.dumps(manifest).encode()), mediaType=MANIFEST)
+    entry = {"Config": f"blobs/sha256/{config_desc['digest'][7:]}", "RepoTags": [tag],
+             "Layers": [f"blobs/sha256/{layer['digest'][7:]}"]}
+    with open(os.path.join(work, "manifest.json"), "w") as handle:
+        json.dump([entry], handle)
+    with open(os.path.join(work, "index.json"), "w") as handle:
+        json.dump({"schemaVersion": 2, "manifests": [descriptor]}, handle)
+    with open(os.path.join(work, "oci-layout"), "w") as handle:
+        json.dump({"imageLayoutVersion": "1.0.0"}, handle)
+    return tar_directory(work, path)
