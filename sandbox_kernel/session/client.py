@@ -526,9 +526,18 @@ class Session:
         stats = stats_contract.build_stats(
             session=self.name, image=self.image, limits=self.limits,
             execution_count=None if command else reply.get("execution_count"),
-            wall=wall, figures=figures, status=status)
+            wall=wall, figures=figures, status=status, warnings=self._warnings_once())
         self.cell_history.append(stats)
         return CellResult(reply, stats, status, message, outcome.exit_code)
+
+    def _warnings_once(self) -> list[str]:
+        """The container's warnings (rootless: limits no cgroup enforces), in
+        the footer of its first cell only."""
+        container = self._container
+        if container is None or getattr(self, "_warned", None) is container:
+            return []
+        self._warned = container
+        return container.warnings
 
     def _judge_reply(self, outcome, before, after, limit) -> tuple[str, str | None]:
         status = "ok" if outcome.reply.get("status") == "ok" else "error"
@@ -724,7 +733,8 @@ class Session:
         uptime = time.monotonic() - self._started_at if self._started_at else None
         return stats_contract.build_stats(
             session=self.name, image=self.image, limits=self.limits,
-            execution_count=self._execution_count, wall=uptime, figures=figures, status=None)
+            execution_count=self._execution_count, wall=uptime, figures=figures, status=None,
+            warnings=self._container.warnings if self.running else None)
 
     def _counters(self) -> dict | None:
         """CgroupStats of the container plus net_rx/net_tx; None if none runs."""

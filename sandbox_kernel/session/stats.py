@@ -71,14 +71,20 @@ def cell_figures(before: dict | None, after: dict | None, *, peaks_reset: bool) 
 
 
 def build_stats(*, session: str, image: str, limits, execution_count: int | None,
-                wall: float | None, figures: dict, status: str | None) -> dict:
+                wall: float | None, figures: dict, status: str | None,
+                warnings: list[str] | None = None) -> dict:
     """The contract dict.  ``figures`` holds the cell fields (see cell_figures);
-    absent ones are null."""
+    absent ones are null.  ``warnings`` (optional key, a list of sentences):
+    what the user must know about the figures, such as limits that no cgroup
+    enforces (a rootless container without a delegated cgroup)."""
     if status is not None and status not in STATUSES:
         raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
     cell = {key: figures.get(key) for key in CELL_FIELDS}
     cell.update(execution_count=execution_count, wall=wall, status=status)
-    return {"session": session, "image": image, "limits": limits_dict(limits), "cell": cell}
+    stats = {"session": session, "image": image, "limits": limits_dict(limits), "cell": cell}
+    if warnings:
+        stats["warnings"] = list(warnings)
+    return stats
 
 
 # -- the footer ----------------------------------------------------------------
@@ -137,6 +143,7 @@ def footer_parts(stats: dict) -> list[tuple[str, str]]:
     ]
     if cell.get("oom_kills"):
         parts.append(("oom kills", str(cell["oom_kills"])))
+    parts += [("warning", str(text)) for text in stats.get("warnings") or ()]
     return parts
 
 
