@@ -12,6 +12,12 @@ temporary directory.  ``with Container(spec) as box:`` destroys on exit.
 How the processes are started is in launcher.py.  This side creates the
 cgroup with its limits before any process exists, so the command never runs
 a single instruction without them.
+
+Rootless (this process is not root): the same lifecycle, with a user
+namespace planned here (userns.plan: who the workload is inside) and
+entered by the launcher; the fresh /workspace is on the container's tmpfs
+layer; without a delegated cgroup the null driver's rlimits hold the limits
+and ``warnings`` says so.
 """
 from __future__ import annotations
 
@@ -31,7 +37,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from . import cleanup, images, launcher, rootfs, zygote
+from . import cleanup, images, launcher, rootfs, userns, zygote
 from .cgroups import Cgroup, CgroupDriver, detect_driver
 from .cgroups.base import PREFIX
 from .spec import ContainerSpec
@@ -113,6 +119,7 @@ class Container:
         # or a second close could hit a number reused meanwhile (say, by ZeroMQ)
         self._destroying = threading.Lock()
         self._started_at = 0.0
+        self._idmap: userns.IdMap | None = None   # rootless only
         self.result: ExitResult | None = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -123,11 +130,24 @@ class Container:
             self._prepare_host()
             config = self._launch_config()
             self._spawn(config)
+            if self.cgroup.tracks_members:
+                self.cgroup.add(_child_of(self._process.pid))
         except BaseException:
             self.destroy()
             raise
         self.state = State.RUNNING
         return self
+
+    @property
+    def warnings(self) -> list[str]:
+        """What the user must be told about this container (limits not enforced)."""
+        warning = self.cgroup.warning() if self.cgroup is not None else None
+        return [warning] if warning else []
+
+    @property
+    def id_map(self) -> "userns.IdMap | None":
+        """The user namespace's id map (rootless), or None (root: no user namespace)."""
+        return self._idmap
 
     def wait(self, timeout: float | None = None) -> ExitResult:
         """Wait for the command to end; past the timeout (or the spec's), kill
@@ -220,28 +240,45 @@ class Container:
             raise LifecycleError(f"cannot {action} container {self.name}: it is {self.state.value}")
 
     def _prepare_host(self) -> None:
+        if userns.rootless():
+            self._idmap = userns.plan(self.spec.user)
         driver = self._driver or _host_driver()
         self.cgroup = driver.create(self.name, self.spec.limits)
+        if self._idmap is not None and self.cgroup.tracks_members:
+            # RLIMIT_NPROC counts per uid of our own user namespace; with one id
+            # mapped, init and the launcher share the workload's uid there
+            self.cgroup.nproc_extra = 0 if self._idmap.by_tool else 2
         self._state_dir = tempfile.mkdtemp(prefix=self.name + "-", dir=_state_parent())
         os.chmod(self._state_dir, 0o711)
         for sub in ("layer", "root"):
             os.mkdir(os.path.join(self._state_dir, sub))
-        if self.spec.workspace is None:
+        if self.spec.workspace is None and self._idmap is None:
             workspace = os.path.join(self._state_dir, "workspace")
             os.mkdir(workspace)
             os.chown(workspace, *self.spec.user)
 
-    def _workspace(self) -> str:
-        return self.spec.workspace or os.path.join(self._state_dir, "workspace")
+    def _workspace(self) -> str | None:
+        """The host directory at /workspace; None: a fresh one on the tmpfs
+        layer (rootless: the owner could not remove what a subordinate uid
+        writes in a host directory)."""
+        if self.spec.workspace or self._idmap is None:
+            return self.spec.workspace or os.path.join(self._state_dir, "workspace")
+        return None
 
     def _launch_config(self) -> dict:
-        spec, state_dir = self.spec, self._state_dir
+        spec, state_dir, idmap = self.spec, self._state_dir, self._idmap
+        if idmap is not None:   # who the workload is inside the user namespace
+            spec = dataclasses.replace(spec, user=(idmap.workload_uid, idmap.workload_gid))
+        rootless = idmap is not None
         if spec.image == images.HOST:
-            plan = rootfs.host_image_plan(spec, state_dir, self._workspace())
+            plan = rootfs.host_image_plan(spec, state_dir, self._workspace(), rootless=rootless)
         else:
-            plan = rootfs.image_plan(spec, state_dir, self._workspace(), images.get(spec.image))
+            plan = rootfs.image_plan(spec, state_dir, self._workspace(), images.get(spec.image),
+                                     rootless=rootless)
         uid, gid = spec.user
         return {
+            "userns": idmap.as_config() if idmap else None,
+            "keep_groups": bool(idmap and not idmap.by_tool),
             "command": list(spec.command), "env": _environment(spec),
             "workdir": spec.workdir, "hostname": spec.hostname, "uid": uid, "gid": gid,
             "network": spec.network, "join_files": self.cgroup.join_files(),
@@ -362,6 +399,20 @@ def _in_process_module(spec: ContainerSpec) -> dict:
     return {}
 
 
+def _child_of(parent: int) -> int:
+    """The pid of ``parent``'s child (the launcher's init): a scan of /proc,
+    since CONFIG_PROC_CHILDREN is often off.  Only the null driver needs it."""
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{name}/stat", encoding="utf-8", errors="replace") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == parent:
+            return int(name)
+    raise ContainerStartError("find init", f"the launcher (pid {parent}) has no child")
+
+
 def _single_threaded() -> bool:
     """fork() is only safe when no other thread holds a lock we would copy."""
     return len(os.listdir("/proc/self/task")) == 1
@@ -415,12 +466,17 @@ class _LauncherHandle:
         by that signal), or None if it still runs after ``timeout`` seconds."""
         if self.exit_code is not None:
             return self.exit_code
+        if self.reaped:               # destroyed meanwhile: result_r is closed
+            return self._returncode
         ready, _, _ = select.select([self._result_r], [], [], timeout)
         if not ready:
             return None
-        line = os.read(self._result_r, 64)
-        # EOF without a line: the launcher died before init did
-        self.exit_code = int(line) if line.strip() else self.reap()
+        with self._reaping:           # a reap() in another thread closes result_r
+            if self.reaped:
+                return self._returncode
+            line = os.read(self._result_r, 64)
+            # EOF without a line: the launcher died before init did
+            self.exit_code = int(line) if line.strip() else self._reap_once()
         return self.exit_code
 
     def reap(self) -> int:

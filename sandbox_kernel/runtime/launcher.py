@@ -4,6 +4,7 @@
       |  fork (owner single-threaded) or exec `python -m ...launcher FD`
       v
     launcher  host namespaces, outside the cgroup; single-threaded
+      |  [rootless: unshare(NEWUSER), its id map written: userns.py]
       |  unshare(NEWPID), fork
       v
     init      PID 1 of the new pid namespace
@@ -46,7 +47,7 @@ import sys
 import time
 import traceback
 
-from . import network, rootfs, security
+from . import network, rootfs, security, userns
 from . import syscalls as sc
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
@@ -85,9 +86,21 @@ def launcher_main(config: dict) -> int:
         # Our own session: a client that kills its kernel's whole process
         # group (jupyter_client does) must not kill us before we clean up.
         os.setsid()
+    except OSError as error:
+        _report(status_fd, "setsid", error)
+        return 125
+    if config.get("userns"):
+        # Rootless: first a user namespace, in which we hold the capabilities
+        # every later step needs (for the namespaces made from it on).
+        try:
+            userns.enter(config["userns"])
+        except OSError as error:
+            _report(status_fd, "user namespace", error)
+            return 125
+    try:
         sc.unshare(sc.CLONE_NEWPID)
     except OSError as error:
-        _report(status_fd, "setsid, unshare(CLONE_NEWPID)", error)
+        _report(status_fd, "unshare(CLONE_NEWPID)", error)
         return 125
     init_pid = os.fork()
     if init_pid == 0:
@@ -265,7 +278,7 @@ def _workload_setup(config: dict) -> None:
     _step(config, "chdir " + config["workdir"], os.chdir, config["workdir"])
     uid, gid = config["uid"], config["gid"]
     _step(config, "drop privileges", security.harden, uid, gid,
-          [tuple(r) for r in config["rlimits"]])
+          [tuple(r) for r in config["rlimits"]], config.get("keep_groups", False))
 
 
 def _run_module_in_process(config: dict) -> None:

@@ -21,6 +21,16 @@ lowerdirs are the image's layers (top first) and whose upper and work dirs
 are on the tmpfs layer; then the same /proc, /dev, /sys, /tmp, /workspace and
 identity steps, each path ``confine``d first (no symlink of the image on the way).
 
+Rootless (``rootless=True``, the owner is not root: userns.py): the same
+plan, run as root of a user namespace, with what the kernel demands there:
+overlays get ``userxattr``; a bind keeps the flags the kernel locks on the
+host's mount (nosuid, nodev, noexec, read-only, atime: a remount that would
+clear one fails with EPERM); /sys is a read-only bind of the host's when the
+network is the host's (sysfs may only be mounted fresh in a network
+namespace the user namespace owns); the fresh /workspace lives on the tmpfs
+layer, so that files the workload's (subordinate) uid writes there never
+land in a host directory the user could not remove them from.
+
 DANGER: every op here runs as root with all capabilities.  ``apply`` refuses
 to start unless the process is already in a mount namespace other than the
 host's: applied in the host's namespace, this plan would mount over the
@@ -78,7 +88,9 @@ def host_image_dirs() -> list[str]:
     return dirs
 
 
-def host_image_plan(spec: ContainerSpec, state_dir: str, workspace: str) -> list[Op]:
+def host_image_plan(spec: ContainerSpec, state_dir: str, workspace: str | None,
+                    rootless: bool = False) -> list[Op]:
+    """``workspace`` None: a fresh one on the tmpfs layer (rootless)."""
     layer, root = f"{state_dir}/layer", f"{state_dir}/root"
     plan = [
         Op("mount", layer, "tmpfs", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV,
@@ -88,17 +100,18 @@ def host_image_plan(spec: ContainerSpec, state_dir: str, workspace: str) -> list
     ]
     plan += _skeleton(root, spec)
     for index, directory in enumerate(host_image_dirs()):
-        plan += _overlay(root + directory, directory, layer, index)
-    plan += _proc(root) + _dev(root) + _sys(root)
-    plan += _binds(root, spec, workspace)
-    plan += _identity(root, spec)
+        plan += _overlay(root + directory, directory, layer, index, rootless)
+    plan += _proc(root) + _dev(root, rootless) + _sys(root, spec, rootless)
+    plan += _binds(root, spec, _layer_workspace(layer, spec) if workspace is None else [workspace],
+                   rootless)
+    plan += _identity(root, spec, f"{layer}/etc" if rootless else None)
     if spec.workdir != "/workspace":
         plan.append(Op("mkdir", root + spec.workdir))
     return plan
 
 
-def image_plan(spec: ContainerSpec, state_dir: str, workspace: str, image,
-               upper_dir: str | None = None) -> list[Op]:
+def image_plan(spec: ContainerSpec, state_dir: str, workspace: str | None, image,
+               upper_dir: str | None = None, rootless: bool = False) -> list[Op]:
     """The plan for a stored image: ``image.lower_dirs`` (its layers, top
     first) stacked by one overlay at S/root, whose upper and work dirs are on
     the tmpfs layer, or in ``upper_dir`` on the host for a build (images are
@@ -117,11 +130,12 @@ def image_plan(spec: ContainerSpec, state_dir: str, workspace: str, image,
     plan += [Op("mkdir", f"{upper_parent}/upper"), Op("mkdir", f"{upper_parent}/work"),
              Op("mount", root, "overlay", "overlay", sc.MS_NOSUID,
                 overlay_options(image.lower_dirs, f"{upper_parent}/upper", f"{upper_parent}/work",
-                                for_build=upper_dir is not None))]
+                                for_build=upper_dir is not None, rootless=rootless))]
     plan += _image_skeleton(root, spec)
-    plan += _proc(root) + _dev(root) + _sys(root)
+    plan += _proc(root) + _dev(root, rootless) + _sys(root, spec, rootless)
     plan += [Op("confine", root + m.target, root) for m in spec.mounts]
-    plan += _binds(root, spec, workspace)
+    plan += _binds(root, spec, _layer_workspace(layer, spec) if workspace is None else [workspace],
+                   rootless)
     plan += _identity(root, spec)
     if spec.workdir != "/workspace":
         plan += [Op("confine", root + spec.workdir, root), Op("mkdir", root + spec.workdir)]
@@ -132,7 +146,8 @@ def image_plan(spec: ContainerSpec, state_dir: str, workspace: str, image,
 MOUNT_DATA_MAX = 4096
 
 
-def overlay_options(lower_dirs: list[str], upper: str, work: str, for_build: bool = False) -> str:
+def overlay_options(lower_dirs: list[str], upper: str, work: str, for_build: bool = False,
+                    rootless: bool = False) -> str:
     """lowerdir=TOP:...:BOTTOM,upperdir=...,workdir=...  A build's upper dir
     must stand alone as a layer: no metacopy (an upper file without its data)
     and no redirect_dir (a renamed directory that points into a lower layer)."""
@@ -142,6 +157,8 @@ def overlay_options(lower_dirs: list[str], upper: str, work: str, for_build: boo
     data = f"lowerdir={':'.join(lower_dirs)},upperdir={upper},workdir={work}"
     if for_build:
         data += ",index=off,metacopy=off,redirect_dir=off"
+    if rootless:   # trusted.* xattrs need CAP_SYS_ADMIN on the host: use user.overlay.*
+        data += ",userxattr"
     if len(data) >= MOUNT_DATA_MAX:
         raise ValueError(f"this image has too many layers ({len(lower_dirs)}) for one overlay "
                          f"mount of these paths: its options exceed {MOUNT_DATA_MAX} bytes")
@@ -160,14 +177,52 @@ def _image_skeleton(root: str, spec: ContainerSpec) -> list[Op]:
     return plan
 
 
-def _binds(root: str, spec: ContainerSpec, workspace: str) -> list[Op]:
-    """/workspace and the declared mounts (read-only where asked)."""
-    plan = [Op("bind", root + "/workspace", workspace, flags=sc.MS_NOSUID | sc.MS_NODEV)]
+def _layer_workspace(layer: str, spec: ContainerSpec) -> list:
+    """A fresh /workspace on the tmpfs layer, owned by the workload's user."""
+    uid, gid = spec.user
+    workspace = f"{layer}/workspace"
+    return [Op("mkdir", workspace), Op("chown", workspace, data=f"{uid}:{gid}"), workspace]
+
+
+def _binds(root: str, spec: ContainerSpec, workspace: list, rootless: bool = False) -> list[Op]:
+    """/workspace and the declared mounts (read-only where asked).  ``workspace``
+    is the steps that make it (if any), then its path."""
+    *plan, source = workspace
+    nosuid_nodev = sc.MS_NOSUID | sc.MS_NODEV
+    plan.append(Op("bind", root + "/workspace", source,
+                   flags=nosuid_nodev | _locked_flags(source, rootless)))
     for mount in spec.mounts:
-        plan.append(Op("bind", root + mount.target, mount.source, flags=sc.MS_NOSUID | sc.MS_NODEV))
+        flags = nosuid_nodev | _locked_flags(mount.source, rootless)
+        plan.append(Op("bind", root + mount.target, mount.source, flags=flags))
         if mount.read_only:
-            plan.append(Op("remount_ro", root + mount.target, flags=sc.MS_NOSUID | sc.MS_NODEV))
+            plan.append(Op("remount_ro", root + mount.target, flags=flags))
     return plan
+
+
+# statvfs's ST_* bits and the mount flags a remount must repeat to keep them
+_STATVFS_TO_MS = ((os.ST_RDONLY, sc.MS_RDONLY), (os.ST_NOSUID, sc.MS_NOSUID),
+                  (os.ST_NODEV, sc.MS_NODEV), (os.ST_NOEXEC, sc.MS_NOEXEC),
+                  (os.ST_NOATIME, sc.MS_NOATIME), (os.ST_NODIRATIME, sc.MS_NODIRATIME),
+                  (os.ST_RELATIME, sc.MS_RELATIME))
+
+
+def _locked_flags(source: str | None, rootless: bool) -> int:
+    """In a user namespace the kernel locks the flags of every mount that came
+    from the host: a bind remount must repeat them (EPERM otherwise).  As
+    root nothing is locked, and nothing changes."""
+    if not rootless or source is None or not source.startswith("/"):
+        return 0
+    try:
+        mounted = os.statvfs(source).f_flag
+    except OSError:
+        return 0   # the bind itself will say what is wrong with the source
+    flags = 0
+    for st_bit, ms_bit in _STATVFS_TO_MS:
+        if mounted & st_bit:
+            flags |= ms_bit
+    if not flags & (sc.MS_NOATIME | sc.MS_RELATIME):
+        flags |= sc.MS_STRICTATIME
+    return flags
 
 
 def _skeleton(root: str, spec: ContainerSpec) -> list[Op]:
@@ -185,11 +240,11 @@ def _skeleton(root: str, spec: ContainerSpec) -> list[Op]:
     return plan
 
 
-def _overlay(target: str, lower: str, layer: str, index: int) -> list[Op]:
+def _overlay(target: str, lower: str, layer: str, index: int, rootless: bool = False) -> list[Op]:
     upper, work = f"{layer}/upper/{index}", f"{layer}/work/{index}"
+    data = f"lowerdir={lower},upperdir={upper},workdir={work}" + (",userxattr" if rootless else "")
     return [Op("mkdir", upper), Op("mkdir", work), Op("mkdir", target),
-            Op("mount", target, "overlay", "overlay", sc.MS_NOSUID,
-               f"lowerdir={lower},upperdir={upper},workdir={work}")]
+            Op("mount", target, "overlay", "overlay", sc.MS_NOSUID, data)]
 
 
 def _proc(root: str) -> list[Op]:
@@ -201,12 +256,13 @@ def _proc(root: str) -> list[Op]:
     return plan
 
 
-def _dev(root: str) -> list[Op]:
+def _dev(root: str, rootless: bool = False) -> list[Op]:
     dev = f"{root}/dev"
     plan = [Op("mount", dev, "tmpfs", "tmpfs", sc.MS_NOSUID | sc.MS_NOEXEC, "size=64k,mode=0755")]
     for name in DEVICES:
+        flags = sc.MS_NOSUID | sc.MS_NOEXEC | _locked_flags(f"/dev/{name}", rootless)
         plan += [Op("write", f"{dev}/{name}", data=""),
-                 Op("bind", f"{dev}/{name}", f"/dev/{name}", flags=sc.MS_NOSUID | sc.MS_NOEXEC)]
+                 Op("bind", f"{dev}/{name}", f"/dev/{name}", flags=flags)]
     plan += [Op("mkdir", f"{dev}/pts"),
              Op("mount", f"{dev}/pts", "devpts", "devpts", sc.MS_NOSUID | sc.MS_NOEXEC,
                 "newinstance,ptmxmode=0666,mode=0620"),
@@ -220,22 +276,36 @@ def _dev(root: str) -> list[Op]:
     return plan
 
 
-def _sys(root: str) -> list[Op]:
+def _sys(root: str, spec: ContainerSpec | None = None, rootless: bool = False) -> list[Op]:
     # read-only sysfs: CPU topology for numpy and friends, nothing writable
-    return [Op("mount", f"{root}/sys", "sysfs", "sysfs",
-               sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)]
+    flags = sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
+    if rootless and spec is not None and spec.network == "host":
+        # sysfs may be mounted fresh only in a network namespace our user
+        # namespace owns; on the host's network, bind the host's read-only
+        # (recursively: the kernel refuses to split off locked submounts), and
+        # cover the host's cgroups, which the user may own (a delegated subtree)
+        return [Op("bind", f"{root}/sys", "/sys", flags=flags | _locked_flags("/sys", True)),
+                Op("mask", f"{root}/sys/fs/cgroup")]
+    return [Op("mount", f"{root}/sys", "sysfs", "sysfs", flags)]
 
 
-def _identity(root: str, spec: ContainerSpec) -> list[Op]:
+def _identity(root: str, spec: ContainerSpec, via: str | None = None) -> list[Op]:
     """The unprivileged user, and a hosts file that knows the hostname.
-    Writes to /etc land in its overlay's upper layer, never on the host."""
+    Writes to /etc land in its overlay's upper layer, never on the host.
+    ``via`` (rootless, host image): the host's /etc files belong to a uid the
+    user namespace does not map, so even its root may not write them; the new
+    files are written in ``via`` on the tmpfs layer and bound over them."""
     uid, gid = spec.user
     hosts = f"127.0.0.1\tlocalhost {spec.hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-    return [
-        Op("write", f"{root}/etc/hosts", data=hosts),
-        Op("write", f"{root}/etc/hostname", data=spec.hostname + "\n"),
-        Op("append_passwd", f"{root}/etc", data=f"{uid}:{gid}"),
-    ]
+    files = {"hosts": hosts, "hostname": spec.hostname + "\n"}
+    if via is None:
+        plan = [Op("write", f"{root}/etc/{name}", data=text) for name, text in files.items()]
+    else:
+        plan = [Op("mkdir", via)]
+        for name, text in files.items():
+            plan += [Op("write", f"{via}/{name}", data=text),
+                     Op("bind", f"{root}/etc/{name}", f"{via}/{name}")]
+    return plan + [Op("append_passwd", f"{root}/etc", via, data=f"{uid}:{gid}")]
 
 
 class MountPlanError(OSError):
@@ -308,10 +378,25 @@ def _append_passwd(op: Op) -> None:
         with open(f"{op.target}/passwd") as handle:
             if any(line.split(":")[2:3] == [uid] for line in handle):
                 return
-    with open(f"{op.target}/passwd", "a") as handle:
-        handle.write(f"sandbox:x:{uid}:{gid}:sandbox:/home/sandbox:/bin/sh\n")
-    with open(f"{op.target}/group", "a") as handle:
-        handle.write(f"sandbox:x:{gid}:\n")
+    lines = {"passwd": f"sandbox:x:{uid}:{gid}:sandbox:/home/sandbox:/bin/sh\n",
+             "group": f"sandbox:x:{gid}:\n"}
+    for name, line in lines.items():
+        if op.source is None:
+            with open(f"{op.target}/{name}", "a") as handle:
+                handle.write(line)
+        else:   # rootless: a copy on the layer, bound over the host's file
+            _copy_with(f"{op.target}/{name}", f"{op.source}/{name}", line)
+            _bind(Op("bind", f"{op.target}/{name}", f"{op.source}/{name}"))
+
+
+def _copy_with(original: str, copy: str, line: str) -> None:
+    try:
+        with open(original) as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        text = ""
+    with open(copy, "w") as handle:
+        handle.write(text + ("" if text.endswith("\n") or not text else "\n") + line)
 
 
 def _confine(op: Op) -> None:

@@ -18,6 +18,13 @@ The order is forced by the kernel:
 4. seccomp last: without CAP_SYS_ADMIN the kernel only accepts a filter once
    no_new_privs is set, and the filter must not refuse a call that 1-3 make.
 
+Rootless (a user namespace, userns.py), the same steps apply, with two
+differences the kernel forces: with a single-id map setgroups is denied, so
+the supplementary groups stay those the user had (``keep_groups``); and the
+workload may be uid 0 of its namespace, so SECBIT_NOROOT (locked) makes sure
+no execve gives a capability back to it.  Either way the bounding set is
+empty, so nothing could be granted anyway: the securebit is a second lock.
+
 Capabilities, no_new_privs and seccomp filters belong to the calling *thread*,
 so every step refuses to run in a process that has more than one thread.
 
@@ -262,15 +269,22 @@ def _drop_bounding_set() -> None:
             raise _failed(f"drop capability {cap} from the bounding set", error) from error
 
 
-def drop_privileges(uid: int, gid: int) -> None:
-    """Drop every capability, become uid:gid, and set no_new_privs."""
+def drop_privileges(uid: int, gid: int, keep_groups: bool = False) -> None:
+    """Drop every capability, become uid:gid, and set no_new_privs.
+    ``keep_groups``: leave the supplementary groups (setgroups is denied in a
+    user namespace with a single-id map)."""
     _require_single_thread("drop_privileges")
+    if uid == 0:   # uid 0 of a user namespace: execve must never grant it capabilities
+        _set_noroot()
     _drop_bounding_set()
     steps = [
         ("clear ambient capabilities", lambda: syscalls.prctl(
             syscalls.PR_CAP_AMBIENT, syscalls.PR_CAP_AMBIENT_CLEAR_ALL)),
+    ]
+    if not keep_groups:
         # Supplementary groups first: setgroups needs CAP_SETGID, gone after setresuid.
-        (f"setgroups([{gid}])", lambda: os.setgroups([gid])),
+        steps.append((f"setgroups([{gid}])", lambda: os.setgroups([gid])))
+    steps += [
         (f"setresgid({gid})", lambda: os.setresgid(gid, gid, gid)),
         # Leaving uid 0 (real, effective and saved) clears permitted and effective.
         (f"setresuid({uid})", lambda: os.setresuid(uid, uid, uid)),
@@ -303,8 +317,16 @@ def install_seccomp() -> None:
                                    f"{os.strerror(error.errno)}{hint}") from error
 
 
-def harden(uid: int, gid: int, rlimits: list[tuple[int, int]]) -> None:
+def _set_noroot() -> None:
+    bits = syscalls.SECBIT_NOROOT | syscalls.SECBIT_NOROOT_LOCKED
+    try:
+        syscalls.prctl(syscalls.PR_SET_SECUREBITS, bits)
+    except OSError as error:
+        raise _failed("set SECBIT_NOROOT (locked)", error) from error
+
+
+def harden(uid: int, gid: int, rlimits: list[tuple[int, int]], keep_groups: bool = False) -> None:
     """The container's last steps before exec: rlimits, privileges, seccomp."""
     apply_rlimits(rlimits)
-    drop_privileges(uid, gid)
+    drop_privileges(uid, gid, keep_groups)
     install_seccomp()

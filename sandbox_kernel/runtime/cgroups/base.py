@@ -35,6 +35,11 @@ class Cgroup(abc.ABC):
 
     name: str
     limits: Limits
+    tracks_members = False   # True: the container must add() its init (null driver)
+
+    def warning(self) -> str | None:
+        """What a user must know about these limits (the null driver's: not enforced)."""
+        return None
 
     @abc.abstractmethod
     def join_files(self) -> list[str]:
