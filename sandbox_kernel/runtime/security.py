@@ -82,13 +82,17 @@ CLONE_NAMESPACE_FLAGS = (
 # Refused with EPERM: they reach past the container (mounts, namespaces, the kernel
 # keyring, other processes' memory, kernel modules, the machine itself) or are large
 # attack surfaces an unprivileged notebook does not need (bpf, perf, userfaultfd,
-# io_uring, which also bypasses seccomp for the operations it submits).
+# io_uring, which also bypasses seccomp for the operations it submits).  Reading
+# or writing another process's memory or files (process_vm_*, pidfd_getfd) and
+# comparing its kernel objects (kcmp) go with ptrace: Docker's default profile
+# allows them only with CAP_SYS_PTRACE, which no container here has.
 DENIED_SYSCALLS = (
     "mount", "umount2", "pivot_root", "unshare", "setns",
     "fsopen", "fsconfig", "fsmount", "move_mount", "open_tree", "fspick",
     "mount_setattr", "open_tree_attr",
     "keyctl", "add_key", "request_key",
-    "ptrace", "bpf", "perf_event_open", "userfaultfd",
+    "ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd", "kcmp",
+    "bpf", "perf_event_open", "userfaultfd",
     "init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load",
     "reboot", "swapon", "swapoff",
     "io_uring_setup", "io_uring_enter", "io_uring_register",
@@ -104,7 +108,8 @@ SYSCALL_NUMBERS = {
         "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431,
         "fsmount": 432, "fspick": 433, "mount_setattr": 442, "open_tree_attr": 467,
         "keyctl": 250, "add_key": 248, "request_key": 249,
-        "ptrace": 101, "bpf": 321, "perf_event_open": 298, "userfaultfd": 323,
+        "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311,
+        "pidfd_getfd": 438, "kcmp": 312, "bpf": 321, "perf_event_open": 298, "userfaultfd": 323,
         "init_module": 175, "finit_module": 313, "delete_module": 176,
         "kexec_load": 246, "kexec_file_load": 320,
         "reboot": 169, "swapon": 167, "swapoff": 168,
@@ -117,7 +122,8 @@ SYSCALL_NUMBERS = {
         "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431,
         "fsmount": 432, "fspick": 433, "mount_setattr": 442, "open_tree_attr": 467,
         "keyctl": 219, "add_key": 217, "request_key": 218,
-        "ptrace": 117, "bpf": 280, "perf_event_open": 241, "userfaultfd": 282,
+        "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271,
+        "pidfd_getfd": 438, "kcmp": 272, "bpf": 280, "perf_event_open": 241, "userfaultfd": 282,
         "init_module": 105, "finit_module": 273, "delete_module": 106,
         "kexec_load": 104, "kexec_file_load": 294,
         "reboot": 142, "swapon": 224, "swapoff": 225,

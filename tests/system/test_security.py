@@ -165,10 +165,37 @@ def hardened_report() -> dict:
         "x32_getpid": errno_of(_libc_x32_getpid) if ARCH == "x86_64" else None,
         "clone_newuser": clone_newuser(),
         "unshare_user": errno_of(lambda: syscalls.unshare(syscalls.CLONE_NEWUSER)),
+        # each would succeed on ourselves without the filter
+        "process_vm_readv": errno_of(_read_own_memory),
+        "kcmp": errno_of(lambda: raw_syscall("kcmp", os.getpid(), os.getpid(), KCMP_FILE, 0, 0)),
+        "pidfd_getfd": errno_of(_own_fd_through_pidfd),
     }
     # Last: if the filter let it through, pytest would become our tracer.
     report["ptrace_traceme"] = errno_of(lambda: raw_syscall("ptrace", PTRACE_TRACEME, 0, 0, 0))
     return report
+
+
+KCMP_FILE = 0
+
+
+def _read_own_memory() -> None:
+    """process_vm_readv of 8 bytes of our own memory into another buffer."""
+    source, target = ctypes.create_string_buffer(b"sandbox!"), ctypes.create_string_buffer(8)
+
+    class IOVec(ctypes.Structure):
+        _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+    local, remote = IOVec(ctypes.addressof(target), 8), IOVec(ctypes.addressof(source), 8)
+    raw_syscall("process_vm_readv", os.getpid(), ctypes.addressof(local), 1,
+                ctypes.addressof(remote), 1, 0)
+
+
+def _own_fd_through_pidfd() -> None:
+    pidfd = os.pidfd_open(os.getpid())
+    try:
+        os.close(raw_syscall("pidfd_getfd", pidfd, 0, 0))
+    finally:
+        os.close(pidfd)
 
 
 def _libc_x32_getpid() -> int:
@@ -205,7 +232,8 @@ def test_no_new_privs_and_seccomp_filter_set(hardened):
 
 
 @pytest.mark.parametrize("call", ["mount", "unshare_user", "clone_newuser", "keyctl",
-                                  "io_uring_setup", "ptrace_traceme", "setuid0"])
+                                  "io_uring_setup", "ptrace_traceme", "setuid0",
+                                  "process_vm_readv", "kcmp", "pidfd_getfd"])
 def test_refused_with_eperm(hardened, call):
     assert hardened[call] == errno.EPERM, f"{call}: {errno.errorcode.get(hardened[call])}"
 
