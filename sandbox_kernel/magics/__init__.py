@@ -2,7 +2,8 @@
 and ``%container`` (see magics.py).
 
 One ``Sessions`` per IPython process: loading the extension again keeps the
-sessions.  They are destroyed when the kernel is asked to shut down (a hook
+sessions.  Loading it starts the zygote and one container ahead (the warm
+pool, ``Sessions.warm_up``) for the first session.  They are destroyed when the kernel is asked to shut down (a hook
 in ipykernel's do_shutdown), at exit (atexit) and when the extension is
 unloaded; if the kernel is killed, each container's
 launcher sees its lifeline close and removes the container itself.
@@ -11,9 +12,10 @@ from __future__ import annotations
 
 import atexit
 import inspect
+import sys
 
 from ..panel import channel_for_shell
-from ..session.commands import Sessions
+from ..session.commands import Sessions, UsageError, pool_size
 
 _sessions: Sessions | None = None
 _magics = None
@@ -40,6 +42,19 @@ def load_ipython_extension(ip) -> None:
     _close_before_kernel_shutdown(getattr(ip, "kernel", None))
     from ..session.client import prewarm
     prewarm()
+    _warm_up(sessions())
+
+
+def _warm_up(registry: Sessions) -> None:
+    """Start the first session's container now, in the background, so that
+    the first %%container cell finds it running (commands.Sessions.warm_up;
+    SANDBOX_KERNEL_POOL=0 turns it off)."""
+    try:
+        size = pool_size()
+    except UsageError as error:
+        print(f"sandbox_kernel: {error}; no container is started ahead", file=sys.stderr)
+        return
+    registry.warm_up(size)
 
 
 def _close_before_kernel_shutdown(kernel) -> None:

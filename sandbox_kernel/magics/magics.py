@@ -18,10 +18,8 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import clear_output, publish_display_data
 
 from ..panel import NullStatsChannel
-from ..runtime import images
-from ..runtime.spec import SpecError
 from ..session import commands, image_agent
-from ..session.client import SessionError, VariableError
+from ..session.client import ImageNotFound, SessionError, SpecError, VariableError
 from ..session.stats import footer_bundle
 
 RED, RESET = "\x1b[31m", "\x1b[0m"
@@ -187,7 +185,7 @@ class ContainerMagics(Magics):
                 args.name, image=args.image, net=args.net, memory=args.memory, cpus=args.cpus,
                 pids=args.pids, timeout=args.timeout)
             image_agent.require_agent(session.image)   # an image without python3: say so now
-        except (SpecError, SessionError, images.ImageNotFound, commands.UsageError) as exc:
+        except (SpecError, SessionError, ImageNotFound, commands.UsageError) as exc:
             raise UsageError(str(exc)) from None
         for note in notes:
             print(note, file=sys.stderr)

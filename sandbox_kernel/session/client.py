@@ -66,17 +66,21 @@ from dataclasses import dataclass
 
 from ..runtime import images, zygote
 from ..runtime.container import Container, LifecycleError, State
-from ..runtime.spec import ContainerSpec, Limits, parse_cpus, parse_duration, parse_env, parse_mount, \
-    parse_network, parse_pids, parse_size
+from ..runtime.images import ImageNotFound  # noqa: F401 -- re-exported (below)
+from ..runtime.spec import ContainerSpec, Limits, SpecError, parse_cpus, parse_duration, parse_env, \
+    parse_mount, parse_network, parse_pids, parse_size
 from . import image_agent, protocol, stats as stats_contract
 from .protocol import ProtocolError
 
+# ImageNotFound and SpecError are re-exported: the magics and the kernel talk
+# only to session (DESIGN, boundaries), and catch these two from here.
 AGENT_MODULE = "sandbox_kernel.session.agent"
 OUTPUT_LIMIT_ENV = "SANDBOX_KERNEL_OUTPUT_LIMIT"
 DEFAULT_OUTPUT_LIMIT = 1 << 20
 EXIT_MIME = "application/vnd.sandbox-kernel.exit+json"
 
 REQUEST_TIMEOUT = 60.0        # a request that is not a cell (complete, push, ...)
+WARM_WAIT = 60.0              # a request waits this long for a start begun in the background
 TIMEOUT_GRACE = 2.0           # after a cell's time limit: SIGINT, then this long to stop
 INTERRUPT_GRACE = 5.0         # after a user's interrupt: this long to stop, then SIGKILL
 GROUP_SIGNAL_DELAY = 0.5      # see _Exchange._forward_host_sigint
@@ -364,6 +368,9 @@ class Session:
         self._lock = threading.Lock()
         self._interrupt_at: float | None = None
         self._closed = False
+        self._used = False                    # has a request reached this container?
+        self._warming: threading.Thread | None = None
+        self.warm_error: BaseException | None = None
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -401,6 +408,42 @@ class Session:
         self._started_at = time.monotonic()
         self._execution_count = 0
         self._closed = False
+        self._used = False
+
+    def start_soon(self) -> None:
+        """Start the container in a background thread, ahead of the first
+        request (the magics' warm pool, commands.Sessions.warm_up).  Every
+        request, ``set_limits`` and ``stop`` wait for that start first (at
+        most WARM_WAIT).  If it failed, the first request starts the
+        container again and says why it could not."""
+        if self.running or self._warming is not None:
+            return
+        self._closed = False
+        self._warming = threading.Thread(target=self._start_in_background, daemon=True,
+                                         name=f"sbk-warm-{self.name}")
+        self._warming.start()
+
+    def _start_in_background(self) -> None:
+        try:
+            self.start()
+        except Exception as error:        # the first request tries again and reports it
+            self.warm_error = error
+
+    def _await_warm(self) -> None:
+        thread = self._warming
+        if thread is None or thread is threading.current_thread():
+            return
+        thread.join(WARM_WAIT)
+        if thread.is_alive():
+            raise SessionError(f"the container of session {self.name!r} did not start within "
+                               f"{WARM_WAIT:g} s")
+        self._warming = None
+
+    @property
+    def used(self) -> bool:
+        """True once a cell, a command or a push reached the running
+        container: from then on replacing it would lose the user's state."""
+        return self._used
 
     def _spec(self, fd: int) -> ContainerSpec:
         env = self.env + ((OUTPUT_LIMIT_ENV, str(self.output_limit)),)
@@ -420,6 +463,10 @@ class Session:
 
     def stop(self) -> None:
         """Destroy the container.  Idempotent; a later execute starts a new one."""
+        try:
+            self._await_warm()            # a start under way must not finish after us
+        except SessionError:
+            pass
         self._discard()
         self._closed = True
 
@@ -491,6 +538,7 @@ class Session:
     def _run_cell(self, request: dict, on_output, timeout, command: bool = False) -> CellResult:
         with self._busy():
             self.start()
+            self._used = True
             before, peaks_reset = self._cell_baseline()
             started = time.monotonic()
             limit = timeout if timeout is not None else self.limits.timeout
@@ -617,6 +665,7 @@ class Session:
         when the agent does not answer in time or died."""
         with self._busy():
             self.start()
+            self._used = self._used or request["type"] == "push"   # the others change nothing
             outcome = _Exchange(self, request, None, timeout, cell=False).run()
             if outcome.ending == "reply":
                 return outcome.reply
@@ -677,7 +726,10 @@ class Session:
         """Change limits from what a user typed: memory, cpus, pids, timeout,
         net, image, disk.  memory, cpus and pids change live; timeout applies
         to the next cell; net, image and disk need a restart (they are kept
-        for it).  Returns {"changed": [...], "restart_needed": [...]}."""
+        for it).  A container no cell has used yet (one started ahead) has
+        nothing to lose: for net, image and disk it is replaced at once.
+        Returns {"changed": [...], "restart_needed": [...]}."""
+        self._await_warm()                # a start under way gets the new limits too
         parsers = {"memory": lambda v: parse_size(v, "memory"), "cpus": parse_cpus,
                    "pids": parse_pids, "timeout": lambda v: parse_duration(v, "timeout"),
                    "disk": lambda v: parse_size(v, "disk")}
@@ -695,6 +747,10 @@ class Session:
         restart = [key for key in changed if key == "disk"]
         restart += self._set_placement(strings.get("net"), strings.get("image"))
         self.limits = limits
+        if restart and self.running and not self._used:
+            self._discard()
+            self.start_soon()
+            return {"changed": changed + restart, "restart_needed": []}
         if not self.running:
             return {"changed": changed + restart, "restart_needed": []}
         return {"changed": [k for k in changed if k not in restart], "restart_needed": restart}
@@ -715,6 +771,8 @@ class Session:
         """Name, image, limits, state, pid, uptime and the current figures."""
         container = self._container
         state = container.state.value if container is not None else ("stopped" if self._closed else "not started")
+        if self._warming is not None and self._warming.is_alive():
+            state = "starting"
         return {
             "name": self.name, "image": self.image, "network": self.network,
             "limits": stats_contract.limits_dict(self.limits), "state": state,
@@ -809,6 +867,7 @@ class _Busy:
         self.session = session
 
     def __enter__(self):
+        self.session._await_warm()
         if not self.session._lock.acquire(blocking=False):
             raise SessionBusy(f"session {self.session.name!r} is running another request")
         return self

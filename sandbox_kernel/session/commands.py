@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import os
 import secrets
 import shlex
 import time
@@ -37,12 +38,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..runtime import images, layers
-from ..runtime.spec import ContainerSpec, Limits, SpecError
+from ..runtime.spec import ContainerSpec, Limits, SpecError, parse_network
 from . import stats as stats_contract
 from .client import Session, SessionError
 
 DEFAULT_SESSION = "default"
 LIMIT_OPTIONS = ("memory", "cpus", "pids", "timeout")
+POOL_ENV = "SANDBOX_KERNEL_POOL"
+DEFAULT_POOL = 1
+MAX_POOL = 4
 
 
 class UsageError(Exception):
@@ -68,11 +72,24 @@ class Output:
 
 class Sessions:
     """The named sessions of one kernel, and the faces' shared switches:
-    ``auto`` (the session every cell runs in, or None) and ``footer``."""
+    ``auto`` (the session every cell runs in, or None) and ``footer``.
+
+    The warm pool: ``warm_up`` starts containers ahead, in the background,
+    with the defaults of a new session (host image, no network, the default
+    limits), so that the first ``%%container`` cell finds its container
+    running.  A new session takes one whose image and network match and
+    gets its limits set live (memory, cpus and pids through the cgroup, as
+    ``%container limits`` does); when none matches, the pool is dropped.
+    Bounded (MAX_POOL), never refilled, private to this process (each
+    container's launcher lives only as long as its owner), and closed with
+    the sessions.  A warm container is an ordinary container: its own
+    cgroup with the limits, counted like any other.
+    """
 
     def __init__(self, factory: Callable[..., Session] = Session):
         self.factory = factory
         self.sessions: dict[str, Session] = {}
+        self.pool: list[Session] = []
         self.auto: str | None = None
         self.auto_options: dict = {}
         self.footer = True
@@ -92,8 +109,11 @@ class Sessions:
         given = {k: v for k, v in limits.items() if v is not None}
         session = self.sessions.get(name)
         if session is None:
-            session = self.factory(name, image=image or images.HOST, limits=parse_limits(given),
-                                   network=net or "none")
+            new_limits = parse_limits(given)          # a bad value raises before anything starts
+            session = self._from_pool(name, image or images.HOST, net or "none", given)
+            if session is None:
+                session = self.factory(name, image=image or images.HOST, limits=new_limits,
+                                       network=net or "none")
             self.sessions[name] = session
             return session, []
         if not given and image is None and net is None:
@@ -108,8 +128,62 @@ class Sessions:
 
     def close_all(self) -> None:
         """Destroy every container (kernel shutdown, extension unload)."""
+        self.drop_pool()
         for name in list(self.sessions):
             self.close(name)
+
+    # -- the warm pool ---------------------------------------------------------
+
+    def warm_up(self, size: int = DEFAULT_POOL) -> int:
+        """Start ``size`` containers ahead for the sessions to come (at most
+        MAX_POOL); only while there is no session and no pool yet.  Returns
+        how many were started."""
+        if self.sessions or self.pool:
+            return 0
+        for _ in range(min(size, MAX_POOL)):
+            session = self.factory(DEFAULT_SESSION, image=images.HOST, limits=parse_limits({}),
+                                   network="none")
+            session.start_soon()
+            self.pool.append(session)
+        return len(self.pool)
+
+    def drop_pool(self) -> None:
+        """Destroy the containers started ahead that no session took."""
+        pool, self.pool = self.pool, []
+        for session in pool:
+            session.stop()
+
+    def _from_pool(self, name: str, image: str, net: str, given: dict) -> Session | None:
+        """A warm session for the new session ``name``, with the limits it
+        was asked for; None if none fits (the pool is then dropped: it was
+        started for sessions like this one)."""
+        network = parse_network(net)
+        fits = [s for s in self.pool if s.image == image and s.network == network]
+        if not fits:
+            self.drop_pool()
+            return None
+        session = fits[0]
+        self.pool.remove(session)
+        session.name = name
+        try:
+            session.set_limits(**given)
+        except (OSError, RuntimeError) as error:  # the cgroup refused: start one cold instead
+            session.stop()
+            session.warm_error = error
+            return None
+        return session
+
+
+def pool_size(environ=os.environ) -> int:
+    """How many containers the magics start ahead: SANDBOX_KERNEL_POOL
+    (0 turns the pool off); UsageError for a value that is not 0..MAX_POOL."""
+    text = environ.get(POOL_ENV, "").strip()
+    if not text:
+        return DEFAULT_POOL
+    if not text.isdigit() or int(text) > MAX_POOL:
+        raise UsageError(f"{POOL_ENV}={text!r}: not a pool size; accepted: 0 (no containers "
+                         f"started ahead) to {MAX_POOL}; the default is {DEFAULT_POOL}")
+    return int(text)
 
 
 def parse_limits(strings: dict) -> Limits:

@@ -1,0 +1,138 @@
+"""Fast starts in real kernels: the container the magics start ahead when
+they load (the warm pool) serves the first %%container cell with the limits
+that cell asks for and goes away with the kernel; the agent of a sandbox
+kernel holds no file of the kernel or of its zygote.  Every wait is bounded."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+import kernel_fixtures as kf  # tests/jupyter is on pytest's pythonpath (pyproject)
+
+SANDBOX = "sbk-test-pool-kernel"
+LIST_FDS = """import json, os
+found = {}
+for fd in os.listdir('/proc/self/fd'):
+    try:
+        found[int(fd)] = os.readlink(f'/proc/self/fd/{fd}')
+    except OSError:
+        pass                     # the directory listdir had open
+print(json.dumps(found))
+"""
+
+
+@pytest.fixture(scope="module")
+def kernelspecs(tmp_path_factory):
+    data = str(tmp_path_factory.mktemp("jupyter-data"))
+    kf.install_kernelspec(data, SANDBOX)
+    with kf.jupyter_path(data):
+        yield data
+
+
+@pytest.fixture
+def start(kernelspecs):
+    """start(name="python3", env=None): kernels of this test alone."""
+    started = []
+
+    def start_kernel(name="python3", env=None):
+        kernel = kf.SandboxKernel(name, env=env)
+        started.append(kernel)
+        return kernel
+    yield start_kernel
+    for kernel in started:
+        kernel.shutdown()
+
+
+def ok(ran):
+    assert ran.reply["status"] == "ok", ran.error_text + ran.stderr
+    return ran
+
+
+def below(pid: int, comm: str) -> list[int]:
+    """Live processes under pid named comm."""
+    found = []
+    for child in kf.descendants(pid):
+        try:
+            with open(f"/proc/{child}/stat") as handle:
+                name, rest = handle.read().rsplit(")", 1)
+        except OSError:
+            continue
+        if name.endswith(f"({comm}") and rest.split()[0] != "Z":
+            found.append(child)
+    return sorted(found)
+
+
+def wait_for(condition, timeout: float = 30):
+    deadline = time.monotonic() + timeout
+    while not (value := condition()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return value
+
+
+def open_files(pid: int) -> dict[int, str]:
+    found = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            found[int(fd)] = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            pass
+    return found
+
+
+def test_the_magics_start_a_container_ahead_and_the_first_cell_takes_it_with_its_limits(start):
+    kernel = start()
+    ok(kernel.run("%load_ext sandbox_kernel"))
+    launchers = wait_for(lambda: below(kernel.pid, "sbk-launcher"))
+    assert len(launchers) == 1, "loading the magics started no container ahead"
+    zygotes = below(kernel.pid, "sbk-zygote")
+    assert len(zygotes) == 1 and launchers[0] in kf.descendants(zygotes[0])
+
+    ran = ok(kernel.run("%%container --memory 200M\nprint('in the warm container')"))
+    assert ran.stdout == "in the warm container\n"
+    assert ran.footers[-1]["cell"]["memory_limit"] == 200 << 20       # read from the cgroup
+    status = ok(kernel.run("%container status")).of("display_data")[0]["data"]["text/plain"]
+    assert str(launchers[0]) in status, status                 # the same container, not a second one
+    assert f"sbk-{kernel.pid}-" in status                      # this kernel's own
+    assert below(kernel.pid, "sbk-launcher") == launchers
+
+
+def test_a_container_started_ahead_that_no_cell_used_goes_away_with_the_kernel(start, leftovers):
+    kernel = start()
+    ok(kernel.run("%load_ext sandbox_kernel"))
+    assert wait_for(lambda: below(kernel.pid, "sbk-launcher"))
+    processes = kf.descendants(kernel.pid)
+    pid = kernel.pid
+    kernel.shutdown()
+    assert leftovers.wait(pid, processes) == {"cgroups": [], "state_dirs": [], "processes": []}
+
+
+def test_the_pool_can_be_turned_off_and_a_bad_size_is_one_clear_line(start):
+    off = start(env={"SANDBOX_KERNEL_POOL": "0"})
+    bad = start(env={"SANDBOX_KERNEL_POOL": "lots"})
+    ok(off.run("%load_ext sandbox_kernel"))
+    ran = ok(bad.run("%load_ext sandbox_kernel"))
+    assert ran.stderr.count("\n") == 1 and "SANDBOX_KERNEL_POOL='lots'" in ran.stderr, ran.stderr
+    assert "0 (no containers started ahead) to 4" in ran.stderr
+    time.sleep(2)                       # what a warm start would take, several times over
+    assert below(off.pid, "sbk-launcher") == [] == below(bad.pid, "sbk-launcher")
+    assert ok(off.run("%%container\nprint(1)")).stdout == "1\n"     # cold, as before
+
+
+def test_the_sandbox_kernels_agent_holds_no_file_of_the_kernel_or_of_its_zygote(start):
+    kernel = start(SANDBOX)
+    ran = ok(kernel.run(LIST_FDS))
+    inside = {int(fd): target for fd, target in json.loads(ran.stdout).items()}
+    zygotes = below(kernel.pid, "sbk-zygote")
+    assert len(zygotes) == 1
+    of_kernel, of_zygote = open_files(kernel.pid), open_files(zygotes[0])
+    assert inside[0] == "/dev/null"
+    assert inside[1].startswith("pipe:") and inside[2].startswith("pipe:")
+    channel = [fd for fd in inside if fd > 2]
+    assert len(channel) == 1 and inside[channel[0]].startswith("socket:"), inside
+    shared = set(inside.values()) - {"/dev/null"}     # a path anyone may open, not a shared file
+    assert not shared & set(of_zygote.values()), (inside, of_zygote)
+    # the kernel holds the read ends of the agent's two log pipes, and nothing else of it
+    assert shared & set(of_kernel.values()) == {inside[1], inside[2]}, (inside, of_kernel)
