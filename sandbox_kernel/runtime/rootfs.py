@@ -89,7 +89,7 @@ def host_image_dirs() -> list[str]:
 
 
 def host_image_plan(spec: ContainerSpec, state_dir: str, workspace: str | None,
-                    rootless: bool = False) -> list[Op]:
+                    rootless: bool = False, layers: tuple[str, ...] = ()) -> list[Op]:
     """``workspace`` None: a fresh one on the tmpfs layer (rootless)."""
     layer, root = f"{state_dir}/layer", f"{state_dir}/root"
     plan = [
@@ -100,7 +100,8 @@ def host_image_plan(spec: ContainerSpec, state_dir: str, workspace: str | None,
     ]
     plan += _skeleton(root, spec)
     for index, directory in enumerate(host_image_dirs()):
-        plan += _overlay(root + directory, directory, layer, index, rootless)
+        lower = ":".join([*_layers_over(layers, directory), directory])
+        plan += _overlay(root + directory, lower, layer, index, rootless)
     plan += _proc(root) + _dev(root, rootless) + _sys(root, spec, rootless)
     plan += _binds(root, spec, _layer_workspace(layer, spec) if workspace is None else [workspace],
                    rootless)
@@ -122,6 +123,9 @@ def image_plan(spec: ContainerSpec, state_dir: str, workspace: str | None, image
     before pivot_root).  Every path the plan touches is first ``confine``d:
     symlinks on the way are replaced (in the overlay's upper layer only).
     """
+    if getattr(image, "base", "") == "host":   # built FROM host
+        return host_image_plan(spec, state_dir, workspace, rootless=rootless,
+                               layers=tuple(image.lower_dirs))
     layer, root = f"{state_dir}/layer", f"{state_dir}/root"
     upper_parent = upper_dir or layer
     plan = [] if upper_dir else [
@@ -140,6 +144,14 @@ def image_plan(spec: ContainerSpec, state_dir: str, workspace: str | None, image
     if spec.workdir != "/workspace":
         plan += [Op("confine", root + spec.workdir, root), Op("mkdir", root + spec.workdir)]
     return plan
+
+
+def _layers_over(layers: tuple[str, ...], directory: str) -> list[str]:
+    """An image built FROM host (image_build.py) keeps, in each layer, what
+    its build changed under each host directory at the same path: those
+    go over the host's directory, top first."""
+    return [layer + directory for layer in layers
+            if os.path.isdir(layer + directory) and not os.path.islink(layer + directory)]
 
 
 # the longest mount(2) data the kernel takes is one page
