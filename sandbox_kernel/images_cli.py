@@ -6,6 +6,8 @@
     sandbox-kernel images inspect busybox [--json]
     sandbox-kernel images rm busybox                        layers no other image uses go too
     sandbox-kernel images build tools --from busybox --run "echo hi > /hello"
+    sandbox-kernel images build mine --from host --mount $PWD/wheels:/wheels:ro \
+        --run "pip install --no-index /wheels/*.whl"     layers over the host's /usr, venv...
     sandbox-kernel images pull 127.0.0.1:5000/busybox:latest [--platform linux/arm64]
 
 Bad input (a missing file, a corrupt blob, an unknown media type, a name in
@@ -44,6 +46,10 @@ def add_arguments(sub) -> None:
     build.add_argument("name")
     build.add_argument("--from", dest="base", required=True, help="the base image")
     build.add_argument("--run", required=True, help="the /bin/sh script, e.g. 'apk add curl'")
+    build.add_argument("--mount", action="append", default=[], metavar="SRC:DST[:ro]",
+                       help="bind a host path for the build only (not kept), e.g. ./wheels:/wheels:ro")
+    build.add_argument("--net", default="host", choices=("host", "none"),
+                       help="the build's network (default: host)")
     pull = actions.add_parser("pull", help="pull from a registry (OCI distribution API)")
     pull.add_argument("reference", help="[REGISTRY/]NAME[:TAG][@DIGEST]")
     pull.add_argument("--name", help="store it under this name (default: the reference)")
@@ -105,7 +111,8 @@ def _build(args) -> int:
     def show(text):
         sys.stdout.write(text)
         sys.stdout.flush()
-    image = images.build(args.name, args.base, args.run, on_output=show)
+    image = images.build(args.name, args.base, args.run, on_output=show, mounts=args.mount,
+                         network=args.net)
     print(f"built {image.name}: {args.base} + layer {image.layers[-1][:19]}")
     return 0
 

@@ -34,7 +34,7 @@ import threading
 from . import images, layers, rootfs
 from .container import Container, ContainerStartError
 from .images import BuildError, Image, ImageError, Store
-from .spec import ContainerSpec, Limits
+from .spec import ContainerSpec, Limits, parse_mount
 
 BUILD_USER = (0, 0)          # root without capabilities
 SETUP_FILES = ("etc/hosts", "etc/hostname")
@@ -42,34 +42,58 @@ SETUP_DIRS = ("proc", "dev", "sys", "workspace", "home/sandbox", "home", "tmp")
 
 
 def build(name: str, base: str, script: str, *, network: str = "host", limits: Limits | None = None,
-          on_output=None, allow_setuid: bool = False, store: Store | None = None) -> Image:
+          on_output=None, allow_setuid: bool = False, mounts=(), store: Store | None = None) -> Image:
     """Run ``script`` with /bin/sh in a container of ``base``; store its
     writable layer as the top layer of image ``name``.  ``on_output(text)``
-    gets the script's output as it comes (stdout and stderr together)."""
+    gets the script's output as it comes (stdout and stderr together).
+    ``mounts`` (Mount or "SRC:DST[:ro]") are bound for the build only: what
+    the script reads there is not kept, only what it writes elsewhere."""
     store = store or Store()
     images.check_name(name)
-    if base == images.HOST:
-        raise ImageError("building on the host image is not supported: import a root file "
-                         "system first (images import DIR) and build on that")
-    base_image = images.get(base, store)
+    base_image = None if base == images.HOST else images.get(base, store)
     if store.image(name) is not None:
         raise ImageError(f"an image named {name!r} exists: remove it first (images rm {name})")
+    below = _Below(base_image)
     with store.work_dir("build") as work:
         _check_upper_fs(store, work)
         spec = ContainerSpec(command=("/bin/sh", "-c", script), image=base, network=network,
-                             user=BUILD_USER, limits=limits or Limits())
+                             user=BUILD_USER, limits=limits or Limits(),
+                             mounts=tuple(parse_mount(m) for m in mounts))
         _run(spec, base_image, work, on_output)
-        upper = os.path.join(work, "upper")
-        _clean_setup_residue(upper, base_image, spec)
+        upper = _host_layer(work) if below.on_host else os.path.join(work, "upper")
+        _clean_setup_residue(upper, below, spec)
         _sanitize(upper, allow_setuid)
         diff_id, size = layer_digest(upper)
         with store.lock():
             if store.image(name) is not None:
                 raise ImageError(f"an image named {name!r} exists: remove it first (images rm {name})")
-            if store.image(base) is None or store.image(base).layers != base_image.layers:
+            if base_image is not None and (store.image(base) is None
+                                           or store.image(base).layers != base_image.layers):
                 raise ImageError(f"the base image {base!r} was removed or replaced during the build")
             _commit_layer(store, work, upper, diff_id, size)
             return store.write_image(_record(base_image, name, diff_id, script))
+
+
+class _Below:
+    """What lies under the build's writable layer: a stored image's layers,
+    and for a build on the host (or on an image built on it) the host's own
+    directories under those."""
+
+    def __init__(self, base: Image | None):
+        self.lower_dirs = base.lower_dirs if base is not None else []
+        self.on_host = base is None or base.base == images.HOST
+
+    def file(self, path: str) -> str | None:
+        """The host path of ``path`` in the topmost layer that has it (setup
+        files are plain: whiteouts and opaque directories are not looked at)."""
+        for lower in self.lower_dirs + (["/"] if self.on_host else []):
+            full = os.path.join(lower, path)
+            if os.path.lexists(full):
+                return full if os.path.isfile(full) and not os.path.islink(full) else None
+        return None
+
+    def has(self, path: str) -> bool:
+        return any(os.path.lexists(os.path.join(lower, path)) for lower in self.lower_dirs)
 
 
 def _check_upper_fs(store: Store, work: str) -> None:
@@ -93,9 +117,51 @@ class BuildContainer(Container):
 
     def _launch_config(self) -> dict:
         config = super()._launch_config()
-        config["plan"] = rootfs.image_plan(self.spec, self._state_dir, self._workspace(),
-                                           self.image, upper_dir=self.upper_dir)
+        if self.image is None or self.image.base == images.HOST:
+            layers = tuple(self.image.lower_dirs) if self.image is not None else ()
+            plan = rootfs.host_image_plan(self.spec, self._state_dir, self._workspace(), layers=layers)
+            config["plan"] = _uppers_kept_in(plan, f"{self._state_dir}/layer", self.upper_dir)
+        else:
+            config["plan"] = rootfs.image_plan(self.spec, self._state_dir, self._workspace(),
+                                               self.image, upper_dir=self.upper_dir)
         return config
+
+
+def _uppers_kept_in(plan: list, layer: str, work: str) -> list:
+    """The host plan, with its layer directory (a tmpfs that dies with the
+    container, holding one upper dir per host directory) bound from ``work``
+    on the host's disk instead, and each overlay made fit to be kept as a
+    layer (see rootfs.overlay_options)."""
+    kept, found = [], False
+    for op in plan:
+        if op.kind == "mount" and op.target == layer and op.fstype == "tmpfs":
+            op, found = dataclasses.replace(op, kind="bind", source=work, fstype=None, flags=0,
+                                            data=None), True
+        elif op.kind == "mount" and op.fstype == "overlay":
+            op = dataclasses.replace(op, data=op.data + ",index=off,metacopy=off,redirect_dir=off")
+        kept.append(op)
+    if not found:
+        raise BuildError(f"the host image's plan has no tmpfs at {layer}: a build on the host "
+                         f"cannot keep its layer (rootfs.host_image_plan changed?)")
+    return kept
+
+
+def _host_layer(work: str) -> str:
+    """A build on the host wrote one upper dir per host directory
+    (work/upper/<index>, in rootfs.host_image_dirs() order): gather them
+    into one tree with each at its host path, e.g. <tree>/usr/...,
+    <tree>/opt/venv/lib/..., which rootfs.host_image_plan lays back over
+    those directories.  Writes elsewhere (on the container's tmpfs root)
+    are not kept."""
+    tree = os.path.join(work, "host-layer")
+    os.mkdir(tree, 0o755)
+    for index, directory in enumerate(rootfs.host_image_dirs()):
+        upper = os.path.join(work, "upper", str(index))
+        if os.path.isdir(upper) and os.listdir(upper):
+            target = tree + directory
+            os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+            os.rename(upper, target)
+    return tree
 
 
 def _run(spec: ContainerSpec, image: Image, work: str, on_output) -> None:
@@ -130,7 +196,7 @@ def _pump(fd: int, chunks: list[bytes], on_output) -> None:
             on_output(data.decode(errors="replace"))
 
 
-def _clean_setup_residue(upper: str, base: Image, spec: ContainerSpec) -> None:
+def _clean_setup_residue(upper: str, below: "_Below", spec: ContainerSpec) -> None:
     """Take out of the upper dir what the container's setup made, not the script."""
     for path in SETUP_FILES:
         _remove_if_file(os.path.join(upper, path))
@@ -138,11 +204,11 @@ def _clean_setup_residue(upper: str, base: Image, spec: ContainerSpec) -> None:
     ours = {"etc/passwd": f"sandbox:x:{uid}:{gid}:sandbox:/home/sandbox:/bin/sh\n",
             "etc/group": f"sandbox:x:{gid}:\n"}
     for path, line in ours.items():
-        _unappend(upper, path, line, base)
+        _unappend(upper, path, line, below)
     for path in SETUP_DIRS:
         full = os.path.join(upper, path)
         if os.path.isdir(full) and not os.path.islink(full) and not os.listdir(full) \
-                and not _in_image(base, path):
+                and not below.has(path):
             os.rmdir(full)
 
 
@@ -151,7 +217,7 @@ def _remove_if_file(path: str) -> None:
         os.unlink(path)
 
 
-def _unappend(upper: str, path: str, line: str, base: Image) -> None:
+def _unappend(upper: str, path: str, line: str, below: "_Below") -> None:
     """Remove the line the setup appended; the file too if nothing else changed."""
     full = os.path.join(upper, path)
     if not os.path.isfile(full) or os.path.islink(full):
@@ -161,7 +227,7 @@ def _unappend(upper: str, path: str, line: str, base: Image) -> None:
     if line not in text:
         return
     text = text.replace(line, "", 1)
-    lower = _lower_file(base, path)
+    lower = below.file(path)
     if lower is not None and _read(lower) == text or lower is None and text == "":
         os.unlink(full)
     else:
@@ -172,20 +238,6 @@ def _unappend(upper: str, path: str, line: str, base: Image) -> None:
 def _read(path: str) -> str:
     with open(path, errors="replace") as handle:
         return handle.read()
-
-
-def _lower_file(image: Image, path: str) -> str | None:
-    """The host path of ``path`` in the topmost layer that has it (whiteouts
-    and opaque directories are not looked at: setup files are plain)."""
-    for lower in image.lower_dirs:
-        full = os.path.join(lower, path)
-        if os.path.lexists(full):
-            return full if os.path.isfile(full) and not os.path.islink(full) else None
-    return None
-
-
-def _in_image(image: Image, path: str) -> bool:
-    return any(os.path.lexists(os.path.join(lower, path)) for lower in image.lower_dirs)
 
 
 def _sanitize(upper: str, allow_setuid: bool) -> None:
@@ -270,7 +322,11 @@ def _commit_layer(store: Store, work: str, upper: str, diff_id: str, size: int) 
     store.commit_layer(layer_work, diff_id, None, size)
 
 
-def _record(base: Image, name: str, diff_id: str, script: str) -> Image:
+def _record(base: Image | None, name: str, diff_id: str, script: str) -> Image:
+    if base is None:                   # FROM host: the host's directories are not layers
+        base = Image(name="host", id="", layers=(), base=images.HOST, source="host",
+                     architecture=images.host_architecture(),
+                     config={"architecture": images.host_architecture(), "os": "linux", "config": {}})
     config = dict(base.config)
     config["rootfs"] = {"type": "layers", "diff_ids": [*base.layers, diff_id]}
     history = list(config.get("history") or [])

@@ -25,6 +25,7 @@ lock: every file and layer appears by rename(2), whole or not at all.
     images.import_image("busybox.tar", name="busybox")   # rootfs tar, OCI layout, docker save
     images.pull("127.0.0.1:5000/busybox:latest")           # registry.py
     images.build("busybox-curl", "busybox", "echo hi > /hello")   # image_build.py
+    images.build("tools", "host", "pip install ./wheels/x.whl")    # layers over the host's dirs
     images.available()                                     # ["host", "busybox", ...]
 """
 from __future__ import annotations
@@ -163,6 +164,7 @@ class Image:
     source: str = ""
     architecture: str = ""
     os: str = "linux"
+    base: str = ""                   # "host": built FROM host (its layers go over the host's dirs)
     config: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
     store_root: str = dataclasses.field(default="", compare=False, repr=False)
 
@@ -172,8 +174,9 @@ class Image:
         return [layer_root(self.store_root, diff_id) for diff_id in reversed(self.layers)]
 
     def environment(self) -> dict:
-        """The config's Env (PATH defaulted) less what the container sets itself."""
-        env = {"PATH": DEFAULT_PATH}
+        """The config's Env (PATH defaulted, unless built on the host, whose
+        PATH the container sets) less what the container sets itself."""
+        env = {} if self.base == HOST else {"PATH": DEFAULT_PATH}
         for item in self.env:
             name, _, value = item.partition("=")
             if name and name not in OWN_ENV:
@@ -452,7 +455,8 @@ def containers_using(dirs: list[str]) -> list[int]:
                 mounts = handle.read()
         except OSError:
             continue
-        if any(f"{d}:" in mounts or f"{d}," in mounts or f"{d} " in mounts for d in dirs):
+        # an image built on the host stacks <layer>/root/usr and the like: "{d}/" too
+        if any(f"{d}{end}" in mounts for d in dirs for end in (":", ",", " ", "/")):
             found.append(int(pid))
     return found
 
@@ -599,7 +603,7 @@ def describe(info: dict) -> str:
              if info.get(key)]
     if info.get("size") is not None:
         lines.append(f"size: {format_size(info['size'])}")
-    for key in ("env", "workdir", "cmd", "entrypoint", "user"):
+    for key in ("base", "env", "workdir", "cmd", "entrypoint", "user"):
         if info.get(key):
             value = info[key]
             lines.append(f"{key}: {' '.join(value) if isinstance(value, (list, tuple)) else value}")

@@ -2,6 +2,8 @@
 
 * ``host``: this very interpreter, ``python -m sandbox_kernel.session.agent``
   (the host image shows the host's venv, IPython included).
+* an image built FROM host: as the host (its layers lie over the host's
+  directories, the venv included: what its build pip-installed imports).
 * a stored image with python3: the image's own python3 runs
   ``plain_agent``, with this package bound read-only at /opt/sandbox-kernel
   and put on PYTHONPATH.  If the image has IPython, plain_agent hands over
@@ -50,6 +52,8 @@ def agent_launch(image_name: str, module: str, fd: int) -> AgentLaunch:
     if image_name == images.HOST:
         return AgentLaunch((sys.executable, "-m", module, "--fd", str(fd)))
     image = images.get(image_name)
+    if image.base == images.HOST:      # built FROM host: the host's python and venv, with its layers
+        return AgentLaunch((sys.executable, "-m", module, "--fd", str(fd)))
     package = Mount(os.path.realpath(PACKAGE_DIR), f"{PACKAGE_MOUNT}/sandbox_kernel", read_only=True)
     env = (("PYTHONPATH", PACKAGE_MOUNT), ("PYTHONDONTWRITEBYTECODE", "1"))
     arguments = ("-m", PLAIN_AGENT, "--fd", str(fd), "--image", image_name, "--agent", module)
