@@ -15,9 +15,11 @@ this interpreter the workload runs the module in-process instead of exec.
       | <------------------- launcher pid ---  |  reaps its children
 
 What a forked workload inherits from the zygote, and why that is safe:
-  - memory: the imported modules (shared copy-on-write; charged to the
-    zygote's cgroup, not the container's) and earlier requests' configs of
-    this same owner; no secrets of anyone else;
+  - memory: the imported modules, and the ones they name in
+    ZYGOTE_PRELOAD (the agent's: what its shell imports on first use),
+    shared copy-on-write and charged to the zygote's cgroup, not the
+    container's; earlier requests' configs of this same owner; no secrets
+    of anyone else;
   - file descriptors: none but those of its own request (everything else is
     closed before the launcher runs, as in the fork path);
   - signal handlers: reset to the defaults in the launcher;
@@ -176,11 +178,23 @@ def _reap_children() -> None:
             return
 
 
+def preload(names) -> None:
+    """Import each module, and what it names in ZYGOTE_PRELOAD (modules it
+    imports later, on first use).  One that is missing is left to the
+    workload, which then imports it (or fails) as it would without us."""
+    for name in names:
+        module = importlib.import_module(name)
+        for later in getattr(module, "ZYGOTE_PRELOAD", ()):
+            try:
+                importlib.import_module(later)
+            except ImportError:
+                pass
+
+
 def main() -> None:
     launcher._write("/proc/self/comm", "sbk-zygote")
     sock = socket.socket(fileno=int(sys.argv[1]))
-    for module in sys.argv[2:]:
-        importlib.import_module(module)
+    preload(sys.argv[2:])
     serve(sock)
 
 
