@@ -83,9 +83,35 @@ def _cli(*argv, env=None):
                           capture_output=True, text=True, env=env)
 
 
-def test_cli_images(store, rootfs_tar, monkeypatch):
+def _broken_layouts(tmp_path) -> tuple[str, str]:
+    """An OCI layout whose layer blob was swapped, and one whose layer has a
+    media type nobody knows."""
+    import pathlib
+    import image_archives as archives
+    layer = archives.layer_tar([archives.member("etc", "dir"), archives.member("etc/x", data=b"x")])
+    paths = []
+    for kind in ("corrupt", "weird"):
+        layout = archives.oci_layout(str(tmp_path / kind), [layer])
+        index = json.loads(pathlib.Path(layout, "index.json").read_text())
+        manifest_path = pathlib.Path(layout, "blobs/sha256", index["manifests"][0]["digest"][7:])
+        manifest = json.loads(manifest_path.read_text())
+        if kind == "corrupt":
+            blob = pathlib.Path(layout, "blobs/sha256", manifest["layers"][0]["digest"][7:])
+            blob.write_bytes(archives.gz(archives.layer_tar([archives.member("evil", data=b"!")])))
+        else:
+            manifest["layers"][0]["mediaType"] = "application/vnd.example.weird"
+            raw = json.dumps(manifest).encode()
+            pathlib.Path(layout, "blobs/sha256", archives.sha256(raw)[7:]).write_bytes(raw)
+            index["manifests"][0].update(digest=archives.sha256(raw), size=len(raw))
+            pathlib.Path(layout, "index.json").write_text(json.dumps(index))
+        paths.append(layout)
+    return paths[0], paths[1]
+
+
+def test_cli_images(store, rootfs_tar, tmp_path):
     import os
     env = dict(os.environ)
+    corrupt, weird = _broken_layouts(tmp_path)
     ran = _cli("import", rootfs_tar, "--name", "tiny", env=env)
     assert ran.returncode == 0 and "imported tiny" in ran.stdout, ran.stderr
     assert "tiny" in _cli(env=env).stdout
@@ -93,8 +119,12 @@ def test_cli_images(store, rootfs_tar, monkeypatch):
     for argv, message in ((["import", "/nonexistent.tar"], "no such file or directory"),
                           (["import", rootfs_tar, "--name", "tiny"], "an image named 'tiny' exists"),
                           (["inspect", "nope"], "no image named 'nope'"),
-                          (["pull", "Bad Ref"], "invalid image reference")):
+                          (["pull", "Bad Ref"], "invalid image reference"),
+                          (["import", corrupt, "--name", "c"], "blob digest mismatch"),
+                          (["import", weird, "--name", "w"],
+                           "unknown media type 'application/vnd.example.weird'")):
         ran = _cli(*argv, env=env)
         assert ran.returncode == 2 and message in ran.stderr, (argv, ran.stderr)
         assert len(ran.stderr.strip().splitlines()) == 1
     assert _cli("rm", "tiny", env=env).returncode == 0
+    assert store.names() == [] and store.layers() == []     # nothing half-imported stayed

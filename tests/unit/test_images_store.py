@@ -183,20 +183,21 @@ def test_bad_input_gets_one_line(store, tmp_path):
             images.import_image(str(path), bad)
 
 
-def test_zstd_layers_need_the_zstandard_package(store, tmp_path):
-    try:
-        import zstandard
-    except ImportError:
-        zstandard = None
-    if zstandard is None:
-        path = tmp_path / "layer.tar.zst"
-        path.write_bytes(layers.ZSTD_MAGIC + b"\x00" * 64)
-        with pytest.raises(layers.LayerError, match="pip install zstandard"):
-            images.import_image(str(path), "zst")
-    else:
-        path = tmp_path / "layer.tar.zst"
-        path.write_bytes(zstandard.ZstdCompressor().compress(PLAIN))
-        assert images.import_image(str(path), "zst").layers == (archives.sha256(PLAIN),)
+def test_zstd_layers_import_with_zstandard(store, tmp_path):
+    zstandard = pytest.importorskip("zstandard")
+    path = tmp_path / "layer.tar.zst"
+    path.write_bytes(zstandard.ZstdCompressor().compress(PLAIN))
+    assert images.import_image(str(path), "zst").layers == (archives.sha256(PLAIN),)
+
+
+def test_zstd_layers_without_zstandard_are_one_clear_error(store, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "zstandard", None)      # as if it were not installed
+    path = tmp_path / "layer.tar.zst"
+    path.write_bytes(layers.ZSTD_MAGIC + b"\x00" * 64)
+    with pytest.raises(layers.LayerError, match="zstd-compressed and the zstandard package is not "
+                                                "installed: pip install zstandard"):
+        images.import_image(str(path), "zst")
+    assert store.layers() == [] and store.names() == []
 
 
 def test_rm_removes_only_the_layers_no_other_image_uses(store, tmp_path):
