@@ -16,6 +16,16 @@ it is renamed into the store as it is, after:
 * hashing the layer as the OCI tar it stands for (whiteouts as .wh. files):
   that sha256 is its diff_id, the same an import of that tar would give.
 
+A build FROM host (or on an image built so) has no single root overlay:
+the host image overlays each host directory (/usr, /etc, the python prefix,
+the venv) on its own, with its upper dir on a tmpfs.  The build runs the
+host plan with that tmpfs replaced by a bind of the work directory, so the
+upper dirs stay on disk; they are then gathered into one layer tree, each
+at its host path (<layer>/usr/..., <layer>/<venv>/lib/...), and the image
+is recorded with ``base: host``: rootfs.host_image_plan lays each layer's
+subtree over the matching host directory.  What the script writes outside
+the host directories (on the container's tmpfs root) is not kept.
+
 The build mount has metacopy and redirect_dir off, so that the upper dir
 stands alone.  The script runs as uid 0 without any capability (it can write
 what root owns in the image, and no more), with network ``host``.  The
