@@ -131,7 +131,9 @@ class Container:
             config = self._launch_config()
             self._spawn(config)
             if self.cgroup.tracks_members:
-                self.cgroup.add(_child_of(self._process.pid))
+                init = _child_of(self._process.pid)
+                if init is not None:   # None: the command ended already
+                    self.cgroup.add(init)
         except BaseException:
             self.destroy()
             raise
@@ -399,9 +401,10 @@ def _in_process_module(spec: ContainerSpec) -> dict:
     return {}
 
 
-def _child_of(parent: int) -> int:
-    """The pid of ``parent``'s child (the launcher's init): a scan of /proc,
-    since CONFIG_PROC_CHILDREN is often off.  Only the null driver needs it."""
+def _child_of(parent: int) -> int | None:
+    """The pid of ``parent``'s child (the launcher's init), or None if it has
+    exited: a scan of /proc, since CONFIG_PROC_CHILDREN is often off.  Only
+    the null driver needs it."""
     for name in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{name}/stat", encoding="utf-8", errors="replace") as handle:
@@ -410,7 +413,7 @@ def _child_of(parent: int) -> int:
             continue
         if int(fields[1]) == parent:
             return int(name)
-    raise ContainerStartError("find init", f"the launcher (pid {parent}) has no child")
+    return None
 
 
 def _single_threaded() -> bool:

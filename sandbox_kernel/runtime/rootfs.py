@@ -99,9 +99,13 @@ def host_image_plan(spec: ContainerSpec, state_dir: str, workspace: str | None,
         Op("bind", root, f"{layer}/root"),
     ]
     plan += _skeleton(root, spec)
+    nested = _mount_points() if rootless else []
     for index, directory in enumerate(host_image_dirs()):
         lower = ":".join([*_layers_over(layers, directory), directory])
-        plan += _overlay(root + directory, lower, layer, index, rootless)
+        if lower == directory and any(p.startswith(directory + "/") for p in nested):
+            plan += _read_only_bind(root + directory, directory)
+        else:
+            plan += _overlay(root + directory, lower, layer, index, rootless)
     plan += _proc(root) + _dev(root, rootless) + _sys(root, spec, rootless)
     plan += _binds(root, spec, _layer_workspace(layer, spec) if workspace is None else [workspace],
                    rootless)
@@ -257,6 +261,20 @@ def _overlay(target: str, lower: str, layer: str, index: int, rootless: bool = F
     data = f"lowerdir={lower},upperdir={upper},workdir={work}" + (",userxattr" if rootless else "")
     return [Op("mkdir", upper), Op("mkdir", work), Op("mkdir", target),
             Op("mount", target, "overlay", "overlay", sc.MS_NOSUID, data)]
+
+
+def _mount_points(mountinfo: str = "/proc/self/mountinfo") -> list[str]:
+    with open(mountinfo, encoding="utf-8") as handle:
+        return [line.split()[4] for line in handle]
+
+
+def _read_only_bind(target: str, source: str) -> list[Op]:
+    """Rootless, a host directory with mounts below it: overlayfs refuses it
+    as a lower dir ("failed to clone lowerpath": in a user namespace those
+    mounts are locked to it), so it is shown read-only as it is, without a
+    writable layer (writes there fail with EROFS instead of landing on the tmpfs)."""
+    flags = sc.MS_RDONLY | sc.MS_NOSUID | _locked_flags(source, True)
+    return [Op("mkdir", target), Op("bind", target, source, flags=flags)]
 
 
 def _proc(root: str) -> list[Op]:

@@ -29,7 +29,8 @@ def test_a_signal_gives_128_plus_its_number():
     assert done.returncode == 128 + 15
 
 
-def test_report_says_oom_with_the_peak(tmp_path):
+def test_report_says_oom_with_the_peak(tmp_path, needs_cgroup):
+    needs_cgroup("memory")
     report = tmp_path / "report.json"
     done = _run("--memory", "64M", "--report", "--report-json", str(report), "--",
                 "python3", "-c", "x = bytearray(200 << 20)")

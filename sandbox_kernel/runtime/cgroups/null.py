@@ -100,7 +100,7 @@ class NullCgroup(Cgroup):
             self._members[pid] = None
 
     def pids(self) -> list[int]:
-        return [pid for pid, pidfd in self._members.items() if _alive(pid, pidfd)]
+        return [pid for pid, pidfd in list(self._members.items()) if _alive(pid, pidfd)]
 
     def set(self, limits: Limits) -> None:
         """New limits; RLIMIT_AS is changed live in the added processes only
@@ -132,7 +132,7 @@ class NullCgroup(Cgroup):
             cpu_usage=round((user + system) / ticks, 6))
 
     def kill(self) -> None:
-        for pid, pidfd in self._members.items():
+        for pid, pidfd in list(self._members.items()):   # destroy() may clear it meanwhile
             try:
                 if pidfd is None:
                     os.kill(pid, signal.SIGKILL)
@@ -144,10 +144,12 @@ class NullCgroup(Cgroup):
     def destroy(self) -> None:
         self.kill()
         poll_until(lambda: not self.pids())   # bounded; there is nothing to remove
-        for pidfd in self._members.values():
+        # Take the members in one step: two threads destroying at once must not
+        # both close a pidfd (the second close could hit a reused number)
+        members, self._members = self._members, {}
+        for pidfd in members.values():
             if pidfd is not None:
                 os.close(pidfd)
-        self._members.clear()
 
 
 def _alive(pid: int, pidfd: int | None) -> bool:
@@ -160,7 +162,10 @@ def _alive(pid: int, pidfd: int | None) -> bool:
             return True
         return True
     # A pidfd becomes readable when its process exits.
-    return not select.select([pidfd], [], [], 0)[0]
+    try:
+        return not select.select([pidfd], [], [], 0)[0]
+    except (OSError, ValueError):   # closed by a destroy() in another thread
+        return False
 
 
 class ProcStat(NamedTuple):
