@@ -99,6 +99,23 @@ class _Hashing(io.RawIOBase):
         return "sha256:" + self.sha256.hexdigest()
 
 
+class _Counting(_Hashing):
+    """The tar of an uncompressed blob: the blob's hash is its hash too."""
+
+    def __init__(self, source, blob: _Hashing):
+        super().__init__(source)
+        self.blob = blob
+
+    def readinto(self, buffer) -> int:
+        data = self.source.read(len(buffer))
+        buffer[:len(data)] = data
+        self.count += len(data)
+        return len(data)
+
+    def digest(self) -> str:
+        return self.blob.digest()     # read to the end by then (unpack drains both)
+
+
 def decompressed(blob: io.BufferedReader):
     """The tar stream inside ``blob``: gzip and zstd by their magic bytes."""
     head = blob.peek(6)[:6]
@@ -128,10 +145,12 @@ def unpack(source, dest: str, *, expect_digest: str | None = None,
     archive is hostile, corrupt or not what was expected."""
     blob = _Hashing(source, progress)
     buffered = io.BufferedReader(blob, CHUNK)
-    plain = _Hashing(decompressed(buffered))
+    tar = decompressed(buffered)
+    # an uncompressed blob is its own tar: its digest is the diff_id, hash it once
+    plain = _Hashing(tar) if tar is not buffered else _Counting(tar, blob)
     writer = _Writer(dest, allow_setuid)
     try:
-        with tarfile.open(fileobj=plain, mode="r|", errorlevel=2) as archive:
+        with tarfile.open(fileobj=plain, mode="r|", errorlevel=2, bufsize=CHUNK) as archive:
             for member in archive:
                 writer.add(member, archive)
         plain.drain()      # the end-of-archive blocks belong to the diff_id too
