@@ -51,6 +51,7 @@ import importlib.util
 import io
 import os
 import pickle
+import select
 import shutil
 import signal
 import socket
@@ -558,7 +559,17 @@ class Agent:
         self.streams = streams
         self.last_execute_id = None
 
+    def warm_up(self) -> None:
+        """Run an empty cell if no request waits yet (a container started
+        ahead, for the warm pool): a shell's first cell sets up and caches
+        what every later one reuses, a few ms the user's first cell then does
+        not wait for.  Silent and out of the history: the execution count
+        stays where it was."""
+        if not select.select([self.channel.sock], [], [], 0)[0]:
+            self.shell.run_cell("pass", store_history=False, silent=True)
+
     def serve(self) -> int:
+        self.warm_up()
         while True:
             try:
                 request = self.channel.recv()
