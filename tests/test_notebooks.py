@@ -32,6 +32,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import nbformat
@@ -365,3 +366,16 @@ def test_a_check_cell_must_assert_with_a_message():
     assert asserts_with_a_message('%%container\nassert x == 1, "check your work"')
     assert not asserts_with_a_message("assert x == 1")
     assert not asserts_with_a_message("print(x == 1)")
+
+
+def test_a_thing_a_notebook_leaves_is_found_and_a_live_neighbours_is_not(tmp_path):
+    before = sbk_things()
+    left = tempfile.mkdtemp(prefix="sbk-course-selftest-", dir="/tmp")
+    try:
+        assert f"path {left}" in wait_for_leftovers(before, kernel_pid=None, timeout=0.3)
+    finally:
+        os.rmdir(left)
+    assert f"path {left}" not in wait_for_leftovers(before, kernel_pid=None, timeout=0.3)
+    neighbour = f"cgroup /sys/fs/cgroup/sbk-{os.getppid()}-1234"    # a live process's
+    assert someone_elses(neighbour, kernel_pid=None)
+    assert not someone_elses(neighbour, kernel_pid=os.getppid())    # the notebook kernel's own
