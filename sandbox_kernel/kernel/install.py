@@ -12,6 +12,13 @@ writes ``kernel.json``::
      "display_name": "Python 3 (sandbox)", "language": "python",
      "interrupt_mode": "message", "metadata": {...}}
 
+``--systemd-scope`` (rootless, on a systemd host with cgroup v2) starts the
+kernel under ``systemd-run --user --scope -p Delegate=yes``: the kernel then
+runs in a cgroup of its own that systemd delegates to the user, and its
+containers get real cgroup limits instead of rlimits (``sandbox-kernel
+doctor`` says whether a user systemd runs).  ``systemd-run --scope`` execs
+the kernel in place: the kernel keeps the pid its manager started.
+
 Only the options given go into argv: the others keep the kernel's built-in
 defaults, which a config file can change (see settings.py for the order of
 precedence).  Every value is checked before anything is written; a bad one
@@ -41,15 +48,20 @@ DEFAULT_NAME = "python3-sandbox"
 DEFAULT_DISPLAY_NAME = "Python 3 (sandbox)"
 INTERRUPT_MODE = "message"
 KERNEL_MODULE = "sandbox_kernel.kernel"
+SYSTEMD_SCOPE = ["systemd-run", "--user", "--scope", "--quiet", "--collect",
+                 "-p", "Delegate=yes", "--"]
 
 
 class InstallError(ValueError):
     """A value or a place the kernelspec cannot have; the message is one line."""
 
 
-def kernel_argv(settings: dict, *, footer: bool = True, executable: str | None = None) -> list[str]:
+def kernel_argv(settings: dict, *, footer: bool = True, executable: str | None = None,
+                systemd_scope: bool = False) -> list[str]:
     """The kernel's command line, carrying the given settings as traitlets."""
     argv = [executable or sys.executable, "-m", KERNEL_MODULE, "-f", "{connection_file}"]
+    if systemd_scope:
+        argv = SYSTEMD_SCOPE + argv
     for name in kernel_settings.SETTINGS:
         if name in settings:
             value = settings[name]
@@ -60,10 +72,11 @@ def kernel_argv(settings: dict, *, footer: bool = True, executable: str | None =
 
 
 def kernel_json(settings: dict, *, display_name: str = DEFAULT_DISPLAY_NAME, footer: bool = True,
-                executable: str | None = None) -> dict:
+                executable: str | None = None, systemd_scope: bool = False) -> dict:
     effective = {**kernel_settings.DEFAULTS, **settings}
     return {
-        "argv": kernel_argv(settings, footer=footer, executable=executable),
+        "argv": kernel_argv(settings, footer=footer, executable=executable,
+                            systemd_scope=systemd_scope),
         "display_name": display_name,
         "language": "python",
         "interrupt_mode": INTERRUPT_MODE,
@@ -103,13 +116,17 @@ def checked_settings(given: dict) -> dict:
 
 
 def install(settings: dict, *, name: str = DEFAULT_NAME, display_name: str = DEFAULT_DISPLAY_NAME,
-            user: bool = False, prefix: str | None = None, footer: bool = True) -> str:
+            user: bool = False, prefix: str | None = None, footer: bool = True,
+            systemd_scope: bool = False) -> str:
     """Check, write and install the kernelspec; returns where it went."""
     from jupyter_client.kernelspec import KernelSpecManager
     checked = checked_settings(settings)
     if not display_name.strip():
         raise InstallError("invalid display name '': expected some text, e.g. 'Python 3 (sandbox)'")
-    spec = kernel_json(checked, display_name=display_name, footer=footer)
+    if systemd_scope and shutil.which("systemd-run") is None:
+        raise InstallError("--systemd-scope needs systemd-run, which is not on PATH "
+                           "(a systemd host has it; sandbox-kernel doctor tells what this host has)")
+    spec = kernel_json(checked, display_name=display_name, footer=footer, systemd_scope=systemd_scope)
     with tempfile.TemporaryDirectory(prefix="sbk-kernelspec-") as tmp:
         source = write_kernelspec(os.path.join(tmp, name), spec)
         try:
@@ -141,6 +158,10 @@ def add_arguments(parser) -> None:
                                                  f"(default: {default or 'none'})")
     parser.add_argument("--no-footer", action="store_true",
                         help="no stats footer under each cell (%%container stats on shows it again)")
+    parser.add_argument("--systemd-scope", action="store_true",
+                        help="start the kernel under systemd-run --user --scope -p Delegate=yes: "
+                             "a cgroup delegated to the user, for real limits without root "
+                             "(cgroup v2 and a user systemd; see sandbox-kernel doctor)")
 
 
 def run(args) -> str:
@@ -148,4 +169,4 @@ def run(args) -> str:
     given = {name: getattr(args, name) for name in kernel_settings.SETTINGS}
     prefix = args.prefix if args.prefix else (None if args.user else sys.prefix)
     return install(given, name=args.name, display_name=args.display_name, user=args.user,
-                   prefix=prefix, footer=not args.no_footer)
+                   prefix=prefix, footer=not args.no_footer, systemd_scope=args.systemd_scope)

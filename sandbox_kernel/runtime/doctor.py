@@ -17,6 +17,14 @@ A *required* check that fails means no container can start here; an optional
 one costs a feature: resource limits (no cgroups: the null driver), swap
 accounting, or the rootless mode.
 
+As a user (rootless), each piece a rootless container stands on is its own
+row with its fix: unprivileged user namespaces (kernel.unprivileged_userns_clone,
+user.max_user_namespaces, Ubuntu's kernel.apparmor_restrict_unprivileged_userns),
+newuidmap/newgidmap and the user's subordinate ids (a range of ids inside,
+else one), a delegated cgroup (else rlimits only, and the first cell says
+so), whether ``systemd-run --user --scope -p Delegate=yes`` could give one,
+and which networks work (none and host; a bridge needs root).
+
 This module reads mountinfo itself rather than importing the cgroup drivers:
 the doctor must work on exactly the hosts where those drivers would fail.
 """
@@ -26,6 +34,7 @@ import argparse
 import importlib
 import json
 import os
+import pwd
 import re
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -178,9 +187,8 @@ def cgroup_layout(proc_root: str = "/proc", sys_root: str = "/sys") -> CgroupLay
 def check_root(euid: int) -> Check:
     if euid == 0:
         return Check("root", True, "euid 0", required=False)
-    return Check("root", False, f"euid {euid}: rootless containers need user namespaces",
-                 "run as root (sudo), or allow unprivileged user namespaces (below)",
-                 required=False)
+    return Check("root", True, f"euid {euid}: rootless, every container starts with a user "
+                 "namespace (the rows below say what this user has for it)", required=False)
 
 
 def check_userns(proc_root: str, euid: int) -> Check:
@@ -285,10 +293,14 @@ def check_cgroup_writable(layout: CgroupLayout, euid: int) -> Check:
     denied = [p for p in paths if not os.access(p, os.W_OK)]
     if not denied:
         return Check("cgroup writable", True, ", ".join(paths), required=False)
+    null = ("; without it limits are rlimits only (memory as address space, processes "
+            "per user namespace, no cpu limit) and the first cell's footer says so")
     if euid != 0 and layout.version == "v2":
-        fix = "run under a delegated cgroup: systemd-run --user --scope -p Delegate=yes <command>"
+        fix = ("run under a delegated cgroup: systemd-run --user --scope -p Delegate=yes <command>, "
+               "or install the kernel with sandbox-kernel install --systemd-scope" + null)
     elif euid != 0:
-        fix = "run as root: cgroup v1 cannot be delegated to a user safely"
+        fix = ("run as root, or boot with cgroup v2 alone (systemd.unified_cgroup_hierarchy=1) "
+               "and delegate a subtree: cgroup v1 cannot be delegated to a user safely" + null)
     else:
         fix = ("mount -o remount,rw the cgroup file systems (in a container: run it with "
                "--privileged or --cgroupns=private)")
@@ -323,15 +335,67 @@ def check_pyroute2() -> Check:
 
 
 def check_idmap_tools(euid: int) -> Check:
-    """newuidmap/newgidmap (setuid, from the uidmap package) map a user's subordinate ids."""
+    """newuidmap/newgidmap (setuid, from the uidmap package) map a user's subordinate ids.
+    Without them a rootless container maps one id: it still runs (optional)."""
     missing = [t for t in ("newuidmap", "newgidmap") if shutil.which(t) is None]
     if not missing:
-        return Check("newuidmap/newgidmap", True, shutil.which("newuidmap"), required=euid != 0)
-    return Check("newuidmap/newgidmap", False, "not on PATH: " + " ".join(missing),
-                 "apt-get install uidmap (dnf install shadow-utils)", required=euid != 0)
+        return Check("newuidmap/newgidmap", True, shutil.which("newuidmap"), required=False)
+    return Check("newuidmap/newgidmap", False, "not on PATH: " + " ".join(missing) +
+                 (": a rootless container maps one id (its workload is root of its user "
+                  "namespace, with no capability)" if euid != 0 else ""),
+                 "apt-get install uidmap (dnf install shadow-utils)", required=False)
 
 
-def diagnose(proc_root: str = "/proc", sys_root: str = "/sys") -> list[Check]:
+def _user_name(euid: int) -> str:
+    try:
+        return pwd.getpwuid(euid).pw_name
+    except KeyError:
+        return str(euid)
+
+
+def check_subordinate_ids(euid: int, etc_root: str = "/etc") -> Check:
+    """The user's ranges in /etc/subuid and /etc/subgid (what newuidmap may map)."""
+    from .userns import subordinate_range
+    name = _user_name(euid)
+    found = {f: subordinate_range(os.path.join(etc_root, f), name, euid) for f in ("subuid", "subgid")}
+    missing = [f"/etc/{f}" for f, r in found.items() if r is None]
+    if not missing:
+        start, count = found["subuid"]
+        return Check("subordinate ids", True, f"{name}: {start}+{count}; the workload runs as "
+                     "uid 65532 inside" if count >= 65533 else f"{name}: {start}+{count}",
+                     required=False)
+    return Check("subordinate ids", False, f"no range for {name} in {' '.join(missing)}: "
+                 "one id is mapped (the workload is root of its user namespace)",
+                 f"as root: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {name}",
+                 required=False)
+
+
+def check_systemd_scope(euid: int, layout: CgroupLayout, run_root: str = "/run") -> Check:
+    """Can ``systemd-run --user --scope -p Delegate=yes`` give this user a cgroup?"""
+    name = "systemd user scope"
+    if shutil.which("systemd-run") is None:
+        return Check(name, False, "no systemd-run on PATH", "a systemd host has it (systemd package)",
+                     required=False)
+    if layout.version != "v2":
+        return Check(name, False, f"cgroups are {layout.version}: systemd delegates only on cgroup v2",
+                     "boot with systemd.unified_cgroup_hierarchy=1 (the default on current "
+                     "distributions)", required=False)
+    manager = os.path.join(run_root, "user", str(euid), "systemd", "private")
+    if not os.path.exists(manager):
+        return Check(name, False, f"no user systemd running ({manager} is missing)",
+                     f"log in through a session that starts systemd --user, or as root: "
+                     f"loginctl enable-linger {_user_name(euid)}", required=False)
+    return Check(name, True, "possible: sandbox-kernel install --systemd-scope starts the kernel "
+                 "in a delegated cgroup", required=False)
+
+
+def check_rootless_network() -> Check:
+    return Check("rootless network", True, "none (loopback only) and host work; a bridge needs "
+                 "root (a veth pair and NAT in the host's network namespace)", required=False)
+
+
+def diagnose(proc_root: str = "/proc", sys_root: str = "/sys", etc_root: str = "/etc",
+             run_root: str = "/run") -> list[Check]:
     """Every check, in the order a container needs them."""
     status = _status(proc_root)
     euid = _euid(status)
@@ -345,6 +409,9 @@ def diagnose(proc_root: str = "/proc", sys_root: str = "/sys") -> list[Check]:
         checks.append(check_cgroup_writable(layout, euid))
     checks += [check_overlayfs(proc_root), check_seccomp(proc_root, status), check_pyroute2(),
                check_idmap_tools(euid)]
+    if euid != 0:
+        checks += [check_subordinate_ids(euid, etc_root), check_systemd_scope(euid, layout, run_root),
+                   check_rootless_network()]
     return checks
 
 

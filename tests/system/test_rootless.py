@@ -230,3 +230,17 @@ def test_a_delegated_v2_subtree_is_used_under_the_processs_own_cgroup(cgroup_dri
             (os.geteuid(), f"{128 * MiB}\n")
         assert box.stats().pids_current == 2   # init and sleep, counted by the cgroup
     assert not os.path.exists(group)
+
+
+def test_doctor_as_this_user_tells_what_rootless_has(cgroup_driver):
+    done = subprocess.run([sys.executable, "-m", "sandbox_kernel.runtime.doctor", "--json"],
+                          capture_output=True, text=True, timeout=60)
+    checks = {c["name"]: c for c in json.loads(done.stdout)}
+    assert done.returncode == 0   # containers can run as this user
+    assert checks["user namespaces"]["ok"] and "rootless" in checks["root"]["detail"]
+    assert checks["subordinate ids"]["ok"] == ("range" in MAPS)
+    assert "a bridge needs root" in checks["rootless network"]["detail"]
+    if cgroup_driver.version == "null":
+        assert not checks["cgroup writable"]["ok"] and "rlimits" in checks["cgroup writable"]["fix"]
+    else:
+        assert checks["cgroup writable"]["ok"]

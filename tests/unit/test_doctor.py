@@ -175,8 +175,10 @@ def test_non_root_needs_idmap_tools_and_ubuntu_apparmor_switch(tmp_path, bin_dir
                              sysctls={"kernel/apparmor_restrict_unprivileged_userns": "1"})
     checks = by_name(doctor.diagnose(proc, sys_root))
     assert "kernel.apparmor_restrict_unprivileged_userns=0" in checks["user namespaces"].fix
-    assert checks["newuidmap/newgidmap"].required and not checks["newuidmap/newgidmap"].ok
+    # optional: without them a rootless container maps one id and still runs
+    assert not checks["newuidmap/newgidmap"].required and not checks["newuidmap/newgidmap"].ok
     assert "uidmap" in checks["newuidmap/newgidmap"].fix
+    assert "one id" in checks["newuidmap/newgidmap"].detail
 
 
 def test_non_root_with_userns_and_idmap_tools_can_run(tmp_path, bin_dir):
@@ -184,7 +186,7 @@ def test_non_root_with_userns_and_idmap_tools_can_run(tmp_path, bin_dir):
         (bin_dir / tool).write_text("#!/bin/sh\n")
         (bin_dir / tool).chmod(0o755)
     checks = doctor.diagnose(*v2_host(tmp_path, uid=1000))
-    assert not by_name(checks)["root"].ok
+    assert "rootless" in by_name(checks)["root"].detail
     assert doctor.can_run_containers(checks)
 
 
