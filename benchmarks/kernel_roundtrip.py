@@ -21,26 +21,32 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 
 from jupyter_client import KernelManager
 
 from sandbox_kernel.kernel import install
 
 PLAIN, SANDBOX = "python3", "sbk-benchmark"
+_ipc_dir: str | None = None
 
 
 def kernelspecs(data_dir: str) -> None:
-    """This venv's plain ipykernel and sandbox kernel, side by side."""
+    """This venv's plain ipykernel and sandbox kernel, side by side; their
+    sockets (ipc: no TCP port to pick, no plain-text warning) in data_dir."""
+    global _ipc_dir
     plain = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
              "display_name": "Python 3", "language": "python"}
     install.write_kernelspec(os.path.join(data_dir, "kernels", PLAIN), plain)
     install.write_kernelspec(os.path.join(data_dir, "kernels", SANDBOX), install.kernel_json({}))
     os.environ["JUPYTER_PATH"] = data_dir
+    _ipc_dir = data_dir
 
 
 class Kernel:
     def __init__(self, name: str):
-        self.km = KernelManager(kernel_name=name)
+        ipc = {"transport": "ipc", "ip": os.path.join(_ipc_dir, uuid.uuid4().hex[:8])} if _ipc_dir else {}
+        self.km = KernelManager(kernel_name=name, **ipc)
         self.km.start_kernel()
         self.kc = self.km.client()
         self.kc.start_channels()

@@ -33,6 +33,7 @@ The zygote exits when its owner closes the request socket, or dies.
 from __future__ import annotations
 
 import fcntl
+import gc
 import importlib
 import json
 import os
@@ -141,6 +142,7 @@ def _fork_launcher(config: dict, fds: list[int]) -> int:
     if pid == 0:
         code = 125
         try:
+            gc.enable()                   # main() froze what we inherit
             _place_fds(config, fds)
             code = launcher.launcher_main(config)
         except BaseException as error:  # noqa: B036 -- never return into the server loop
@@ -193,8 +195,15 @@ def preload(names) -> None:
 
 def main() -> None:
     launcher._write("/proc/self/comm", "sbk-zygote")
+    # A collection in a forked child writes to the header of every object
+    # it walks, and each write copies a page of the zygote's: so no
+    # collection here while the modules load (no holes in the pages), and
+    # gc.freeze() moves them all out of the collector's reach before the
+    # first fork.  The children collect what they allocate themselves.
+    gc.disable()
     sock = socket.socket(fileno=int(sys.argv[1]))
     preload(sys.argv[2:])
+    gc.freeze()
     serve(sock)
 
 
