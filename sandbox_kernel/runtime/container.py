@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import errno
 import functools
 import json
 import os
@@ -38,7 +39,7 @@ import time
 from dataclasses import dataclass
 
 from . import cleanup, images, launcher, rootfs, userns, zygote
-from .cgroups import Cgroup, CgroupDriver, detect_driver
+from .cgroups import Cgroup, CgroupDriver, CgroupError, detect_driver
 from .cgroups.base import PREFIX
 from .spec import ContainerSpec
 from .stats import CgroupStats
@@ -131,14 +132,22 @@ class Container:
             config = self._launch_config()
             self._spawn(config)
             if self.cgroup.tracks_members:
-                init = _child_of(self._process.pid)
-                if init is not None:   # None: the command ended already
-                    self.cgroup.add(init)
+                self._track_init()
         except BaseException:
             self.destroy()
             raise
         self.state = State.RUNNING
         return self
+
+    def _track_init(self) -> None:
+        """The null driver knows the container by its init (host pid)."""
+        init = _child_of(self._process.pid)
+        try:
+            if init is not None:   # None: the command ended already
+                self.cgroup.add(init)
+        except CgroupError as error:
+            if error.errno != errno.ESRCH:   # ended between the two looks
+                raise
 
     @property
     def warnings(self) -> list[str]:

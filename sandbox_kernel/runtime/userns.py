@@ -30,6 +30,7 @@ unshares, tells it when to write, and waits for it::
 """
 from __future__ import annotations
 
+import errno
 import os
 import pwd
 import shutil
@@ -90,7 +91,7 @@ def plan(sandbox_user: tuple[int, int], *, mode: str | None = None, idmap: str |
     """The id map for this user; ``sandbox_user`` is the spec's uid:gid inside."""
     mode = mode or os.environ.get(MODE_ENV, "root")
     if mode not in MODES:
-        raise IdMapError(22, f"invalid {MODE_ENV} {mode!r}: expected root or self")
+        raise IdMapError(errno.EINVAL, f"invalid {MODE_ENV} {mode!r}: expected root or self")
     uid, gid = os.geteuid(), os.getegid()
     ranged = None if mode == "self" or (idmap or os.environ.get(MAP_ENV)) == "single" \
         else _ranges(uid, etc)
@@ -127,7 +128,7 @@ def enter(config: dict) -> None:
     sc.unshare(sc.CLONE_NEWUSER)
     # An unprivileged process may map only its own ids, and a gid map only
     # after setgroups is denied (else dropping a group could grant access).
-    _write(f"/proc/self/setgroups", "deny")
+    _write("/proc/self/setgroups", "deny")
     _write("/proc/self/uid_map", _lines(config["uid_lines"]))
     _write("/proc/self/gid_map", _lines(config["gid_lines"]))
 
@@ -151,7 +152,7 @@ def _enter_with_tools(config: dict) -> None:
         _, status = os.waitpid(helper, 0)
         message = _read_all(err_r)
     if os.waitstatus_to_exitcode(status) != 0:
-        raise IdMapError(1, f"newuidmap/newgidmap failed: {message.strip() or 'no message'} "
+        raise IdMapError(errno.EPERM, f"newuidmap/newgidmap failed: {message.strip() or 'no message'} "
                             "(check /etc/subuid and /etc/subgid, or set SANDBOX_KERNEL_IDMAP=single)")
 
 
