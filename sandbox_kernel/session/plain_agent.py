@@ -442,6 +442,9 @@ def main(argv=None) -> int:
         print(f"plain agent: --fd {args.fd} is not a usable socket: {exc}", file=sys.stderr)
         return 2
     sock.set_inheritable(False)          # not into the processes cells start
+    if args.shell_only:                  # the borrowed interpreter's settings are not the image's
+        for name in ("PYTHONHOME", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE"):
+            os.environ.pop(name, None)
     channel = Channel(sock)
     try:
         return PlainAgent(channel, Budget(limit), args.image, args.shell_only).serve()

@@ -133,7 +133,7 @@ def test_shell_commands_run_in_the_session_container_of_an_image_without_python(
                                       "echo oops >&2; exit 3"],
                                      on_output=lambda kind, content: outputs.append((kind, content)))
         code, text = session.exec_command(["/bin/sh", "-c", "cat /tmp/k; command -v python3 || "
-                                           "echo no-python; ls /usr 2>&1; true"])
+                                           "echo no-python; ls /usr 2>&1; env | grep -c ^PYTHON || true"])
         pid_before = session.status()["pid"]
         python = session.execute("print('hi')")
         assert session.status()["pid"] == pid_before     # the refusal did not cost the container
@@ -142,7 +142,7 @@ def test_shell_commands_run_in_the_session_container_of_an_image_without_python(
     assert result.exit_code == 3 and result.status == "ok"
     # the same container between commands; the host's python3 it borrows is not on its PATH
     assert code == 0 and text.splitlines()[:2] == ["kept", "no-python"], text
-    assert "No such file" in text
+    assert "No such file" in text and text.endswith("\n0\n")   # and no PYTHON* settings of it
     assert python.status == "error" and python.reply["ename"] == "NoPythonInImage"
     assert python.reply["evalue"] == ("image 'busybox' has no python3: Python cells cannot run on it; "
                                       "shell cells do (%%container --shell, %container exec)")
