@@ -261,7 +261,7 @@ def test_notebook_runs_top_to_bottom(path, kernelspecs):
     before = sbk_things()
     notebook, kernel_pid = execute(path)
     check_figures(notebook, f"{ids(path)} (fresh run)")
-    left = wait_for_leftovers(before, kernel_pid)
+    left = wait_for_leftovers(before, kernel_pid, sbk_prefixes(notebook))
     assert not left, f"{ids(path)} left behind: {left}"
 
 
@@ -292,25 +292,36 @@ def sbk_things() -> set[str]:
     return things
 
 
-def wait_for_leftovers(before: set[str], kernel_pid: int | None, timeout: float = 20) -> list:
-    """New sbk things that stay after the notebook's kernel is gone.  Tests of other
-    helpers may run at the same time: a thing named sbk-PID-... of a live process that is
-    not this notebook's kernel is theirs."""
+def wait_for_leftovers(before: set[str], kernel_pid: int | None, prefixes=(),
+                       timeout: float = 20) -> list:
+    """New sbk things that stay after the notebook's kernel is gone (see someone_elses)."""
     deadline = time.monotonic() + timeout * SLOW
     while True:
-        left = sorted(thing for thing in sbk_things() - before if not someone_elses(thing,
-                                                                                   kernel_pid))
+        left = sorted(thing for thing in sbk_things() - before
+                      if not someone_elses(thing, kernel_pid, prefixes))
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.2)
 
 
-def someone_elses(thing: str, kernel_pid: int | None) -> bool:
+def someone_elses(thing: str, kernel_pid: int | None, prefixes=()) -> bool:
+    """Other tests may run at the same time as a notebook.  A thing named sbk-PID-... of a
+    live process that is not the notebook's kernel is theirs; so is a /tmp or /run path
+    without a PID unless its name starts with an sbk-... prefix the notebook's code
+    spells out (its own temporary directories: tempfile.mkdtemp(prefix="sbk-course-02-"))."""
     match = re.search(r"sbk-(\d+)-", thing)
-    if not match:
-        return False
-    pid = int(match.group(1))
-    return pid != kernel_pid and pid != os.getpid() and os.path.exists(f"/proc/{pid}")
+    if match:
+        pid = int(match.group(1))
+        return pid != kernel_pid and pid != os.getpid() and os.path.exists(f"/proc/{pid}")
+    if thing.startswith("path "):
+        return not os.path.basename(thing).startswith(tuple(prefixes))
+    return False
+
+
+def sbk_prefixes(notebook) -> tuple[str, ...]:
+    """The sbk-... names the notebook's code cells spell out."""
+    return tuple({prefix for cell in notebook.cells if cell.cell_type == "code"
+                  for prefix in re.findall(r"sbk-[\w.-]+", cell.source)})
 
 
 # ---- rendering ------------------------------------------------------------------------
@@ -372,10 +383,13 @@ def test_a_thing_a_notebook_leaves_is_found_and_a_live_neighbours_is_not(tmp_pat
     before = sbk_things()
     left = tempfile.mkdtemp(prefix="sbk-course-selftest-", dir="/tmp")
     try:
-        assert f"path {left}" in wait_for_leftovers(before, kernel_pid=None, timeout=0.3)
+        found = wait_for_leftovers(before, None, ("sbk-course-selftest-",), timeout=0.3)
+        assert f"path {left}" in found
+        assert f"path {left}" not in wait_for_leftovers(before, None, ("sbk-other-",), timeout=0)
     finally:
         os.rmdir(left)
     assert f"path {left}" not in wait_for_leftovers(before, kernel_pid=None, timeout=0.3)
     neighbour = f"cgroup /sys/fs/cgroup/sbk-{os.getppid()}-1234"    # a live process's
     assert someone_elses(neighbour, kernel_pid=None)
     assert not someone_elses(neighbour, kernel_pid=os.getppid())    # the notebook kernel's own
+    assert not someone_elses("path /run/sbk-999999999-x", kernel_pid=None)   # a dead owner's
