@@ -33,13 +33,16 @@ _ipc_dir: str | None = None
 
 def kernelspecs(data_dir: str) -> None:
     """This venv's plain ipykernel and sandbox kernel, side by side; their
-    sockets (ipc: no TCP port to pick, no plain-text warning) in data_dir."""
+    sockets (ipc: no TCP port to pick, no plain-text warning) and a private
+    IPython profile (no user's startup files, no history database shared
+    with every other kernel on the machine) in data_dir."""
     global _ipc_dir
     plain = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
              "display_name": "Python 3", "language": "python"}
     install.write_kernelspec(os.path.join(data_dir, "kernels", PLAIN), plain)
     install.write_kernelspec(os.path.join(data_dir, "kernels", SANDBOX), install.kernel_json({}))
     os.environ["JUPYTER_PATH"] = data_dir
+    os.environ["IPYTHONDIR"] = os.path.join(data_dir, "ipython")
     _ipc_dir = data_dir
 
 
