@@ -311,14 +311,14 @@ def python_rootfs(root: str, with_ipython: bool = True) -> str:
         shutil.copy2(os.path.realpath(path), target)
     os.symlink("python3.11", f"{root}/usr/bin/python3")
     shutil.copytree("/usr/lib/python3.11", f"{root}/usr/lib/python3.11", symlinks=True,
-                    ignore=shutil.ignore_patterns("__pycache__", "test", "idlelib", "tkinter"))
+                    ignore=shutil.ignore_patterns("test", "idlelib", "tkinter"))
     site = f"{root}/usr/lib/python3/dist-packages"
     os.makedirs(site)
     venv_site = sysconfig.get_paths()["purelib"]
     for name in IPYTHON_PACKAGES if with_ipython else ():
         source = os.path.join(venv_site, name)
         if os.path.isdir(source):
-            shutil.copytree(source, os.path.join(site, name), ignore=shutil.ignore_patterns("__pycache__"))
+            shutil.copytree(source, os.path.join(site, name))   # with its .pyc: no compile per run
         elif os.path.exists(source):
             shutil.copy2(source, site)
     return root
