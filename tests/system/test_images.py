@@ -169,8 +169,8 @@ def test_container_shell_cells_run_on_an_image_without_python(busybox, capsys):
 
 def test_cli_run_on_an_image(busybox):
     ran = subprocess.run([sys.executable, "-m", "sandbox_kernel.cli", "run", "--image", busybox, "--",
-                          "/bin/sh", "-c", "cat /etc/os-release"], capture_output=True, text=True)
-    assert ran.returncode == 0 and "sbk busybox" in ran.stdout, ran.stderr
+                          "sh", "-c", "cat /etc/os-release; exit 5"], capture_output=True, text=True)
+    assert ran.returncode == 5 and "sbk busybox" in ran.stdout, ran.stderr
 
 
 # -- pull from a registry served here -----------------------------------------------

@@ -331,3 +331,31 @@ def _rewrite_manifest(layout: str, manifest: dict) -> None:
     descriptor = archives.write_blob(layout, json.dumps(manifest).encode())
     index["manifests"][0].update(descriptor)
     pathlib.Path(layout, "index.json").write_text(json.dumps(index))
+
+
+def test_a_build_on_the_host_keeps_each_host_dirs_upper_on_disk():
+    from sandbox_kernel.runtime import image_build
+    spec = ContainerSpec(command=("/bin/sh", "-c", "true"), user=(0, 0))
+    plan = rootfs.host_image_plan(spec, "/run/sbk-x", "/ws")
+    kept = image_build._uppers_kept_in(plan, "/run/sbk-x/layer", "/store/tmp/build")
+    assert not any(op.fstype == "tmpfs" and op.target == "/run/sbk-x/layer" for op in kept)
+    assert any(op.kind == "bind" and op.target == "/run/sbk-x/layer" and op.source == "/store/tmp/build"
+               for op in kept)
+    overlays = [op for op in kept if op.fstype == "overlay"]
+    assert len(overlays) == len(rootfs.host_image_dirs())
+    assert all(op.data.endswith(",index=off,metacopy=off,redirect_dir=off") for op in overlays)
+
+
+def test_an_image_built_on_the_host_lays_its_layers_over_each_host_dir(tmp_path):
+    usr = rootfs.host_image_dirs()[0]
+    top_id, bottom_id = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    top, bottom = images.layer_root(str(tmp_path), top_id), images.layer_root(str(tmp_path), bottom_id)
+    os.makedirs(top + usr)                 # the top layer changed /usr only
+    os.makedirs(bottom + "/etc")
+    image = images.Image(name="x", id="", layers=(bottom_id, top_id), base="host", store_root=str(tmp_path))
+    plan = rootfs.image_plan(ContainerSpec(command=("/bin/true",), image="x"), "/run/sbk-x", "/ws", image)
+    data = {op.target: op.data for op in plan if op.fstype == "overlay"}
+    assert set(data) == {f"/run/sbk-x/root{d}" for d in rootfs.host_image_dirs()}   # the host plan
+    assert f"lowerdir={top}{usr}:{usr}," in data[f"/run/sbk-x/root{usr}"]
+    assert f"lowerdir={bottom}/etc:/etc," in data["/run/sbk-x/root/etc"]
+    assert image.environment() == {}       # the host's PATH stays
