@@ -3,11 +3,15 @@ registry, registry:2) started here on 127.0.0.1 with a config and storage of
 the test's own, and images pushed to it with Debian's skopeo.  Nothing leaves
 this machine.
 
-This registry runs without authentication, so what it shows is anonymous
-pulls; the bearer-token dance is shown against the FakeRegistry of
-test_images.py, which answers 401 with a Bearer challenge."""
+It runs without authentication (anonymous pulls) and, in the last test,
+behind token authentication: a token server of the test's own signs RS256
+JWTs with openssl, the registry trusts its certificate, and a pull must
+fetch a bearer token first (the FakeRegistry of test_images.py shows the
+same dance against a Python server)."""
 from __future__ import annotations
 
+import base64
+import http.server
 import json
 import os
 import re
@@ -15,7 +19,10 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -49,7 +56,7 @@ def _free_port() -> int:
 class Registry:
     """docker-registry serving a storage dir of the test's, on a free loopback port."""
 
-    def __init__(self, work: str):
+    def __init__(self, work: str, token_server: "TokenServer | None" = None):
         self.work = work
         self.port = _free_port()
         self.address = f"127.0.0.1:{self.port}"
@@ -59,6 +66,8 @@ class Registry:
             handle.write(f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
                          f"    rootdirectory: {work}/storage\nhttp:\n  addr: {self.address}\n"
                          f"  secret: sbk-test-secret\n")
+            if token_server is not None:
+                handle.write(token_server.registry_config())
         self.log = open(self.log_path, "w")
         self.process = subprocess.Popen(["docker-registry", "serve", config], stdout=self.log,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -72,6 +81,10 @@ class Registry:
             try:
                 with urllib.request.urlopen(f"http://{self.address}/v2/", timeout=1):
                     return
+            except urllib.error.HTTPError as error:
+                if error.code == 401:    # up, and asking for a token
+                    return
+                time.sleep(0.1)
             except OSError:
                 time.sleep(0.1)
         raise RuntimeError(f"docker-registry did not answer on {self.address}: {self.log_text()}")
@@ -106,6 +119,73 @@ class Registry:
         self.log.close()
 
 
+class TokenServer(http.server.ThreadingHTTPServer):
+    """The registry's token service (the distribution spec's "token
+    authentication"): anyone gets a token for what they ask, an RS256 JWT
+    signed (by openssl) with a key whose self-signed certificate the
+    registry trusts and which the token carries in its x5c header."""
+
+    SERVICE, ISSUER = "sbk-registry", "sbk-token-issuer"
+
+    def __init__(self, work: str):
+        super().__init__(("127.0.0.1", 0), _TokenHandler)
+        self.key, self.cert = os.path.join(work, "token.key"), os.path.join(work, "token.crt")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-subj", "/CN=sbk-token-issuer", "-keyout", self.key, "-out", self.cert],
+                       check=True, capture_output=True, timeout=60)
+        der = subprocess.run(["openssl", "x509", "-in", self.cert, "-outform", "DER"], check=True,
+                             capture_output=True, timeout=60).stdout
+        self.x5c = base64.b64encode(der).decode()
+        self.scopes: list[str] = []
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    def registry_config(self) -> str:
+        return (f"auth:\n  token:\n    realm: http://127.0.0.1:{self.server_address[1]}/token\n"
+                f"    service: {self.SERVICE}\n    issuer: {self.ISSUER}\n"
+                f"    rootcertbundle: {self.cert}\n")
+
+    def token(self, scope: str) -> str:
+        access = []
+        if scope:
+            kind, name, actions = scope.split(":")
+            access.append({"type": kind, "name": name, "actions": actions.split(",")})
+        now = int(time.time())
+        header = {"typ": "JWT", "alg": "RS256", "x5c": [self.x5c]}
+        claims = {"iss": self.ISSUER, "sub": "", "aud": self.SERVICE, "exp": now + 300,
+                  "nbf": now - 10, "iat": now, "jti": os.urandom(8).hex(), "access": access}
+        signed = ".".join(_b64url(json.dumps(part).encode()) for part in (header, claims))
+        signature = subprocess.run(["openssl", "dgst", "-sha256", "-sign", self.key], input=signed.encode(),
+                                   check=True, capture_output=True, timeout=60).stdout
+        return f"{signed}.{_b64url(signature)}"
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class _TokenHandler(http.server.BaseHTTPRequestHandler):
+    server: TokenServer
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+        scope = (query.get("scope") or [""])[0]
+        self.server.scopes.append(scope)
+        body = json.dumps({"token": self.server.token(scope), "expires_in": 300}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
 @pytest.fixture
 def store(tmp_path, monkeypatch):
     root = tmp_path / "store"
@@ -123,6 +203,25 @@ def registry(tmp_path):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def token_registry(tmp_path):
+    """docker-registry behind token authentication, with its token server."""
+    _require_tools()
+    if shutil.which("openssl") is None:
+        pytest.skip("needs openssl to sign the registry's tokens")
+    work = tmp_path / "registry"
+    work.mkdir()
+    tokens = TokenServer(str(work))
+    try:
+        server = Registry(str(work), tokens)
+        try:
+            yield server, tokens
+        finally:
+            server.stop()
+    finally:
+        tokens.stop()
 
 
 def other_architecture() -> str:
@@ -200,3 +299,18 @@ def test_pull_from_a_real_registry_checks_platform_and_tag(registry, store, tmp_
     assert wrong.returncode == 2 and len(wrong.stderr.splitlines()) == 1
     assert "no image for linux/mips64le" in wrong.stderr and other_architecture() in wrong.stderr
     assert store.names() == []
+
+
+def test_pull_from_a_registry_behind_token_auth_fetches_a_bearer_token(token_registry, store, tmp_path, run):
+    registry, tokens = token_registry
+    with pytest.raises(urllib.error.HTTPError) as refused:   # no token, no manifest
+        urllib.request.urlopen(f"http://{registry.address}/v2/sbk/locked/manifests/latest", timeout=10)
+    assert refused.value.code == 401
+    assert refused.value.headers["WWW-Authenticate"].startswith("Bearer realm=")
+    layout = archives.oci_layout(str(tmp_path / "layout"), [archives.busybox_layer()],
+                                 name="sbk/locked:latest", architecture=images.host_architecture())
+    registry.push(layout, "latest", "sbk/locked:latest")       # skopeo gets a push token
+    asked = len(tokens.scopes)
+    image = images.pull(f"{registry.address}/sbk/locked:latest", "locked")
+    assert tokens.scopes[asked:] == ["repository:sbk/locked:pull"]    # one token, for pulling
+    assert run("cat /etc/os-release", image=image.name).stdout.startswith('NAME="sbk busybox"')
