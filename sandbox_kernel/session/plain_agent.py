@@ -182,11 +182,13 @@ def command_argv(code: str) -> tuple[list[str], str] | None:
 
 
 def run_command(argv: list[str], channel: Channel, streams: dict) -> int:
-    """Run argv, streaming its output; SIGINT goes on to it (then a kill
-    after 2 s).  Its exit code, or 128+N for signal N, 126/127 if it did not start."""
+    """Run argv, streaming its output; SIGINT goes on to its process group
+    (then SIGKILL after 2 s).  Its exit code, or 128+N for signal N, 126/127 if it did not start."""
     try:
+        # its own process group: an interrupt goes to all of it, as Ctrl-C in a terminal
+        # does (sh waits for `sleep 60` if only sh gets SIGINT)
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+                                stderr=subprocess.PIPE, start_new_session=True)
     except OSError as exc:
         streams["stderr"].write(f"{argv[0]}: {exc.strerror}\n")
         return 127 if isinstance(exc, FileNotFoundError) else 126
@@ -217,12 +219,19 @@ def _pump(proc: subprocess.Popen, streams: dict) -> None:
             if not events and proc.poll() is not None:
                 break                    # exited; a background child may hold the pipes
             if kill_at is not None and time.monotonic() > kill_at and proc.poll() is None:
-                proc.kill()
+                _signal_group(proc, signal.SIGKILL)
         except KeyboardInterrupt:
             if proc.poll() is None:
-                proc.send_signal(signal.SIGINT) if kill_at is None else proc.kill()
+                _signal_group(proc, signal.SIGINT if kill_at is None else signal.SIGKILL)
             kill_at = kill_at or time.monotonic() + 2
     selector.close()
+
+
+def _signal_group(proc: subprocess.Popen, signum: int) -> None:
+    try:
+        os.killpg(proc.pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 # ---------------------------------------------------------------------------
@@ -261,7 +270,8 @@ class PlainAgent:
         try:
             return getattr(self, "do_" + kind)(request)
         except Exception as exc:         # reported in the reply; the agent keeps serving
-            return _error(type(exc).__name__, str(exc), traceback=traceback.format_exception(exc))
+            return _error(type(exc).__name__, str(exc),
+                          traceback=traceback.format_exception(type(exc), exc, exc.__traceback__))
 
     def do_execute(self, request: dict) -> dict:
         code = request.get("code")

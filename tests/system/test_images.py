@@ -148,6 +148,24 @@ def test_shell_commands_run_in_the_session_container_of_an_image_without_python(
                                       "shell cells do (%%container --shell, %container exec)")
 
 
+def test_an_interrupt_stops_a_shell_command_on_an_image_without_python(busybox):
+    from sandbox_kernel.session.client import Session
+    with Session("t", image=busybox) as session:
+        session.exec_command(["true"])                       # started, idle
+        seen = []
+
+        def interrupt_once_running(kind, content):
+            seen.append(content.get("text", ""))
+            if "ready" in content.get("text", ""):
+                threading.Timer(0.3, session.interrupt).start()
+        result = session.run_command(["sh", "-c", "echo ready; sleep 60; echo not-reached"],
+                                     on_output=interrupt_once_running, timeout=30)
+        after = session.exec_command(["echo", "still here"])
+    assert result.exit_code == 130 and result.status == "ok", (result, seen)   # 128 + SIGINT
+    assert "not-reached" not in "".join(seen)
+    assert after == (0, "still here\n")
+
+
 def test_container_shell_cells_run_on_an_image_without_python(busybox, capsys):
     """%%container --image busybox --shell through the magics, in an IPython shell."""
     from IPython.core.interactiveshell import InteractiveShell
