@@ -25,19 +25,25 @@ WHEEL = f"{PACKAGE}-1.0-py3-none-any.whl"
 
 def write_wheel(directory) -> str:
     """A pure-Python wheel of a package with three modules."""
-    files = {f"{PACKAGE}/__init__.py": b"from .greet import hello\n",
-             f"{PACKAGE}/greet.py": b"from .words import WORD\n\ndef hello():\n    return WORD + ' from a wheel'\n",
-             f"{PACKAGE}/words.py": b"WORD = 'hello'\n",
-             f"{PACKAGE}-1.0.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {PACKAGE}\nVersion: 1.0\n".encode(),
-             f"{PACKAGE}-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: sbk-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
-    record = [f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b'=').decode()},{len(data)}"
-              for name, data in files.items()]
-    files[f"{PACKAGE}-1.0.dist-info/RECORD"] = ("\n".join(record + [f"{PACKAGE}-1.0.dist-info/RECORD,,"]) + "\n").encode()
+    info = f"{PACKAGE}-1.0.dist-info"
+    files = {
+        f"{PACKAGE}/__init__.py": b"from .greet import hello\n",
+        f"{PACKAGE}/greet.py": b"from .words import WORD\n\ndef hello():\n    return WORD + ' from a wheel'\n",
+        f"{PACKAGE}/words.py": b"WORD = 'hello'\n",
+        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {PACKAGE}\nVersion: 1.0\n".encode(),
+        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: sbk-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = [f"{name},sha256={_urlsafe_sha256(data)},{len(data)}" for name, data in files.items()]
+    files[f"{info}/RECORD"] = ("\n".join(record + [f"{info}/RECORD,,"]) + "\n").encode()
     path = os.path.join(directory, WHEEL)
     with zipfile.ZipFile(path, "w") as archive:
         for name, data in files.items():
             archive.writestr(name, data)
     return path
+
+
+def _urlsafe_sha256(data: bytes) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
 @pytest.fixture
