@@ -369,6 +369,7 @@ class Session:
         self._interrupt_at: float | None = None
         self._closed = False
         self._used = False                    # has a request reached this container?
+        self._net_dev: int | None = None      # the container's /proc/PID/net/dev, kept open
         self._warming: threading.Thread | None = None
         self.warm_error: BaseException | None = None
 
@@ -498,6 +499,9 @@ class Session:
             os.close(fd)
         self._reader = None
         self._started_at = None
+        net_dev, self._net_dev = self._net_dev, None
+        if net_dev is not None:
+            os.close(net_dev)
 
     # -- cells -----------------------------------------------------------------
 
@@ -813,9 +817,9 @@ class Session:
         if self.network == "host":
             return unknown
         try:
-            pids = container.cgroup.pids()
-            with open(f"/proc/{pids[0]}/net/dev", encoding="ascii") as handle:
-                return parse_net_dev(handle.read())
+            if self._net_dev is None:
+                self._net_dev = _open_net_dev(container)
+            return parse_net_dev(os.pread(self._net_dev, 1 << 16, 0).decode("ascii"))
         except (OSError, IndexError, ValueError):
             return unknown
 
@@ -1148,6 +1152,21 @@ def parse_net_dev(text: str) -> dict:
         rx += int(numbers[0])
         tx += int(numbers[8])
     return {"net_rx": rx, "net_tx": tx}
+
+
+def _open_net_dev(container) -> int:
+    """An fd of /proc/PID/net/dev of a process of the container, opened once
+    per container: the open file holds the container's network namespace,
+    so pread reads its counters without finding a process (six cgroup.procs
+    files on cgroup v1) and opening a file at every cell.  The process is
+    checked to be in the container's cgroup after the open: a pid reused by
+    a host process between the two would read the host's counters."""
+    pid = container.cgroup.pids()[0]
+    fd = os.open(f"/proc/{pid}/net/dev", os.O_RDONLY | os.O_CLOEXEC)
+    if pid not in container.cgroup.pids():
+        os.close(fd)
+        raise ProcessLookupError(f"process {pid} left the container")
+    return fd
 
 
 def _result_counters(result) -> dict | None:
