@@ -259,11 +259,16 @@ def main(argv=None) -> int:
         parser.exit(2, "fast_start.py: the containers need root here (sandbox-kernel doctor)\n")
     bare = bare_starts(args.runs)
     threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()  # a kernel has threads
+    saved = {key: os.environ.get(key) for key in ("JUPYTER_PATH", "IPYTHONDIR")}
     with tempfile.TemporaryDirectory(prefix="sbk-bench-") as data_dir:
-        kernel_roundtrip.kernelspecs(data_dir)
-        first = first_cells(args.runs)
-        fresh = fresh_kernels(args.runs)
-        trips = kernel_roundtrip.measure_roundtrips(args.runs)
+        kernel_roundtrip.kernelspecs(data_dir)       # sets both, into data_dir
+        try:
+            first = first_cells(args.runs)
+            fresh = fresh_kernels(args.runs)
+            trips = kernel_roundtrip.measure_roundtrips(args.runs)
+        finally:
+            for key, value in saved.items():
+                os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
     memory = sessions_at_once(args.sessions)
     print(report(args, bare, first, fresh, trips, memory))
     return 1 if memory["left"] else 0
