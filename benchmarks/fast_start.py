@@ -268,7 +268,10 @@ def main(argv=None) -> int:
             trips = kernel_roundtrip.measure_roundtrips(args.runs)
         finally:
             for key, value in saved.items():
-                os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
     memory = sessions_at_once(args.sessions)
     print(report(args, bare, first, fresh, trips, memory))
     return 1 if memory["left"] else 0
