@@ -37,6 +37,7 @@ import gc
 import importlib
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -116,9 +117,15 @@ def enabled() -> bool:
 
 # ----------------------------------------------------------------- zygote side
 
-def serve(sock: socket.socket) -> None:
+def serve(sock: socket.socket, later=()) -> None:
+    """Answer requests until the owner goes; import ``later`` (module names)
+    one by one while no request waits."""
+    later = list(later)
     signal.signal(signal.SIGCHLD, lambda _s, _f: _reap_children())
     while True:
+        while later and not select.select([sock], [], [], 0)[0]:
+            _import_quietly(later.pop(0))
+            gc.freeze()                   # see main()
         try:
             body, fds, _flags, _addr = socket.recv_fds(sock, MAX_REQUEST, 64)
         except InterruptedError:
@@ -180,17 +187,24 @@ def _reap_children() -> None:
             return
 
 
-def preload(names) -> None:
-    """Import each module, and what it names in ZYGOTE_PRELOAD (modules it
-    imports later, on first use).  One that is missing is left to the
-    workload, which then imports it (or fails) as it would without us."""
+def preload(names) -> list[str]:
+    """Import each module; return what they name in ZYGOTE_PRELOAD (modules
+    they import later, on first use).  serve() imports those while idle: a
+    request that is waiting already (the first container of a kernel) is
+    not held up by them."""
+    later = []
     for name in names:
-        module = importlib.import_module(name)
-        for later in getattr(module, "ZYGOTE_PRELOAD", ()):
-            try:
-                importlib.import_module(later)
-            except ImportError:
-                pass
+        later += getattr(importlib.import_module(name), "ZYGOTE_PRELOAD", ())
+    return later
+
+
+def _import_quietly(name: str) -> None:
+    """One that is missing is left to the workload, which then imports it
+    (or fails) as it would without us."""
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        pass
 
 
 def main() -> None:
@@ -202,9 +216,9 @@ def main() -> None:
     # first fork.  The children collect what they allocate themselves.
     gc.disable()
     sock = socket.socket(fileno=int(sys.argv[1]))
-    preload(sys.argv[2:])
+    later = preload(sys.argv[2:])
     gc.freeze()
-    serve(sock)
+    serve(sock, later)
 
 
 if __name__ == "__main__":

@@ -85,9 +85,10 @@ COMPLETION_TYPES_KEY = "_jupyter_types_experimental"
 ZYGOTE_PRELOAD = (
     # What InteractiveShell() and the first cells import (a traceback's
     # colouring among them) beyond this module's own imports.  A zygote
-    # (runtime/zygote.py) imports these before it forks, so a forked agent
-    # starts without importing them: about half of its shell's start, and
-    # their pages stay shared between the agents instead of one copy each.
+    # (runtime/zygote.py) imports these while it waits for requests, so a
+    # forked agent starts without importing them: about half of its shell's
+    # start, and their pages stay shared between the agents instead of one
+    # copy each.
     # Plain imports: no thread, no file left open, no instance.
     "IPython.core.application", "IPython.core.completerlib", "IPython.core.crashhandler",
     "IPython.core.logger", "IPython.core.magics", "IPython.core.oinspect",
