@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import argparse
 import pathlib
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import pytest
 
@@ -74,9 +74,9 @@ def test_user_installs_in_the_users_data_dir(tmp_path):
 def test_sys_prefix_is_the_default_place(monkeypatch):
     seen = {}
     monkeypatch.setattr(install, "install", lambda given, **kw: seen.update(kw) or "there")
-    args = SimpleNamespace(user=False, prefix=None, sys_prefix=False, name="n", display_name="d",
-                           no_footer=False, **{k: None for k in settings.SETTINGS})
-    install.run(args)
+    parser = argparse.ArgumentParser()
+    install.add_arguments(parser)        # the CLI's own options, so none is missing
+    install.run(parser.parse_args(["--name", "n", "--display-name", "d"]))
     assert seen["prefix"] == sys.prefix and seen["user"] is False
 
 

@@ -124,9 +124,16 @@ def no_leftovers():
     before = leftovers()
     yield
     deadline = time.monotonic() + 5  # an owner's launcher may still be cleaning up
-    while (after := leftovers()) != before and time.monotonic() < deadline:
+    while (new := _new_since(before, leftovers())) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert after == before, f"left behind: before={before} after={after}"
+    assert not new, f"left behind: {new}"
+
+
+def _new_since(before: dict, after: dict) -> dict:
+    """What is there now and was not before, by kind.  Something of before that
+    went meanwhile (an orphan another run's owner cleaned up) is no failure."""
+    return {kind: sorted(set(found) - set(before[kind]))
+            for kind, found in after.items() if set(found) - set(before[kind])}
 
 
 # Tests whose subject needs root for reasons outside the runtime's rootless
