@@ -82,7 +82,7 @@ def launcher_main(config: dict) -> int:
     """Runs in the launcher process; returns its exit code."""
     status_fd = config["status_fd"]
     try:
-        _write("/proc/self/comm", "sbk-launcher")
+        sc.write_proc_file("/proc/self/comm", "sbk-launcher")
         # Our own session: a client that kills its kernel's whole process
         # group (jupyter_client does) must not kill us before we clean up.
         os.setsid()
@@ -200,7 +200,7 @@ def _init_setup(config: dict) -> int:
     workload's pid."""
     _step(config, "die with the launcher", sc.set_pdeathsig, signal.SIGKILL)
     _step(config, "join cgroup", _join_cgroup, config["join_files"])
-    _step(config, "name init", _write, "/proc/self/comm", "sbk-init")
+    _step(config, "name init", sc.write_proc_file, "/proc/self/comm", "sbk-init")
     _step(config, "unshare namespaces", sc.unshare, _namespace_flags(config["network"]))
     _step(config, "mount plan", rootfs.apply,
           [rootfs.Op(**op) if isinstance(op, dict) else op for op in config["plan"]],
@@ -228,7 +228,7 @@ def _namespace_flags(policy: str) -> int:
 def _join_cgroup(join_files: list[str]) -> None:
     # "0" means the writing process: our pid in this namespace is 1, not the host's
     for path in join_files:
-        _write(path, "0")
+        sc.write_proc_file(path, "0")
 
 
 def _reap(workload: int) -> int:
@@ -269,7 +269,7 @@ def _workload_setup(config: dict) -> None:
     # ends the container without a word).  Raising our score needs no
     # privilege; lowering init's would need CAP_SYS_RESOURCE, which some
     # hosts (like the CI machines) do not give even to root.
-    _step(config, "oom_score_adj", _write, "/proc/self/oom_score_adj", "500")
+    _step(config, "oom_score_adj", sc.write_proc_file, "/proc/self/oom_score_adj", "500")
     _step(config, "close inherited files", _close_fds_except,
           {0, 1, 2, config["status_fd"], *config["pass_fds"]})
     os.set_inheritable(config["status_fd"], False)  # closes on a successful exec
@@ -324,14 +324,6 @@ def _close_fds_except(keep: set[int]) -> None:
             os.closerange(low, fd)
         low = fd + 1
     os.closerange(low, 1 << 16)
-
-
-def _write(path: str, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
 
 
 def _exit_code(status: int) -> int:

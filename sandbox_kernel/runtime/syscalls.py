@@ -154,3 +154,12 @@ _SYSCALL_NUMBERS = {
     "aarch64": {"pivot_root": 41, "capget": 90, "capset": 91},
 }
 _SYSCALL_NR = _SYSCALL_NUMBERS.get(os.uname().machine, _SYSCALL_NUMBERS["x86_64"])
+
+
+def write_proc_file(path: str, text: str) -> None:
+    """One write(2) of text, as /proc and /sys files want (uid_map, comm, ...)."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)

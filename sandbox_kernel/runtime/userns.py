@@ -128,9 +128,9 @@ def enter(config: dict) -> None:
     sc.unshare(sc.CLONE_NEWUSER)
     # An unprivileged process may map only its own ids, and a gid map only
     # after setgroups is denied (else dropping a group could grant access).
-    _write("/proc/self/setgroups", "deny")
-    _write("/proc/self/uid_map", _lines(config["uid_lines"]))
-    _write("/proc/self/gid_map", _lines(config["gid_lines"]))
+    sc.write_proc_file("/proc/self/setgroups", "deny")
+    sc.write_proc_file("/proc/self/uid_map", _lines(config["uid_lines"]))
+    sc.write_proc_file("/proc/self/gid_map", _lines(config["gid_lines"]))
 
 
 def _enter_with_tools(config: dict) -> None:
@@ -177,14 +177,6 @@ def _in_new_userns() -> bool:
 
 def _lines(lines) -> str:
     return "".join(f"{inside} {outside} {count}\n" for inside, outside, count in lines)
-
-
-def _write(path: str, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
 
 
 def _read_all(fd: int) -> str:

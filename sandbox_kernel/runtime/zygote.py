@@ -45,6 +45,7 @@ import sys
 import threading
 
 from . import launcher
+from . import syscalls as sc
 
 PRELOAD = ("sandbox_kernel.session.agent",)
 MAX_REQUEST = 1 << 22
@@ -208,7 +209,7 @@ def _import_quietly(name: str) -> None:
 
 
 def main() -> None:
-    launcher._write("/proc/self/comm", "sbk-zygote")
+    sc.write_proc_file("/proc/self/comm", "sbk-zygote")
     # A collection in a forked child writes to the header of every object
     # it walks, and each write copies a page of the zygote's: so no
     # collection here while the modules load (no holes in the pages), and
