@@ -288,6 +288,9 @@ def _run_module_in_process(config: dict) -> None:
     os.environ.clear()
     os.environ.update(config["env"])
     random.seed()
+    # exec would name the process after the interpreter; without it we would
+    # still be "sbk-init" in ps inside, next to the real init
+    sc.set_process_name(os.path.basename(config["command"][0]))
     name, args = config["run_module"], config["module_args"]
     sys.argv = [name, *args]
     os.close(config["status_fd"])  # as a successful exec would: we are running

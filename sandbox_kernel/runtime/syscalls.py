@@ -115,6 +115,14 @@ def set_pdeathsig(signum: int) -> None:
     prctl(PR_SET_PDEATHSIG, signum)
 
 
+def set_process_name(name: str) -> None:
+    """The name ps shows (comm, 15 bytes); unlike a write to /proc/self/comm it
+    works after the privilege drop has made /proc/self root's."""
+    raw = ctypes.create_string_buffer(name.encode()[:15])
+    _check(_libc.prctl(ctypes.c_int(PR_SET_NAME), ctypes.c_char_p(raw.value),
+                       ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)), "prctl(PR_SET_NAME)")
+
+
 def set_no_new_privs() -> None:
     prctl(PR_SET_NO_NEW_PRIVS, 1)
 

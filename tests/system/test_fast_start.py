@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 
@@ -167,3 +168,13 @@ def test_the_pool_is_bounded_and_closed_with_the_sessions(threaded):
     while any(s.running for s in registry.pool) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert registry.pool == []
+
+
+
+def test_a_forked_agent_is_named_as_exec_would_name_it_not_after_init(threaded):
+    """ps inside shows one sbk-init (PID 1) and the agent under its
+    interpreter's name, as if it had been exec'ed."""
+    with Session("named") as session:
+        agent, init = run(session, "print(open('/proc/self/comm').read().strip(), "
+                                   "open('/proc/1/comm').read().strip())").split()
+    assert (agent, init) == (os.path.basename(sys.executable)[:15], "sbk-init")
