@@ -76,7 +76,8 @@ def leftovers() -> dict:
     this machine, another test run) are not ours and are not counted."""
     from sandbox_kernel.runtime.cgroups import detect_driver
     mounts = [line.split()[4] for line in open("/proc/self/mountinfo") if "sbk-" in line]
-    state_dirs = [name for parent in ("/run", "/tmp", "/var/tmp") if os.path.isdir(parent)
+    state_dirs = [name for parent in sorted({"/run", "/tmp", "/var/tmp", tempfile.gettempdir()})
+                  if os.path.isdir(parent)
                   for name in os.listdir(parent) if name.startswith("sbk-") and _ours(name)]
     cgroups = [path for path in detect_driver().leftovers() if _ours(os.path.basename(path))]
     links = subprocess.run(["ip", "-o", "link", "show", "type", "veth"],
