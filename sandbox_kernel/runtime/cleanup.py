@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import tempfile
 import time
 
 from .cgroups import CgroupDriver
@@ -41,9 +42,12 @@ def orphaned(path: str) -> bool:
     return owner is not None and not owner_alive(owner)
 
 
-def reap_stale(driver: CgroupDriver, state_parents=STATE_PARENTS) -> list[str]:
+def reap_stale(driver: CgroupDriver, state_parents=None) -> list[str]:
     """Kill and remove orphaned sbk- cgroups and state directories; returns
     what was removed."""
+    if state_parents is None:
+        # a user who cannot write /run keeps state dirs in its TMPDIR (container.py)
+        state_parents = sorted({*STATE_PARENTS, tempfile.gettempdir()})
     removed = [path for path in driver.leftovers() if orphaned(path) and _remove_group(path)]
     for parent in state_parents:
         for name in _listdir(parent):
