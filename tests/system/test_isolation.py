@@ -85,11 +85,14 @@ def test_a_file_put_in_the_hosts_directory_is_invisible(run, directory):
     if directory == "home":   # root's, or (rootless) the user's own home
         directory = "/root" if os.geteuid() == 0 else os.path.expanduser("~")
     marker = os.path.join(directory, f"sbk-test-marker-{uuid.uuid4().hex}")
-    try:
-        with open(marker, "w") as handle:
-            handle.write("host secret")
-    except PermissionError as error:   # a user's writes to the host's /tmp over UML's hostfs
-        pytest.skip(f"cannot put a file in {directory} here: {error.strerror}")
+    probe = marker + "-probe"
+    try:   # a user's files in the host's /tmp over UML's hostfs: made, then not removable
+        open(probe, "w").close()
+        os.unlink(probe)
+    except PermissionError as error:
+        pytest.skip(f"cannot put and remove a file in {directory} here: {error.strerror}")
+    with open(marker, "w") as handle:
+        handle.write("host secret")
     try:
         ran = run(f"ls -a {directory}; cat {marker}", user=ROOT_NO_CAPS)
     finally:
