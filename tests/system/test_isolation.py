@@ -80,7 +80,6 @@ def test_loopback_inside_works(run):
     assert run(("python3", "-c", code)).stdout.strip() == "connected"
 
 
-@pytest.mark.parametrize("directory", ["home", "/tmp"])
 def _filesystem_of(path: str) -> str:
     """The type of the mount path is on (the longest mount point above it)."""
     best, kind = "", ""
@@ -93,6 +92,7 @@ def _filesystem_of(path: str) -> str:
     return kind
 
 
+@pytest.mark.parametrize("directory", ["home", "/tmp"])
 def test_a_file_put_in_the_hosts_directory_is_invisible(run, directory):
     if directory == "home":   # root's, or (rootless) the user's own home
         directory = "/root" if os.geteuid() == 0 else os.path.expanduser("~")
