@@ -178,6 +178,28 @@ class SandboxKernel:
             self.km.cleanup_resources()
 
 
+def ok(ran: "Ran") -> "Ran":
+    """The cell's run, after checking it ended ok (else its error and stderr)."""
+    assert ran.reply["status"] == "ok", ran.error_text + ran.stderr
+    return ran
+
+
+@contextlib.contextmanager
+def kernels_of_one_test(default_name: str):
+    """start(name=default_name, env=None) -> SandboxKernel; all shut down at the end."""
+    started = []
+
+    def start(name: str = default_name, env: dict | None = None) -> SandboxKernel:
+        kernel = SandboxKernel(name, env=env)
+        started.append(kernel)
+        return kernel
+    try:
+        yield start
+    finally:
+        for kernel in started:
+            kernel.shutdown()
+
+
 def descendants(pid: int) -> set[int]:
     """Every process below pid."""
     found, todo = set(), [pid]

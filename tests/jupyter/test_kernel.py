@@ -48,20 +48,11 @@ def kernel(kernelspecs):
 @pytest.fixture
 def fresh(kernelspecs):
     """Kernels of this test alone: fresh(name=NAME, env=None)."""
-    started = []
-
-    def start(name=NAME, env=None):
-        k = kf.SandboxKernel(name, env=env)
-        started.append(k)
-        return k
-    yield start
-    for k in started:
-        k.shutdown()
+    with kf.kernels_of_one_test(NAME) as start:
+        yield start
 
 
-def ok(ran):
-    assert ran.reply["status"] == "ok", ran.error_text + ran.stderr
-    return ran
+ok = kf.ok
 
 
 # ---------------------------------------------------------------------------

@@ -5,24 +5,14 @@ kernel holds no file of the kernel or of its zygote.  Every wait is bounded."""
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import pytest
 
-import kernel_fixtures as kf  # tests/jupyter is on pytest's pythonpath (pyproject)
+import kernel_fixtures as kf  # tests and tests/jupyter are on pytest's pythonpath
+from open_files import LIST_FDS, open_files
 
 SANDBOX = "sbk-test-pool-kernel"
-LIST_FDS = """import json, os
-found = {}
-for fd in os.listdir('/proc/self/fd'):
-    try:
-        found[int(fd)] = os.readlink(f'/proc/self/fd/{fd}')
-    except OSError:
-        pass                     # the directory listdir had open
-print(json.dumps(found))
-"""
-
 
 @pytest.fixture(scope="module")
 def kernelspecs(tmp_path_factory):
@@ -35,20 +25,11 @@ def kernelspecs(tmp_path_factory):
 @pytest.fixture
 def start(kernelspecs):
     """start(name="python3", env=None): kernels of this test alone."""
-    started = []
-
-    def start_kernel(name="python3", env=None):
-        kernel = kf.SandboxKernel(name, env=env)
-        started.append(kernel)
-        return kernel
-    yield start_kernel
-    for kernel in started:
-        kernel.shutdown()
+    with kf.kernels_of_one_test("python3") as start_kernel:
+        yield start_kernel
 
 
-def ok(ran):
-    assert ran.reply["status"] == "ok", ran.error_text + ran.stderr
-    return ran
+ok = kf.ok
 
 
 def below(pid: int, comm: str) -> list[int]:
@@ -70,16 +51,6 @@ def wait_for(condition, timeout: float = 30):
     while not (value := condition()) and time.monotonic() < deadline:
         time.sleep(0.05)
     return value
-
-
-def open_files(pid: int) -> dict[int, str]:
-    found = {}
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            found[int(fd)] = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            pass
-    return found
 
 
 def test_the_magics_start_a_container_ahead_and_the_first_cell_takes_it_with_its_limits(start):

@@ -18,17 +18,9 @@ from sandbox_kernel.runtime import zygote
 from sandbox_kernel.session.client import Session, prewarm
 from sandbox_kernel.session.commands import MAX_POOL, Sessions
 
-pytestmark = pytest.mark.usefixtures("no_leftovers")
+from open_files import LIST_FDS, open_files  # tests/ is on pytest's pythonpath
 
-LIST_FDS = """import json, os
-found = {}
-for fd in os.listdir('/proc/self/fd'):
-    try:
-        found[int(fd)] = os.readlink(f'/proc/self/fd/{fd}')
-    except OSError:
-        pass                     # the directory listdir had open
-print(json.dumps(found))
-"""
+pytestmark = pytest.mark.usefixtures("no_leftovers")
 
 
 @pytest.fixture
@@ -41,16 +33,6 @@ def threaded():
     yield
     stop.set()
     thread.join()
-
-
-def open_files(pid) -> dict[int, str]:
-    found = {}
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            found[int(fd)] = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            pass
-    return found
 
 
 def run(session: Session, code: str) -> str:
