@@ -144,12 +144,17 @@ def docker_save_oci(path: str, work: str, layers: list[bytes], tag: str = "moder
         manifest = json.load(handle)
     entry = {"Config": f"blobs/sha256/{manifest['config']['digest'][7:]}", "RepoTags": [tag],
              "Layers": [f"blobs/sha256/{d['digest'][7:]}" for d in manifest["layers"]]}
-    with open(os.path.join(work, "manifest.json"), "w") as handle:
-        json.dump([entry], handle)
-    with open(os.path.join(work, "index.json"), "w") as handle:
-        json.dump({"schemaVersion": 2, "manifests": [descriptor]}, handle)
-    with open(os.path.join(work, "oci-layout"), "w") as handle:
-        json.dump({"imageLayoutVersion": "1.0.0"}, handle)
+    return _docker_save_tar(path, work, entry, descriptor)
+
+
+def _docker_save_tar(path: str, work: str, entry: dict, descriptor: dict) -> str:
+    """Docker 25+'s docker save around the blobs in work: manifest.json with
+    its one entry, an OCI index of the manifest, oci-layout; tarred to path."""
+    files = {"manifest.json": [entry], "index.json": {"schemaVersion": 2, "manifests": [descriptor]},
+             "oci-layout": {"imageLayoutVersion": "1.0.0"}}
+    for name, content in files.items():
+        with open(os.path.join(work, name), "w") as handle:
+            json.dump(content, handle)
     return tar_directory(work, path)
 
 
@@ -277,10 +282,4 @@ def docker_save_of_rootfs(path: str, work: str, rootfs_tar: str, tag: str, **con
     descriptor = dict(write_blob(work, json.dumps(manifest).encode()), mediaType=MANIFEST)
     entry = {"Config": f"blobs/sha256/{config_desc['digest'][7:]}", "RepoTags": [tag],
              "Layers": [f"blobs/sha256/{layer['digest'][7:]}"]}
-    with open(os.path.join(work, "manifest.json"), "w") as handle:
-        json.dump([entry], handle)
-    with open(os.path.join(work, "index.json"), "w") as handle:
-        json.dump({"schemaVersion": 2, "manifests": [descriptor]}, handle)
-    with open(os.path.join(work, "oci-layout"), "w") as handle:
-        json.dump({"imageLayoutVersion": "1.0.0"}, handle)
-    return tar_directory(work, path)
+    return _docker_save_tar(path, work, entry, descriptor)
