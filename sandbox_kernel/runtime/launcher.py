@@ -82,7 +82,7 @@ def launcher_main(config: dict) -> int:
     """Runs in the launcher process; returns its exit code."""
     status_fd = config["status_fd"]
     try:
-        sc.write_proc_file("/proc/self/comm", "sbk-launcher")
+        sc.set_process_name("sbk-launcher")
         # Our own session: a client that kills its kernel's whole process
         # group (jupyter_client does) must not kill us before we clean up.
         os.setsid()
@@ -200,7 +200,7 @@ def _init_setup(config: dict) -> int:
     workload's pid."""
     _step(config, "die with the launcher", sc.set_pdeathsig, signal.SIGKILL)
     _step(config, "join cgroup", _join_cgroup, config["join_files"])
-    _step(config, "name init", sc.write_proc_file, "/proc/self/comm", "sbk-init")
+    _step(config, "name init", sc.set_process_name, "sbk-init")
     _step(config, "unshare namespaces", sc.unshare, _namespace_flags(config["network"]))
     _step(config, "mount plan", rootfs.apply,
           [rootfs.Op(**op) if isinstance(op, dict) else op for op in config["plan"]],

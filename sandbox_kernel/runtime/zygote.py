@@ -209,7 +209,7 @@ def _import_quietly(name: str) -> None:
 
 
 def main() -> None:
-    sc.write_proc_file("/proc/self/comm", "sbk-zygote")
+    sc.set_process_name("sbk-zygote")
     # A collection in a forked child writes to the header of every object
     # it walks, and each write copies a page of the zygote's: so no
     # collection here while the modules load (no holes in the pages), and
