@@ -371,7 +371,6 @@ class Session:
         self._used = False                    # has a request reached this container?
         self._net_dev: int | None = None      # the container's /proc/PID/net/dev, kept open
         self._warming: threading.Thread | None = None
-        self.warm_error: BaseException | None = None
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -416,7 +415,7 @@ class Session:
         request (the magics' warm pool, commands.Sessions.warm_up).  Every
         request, ``set_limits`` and ``stop`` wait for that start first (at
         most WARM_WAIT).  If it failed, the first request starts the
-        container again and says why it could not."""
+        container again, and a second failure is that request's error."""
         if self.running or self._warming is not None:
             return
         self._closed = False
@@ -427,8 +426,8 @@ class Session:
     def _start_in_background(self) -> None:
         try:
             self.start()
-        except Exception as error:        # the first request tries again and reports it
-            self.warm_error = error
+        except Exception:                 # noqa: BLE001 -- the first request tries again and reports it
+            pass
 
     def _await_warm(self) -> None:
         thread = self._warming

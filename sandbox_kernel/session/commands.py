@@ -167,9 +167,8 @@ class Sessions:
         session.name = name
         try:
             session.set_limits(**given)
-        except (OSError, RuntimeError) as error:  # the cgroup refused: start one cold instead
+        except (OSError, RuntimeError):   # the cgroup refused: start one cold instead
             session.stop()
-            session.warm_error = error
             return None
         return session
 
