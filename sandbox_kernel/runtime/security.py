@@ -36,13 +36,15 @@ from __future__ import annotations
 import errno
 import os
 import resource
+import socket
 import struct
 from typing import NamedTuple
 
 from . import syscalls
 
 __all__ = [
-    "AUDIT_ARCH", "DENIED_SYSCALLS", "SYSCALL_NUMBERS",
+    "ALLOWED_NETLINK_PROTOCOLS", "ALLOWED_SOCKET_FAMILIES", "AUDIT_ARCH", "DENIED_SYSCALLS",
+    "SYSCALL_NUMBERS",
     "apply_rlimits", "drop_privileges", "seccomp_program", "install_seccomp", "harden",
 ]
 
@@ -50,10 +52,11 @@ __all__ = [
 #
 # We write the classic-BPF filter by hand instead of using libseccomp: its Python
 # binding is not on PyPI (it comes only with distribution packages), and a fixed
-# deny-list is about 45 instructions, short enough to read, print and test with a
-# tiny interpreter (tests/unit/test_seccomp_filter.py).  Only clone's rule reads
-# an argument, so the kernel (5.11+) caches ALLOW for every other call and skips
-# the filter for them: the deny-list costs nothing on read/write.
+# deny-list is about 60 instructions, short enough to read, print and test with a
+# tiny interpreter (tests/unit/test_seccomp_filter.py).  Only the rules of clone,
+# socket and socketpair read an argument, so the kernel (5.11+) caches ALLOW for
+# every other call and skips the filter for them: the deny-list costs nothing on
+# read/write.
 SECCOMP_RET_KILL_PROCESS = 0x80000000
 SECCOMP_RET_ERRNO = 0x00050000
 SECCOMP_RET_ALLOW = 0x7FFF0000
@@ -68,6 +71,7 @@ X32_SYSCALL_BIT = 0x40000000
 _NR_OFFSET = 0
 _ARCH_OFFSET = 4
 _ARG0_LOW_OFFSET = 16   # low 32 bits of args[0]: both arches we support are little-endian
+_ARG2_LOW_OFFSET = 32   # low 32 bits of args[2]
 
 # Namespace flags of clone(2).  The kernel keeps only the low 32 bits of clone's
 # flags, so testing the low word of args[0] is enough.  CLONE_NEWTIME (0x80) cannot
@@ -99,11 +103,34 @@ DENIED_SYSCALLS = (
     "open_by_handle_at",
 )
 
+# Socket families (linux/socket.h) a notebook may create: local sockets, IPv4,
+# IPv6, and netlink for the interface queries of getaddrinfo, getifaddrs, ip and
+# ss.  Everything else is refused, as an allowlist, because most other families
+# reach past the container: vsock is not namespaced at all (it talks to the
+# hypervisor and to other VMs' services), AF_PACKET, AF_KEY, AF_ALG, AF_XDP,
+# AF_TIPC, AF_RDS, AF_CAN, Bluetooth... are rarely used kernel code (a
+# frequent source of local privilege escalations) and the kernel loads their
+# module on the first socket() call.  The answer is EAFNOSUPPORT, what a kernel
+# built without the family says, so libraries that probe a family (AF_ALG
+# for crypto, AF_VSOCK for a VM agent) fall back as they would there, instead
+# of taking EPERM for a hard failure.  socketpair() gets the same rule: it
+# creates its sockets (and loads the module) before it asks the family.
+ALLOWED_SOCKET_FAMILIES = (socket.AF_UNIX, socket.AF_INET, socket.AF_INET6, socket.AF_NETLINK)
+# Of netlink, only the namespaced protocols that unprivileged tools use:
+# NETLINK_ROUTE (links, addresses, routes: getaddrinfo's AI_ADDRCONFIG,
+# getifaddrs, ip) and NETLINK_SOCK_DIAG (ss, psutil's connections).  Others
+# are refused with EPROTONOSUPPORT, as for a protocol the kernel lacks: the
+# kobject uevents (host device events), audit, generic netlink (taskstats,
+# wifi and other drivers' families), netfilter, xfrm and the rest.
+NETLINK_ROUTE = 0
+NETLINK_SOCK_DIAG = 4
+ALLOWED_NETLINK_PROTOCOLS = (NETLINK_ROUTE, NETLINK_SOCK_DIAG)
+
 # From arch/x86/entry/syscalls/syscall_64.tbl and include/uapi/asm-generic/unistd.h
 # (aarch64).  An arch that lacks a call simply has no entry for it.
 SYSCALL_NUMBERS = {
     "x86_64": {
-        "clone": 56, "clone3": 435,
+        "clone": 56, "clone3": 435, "socket": 41, "socketpair": 53,
         "mount": 165, "umount2": 166, "pivot_root": 155, "unshare": 272, "setns": 308,
         "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431,
         "fsmount": 432, "fspick": 433, "mount_setattr": 442, "open_tree_attr": 467,
@@ -117,7 +144,7 @@ SYSCALL_NUMBERS = {
         "open_by_handle_at": 304,
     },
     "aarch64": {
-        "clone": 220, "clone3": 435,
+        "clone": 220, "clone3": 435, "socket": 198, "socketpair": 199,
         "mount": 40, "umount2": 39, "pivot_root": 41, "unshare": 97, "setns": 268,
         "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431,
         "fsmount": 432, "fspick": 433, "mount_setattr": 442, "open_tree_attr": 467,
@@ -197,6 +224,9 @@ def seccomp_program(arch: str | None = None) -> bytes:
     too, or every rule below could be bypassed with ``nr | 0x40000000``.
     clone3 gets ENOSYS: its flags live in a struct in memory, which seccomp
     cannot read, and glibc falls back to clone, whose flags it can.
+    socket and socketpair are allowed only for ALLOWED_SOCKET_FAMILIES (and
+    netlink only for ALLOWED_NETLINK_PROTOCOLS).  Their arguments are ints,
+    so the kernel reads only the low 32 bits, and so does the filter.
     """
     arch = arch or os.uname().machine
     table = SYSCALL_NUMBERS.get(arch)
@@ -213,6 +243,8 @@ def seccomp_program(arch: str | None = None) -> bytes:
     program += [
         _jump(BPF_JEQ_K, table["clone3"], jt="enosys"),
         _jump(BPF_JEQ_K, table["clone"], jt="clone"),
+        _jump(BPF_JEQ_K, table["socket"], jt="socket"),
+        _jump(BPF_JEQ_K, table["socketpair"], jt="socket"),
     ]
     program += [_jump(BPF_JEQ_K, table[name], jt="eperm")
                 for name in DENIED_SYSCALLS if name in table]
@@ -221,11 +253,29 @@ def seccomp_program(arch: str | None = None) -> bytes:
         "clone", _load(_ARG0_LOW_OFFSET),
         _jump(BPF_JSET_K, CLONE_NAMESPACE_FLAGS, jt="eperm"),
         _ret(SECCOMP_RET_ALLOW),
+        *_socket_rules(),
         "kill", _ret(SECCOMP_RET_KILL_PROCESS),
         "enosys", _ret(SECCOMP_RET_ERRNO | errno.ENOSYS),
         "eperm", _ret(SECCOMP_RET_ERRNO | errno.EPERM),
     ]
     return _assemble(program)
+
+
+def _socket_rules() -> list[_Insn | str]:
+    """socket/socketpair(family, type, protocol): the family must be allowed,
+    and a netlink socket's protocol too (see ALLOWED_SOCKET_FAMILIES)."""
+    rules: list[_Insn | str] = ["socket", _load(_ARG0_LOW_OFFSET)]
+    for family in ALLOWED_SOCKET_FAMILIES:
+        if family == socket.AF_NETLINK:
+            rules.append(_jump(BPF_JEQ_K, family, jt="netlink"))
+        else:
+            rules.append(_jump(BPF_JEQ_K, family, jt="allow"))
+    rules += [_ret(SECCOMP_RET_ERRNO | errno.EAFNOSUPPORT),
+              "netlink", _load(_ARG2_LOW_OFFSET)]
+    rules += [_jump(BPF_JEQ_K, protocol, jt="allow") for protocol in ALLOWED_NETLINK_PROTOCOLS]
+    rules += [_ret(SECCOMP_RET_ERRNO | errno.EPROTONOSUPPORT),
+              "allow", _ret(SECCOMP_RET_ALLOW)]
+    return rules
 
 
 # --- the steps

@@ -325,3 +325,117 @@ def test_rlimit_error_names_the_limit():
             return {"message": str(error)}
         return {"message": None}
     assert "setrlimit(RLIMIT_NOFILE" in run_in_child(body)["message"]
+
+
+# --- socket families (security.ALLOWED_SOCKET_FAMILIES)
+
+AF_VSOCK = getattr(__import__("socket"), "AF_VSOCK", 40)
+NETLINK_KOBJECT_UEVENT = 15
+
+SOCKET_PROBE = r"""
+import errno, json, socket, threading, urllib.request, http.server
+
+def errno_of(call):
+    try:
+        call()
+    except OSError as error:
+        return error.errno
+    return 0
+
+def opened(*args):
+    socket.socket(*args).close()
+
+def http_on(family, host):
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+    class Server(http.server.HTTPServer):
+        address_family = family
+    server = Server((host, 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = "http://" + (f"[{host}]" if ":" in host else host) + f":{server.server_port}/"
+    try:
+        return urllib.request.urlopen(url, timeout=30).status
+    finally:
+        server.shutdown()
+
+def unix_pair():
+    left, right = socket.socketpair()
+    left.sendall(b"ping")
+    assert right.recv(4) == b"ping"
+    left.close(); right.close()
+
+report = {
+    "vsock": errno_of(lambda: opened(VSOCK, socket.SOCK_STREAM)),
+    "vsock_dgram": errno_of(lambda: opened(VSOCK, socket.SOCK_DGRAM)),
+    "vsock_pair": errno_of(lambda: socket.socketpair(VSOCK, socket.SOCK_STREAM)),
+    "packet": errno_of(lambda: opened(17, socket.SOCK_RAW)),
+    "alg": errno_of(lambda: opened(38, socket.SOCK_SEQPACKET)),
+    "uevent": errno_of(lambda: opened(socket.AF_NETLINK, socket.SOCK_RAW, 15)),
+    "unix_pair": errno_of(unix_pair),
+    "netlink_route": errno_of(lambda: opened(socket.AF_NETLINK, socket.SOCK_RAW, 0)),
+    "interfaces": [name for _, name in socket.if_nameindex()],
+    "http_inet": http_on(socket.AF_INET, "127.0.0.1"),
+}
+try:
+    has_ipv6 = socket.has_ipv6 and open("/proc/sys/net/ipv6/conf/lo/disable_ipv6").read().strip() == "0"
+except OSError:
+    has_ipv6 = False
+report["http_inet6"] = http_on(socket.AF_INET6, "::1") if has_ipv6 else None
+print(json.dumps(report))
+""".replace("VSOCK", str(AF_VSOCK))
+
+REFUSED_FAMILIES = {"vsock": errno.EAFNOSUPPORT, "vsock_dgram": errno.EAFNOSUPPORT,
+                    "vsock_pair": errno.EAFNOSUPPORT, "packet": errno.EAFNOSUPPORT,
+                    "alg": errno.EAFNOSUPPORT, "uevent": errno.EPROTONOSUPPORT}
+
+
+def _host_opens(family: int, kind: int, protocol: int = 0) -> bool:
+    import socket
+    try:
+        socket.socket(family, kind, protocol).close()
+    except OSError:
+        return False
+    return True
+
+
+def test_filter_refuses_socket_families_a_notebook_does_not_need_even_to_root():
+    # Still root with CAP_NET_RAW: AF_PACKET and vsock open without the filter
+    # (vsock needs no privilege at all, and is not namespaced).
+    assert _host_opens(17, 3), "the host refuses AF_PACKET to root: nothing to test"
+    def body():
+        syscalls.set_no_new_privs()
+        security.install_seccomp()
+        import socket
+        def opened(*args):
+            socket.socket(*args).close()
+        return {"packet": errno_of(lambda: opened(17, socket.SOCK_RAW)),
+                "vsock": errno_of(lambda: opened(AF_VSOCK, socket.SOCK_STREAM)),
+                "uevent": errno_of(lambda: opened(socket.AF_NETLINK, socket.SOCK_RAW,
+                                                  NETLINK_KOBJECT_UEVENT)),
+                "unix": errno_of(lambda: [s.close() for s in socket.socketpair()]),
+                "inet": errno_of(lambda: opened(socket.AF_INET, socket.SOCK_DGRAM)),
+                "inet6": errno_of(lambda: opened(socket.AF_INET6, socket.SOCK_DGRAM)),
+                "route": errno_of(lambda: opened(socket.AF_NETLINK, socket.SOCK_RAW, 0))}
+    report = run_in_child(body)
+    assert report["packet"] == errno.EAFNOSUPPORT
+    assert report["vsock"] == errno.EAFNOSUPPORT
+    assert report["uevent"] == errno.EPROTONOSUPPORT
+    allowed = {"unix": 0, "inet": 0, "inet6": 0 if _host_opens(10, 2) else errno.EAFNOSUPPORT,
+               "route": 0}
+    assert {name: report[name] for name in allowed} == allowed
+
+
+def test_a_container_cannot_open_vsock_but_has_unix_inet_and_netlink(pyrun):
+    # --net none (the default): vsock is the one way out that the network
+    # namespace does not close, so the filter must.
+    if not _host_opens(AF_VSOCK, 1):
+        pytest.skip("the host has no vsock (nothing to escape through)")
+    ran = pyrun(SOCKET_PROBE)
+    assert ran.result.exit_code == 0, ran.stderr
+    report = json.loads(ran.stdout)
+    assert {name: report[name] for name in REFUSED_FAMILIES} == REFUSED_FAMILIES
+    assert report["unix_pair"] == 0 and report["netlink_route"] == 0
+    assert "lo" in report["interfaces"]
+    assert report["http_inet"] == 200
+    assert report["http_inet6"] in (200, None)

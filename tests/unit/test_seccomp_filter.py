@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import socket
 import struct
 
 import pytest
@@ -23,6 +24,8 @@ ALLOW = security.SECCOMP_RET_ALLOW
 KILL = security.SECCOMP_RET_KILL_PROCESS
 EPERM = security.SECCOMP_RET_ERRNO | errno.EPERM
 ENOSYS = security.SECCOMP_RET_ERRNO | errno.ENOSYS
+EAFNOSUPPORT = security.SECCOMP_RET_ERRNO | errno.EAFNOSUPPORT
+EPROTONOSUPPORT = security.SECCOMP_RET_ERRNO | errno.EPROTONOSUPPORT
 
 # Calls every program makes; note aarch64's openat (56) is x86_64's clone.
 ORDINARY = {
@@ -106,7 +109,7 @@ def test_ordinary_syscalls_allowed(arch, name):
 def test_everything_else_allowed(arch):
     table = security.SYSCALL_NUMBERS[arch]
     special = {table[name] for name in security.DENIED_SYSCALLS}
-    special |= {table["clone"], table["clone3"]}
+    special |= {table["clone"], table["clone3"], table["socket"], table["socketpair"]}
     for nr in set(range(600)) - special:
         assert action(arch, nr) == ALLOW, f"{arch} syscall {nr}"
 
@@ -139,6 +142,65 @@ def test_clone_with_a_namespace_flag_gets_eperm(arch, flag):
 def test_clone_newuser_gets_eperm(arch):
     clone = security.SYSCALL_NUMBERS[arch]["clone"]
     assert action(arch, clone, (syscalls.CLONE_NEWUSER | SIGCHLD,)) == EPERM
+
+
+SOCKET_CALLS = ("socket", "socketpair")
+SOCK_TYPES = (socket.SOCK_STREAM, socket.SOCK_DGRAM, socket.SOCK_RAW,
+              socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
+# linux/socket.h: every family the kernel knows, AF_UNSPEC (0) to AF_MCTP (45),
+# and a few past the end; AF_VSOCK is 40, AF_PACKET 17, AF_ALG 38, AF_XDP 44.
+OTHER_FAMILIES = sorted(set(range(64)) - set(security.ALLOWED_SOCKET_FAMILIES))
+
+
+def socket_action(arch: str, call: str, family: int, kind: int = socket.SOCK_STREAM,
+                  protocol: int = 0) -> int:
+    return action(arch, security.SYSCALL_NUMBERS[arch][call], (family, kind, protocol, 0))
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+@pytest.mark.parametrize("call", SOCKET_CALLS)
+@pytest.mark.parametrize("family", [socket.AF_UNIX, socket.AF_INET, socket.AF_INET6],
+                         ids=["unix", "inet", "inet6"])
+def test_needed_socket_families_allowed(arch, call, family):
+    for kind in SOCK_TYPES:
+        for protocol in (0, socket.IPPROTO_TCP, socket.IPPROTO_UDP, socket.IPPROTO_ICMP):
+            assert socket_action(arch, call, family, kind, protocol) == ALLOW
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+@pytest.mark.parametrize("call", SOCKET_CALLS)
+@pytest.mark.parametrize("family", OTHER_FAMILIES)
+def test_other_socket_families_get_eafnosupport(arch, call, family):
+    for kind in SOCK_TYPES:
+        assert socket_action(arch, call, family, kind) == EAFNOSUPPORT, (call, family, kind)
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_vsock_and_packet_refused_whatever_the_high_bits(arch):
+    # The kernel reads an int: the high 32 bits of the register do not count,
+    # neither to smuggle a refused family through nor to refuse an allowed one.
+    vsock, packet = getattr(socket, "AF_VSOCK", 40), getattr(socket, "AF_PACKET", 17)
+    for high in (0, 1 << 32, 0xFFFFFFFF << 32):
+        assert socket_action(arch, "socket", high | vsock) == EAFNOSUPPORT
+        assert socket_action(arch, "socket", high | packet, socket.SOCK_RAW) == EAFNOSUPPORT
+        assert socket_action(arch, "socket", high | socket.AF_UNIX) == ALLOW
+    for family in (0xFFFFFFFF, 0x80000000 | socket.AF_INET, 0x10000 | socket.AF_UNIX):
+        assert socket_action(arch, "socket", family) == EAFNOSUPPORT
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+@pytest.mark.parametrize("call", SOCKET_CALLS)
+def test_netlink_only_for_route_and_sock_diag(arch, call):
+    for protocol in security.ALLOWED_NETLINK_PROTOCOLS:
+        for high in (0, 1 << 32):
+            assert socket_action(arch, call, socket.AF_NETLINK, socket.SOCK_RAW,
+                                 high | protocol) == ALLOW
+    # 15 KOBJECT_UEVENT (the host's device events), 9 AUDIT, 16 GENERIC,
+    # 12 NETFILTER, 6 XFRM, and every other number up to past MAX_LINKS (32)
+    refused = set(range(40)) - set(security.ALLOWED_NETLINK_PROTOCOLS)
+    for protocol in sorted(refused) + [0xFFFFFFFF]:
+        assert socket_action(arch, call, socket.AF_NETLINK, socket.SOCK_RAW,
+                             protocol) == EPROTONOSUPPORT, protocol
 
 
 @pytest.mark.parametrize("arch, foreign", [
