@@ -17,6 +17,12 @@ import signal
 import sys
 
 
+# A container must not be able to use up the host's pids (kernel.pid_max is
+# often 32768, below a root's RLIMIT_NPROC): the same default as the kernel's.
+DEFAULT_RUN_PIDS = "256"
+NO_LIMIT = ("none", "unlimited")
+
+
 class _OneLineParser(argparse.ArgumentParser):
     """argparse, but an error is one line (and exit 2), not usage + error."""
 
@@ -32,7 +38,9 @@ def _run_parser(sub) -> None:
         epilog="example: sandbox-kernel run --memory 256M --cpus 0.5 -- python3 -c 'print(1)'")
     run.add_argument("--memory", help="memory limit, e.g. 512M or 1.5G (no swap beyond it)")
     run.add_argument("--cpus", help="CPU limit in cores, e.g. 0.5 or 2")
-    run.add_argument("--pids", help="process and thread limit, e.g. 256")
+    run.add_argument("--pids", default=DEFAULT_RUN_PIDS,
+                     help=f"process and thread limit (default {DEFAULT_RUN_PIDS}; "
+                          "none: no limit besides the host's)")
     run.add_argument("--timeout", help="wall time limit, e.g. 30s or 2m")
     run.add_argument("--disk", help="size of the writable layer, e.g. 1G (default 1G)")
     run.add_argument("--net", default="none", help="none (loopback only, default) or host")
@@ -73,7 +81,8 @@ def cmd_run(args, parser) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     try:
         spec = ContainerSpec.from_strings(
-            command, memory=args.memory, cpus=args.cpus, pids=args.pids,
+            command, memory=args.memory, cpus=args.cpus,
+            pids=None if str(args.pids).strip().lower() in NO_LIMIT else args.pids,
             timeout=args.timeout, disk=args.disk, net=args.net, mounts=args.mount,
             env=args.env, workdir=args.workdir, workspace=args.workspace,
             image=images.resolve(args.image))
