@@ -1,0 +1,379 @@
+"""What the author of a notebook may ask of the host: the sandbox kernel's policy.
+
+In the sandbox kernel the notebook's author is not trusted (a student, an
+LLM agent, whoever shared the notebook), yet its ``%container`` lines run on
+the host: they set limits, start sessions, import, pull, build and remove
+images.  Whoever installs the kernelspec sets a policy, and every one of
+those host-side actions asks it first (``check_*``); the notebook cannot
+change it (it reaches the host only through ``%container`` lines, and none
+of them touches the policy or the kernel's configuration).
+
+Two presets:
+
+    rule                    classroom (the sandbox kernel's default)      trusted
+    limits                  capped: the kernel's own limits are the caps    no caps
+                            (or --max-memory/--max-cpus/--max-pids/
+                            --max-timeout/--max-disk); no "no limit"
+    sessions                one: the kernel's own (--max-sessions)          any number
+    session network         none, or the kernel's own --net                 none or host
+    session image           any image there is                              any image
+    image ls, inspect       allowed                                         allowed
+    image import            only from the --import-dir directories          from anywhere
+                            (none by default)
+    image pull              only from the --pull-registry registries        from anywhere
+                            (none by default)
+    image build             net none (--build-network host allows host);   net host (as before)
+                            from stored images whose files are not the
+                            host's (the build runs as uid 0)
+    image rm                only images this kernel made                    any image
+    new image names         NAME[:TAG] of a-z 0-9 . _ -: no '/'             the store's rule
+
+Every refusal is ``PolicyRefused``: one line that names the rule, and who
+can change it and how.  A refusal happens before anything is done on the
+host: no file read, no socket opened, no container started.
+
+``%%container`` in an ordinary kernel runs ``trusted``: there the notebook's
+author is the host user.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, replace
+
+from ..runtime import images
+from ..runtime.spec import DEFAULT_DISK, NETWORK_POLICIES, SpecError, parse_cpus, parse_duration, \
+    parse_network, parse_pids, parse_size
+from . import stats as stats_contract
+
+CLASSROOM, TRUSTED = "classroom", "trusted"
+PRESETS = (CLASSROOM, TRUSTED)
+CAPPED = ("memory", "cpus", "pids", "timeout", "disk")
+NO_LIMIT = ("", "none", "unlimited")
+INSTALLER = "the kernel's installer sets it"
+# a new image's name in the classroom: one path component, Docker's NAME[:TAG]
+_NEW_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$")
+DOCKER_HUB_ALIASES = ("docker.io", "index.docker.io", "registry-1.docker.io")
+
+
+class PolicyRefused(ValueError):
+    """The policy refuses an action; the message is one line for the user (a
+    ValueError: the magics show those as one line too)."""
+
+    def __init__(self, policy: str, rule: str, fix: str):
+        self.policy, self.rule, self.fix = policy, rule, fix
+        super().__init__(f"refused by the {policy} policy: {rule}; {fix}")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The rules; None means "no cap" for a cap and "any" for a list."""
+    name: str = TRUSTED
+    max_memory: int | None = None          # bytes
+    max_cpus: float | None = None
+    max_pids: int | None = None
+    max_timeout: float | None = None       # seconds
+    max_disk: int | None = None            # bytes of a writable layer
+    max_sessions: int | None = None
+    networks: tuple | None = None          # a session's networks
+    images: tuple | None = None            # images a session may run (None: all there are)
+    import_dirs: tuple | None = None       # real paths an import may read below
+    pull_registries: tuple | None = None   # host[:port] a pull may contact
+    build_networks: tuple = ("host", "none")   # the first is a build's default
+    build_bases: tuple | None = None       # None: see host_builds
+    host_builds: bool = True               # with build_bases None: may a build start on the host?
+    remove_any: bool = True                # False: rm only what this kernel made
+    strict_names: bool = False             # new images: NAME[:TAG], no '/'
+
+    # -- limits ------------------------------------------------------------------
+
+    def cap(self, setting: str):
+        return getattr(self, f"max_{setting}")
+
+    def check_limits(self, limits: dict) -> None:
+        """``limits``: parsed values (None: no limit) of memory, cpus, pids,
+        timeout, disk, those that are being set; each must be within its cap."""
+        for setting, value in limits.items():
+            cap = self.cap(setting) if setting in CAPPED else None
+            if cap is None:
+                continue
+            if value is None:
+                self._refuse(f"no {setting} limit is above the cap of {show(setting, cap)}",
+                             f"--max-{setting}")
+            if value > cap:
+                self._refuse(f"{setting} {show(setting, value)} is above the cap of "
+                             f"{show(setting, cap)}", f"--max-{setting}")
+
+    def check_limit_strings(self, strings: dict) -> dict:
+        """What a user typed (``--memory 2G``), parsed and checked; the parsed
+        values.  SpecError for a value that is not one."""
+        parsed = {setting: parse_limit(setting, text) for setting, text in strings.items()
+                  if setting in CAPPED and text is not None}
+        self.check_limits(parsed)
+        return parsed
+
+    def build_limits(self, limits):
+        """A build's limits: the caps, where there are (a build never runs unbounded
+        in a policy with caps); runtime.spec.Limits."""
+        given = {s: self.cap(s) for s in CAPPED if self.cap(s) is not None}
+        return replace(limits, **given)
+
+    def check_sessions(self, existing: int) -> None:
+        """A new session when ``existing`` run already."""
+        if self.max_sessions is not None and existing >= self.max_sessions:
+            self._refuse(f"a new session would make {existing + 1}, above the cap of "
+                         f"{self.max_sessions} (use the kernel's own session: no --name)",
+                         "--max-sessions")
+
+    def check_network(self, net: str) -> str:
+        network = parse_network(net)
+        if self.networks is not None and network not in self.networks:
+            self._refuse(f"a session's network may be {' or '.join(self.networks)}, not {network}",
+                         "--net (its network) and --policy")
+        return network
+
+    # -- images ------------------------------------------------------------------
+
+    def check_image(self, name: str) -> str:
+        """An image a session may run."""
+        check_reference(name)
+        if self.images is not None and name not in self.images:
+            self._refuse(f"sessions may run the images {', '.join(self.images)}, not {name!r}",
+                         "c.SandboxPolicy.images")
+        return name
+
+    def check_new_name(self, name: str) -> str:
+        """The name of an image this kernel is about to make."""
+        images.check_name(name)           # the store's rule: ImageError, also for 'host'
+        if self.strict_names and not _NEW_NAME.match(name):
+            raise PolicyRefused(self.name, f"invalid image name {name!r}: a new image's name is "
+                                f"NAME[:TAG] of a-z, 0-9, . _ - (no '/'), e.g. mytools:1",
+                                "choose another name (give --name to import or pull)")
+        return name
+
+    def check_import(self, path: str) -> str:
+        """The real path an import may read: below one of import_dirs; no
+        '..', no symlink that leads out.  Nothing is opened here."""
+        if self.import_dirs is None:
+            return path
+        if ".." in path.split(os.sep):
+            self._refuse(f"the import path {path!r} has '..': give a path below "
+                         f"{self._dirs()}", "--import-dir")
+        real = os.path.realpath(path)
+        if not any(_below(real, allowed) for allowed in self.import_dirs):
+            self._refuse(f"import reads only below {self._dirs()}, and {path!r} is {real}",
+                         "--import-dir DIR")
+        return real
+
+    def _dirs(self) -> str:
+        return ", ".join(self.import_dirs) if self.import_dirs else "no directory (none is allowed)"
+
+    def check_pull(self, reference: str) -> str:
+        """The registry a pull would contact, before any socket is opened."""
+        from ..runtime import registry
+        registry_name = normal_registry(registry.parse_reference(reference).registry)
+        if self.pull_registries is not None and registry_name not in self.pull_registries:
+            allowed = ", ".join(self.pull_registries) or "no registry (none is allowed)"
+            self._refuse(f"pull contacts only {allowed}, not {registry_name}", "--pull-registry HOST:PORT")
+        return registry_name
+
+    def build_network(self, requested: str | None) -> str:
+        network = parse_network(requested) if requested else self.build_networks[0]
+        if network not in self.build_networks:
+            self._refuse(f"a build's network may be {' or '.join(self.build_networks)}, not {network}",
+                         "--build-network")
+        return network
+
+    def check_build_base(self, base: str) -> str:
+        check_reference(base)
+        if self.build_bases is not None:
+            if base not in self.build_bases:
+                self._refuse(f"builds may start from {', '.join(self.build_bases) or 'no image'}, "
+                             f"not {base!r}", "c.SandboxPolicy.build_bases")
+            return base
+        self.check_image(base)
+        if not self.host_builds and on_host(base):
+            self._refuse(f"a build runs as uid 0 and may not start on the host's files ({base!r} is "
+                         f"{'the host image' if base == images.HOST else 'built on the host'}): "
+                         f"start from a stored image", "c.SandboxPolicy.build_bases or --policy")
+        return base
+
+    def check_remove(self, name: str, made: set) -> str:
+        check_reference(name)
+        if not self.remove_any and name not in made:
+            mine = ", ".join(sorted(made)) or "none yet"
+            self._refuse(f"rm removes only images this kernel made ({mine}), not {name!r}", "--policy")
+        return name
+
+    # -- what it says ------------------------------------------------------------
+
+    def caps_text(self) -> str:
+        caps = [f"{s} {show(s, self.cap(s)) if self.cap(s) is not None else 'no cap'}" for s in CAPPED]
+        caps.append(f"sessions {self.max_sessions if self.max_sessions is not None else 'no cap'}")
+        return ", ".join(caps)
+
+    def describe(self) -> str:
+        """One line for %container status."""
+        return f"{self.name} (caps: {self.caps_text()}; {'; '.join(self.rules())})"
+
+    def rules(self) -> list[str]:
+        def listed(values, none_word):
+            return "any" if values is None else (", ".join(values) or none_word)
+        if self.build_bases is not None:
+            bases = listed(self.build_bases, "no image")
+        else:
+            bases = "any image" if self.host_builds else "stored images not on the host"
+        return [f"net {listed(self.networks, 'none')}",
+                f"import from {listed(self.import_dirs, 'no directory')}",
+                f"pull from {listed(self.pull_registries, 'no registry')}",
+                f"build net {'/'.join(self.build_networks)} from {bases}",
+                f"rm {'any image' if self.remove_any else 'images this kernel made'}"]
+
+    def as_dict(self) -> dict:
+        """For the side panel: plain JSON."""
+        return {"name": self.name,
+                "caps": {s: self.cap(s) for s in (*CAPPED, "sessions")},
+                "networks": _list(self.networks), "images": _list(self.images),
+                "import_dirs": _list(self.import_dirs), "pull_registries": _list(self.pull_registries),
+                "build_networks": list(self.build_networks), "build_bases": _list(self.build_bases),
+                "host_builds": self.host_builds, "remove_any": self.remove_any,
+                "text": self.describe()}
+
+    def _refuse(self, rule: str, option: str) -> None:
+        raise PolicyRefused(self.name, rule, f"{INSTALLER}: sandbox-kernel install {option} ...")
+
+
+# ---------------------------------------------------------------------------
+# Presets
+
+
+def trusted() -> Policy:
+    """Today's behaviour: one person on their own machine."""
+    return Policy(name=TRUSTED)
+
+
+def classroom(limits: dict, net: str = "none") -> Policy:
+    """The kernel's own limits (parsed; None: no limit) are the caps; its
+    network and none are the sessions' networks; nothing is imported or
+    pulled; builds run with net none, from stored images not on the host."""
+    return Policy(name=CLASSROOM, max_memory=limits.get("memory"), max_cpus=limits.get("cpus"),
+                  max_pids=limits.get("pids"), max_timeout=limits.get("timeout"),
+                  max_disk=limits.get("disk", DEFAULT_DISK), max_sessions=1,
+                  networks=tuple(dict.fromkeys(("none", parse_network(net)))), import_dirs=(),
+                  pull_registries=(), build_networks=("none",), host_builds=False,
+                  remove_any=False, strict_names=True)
+
+
+def preset(name: str, limits: dict, net: str = "none") -> Policy:
+    if name == CLASSROOM:
+        return classroom(limits, net)
+    if name == TRUSTED:
+        return trusted()
+    raise SpecError("policy", name, " or ".join(PRESETS))
+
+
+def with_overrides(policy: Policy, overrides: dict) -> Policy:
+    """``policy`` with the installer's explicit choices (None: not given):
+    max_* as typed ("2G", "none": no cap), lists of strings, a build network."""
+    fields = {}
+    for setting in (*CAPPED, "sessions"):
+        text = overrides.get(f"max_{setting}")
+        if text is not None:
+            fields[f"max_{setting}"] = parse_cap(setting, text)
+    if overrides.get("import_dirs") is not None:
+        fields["import_dirs"] = tuple(real_dir(d) for d in overrides["import_dirs"])
+    if overrides.get("pull_registries") is not None:
+        fields["pull_registries"] = tuple(normal_registry(r) for r in overrides["pull_registries"])
+    if overrides.get("build_network"):
+        network = parse_network(overrides["build_network"])
+        fields["build_networks"] = tuple(dict.fromkeys((network, "none")))
+    for key in ("images", "build_bases"):
+        if overrides.get(key) is not None:
+            fields[key] = tuple(check_reference(n) for n in overrides[key])
+    return replace(policy, **fields)
+
+
+# ---------------------------------------------------------------------------
+# Values
+
+
+def parse_limit(setting: str, text):
+    """A limit as typed; None for no limit ("", none, unlimited)."""
+    if text is None or str(text).strip().lower() in NO_LIMIT:
+        return None
+    if setting in ("memory", "disk"):
+        return parse_size(text, setting)
+    if setting == "cpus":
+        return parse_cpus(text)
+    if setting == "pids":
+        return parse_pids(text)
+    if setting == "sessions":
+        return _parse_count(text)
+    return parse_duration(text, setting)
+
+
+def parse_cap(setting: str, text):
+    return parse_limit(setting, text)
+
+
+def _parse_count(text) -> int:
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise SpecError("sessions", text, "a whole number of at least 1, e.g. 1")
+    return value
+
+
+def show(setting: str, value) -> str:
+    if value is None:
+        return "no limit"
+    if setting in ("memory", "disk"):
+        return stats_contract.format_bytes(value)
+    if setting == "timeout":
+        return stats_contract.format_seconds(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def check_reference(name: str) -> str:
+    """An image name as the store takes it (no '..', no odd characters), or
+    host; PolicyRefused-free: the store's own one-line ImageError."""
+    if name == images.HOST:
+        return name
+    return images.check_name(name)
+
+
+def normal_registry(text: str) -> str:
+    """host[:port], lower case; Docker Hub's aliases are one."""
+    value = str(text).strip().lower().rstrip("/")
+    if not value or "/" in value or "@" in value or any(c.isspace() for c in value):
+        raise SpecError("registry", text, "HOST or HOST:PORT, e.g. 127.0.0.1:5000 or docker.io")
+    return "registry-1.docker.io" if value in DOCKER_HUB_ALIASES else value
+
+
+def real_dir(path: str) -> str:
+    """An import directory as the installer gives it: absolute, existing; its real path."""
+    if not os.path.isabs(path):
+        raise SpecError("import dir", path, "an absolute path of a directory, e.g. /srv/images")
+    real = os.path.realpath(path)
+    if not os.path.isdir(real):
+        raise SpecError("import dir", path, f"an existing directory ({real} is not one)")
+    return real
+
+
+def on_host(name: str) -> bool:
+    """The host image, or an image built on it (its layers go over the host's dirs)."""
+    if name == images.HOST:
+        return True
+    image = images.load(name)
+    return image is not None and image.base == images.HOST
+
+
+def _below(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
+
+
+def _list(values):
+    return None if values is None else list(values)
+
