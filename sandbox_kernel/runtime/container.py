@@ -15,9 +15,12 @@ a single instruction without them.
 
 Rootless (this process is not root): the same lifecycle, with a user
 namespace planned here (userns.plan: who the workload is inside) and
-entered by the launcher; the fresh /workspace is on the container's tmpfs
-layer; without a delegated cgroup the null driver's rlimits hold the limits
-and ``warnings`` says so.
+entered by the launcher; without a delegated cgroup the null driver's
+rlimits hold the limits and ``warnings`` says so.
+
+The fresh /workspace (no --workspace) is on the container's tmpfs layer, as
+root and rootless: it counts against the disk limit, and dies with the
+container.
 """
 from __future__ import annotations
 
@@ -263,18 +266,14 @@ class Container:
         os.chmod(self._state_dir, 0o711)
         for sub in ("layer", "root"):
             os.mkdir(os.path.join(self._state_dir, sub))
-        if self.spec.workspace is None and self._idmap is None:
-            workspace = os.path.join(self._state_dir, "workspace")
-            os.mkdir(workspace)
-            os.chown(workspace, *self.spec.user)
 
     def _workspace(self) -> str | None:
-        """The host directory at /workspace; None: a fresh one on the tmpfs
-        layer (rootless: the owner could not remove what a subordinate uid
-        writes in a host directory)."""
-        if self.spec.workspace or self._idmap is None:
-            return self.spec.workspace or os.path.join(self._state_dir, "workspace")
-        return None
+        """The host directory the caller chose for /workspace, or None: a
+        fresh one on the container's tmpfs layer, so that what the workload
+        writes there counts against the disk limit with everything else it
+        writes (a host directory would fill the host's disk), and, rootless,
+        no file of a subordinate uid lands where the owner cannot remove it."""
+        return self.spec.workspace
 
     def _launch_config(self) -> dict:
         spec, state_dir, idmap = self.spec, self._state_dir, self._idmap
