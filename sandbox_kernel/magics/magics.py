@@ -102,6 +102,11 @@ class ContainerMagics(Magics):
     @argument("--no-stats", action="store_true", help="no stats footer under this cell")
     @argument("--no-raise-error", action="store_true",
               help="an exception in the container does not fail this cell")
+    @argument("--trust-output", action="store_true",
+              help="show the session's HTML, JavaScript, Markdown and SVG output as it is, "
+                   "from this cell on (off by default: scripts are dropped, markup sanitised)")
+    @argument("--no-trust-output", action="store_true",
+              help="sanitise the session's output again (the default)")
     @cell_magic("container")
     def container_cell(self, line: str, cell: str):
         """Run this cell inside a resource-limited Linux container.
@@ -139,11 +144,23 @@ class ContainerMagics(Magics):
 
         The script runs as uid 0 without capabilities: it can change what
         root owns in the image, not more.
+
+        Output from the container is made inert for the browser: JavaScript
+        and other active types are dropped, HTML, Markdown and SVG are
+        sanitised (pandas tables, figures and LaTeX show as usual), because
+        the code in the container is untrusted.  For your own code,
+        ``--trust-output`` shows the session's output as it is from then on
+        (the footer says "output trusted"); ``--no-trust-output`` ends that::
+
+            %%container --trust-output
+            from IPython.display import Javascript
+            Javascript("console.log('hi')")
         """
         if line.split()[:1] == ["build"]:
             return self._build_image(line, cell)
         args = self._parse(self.container_cell, line)
         session = self._session(args)
+        self._set_trust(session, args)
         inputs, outputs = self._names(args.input), self._names(args.output)
         if inputs:
             self._push(session, inputs)
@@ -190,6 +207,14 @@ class ContainerMagics(Magics):
         for note in notes:
             print(note, file=sys.stderr)
         return session
+
+    @staticmethod
+    def _set_trust(session, args) -> None:
+        """--trust-output stays on for the session until --no-trust-output."""
+        if args.trust_output and args.no_trust_output:
+            raise UsageError("--trust-output and --no-trust-output: give one of them")
+        if args.trust_output or args.no_trust_output:
+            session.trust_output = bool(args.trust_output)
 
     @staticmethod
     def _names(items) -> list[str]:

@@ -69,7 +69,7 @@ from ..runtime.container import Container, LifecycleError, State
 from ..runtime.images import ImageNotFound  # noqa: F401 -- re-exported (below)
 from ..runtime.spec import ContainerSpec, Limits, SpecError, parse_cpus, parse_duration, parse_env, \
     parse_mount, parse_network, parse_pids, parse_size
-from . import image_agent, protocol, stats as stats_contract
+from . import image_agent, protocol, sanitize, stats as stats_contract
 from .protocol import ProtocolError
 
 # ImageNotFound and SpecError are re-exported: the magics and the kernel talk
@@ -89,6 +89,8 @@ POLL_INTERVAL = 0.2           # longest select(); a signal handler's flag is see
 HOST_OUTPUT_CAP = 256 << 20   # bytes of output frames per request the host passes on
 LOG_PIPE_SIZE = 1 << 20
 HISTORY_SIZE = 100
+# outputs whose bundles sanitize.py makes inert unless the session trusts its output
+_DISPLAY_KINDS = ("display_data", "update_display_data", "execute_result")
 
 OnOutput = Callable[[str, dict], None]
 
@@ -342,7 +344,8 @@ class Session:
 
     def __init__(self, name: str = "default", *, image: str = "host", limits: Limits = Limits(),
                  network: str = "none", mounts=(), output_limit=None, env=(),
-                 timeout_grace: float = TIMEOUT_GRACE, interrupt_grace: float = INTERRUPT_GRACE):
+                 timeout_grace: float = TIMEOUT_GRACE, interrupt_grace: float = INTERRUPT_GRACE,
+                 trust_output: bool = False):
         images.resolve(image)                 # ImageNotFound lists the images there are
         self.name = name
         self.image = image
@@ -354,6 +357,10 @@ class Session:
             parse_size(output_limit, "output limit")
         self.timeout_grace = timeout_grace
         self.interrupt_grace = interrupt_grace
+        # False: display data from the container is made inert for the browser
+        # (session/sanitize.py); settable any time, read at every output
+        self.trust_output = bool(trust_output)
+        self._drop_noted = False              # the one note that output was dropped
         self.cell_history: collections.deque[dict] = collections.deque(maxlen=HISTORY_SIZE)
         self._container: Container | None = None
         self._sock: socket.socket | None = None
@@ -577,7 +584,8 @@ class Session:
         stats = stats_contract.build_stats(
             session=self.name, image=self.image, limits=self.limits,
             execution_count=None if command else reply.get("execution_count"),
-            wall=wall, figures=figures, status=status, warnings=self._warnings_once())
+            wall=wall, figures=figures, status=status, warnings=self._warnings_once(),
+            trusted_output=self.trust_output)
         self.cell_history.append(stats)
         return CellResult(reply, stats, status, message, outcome.exit_code)
 
@@ -795,7 +803,8 @@ class Session:
         return stats_contract.build_stats(
             session=self.name, image=self.image, limits=self.limits,
             execution_count=self._execution_count, wall=uptime, figures=figures, status=None,
-            warnings=self._container.warnings if self.running else None)
+            warnings=self._container.warnings if self.running else None,
+            trusted_output=self.trust_output)
 
     def _counters(self) -> dict | None:
         """CgroupStats of the container plus net_rx/net_tx; None if none runs."""
@@ -1083,7 +1092,21 @@ class _Exchange:
             self.dropped_frames += 1
             return
         self.passed_bytes += size
+        if kind in _DISPLAY_KINDS and not self.session.trust_output:
+            content = self._inert(content)
         self.on_output(kind, content)
+
+    def _inert(self, content: dict) -> dict:
+        """Display data made inert for the browser (sanitize.py); the first
+        time a session drops a type, one line on stderr says so."""
+        data, metadata, dropped = sanitize.sanitize_bundle(content["data"], content["metadata"])
+        if dropped and not self.session._drop_noted:
+            self.session._drop_noted = True
+            self.on_output("stream", {"name": "stderr", "text": (
+                f"[sandbox] not shown: {', '.join(dropped)}: output from the container that "
+                f"could run code in the browser is dropped, and HTML, Markdown and SVG are "
+                f"sanitised (trust_output / --trust-output shows it as it is)\n")})
+        return {**content, "data": data, "metadata": metadata}
 
     def _finish_notices(self) -> None:
         if self.on_output is None:

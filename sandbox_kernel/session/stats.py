@@ -16,6 +16,10 @@ are what the cell added (the counters are cumulative: after minus before);
 memory and pids peaks are the cell's own, reset before it where the cgroup
 allows, else null.  ``status`` is ok, error, timeout, oom or killed.
 
+Optional keys: ``warnings`` (see build_stats) and ``"trusted_output": true``
+when the session passes the container's display data to the browser as it is
+(``Session.trust_output``); absent, the output was made inert (sanitize.py).
+
 Pure functions: nothing here reads the host.
 """
 from __future__ import annotations
@@ -72,11 +76,13 @@ def cell_figures(before: dict | None, after: dict | None, *, peaks_reset: bool) 
 
 def build_stats(*, session: str, image: str, limits, execution_count: int | None,
                 wall: float | None, figures: dict, status: str | None,
-                warnings: list[str] | None = None) -> dict:
+                warnings: list[str] | None = None, trusted_output: bool = False) -> dict:
     """The contract dict.  ``figures`` holds the cell fields (see cell_figures);
     absent ones are null.  ``warnings`` (optional key, a list of sentences):
     what the user must know about the figures, such as limits that no cgroup
-    enforces (a rootless container without a delegated cgroup)."""
+    enforces (a rootless container without a delegated cgroup).
+    ``trusted_output`` (optional key, only when true): the container's display
+    data reached the browser unsanitised; the footer says "output trusted"."""
     if status is not None and status not in STATUSES:
         raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
     cell = {key: figures.get(key) for key in CELL_FIELDS}
@@ -84,6 +90,8 @@ def build_stats(*, session: str, image: str, limits, execution_count: int | None
     stats = {"session": session, "image": image, "limits": limits_dict(limits), "cell": cell}
     if warnings:
         stats["warnings"] = list(warnings)
+    if trusted_output:
+        stats["trusted_output"] = True
     return stats
 
 
@@ -143,6 +151,8 @@ def footer_parts(stats: dict) -> list[tuple[str, str]]:
     ]
     if cell.get("oom_kills"):
         parts.append(("oom kills", str(cell["oom_kills"])))
+    if stats.get("trusted_output") is True:
+        parts.append(("output", "trusted"))
     parts += [("warning", str(text)) for text in stats.get("warnings") or ()]
     return parts
 

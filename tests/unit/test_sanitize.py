@@ -1,0 +1,345 @@
+"""session/sanitize.py: output from a container made inert for the browser (issue 13).
+
+Each hostile input is judged on what a browser would see: no element or
+attribute that runs code, no URL with a script scheme after the decoding a
+renderer does.  Data types pass unchanged.
+"""
+from __future__ import annotations
+
+import html
+import re
+
+import pytest
+
+from sandbox_kernel.session import sanitize
+from sandbox_kernel.session.client import Session, _Exchange
+from sandbox_kernel.session.stats import build_stats, footer_html, footer_text
+
+HANDLER = re.compile(r"<[^>]*\son[a-z]+\s*=", re.I)
+ACTIVE_TAGS = re.compile(r"<\s*(script|iframe|frame|object|embed|form|base|meta|link|applet|"
+                         r"foreignobject|animate|set|template)\b", re.I)
+
+
+def script_url(text: str) -> bool:
+    """A javascript:/vbscript: URL at a URL's start, after entity decoding."""
+    return sanitize.has_script_url(text)
+
+
+def assert_inert(text) -> None:
+    if text is None:
+        return                            # dropped: nothing reaches the browser
+    assert not ACTIVE_TAGS.search(text), text
+    assert not HANDLER.search(text), text
+    assert not script_url(text), text
+    assert not re.search(r"data:text/html", html.unescape(text), re.I), text
+
+
+HOSTILE_HTML = {
+    "script": "<script>fetch('/api/contents/x', {method: 'PUT'})</script>ok",
+    "script mixed case": "<ScRiPt>alert(1)</sCrIpT>",
+    "img onerror": "<img src=x onerror=alert(1)>",
+    "img onerror mixed case": '<IMG SRC=x OnErRoR="alert(1)">',
+    "svg script": "<svg><script>alert(1)</script></svg>",
+    "svg onload": "<svg onload=alert(1)>",
+    "body onload": "<body onload=alert(1)>",
+    "a javascript": '<a href="javascript:alert(1)">x</a>',
+    "a JavaScript mixed case": '<a href="JaVaScRiPt:alert(1)">x</a>',
+    "a entity encoded": '<a href="jav&#x61;script:alert(1)">x</a>',
+    "a decimal entity": '<a href="&#106;avascript:alert(1)">x</a>',
+    "a entity colon": '<a href="javascript&colon;alert(1)">x</a>',
+    "a tab inside": '<a href="java\tscript:alert(1)">x</a>',
+    "a leading space": '<a href="  javascript:alert(1)">x</a>',
+    "a vbscript": '<a href="vbscript:msgbox(1)">x</a>',
+    "a data html": '<a href="data:text/html,<script>alert(1)</script>">x</a>',
+    "iframe": '<iframe src="/api/contents"></iframe>',
+    "iframe srcdoc": '<iframe srcdoc="<script>alert(1)</script>"></iframe>',
+    "form": '<form action="/api/contents/x" method="post"><button>go</button></form>',
+    "formaction": '<button formaction="javascript:alert(1)">x</button>',
+    "object": '<object data="javascript:alert(1)"></object>',
+    "embed": '<embed src="javascript:alert(1)">',
+    "meta refresh": '<meta http-equiv="refresh" content="0;url=javascript:alert(1)">',
+    "base": '<base href="javascript:alert(1)//">',
+    "link stylesheet": '<link rel="stylesheet" href="http://evil/x.css">',
+    "style import": "<style>@import url(http://evil/x.css); b { color: red }</style><b>x</b>",
+    "style url": "<style>b { background: url(javascript:alert(1)) }</style><b>x</b>",
+    "style escape": r"<style>b { background: \75 rl(x) }</style><b>x</b>",
+    "style closes": "<style>b{color:red}</style ><script>alert(1)</script>",
+    "style attribute": '<p style="background-image: url(javascript:alert(1)); position: fixed">p</p>',
+    "mxss math": "<math><mtext><table><mglyph><style><img src=x onerror=alert(1)>",
+    "noscript mxss": '<noscript><p title="</noscript><img src=x onerror=alert(1)>">',
+    "comment": "<!--<img src=x onerror=alert(1)>-->",
+    "mathjax href": r"$$\href{javascript:alert(1)}{click}$$",
+    "double encoded": '<a href="&amp;#x6a;avascript:alert(1)">x</a>',
+    "svg a xlink": '<svg><a xlink:href="javascript:alert(1)"><text>x</text></a></svg>',
+    "details ontoggle": "<details open ontoggle=alert(1)>",
+    "input autofocus": "<input autofocus onfocus=alert(1)>",
+    "video": '<video><source onerror="alert(1)"></video>',
+}
+
+
+@pytest.mark.parametrize("text", HOSTILE_HTML.values(), ids=HOSTILE_HTML.keys())
+def test_hostile_html_is_inert(text):
+    assert_inert(sanitize.clean_html(text))
+
+
+def test_a_dropped_script_leaves_the_text_around_it():
+    assert sanitize.clean_html(HOSTILE_HTML["script"]) == "ok"
+    assert sanitize.clean_html('<a href="javascript:alert(1)">x</a>') == '<a rel="noopener noreferrer">x</a>'
+
+
+HOSTILE_MARKDOWN = {
+    "raw script": "# Title\n\n<script>alert(1)</script>\n",
+    "raw img onerror": "text <img src=x onerror=alert(1)> more",
+    "raw svg onload": "<svg onload=alert(1)></svg>",
+    "link": "[click](javascript:alert(1))",
+    "link mixed case": "[click](JaVaScRiPt:alert(1))",
+    "link entity": "[click](jav&#x61;script:alert(1))",
+    "link named entity colon": "[click](javascript&colon;alert(1))",
+    "link backslash colon": r"[click](javascript\:alert(1))",
+    "link pointy": "[click](<javascript:alert(1)>)",
+    "link with title": '[click](javascript:alert(1) "title")',
+    "image": "![x](javascript:alert(1))",
+    "reference": "[click][r]\n\n[r]: javascript:alert(1)\n",
+    "reference newline": "[click][r]\n\n[r]:\n  javascript:alert(1)\n",
+    "autolink": "<javascript:alert(1)>",
+    "html link": '<a href="javascript:alert(1)">x</a>',
+    "vbscript": "[x](vbscript:msgbox(1))",
+    "mathjax href": r"$\href{javascript:alert(1)}{x}$",
+    "iframe": '<iframe src="/lab"></iframe>',
+    "details": "<details open ontoggle=alert(1)><summary>s</summary></details>",
+}
+
+
+@pytest.mark.parametrize("text", HOSTILE_MARKDOWN.values(), ids=HOSTILE_MARKDOWN.keys())
+def test_hostile_markdown_is_inert(text):
+    assert_inert(sanitize.clean_markdown(text))
+
+
+def test_markdown_stays_markdown():
+    text = ("# Results\n\n> a quote & more\n\n* one\n* two\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n"
+            "```python\nif a < b and c > d:\n    pass\n```\n\n[docs](https://example.org) **bold** $x^2$\n")
+    assert sanitize.clean_markdown(text) == text
+
+
+def test_markdown_keeps_safe_raw_html():
+    assert sanitize.clean_markdown("a <b>bold</b> c") == "a <b>bold</b> c"
+    assert sanitize.clean_markdown("$x<y$ and a<b2") == "$x&lt;y$ and a&lt;b2"
+
+
+HOSTILE_SVG = {
+    "script": '<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>',
+    "onload": '<svg xmlns="http://www.w3.org/2000/svg" onload="alert(1)"><rect width="1"/></svg>',
+    "handler on child": '<svg xmlns="http://www.w3.org/2000/svg"><rect onclick="alert(1)"/></svg>',
+    "a xlink href": ('<svg xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink">'
+                     '<a xlink:href="javascript:alert(1)"><text>x</text></a></svg>'),
+    "use external": ('<svg xmlns="http://www.w3.org/2000/svg"><use href="data:image/svg+xml,'
+                     '&lt;svg onload=alert(1)&gt;"/></svg>'),
+    "set href": ('<svg xmlns="http://www.w3.org/2000/svg"><a><set attributeName="href" '
+                 'to="javascript:alert(1)"/><text>x</text></a></svg>'),
+    "animate": ('<svg xmlns="http://www.w3.org/2000/svg"><animate onbegin="alert(1)" '
+                'attributeName="x" dur="1s"/></svg>'),
+    "foreignObject": ('<svg xmlns="http://www.w3.org/2000/svg"><foreignObject><body '
+                      'xmlns="http://www.w3.org/1999/xhtml"><img src="x" onerror="alert(1)"/>'
+                      '</body></foreignObject></svg>'),
+    "style url": ('<svg xmlns="http://www.w3.org/2000/svg"><style>rect { fill: url(http://evil/x) }'
+                  '</style><rect style="fill: url(javascript:alert(1))"/></svg>'),
+    "entity bomb": ('<!DOCTYPE svg [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;">]>'
+                    '<svg xmlns="http://www.w3.org/2000/svg"><text>&b;</text></svg>'),
+    "not xml": "<svg onload=alert(1)>",
+    "html inside": '<html><body onload="alert(1)"></body></html>',
+}
+
+
+@pytest.mark.parametrize("text", HOSTILE_SVG.values(), ids=HOSTILE_SVG.keys())
+def test_hostile_svg_is_inert(text):
+    cleaned = sanitize.clean_svg(text)
+    assert_inert(cleaned)
+    assert cleaned is None or "http://evil" not in cleaned
+
+
+def test_matplotlib_svg_keeps_its_drawing():
+    """The shape of matplotlib's SVG: local references, clip paths, style."""
+    svg = ('<?xml version="1.0" encoding="utf-8" standalone="no"?>\n'
+           '<!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN"\n'
+           '  "http://www.w3.org/Graphics/SVG/1.1/DTD/svg11.dtd">\n'
+           '<svg xmlns:xlink="http://www.w3.org/1999/xlink" width="144pt" height="108pt" '
+           'viewBox="0 0 144 108" xmlns="http://www.w3.org/2000/svg" version="1.1">'
+           '<defs><style type="text/css">*{stroke-linejoin: round; stroke-linecap: butt}</style>'
+           '<clipPath id="p1"><rect x="18" y="12" width="111" height="83"/></clipPath>'
+           '<path id="m1" d="M 0 0 L 0 3.5" style="stroke: #000000; stroke-width: 0.8"/></defs>'
+           '<g id="figure_1"><path d="M 18 96 L 129 12" clip-path="url(#p1)" '
+           'style="fill: none; stroke: #1f77b4; stroke-width: 1.5"/>'
+           '<use xlink:href="#m1" x="23" y="96"/><text x="1" y="2">x &lt; y</text></g></svg>')
+    cleaned = sanitize.clean_svg(svg)
+    for kept in ('clip-path="url(#p1)"', 'xlink:href="#m1"', 'id="p1"', "stroke: #1f77b4",
+                 "stroke-linejoin: round", 'viewBox="0 0 144 108"', "x &lt; y"):
+        assert kept in cleaned
+
+
+def test_pandas_table_html_is_kept():
+    table = ('<div>\n<style scoped>\n    .dataframe tbody tr th:only-of-type {\n'
+             '        vertical-align: middle;\n    }\n\n    .dataframe thead th {\n'
+             '        text-align: right;\n    }\n</style>\n<table border="1" class="dataframe">\n'
+             '  <thead>\n    <tr style="text-align: right;">\n      <th></th>\n      <th>a</th>\n'
+             '    </tr>\n  </thead>\n  <tbody>\n    <tr>\n      <th>0</th>\n      <td>x&lt;y</td>\n'
+             '    </tr>\n  </tbody>\n</table>\n</div>')
+    cleaned = sanitize.clean_html(table)
+    assert '<table border="1" class="dataframe">' in cleaned
+    assert '<tr style="text-align: right">' in cleaned
+    assert "<td>x&lt;y</td>" in cleaned
+    assert ".dataframe thead th { text-align: right; }" in cleaned
+    assert ".dataframe tbody tr th:only-of-type { vertical-align: middle; }" in cleaned
+
+
+def test_styler_ids_and_their_rules_keep_matching():
+    styled = ('<style type="text/css">#T_1_row0_col0 { background-color: #fff7fb; color: #000000; }'
+              '</style><table id="T_1"><tr><td id="T_1_row0_col0" class="data">1</td></tr></table>')
+    cleaned = sanitize.clean_html(styled)
+    assert f"#{sanitize.ID_PREFIX}T_1_row0_col0 {{ background-color: #fff7fb; color: #000000; }}" in cleaned
+    assert f'id="{sanitize.ID_PREFIX}T_1_row0_col0"' in cleaned
+
+
+def test_images_in_html_keep_data_urls_of_images_only():
+    png = '<img src="data:image/png;base64,iVBORw0KGgo=">'
+    assert sanitize.clean_html(png) == png
+    assert "src" not in sanitize.clean_html('<img src="data:text/html;base64,PHNjcmlwdD4=">')
+
+
+DATA = {
+    "text/plain": "<IPython.core.display.Javascript object>",
+    "image/png": "iVBORw0KGgo=",
+    "image/jpeg": "/9j/4AAQ",
+    "image/gif": "R0lGODlh",
+    "image/webp": "UklGRg==",
+    "application/json": {"a": [1, 2, {"b": "<script>"}]},
+    "application/vnd.vegalite.v5+json": {"mark": "bar", "data": {"values": [{"a": 1}]}},
+    "application/vnd.vega.v5+json": {"marks": []},
+    "application/vnd.plotly.v1+json": {"data": [{"x": [1], "y": [2]}]},
+    sanitize.STATS_MIME: {"session": "default"},
+}
+
+
+@pytest.mark.parametrize("mime", DATA)
+def test_data_types_pass_unchanged(mime):
+    data, metadata, dropped = sanitize.sanitize_bundle({mime: DATA[mime]}, {mime: {"width": 3}})
+    assert data == {mime: DATA[mime]} and metadata == {mime: {"width": 3}} and dropped == []
+
+
+def test_latex_passes_with_its_script_urls_neutralised():
+    math = r"$$\int_0^1 x^2 \, dx = \frac{1}{3}$$"
+    assert sanitize.sanitize_bundle({"text/latex": math}, {})[0] == {"text/latex": math}
+    assert_inert(sanitize.sanitize_bundle({"text/latex": r"$\href{javascript:alert(1)}{x}$"}, {})[0]["text/latex"])
+
+
+ACTIVE = ["application/javascript", "text/javascript", "application/x-javascript",
+          "application/ecmascript", "application/vnd.jupyter.widget-view+json",
+          "application/vnd.jupyter.widget-state+json", "application/vnd.bokehjs_exec.v0+json",
+          "application/vnd.bokehjs_load.v0+json", "application/vnd.holoviews_exec.v0+json",
+          "application/vnd.holoviews_load.v0+json", "application/pdf", "text/x-unknown",
+          "application/vnd.vegalite.v5+json.evil", "text/html; charset=utf-8"]
+
+
+@pytest.mark.parametrize("mime", ACTIVE)
+def test_active_and_unknown_types_are_dropped(mime):
+    data, metadata, dropped = sanitize.sanitize_bundle(
+        {mime: "fetch('/api/contents')", "text/plain": "<object>"}, {mime: {"x": 1}, "isolated": True})
+    assert data == {"text/plain": "<object>"} and dropped == [mime]
+    assert metadata == {"isolated": True}
+
+
+def test_a_bundle_with_nothing_left_says_what_was_not_shown():
+    data, _, dropped = sanitize.sanitize_bundle({"application/javascript": "alert(1)"}, {})
+    assert dropped == ["application/javascript"]
+    assert "application/javascript" in data["text/plain"] and "--trust-output" in data["text/plain"]
+
+
+def test_markup_that_is_no_string_is_dropped():
+    data, _, dropped = sanitize.sanitize_bundle({"text/html": ["<b>", "x"], "text/plain": "x"}, {})
+    assert data == {"text/plain": "x"} and dropped == ["text/html"]
+
+
+def test_metadata_cannot_claim_the_hosts_marks():
+    _, metadata, _ = sanitize.sanitize_bundle(
+        {"text/plain": "x"}, {"sandbox_kernel": {"footer": True}, "text/plain": {"a": 1}})
+    assert metadata == {"text/plain": {"a": 1}}
+
+
+# -- the session's output path -------------------------------------------------
+
+
+class _FakeSession:
+    def __init__(self, trust_output: bool):
+        self.trust_output = trust_output
+        self._drop_noted = False
+
+
+def _pass_through_exchange(trust_output: bool, kind: str, content: dict) -> list:
+    """What on_output receives for one frame, via _Exchange._pass_on."""
+    seen = []
+    exchange = _Exchange.__new__(_Exchange)
+    exchange.session = _FakeSession(trust_output)
+    exchange.on_output = lambda k, c: seen.append((k, c))
+    exchange.passed_bytes = exchange.dropped_frames = 0
+    exchange._pass_on(kind, content)
+    return seen
+
+
+@pytest.mark.parametrize("kind", ["display_data", "update_display_data", "execute_result"])
+def test_every_display_kind_goes_through_the_sanitiser(kind):
+    content = {"data": {"application/javascript": "alert(1)", "text/html": "<img src=x onerror=alert(1)>",
+                        "text/plain": "x"}, "metadata": {}, "transient": {}}
+    if kind == "execute_result":
+        content = {"execution_count": 1, "data": content["data"], "metadata": {}}
+    seen = _pass_through_exchange(False, kind, content)
+    notes = [c["text"] for k, c in seen if k == "stream"]
+    (out_kind, out), = [(k, c) for k, c in seen if k != "stream"]
+    assert out_kind == kind
+    assert out["data"] == {"text/html": '<img src="x">', "text/plain": "x"}
+    assert len(notes) == 1 and "application/javascript" in notes[0]
+
+
+def test_trusted_output_passes_as_it_is():
+    content = {"data": {"application/javascript": "alert(1)"}, "metadata": {}, "transient": {}}
+    assert _pass_through_exchange(True, "display_data", content) == [("display_data", content)]
+
+
+def test_the_note_about_dropped_output_comes_once_per_session():
+    session = _FakeSession(False)
+    seen = []
+    for _ in range(3):
+        exchange = _Exchange.__new__(_Exchange)
+        exchange.session = session
+        exchange.on_output = lambda k, c: seen.append(k)
+        exchange.passed_bytes = exchange.dropped_frames = 0
+        exchange._pass_on("display_data", {"data": {"application/javascript": "x"}, "metadata": {},
+                                           "transient": {}})
+    assert seen.count("stream") == 1 and seen.count("display_data") == 3
+
+
+def test_stream_and_error_text_are_not_touched():
+    stream = {"name": "stdout", "text": "<script>alert(1)</script>\x1b[31mred\x1b[0m"}
+    assert _pass_through_exchange(False, "stream", stream) == [("stream", stream)]
+    error = {"ename": "E", "evalue": "<img onerror=x>", "traceback": ["<script>"]}
+    assert _pass_through_exchange(False, "error", error) == [("error", error)]
+
+
+def test_session_trust_output_keyword_and_attribute():
+    session = Session("t", trust_output=True)
+    assert session.trust_output is True
+    session.trust_output = False
+    assert Session("u").trust_output is False
+
+
+def test_the_stats_say_when_output_is_trusted():
+    args = dict(session="s", image="host", limits=_Limits(), execution_count=1, wall=0.1,
+                figures={}, status="ok")
+    trusted = build_stats(**args, trusted_output=True)
+    assert trusted["trusted_output"] is True
+    assert "output trusted" in footer_text(trusted)
+    assert "<b>output</b> trusted" in footer_html(trusted)
+    plain = build_stats(**args)
+    assert "trusted_output" not in plain and "trusted" not in footer_text(plain)
+
+
+class _Limits:
+    memory = cpus = pids = timeout = None
