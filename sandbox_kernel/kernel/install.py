@@ -19,6 +19,18 @@ containers get real cgroup limits instead of rlimits (``sandbox-kernel
 doctor`` says whether a user systemd runs).  ``systemd-run --scope`` execs
 the kernel in place: the kernel keeps the pid its manager started.
 
+The policy (session/policy.py; settings.py has its traitlets)::
+
+    sandbox-kernel install --policy classroom --memory 1G      # the default: 1G is also the cap
+    sandbox-kernel install --memory 1G --max-memory 4G         # 1G at start, up to 4G on request
+    sandbox-kernel install --import-dir /srv/images --pull-registry 127.0.0.1:5000 \\
+                           --build-network host                # what the author may use
+    sandbox-kernel install --policy trusted --trust-output     # one person, their own machine
+
+goes into argv as ``--SandboxPolicy.name=trusted``, ``--SandboxPolicy.max_memory=4G``,
+``--SandboxPolicy.import_dirs=/srv/images`` (once per directory),
+``--SandboxKernel.trust_output=True``...
+
 Only the options given go into argv: the others keep the kernel's built-in
 defaults, which a config file can change (see settings.py for the order of
 precedence).  Every value is checked before anything is written; a bad one
@@ -57,8 +69,10 @@ class InstallError(ValueError):
 
 
 def kernel_argv(settings: dict, *, footer: bool = True, executable: str | None = None,
-                systemd_scope: bool = False) -> list[str]:
-    """The kernel's command line, carrying the given settings as traitlets."""
+                systemd_scope: bool = False, policy: dict | None = None,
+                trust_output: bool = False) -> list[str]:
+    """The kernel's command line, carrying the given settings and policy
+    options (checked_policy's) as traitlets."""
     argv = [executable or sys.executable, "-m", KERNEL_MODULE, "-f", "{connection_file}"]
     if systemd_scope:
         argv = SYSTEMD_SCOPE + argv
@@ -68,21 +82,32 @@ def kernel_argv(settings: dict, *, footer: bool = True, executable: str | None =
             argv.append(f"--SandboxKernel.{name}={'none' if value is None else value}")
     if not footer:
         argv.append("--SandboxKernel.footer=False")
+    if trust_output:
+        argv.append("--SandboxKernel.trust_output=True")
+    for name, value in (policy or {}).items():
+        for item in (value if isinstance(value, (list, tuple)) else [value]):
+            argv.append(f"--SandboxPolicy.{name}={'none' if item is None else item}")
     return argv
 
 
 def kernel_json(settings: dict, *, display_name: str = DEFAULT_DISPLAY_NAME, footer: bool = True,
-                executable: str | None = None, systemd_scope: bool = False) -> dict:
+                executable: str | None = None, systemd_scope: bool = False,
+                policy: dict | None = None, trust_output: bool = False) -> dict:
     effective = {**kernel_settings.DEFAULTS, **settings}
+    policy = policy or {}
     return {
         "argv": kernel_argv(settings, footer=footer, executable=executable,
-                            systemd_scope=systemd_scope),
+                            systemd_scope=systemd_scope, policy=policy, trust_output=trust_output),
         "display_name": display_name,
         "language": "python",
         "interrupt_mode": INTERRUPT_MODE,
         "metadata": {"debugger": False,
                      "sandbox_kernel": {"settings": effective, "footer": footer,
-                                        "given": sorted(settings)}},
+                                        "given": sorted(settings),
+                                        "policy": {"name": kernel_settings.DEFAULT_POLICY,
+                                                   **{k: list(v) if isinstance(v, tuple) else v
+                                                      for k, v in policy.items()}},
+                                        "trust_output": trust_output}},
     }
 
 
@@ -115,18 +140,41 @@ def checked_settings(given: dict) -> dict:
         raise InstallError(str(error)) from None
 
 
+def checked_policy(checked: dict, given: dict) -> dict:
+    """The given policy options (None: not given), as they go into argv:
+    import directories as real paths, registries as host[:port]; InstallError
+    for a bad one, or for a setting above its cap."""
+    from ..session import policy as policies
+    options = {k: v for k, v in given.items() if v is not None and v != []}
+    for key, normal in (("import_dirs", policies.real_dir), ("pull_registries", policies.normal_registry)):
+        try:
+            if key in options:
+                options[key] = [normal(item) for item in options[key]]
+        except ValueError as error:
+            raise InstallError(str(error)) from None
+    written = {k: "none" if v is None else v for k, v in checked.items()}    # as in argv
+    resolved = kernel_settings.resolve(written, environ={})
+    _, errors = kernel_settings.resolve_policy(resolved, written, options)
+    if errors:
+        raise InstallError(errors[0])
+    return options
+
+
 def install(settings: dict, *, name: str = DEFAULT_NAME, display_name: str = DEFAULT_DISPLAY_NAME,
             user: bool = False, prefix: str | None = None, footer: bool = True,
-            systemd_scope: bool = False) -> str:
+            systemd_scope: bool = False, policy: dict | None = None,
+            trust_output: bool = False) -> str:
     """Check, write and install the kernelspec; returns where it went."""
     from jupyter_client.kernelspec import KernelSpecManager
     checked = checked_settings(settings)
+    policy = checked_policy(checked, policy or {})
     if not display_name.strip():
         raise InstallError("invalid display name '': expected some text, e.g. 'Python 3 (sandbox)'")
     if systemd_scope and shutil.which("systemd-run") is None:
         raise InstallError("--systemd-scope needs systemd-run, which is not on PATH "
                            "(a systemd host has it; sandbox-kernel doctor tells what this host has)")
-    spec = kernel_json(checked, display_name=display_name, footer=footer, systemd_scope=systemd_scope)
+    spec = kernel_json(checked, display_name=display_name, footer=footer, systemd_scope=systemd_scope,
+                       policy=policy, trust_output=trust_output)
     with tempfile.TemporaryDirectory(prefix="sbk-kernelspec-") as tmp:
         source = write_kernelspec(os.path.join(tmp, name), spec)
         try:
@@ -158,15 +206,44 @@ def add_arguments(parser) -> None:
                                                  f"(default: {default or 'none'})")
     parser.add_argument("--no-footer", action="store_true",
                         help="no stats footer under each cell (%%container stats on shows it again)")
+    _add_policy_arguments(parser)
     parser.add_argument("--systemd-scope", action="store_true",
                         help="start the kernel under systemd-run --user --scope -p Delegate=yes: "
                              "a cgroup delegated to the user, for real limits without root "
                              "(cgroup v2 and a user systemd; see sandbox-kernel doctor)")
 
 
+# install option -> the SandboxPolicy trait it sets
+POLICY_ARGUMENTS = {"policy": "name", "max_memory": "max_memory", "max_cpus": "max_cpus",
+                    "max_pids": "max_pids", "max_timeout": "max_timeout", "max_disk": "max_disk",
+                    "max_sessions": "max_sessions", "import_dir": "import_dirs",
+                    "pull_registry": "pull_registries", "build_network": "build_network"}
+
+
+def _add_policy_arguments(parser) -> None:
+    """What the notebook's author may ask of the host (session/policy.py)."""
+    policy = parser.add_argument_group("policy", "what a notebook may ask of the host")
+    policy.add_argument("--policy", choices=("classroom", "trusted"),
+                        help=f"{kernel_settings.POLICY_HELP['name']} (default: classroom)")
+    for cap in kernel_settings.POLICY_CAPS:
+        policy.add_argument(f"--max-{cap}", metavar="VALUE",
+                            help=f"{kernel_settings.POLICY_HELP['max_' + cap]} (none: no cap)")
+    policy.add_argument("--import-dir", action="append", metavar="DIR",
+                        help=kernel_settings.POLICY_HELP["import_dirs"])
+    policy.add_argument("--pull-registry", action="append", metavar="HOST:PORT",
+                        help=kernel_settings.POLICY_HELP["pull_registries"])
+    policy.add_argument("--build-network", choices=("none", "host"),
+                        help=kernel_settings.POLICY_HELP["build_network"])
+    policy.add_argument("--trust-output", action="store_true",
+                        help="show the container's output as it is, scripts and HTML included "
+                             "(default: sanitised): only for code you trust")
+
+
 def run(args) -> str:
     """Install from parsed arguments; InstallError on a bad value."""
     given = {name: getattr(args, name) for name in kernel_settings.SETTINGS}
+    policy = {trait: getattr(args, option) for option, trait in POLICY_ARGUMENTS.items()}
     prefix = args.prefix if args.prefix else (None if args.user else sys.prefix)
     return install(given, name=args.name, display_name=args.display_name, user=args.user,
-                   prefix=prefix, footer=not args.no_footer, systemd_scope=args.systemd_scope)
+                   prefix=prefix, footer=not args.no_footer, systemd_scope=args.systemd_scope,
+                   policy=policy, trust_output=args.trust_output)

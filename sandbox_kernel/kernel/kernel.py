@@ -77,12 +77,13 @@ import threading
 from dataclasses import dataclass, field
 
 from ipykernel.kernelbase import Kernel
-from traitlets import Bool, Float, Int, Unicode, Union
+from traitlets import Bool, Float, Int, List, TraitError, Unicode, Union
+from traitlets.config import Configurable
 
 from .. import __version__
 from ..runtime import doctor, images
 from ..runtime.spec import Limits, SpecError
-from ..session import commands, stats as stats_contract
+from ..session import commands, policy as policies, stats as stats_contract
 from ..session.client import SessionBusy, SessionError, prewarm
 from . import settings as kernel_settings
 
@@ -111,6 +112,40 @@ def _setting(name: str):
                  help=kernel_settings.HELP[name]).tag(config=True)
 
 
+def _cap(name: str):
+    return Union([Unicode(), Int(), Float()], default_value=None, allow_none=True,
+                 help=kernel_settings.POLICY_HELP[name]).tag(config=True)
+
+
+def _names(name: str):
+    return List(Unicode(), default_value=None, allow_none=True,
+                help=kernel_settings.POLICY_HELP[name]).tag(config=True)
+
+
+class SandboxPolicy(Configurable):
+    """What the notebook's author may ask of the host (session/policy.py):
+    ``c.SandboxPolicy.*`` in a config file, ``--SandboxPolicy.*`` in the
+    kernelspec's argv (sandbox-kernel install --policy, --max-memory...).
+    Read once, as the kernel starts; nothing a notebook sends changes it."""
+
+    name = Unicode(None, allow_none=True, help=kernel_settings.POLICY_HELP["name"]).tag(config=True)
+    max_memory = _cap("max_memory")
+    max_cpus = _cap("max_cpus")
+    max_pids = _cap("max_pids")
+    max_timeout = _cap("max_timeout")
+    max_disk = _cap("max_disk")
+    max_sessions = _cap("max_sessions")
+    import_dirs = _names("import_dirs")
+    pull_registries = _names("pull_registries")
+    build_bases = _names("build_bases")
+    images = _names("images")
+    build_network = Unicode(None, allow_none=True, help=kernel_settings.POLICY_HELP["build_network"]
+                            ).tag(config=True)
+
+    def options(self) -> dict:
+        return {name: getattr(self, name) for name in kernel_settings.POLICY_OPTIONS}
+
+
 class SandboxKernel(Kernel):
     """Python 3 in a resource-limited container: every cell runs there."""
 
@@ -133,6 +168,9 @@ class SandboxKernel(Kernel):
     net = _setting("net")
     image = _setting("image")
     footer = Bool(True, help="the stats footer under each cell (%container stats off|on)").tag(config=True)
+    trust_output = Bool(False, help="show the container's output as it is (scripts and HTML "
+                                    "included) instead of sanitised: for code you trust"
+                        ).tag(config=True)
     prestart = Bool(True, help="start the container as the kernel starts, not at the first cell"
                     ).tag(config=True)
     start_wait = Float(120.0, help="seconds a request waits for the container to start").tag(config=True)
@@ -151,13 +189,17 @@ class SandboxKernel(Kernel):
         self._blocked: tuple | None = None        # (ename, evalue, traceback): every cell says it
         self._start_error: BaseException | None = None
         self.resolved = self._resolve_settings()
-        self.sessions = commands.Sessions()
+        self.policy, policy_errors = self._resolve_policy()
+        self.sessions = commands.Sessions(
+            policy=self.policy, trust_output=self.trust_output,
+            defaults={k: self.resolved.values[k] for k in kernel_settings.LIMITS})
         self.sessions.footer = self.resolved.footer
         self.usage = _UsageMeter()
         self.stats_channel = self._init_comms()
-        if self.resolved.errors:
-            self._blocked = ("SandboxSettingsError", "; ".join(self.resolved.errors),
-                             [f"{RED}SandboxSettingsError{RESET}: {e}" for e in self.resolved.errors])
+        errors = self.resolved.errors + policy_errors
+        if errors:
+            self._blocked = ("SandboxSettingsError", "; ".join(errors),
+                             [f"{RED}SandboxSettingsError{RESET}: {e}" for e in errors])
         self._preparing = threading.Thread(target=self._prepare, name="sbk-prestart", daemon=True)
         if self.prestart and self._blocked is None:
             self._preparing.start()
@@ -169,7 +211,8 @@ class SandboxKernel(Kernel):
         return (f"Python {platform.python_version()} in a container (sandbox-kernel {__version__})\n"
                 f"Every cell runs in a resource-limited Linux container: "
                 f"{_describe(values)}.\n"
-                f"%container status shows it; %container limits --memory 2G changes it.")
+                f"%container status shows it; %container limits --memory 2G changes it.\n"
+                f"Policy: {self.policy.describe()}.")
 
     @property
     def kernel_info(self) -> dict:
@@ -204,6 +247,25 @@ class SandboxKernel(Kernel):
         self.log.info("sandbox-kernel settings: %s", ", ".join(
             f"{k}={v} ({resolved.sources[k]})" for k, v in resolved.values.items()))
         return resolved
+
+    def _resolve_policy(self) -> tuple:
+        """The installer's policy (config files < kernelspec argv; never the
+        environment, never the notebook) and what is wrong with it.  With an
+        error every cell says it (fail closed), and the sessions get the
+        classroom preset of the built-in defaults meanwhile."""
+        settings = {name: getattr(self, name) for name in kernel_settings.SETTINGS}
+        try:
+            configured = SandboxPolicy(parent=self).options()
+        except TraitError as error:
+            policy, errors = None, [f"c.SandboxPolicy / --SandboxPolicy: {error}"]
+        else:
+            policy, errors = kernel_settings.resolve_policy(self.resolved, settings, configured)
+        if policy is None:
+            defaults = {k: policies.parse_limit(k, kernel_settings.DEFAULTS[k])
+                        for k in kernel_settings.LIMITS}
+            policy = policies.classroom(defaults)
+        self.log.info("sandbox-kernel policy: %s", policy.describe())
+        return policy, errors
 
     def container_session(self):
         """The kernel's sandbox session (created on first use, with the settings)."""
@@ -340,9 +402,10 @@ class SandboxKernel(Kernel):
             if name in NOT_IN_THIS_KERNEL:
                 raise commands.UsageError(f"%container {name}: {NOT_IN_THIS_KERNEL[name]}")
             output = commands.run(rest, self.sessions, namespace={}, on_output=cell.relay)
-        except commands.UsageError as error:
-            return cell.fail("UsageError", str(error), [f"{DIM}{HOST_PREFIX}{line}{RESET}",
-                                                        f"{RED}UsageError{RESET}: {error}"])
+        except (commands.UsageError, policies.PolicyRefused) as error:
+            ename = "PolicyRefused" if isinstance(error, policies.PolicyRefused) else "UsageError"
+            return cell.fail(ename, str(error), [f"{DIM}{HOST_PREFIX}{line}{RESET}",
+                                                 f"{RED}{ename}{RESET}: {error}"])
         cell.display(*_host_bundle(line, output))
         if name in ("restart", "stop") and args.name == SESSION:
             self._agent_count = 0
@@ -448,7 +511,8 @@ class SandboxKernel(Kernel):
         if StatsChannel is None:
             self.log.warning("sandbox kernel: no side panel channel (sandbox_kernel.panel)")
             return _NoPanel()
-        channel = StatsChannel(self, lambda: list(self.sessions.sessions.values()), kind="sandbox")
+        channel = StatsChannel(self, lambda: list(self.sessions.sessions.values()), kind="sandbox",
+                               policy=lambda: self.sessions.policy.as_dict())
         channel.register()
         return channel
 

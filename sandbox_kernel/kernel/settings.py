@@ -33,6 +33,33 @@ site-wide config file says, and an environment variable overrides both.
 pids and timeout.  Values are checked by the runtime's parsers
 (runtime/spec.py); a bad one names its source, so that the kernel can say
 which file or variable to fix.
+
+The policy (session/policy.py): what the notebook's author may ask of the
+host.  The settings above are both the defaults and, in the classroom
+preset, the caps; the policy's own options::
+
+    install option             traitlets config
+    --policy trusted           c.SandboxPolicy.name = "trusted"        (default: classroom)
+    --max-memory 4G            c.SandboxPolicy.max_memory = "4G"       (also cpus, pids,
+                                                                        timeout, disk, sessions)
+    --import-dir /srv/images   c.SandboxPolicy.import_dirs = ["/srv/images"]
+    --pull-registry HOST:PORT  c.SandboxPolicy.pull_registries = ["127.0.0.1:5000"]
+    --build-network host       c.SandboxPolicy.build_network = "host"
+                               c.SandboxPolicy.build_bases = ["debian:12"]
+                               c.SandboxPolicy.images = ["host", "debian:12"]
+    --trust-output             c.SandboxKernel.trust_output = True
+
+with the same order for these (defaults < config files < kernelspec argv),
+and no environment variable: the environment of a launch may come from
+further away (a gateway passes a client's variables to kernels), and the
+policy is the installer's alone.  For the same reason the caps are the
+limits of the defaults, config files and kernelspec, not the environment's:
+SANDBOX_KERNEL_MEMORY may set a launch's memory below its cap, and a value
+above it stops the kernel.
+Nothing the notebook sends reaches any of this: its ``%container`` lines
+only ask the policy (there is no ``%config`` on the host: a cell's
+``%config`` runs in the container's IPython).  A bad value stops the kernel's
+every cell with one line, as a bad setting does: it fails closed.
 """
 from __future__ import annotations
 
@@ -41,6 +68,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..runtime import images
+from ..session import policy as policies
 from ..runtime.spec import SpecError, parse_cpus, parse_duration, parse_network, parse_pids, \
     parse_size
 
@@ -140,3 +168,78 @@ def _source_words(name: str, source: str) -> str:
     if source == "default":
         return "the built-in default"
     return f"the environment variable {source}"
+
+
+# ---------------------------------------------------------------------------
+# The policy
+
+
+POLICY_CAPS = ("memory", "cpus", "pids", "timeout", "disk", "sessions")
+POLICY_LISTS = ("import_dirs", "pull_registries", "build_bases", "images")
+POLICY_OPTIONS = ("name", *(f"max_{c}" for c in POLICY_CAPS), *POLICY_LISTS, "build_network")
+DEFAULT_POLICY = policies.CLASSROOM
+POLICY_HELP = {
+    "name": "the policy's preset: classroom (caps, no imports, pulls or host-network builds) or "
+            "trusted (everything allowed: one person on their own machine)",
+    "max_memory": "the cap of a session's memory (default: the kernel's --memory)",
+    "max_cpus": "the cap of a session's cpus (default: the kernel's --cpus)",
+    "max_pids": "the cap of a session's pids (default: the kernel's --pids)",
+    "max_timeout": "the cap of a cell's time limit (default: the kernel's --timeout)",
+    "max_disk": "the cap of a writable layer's size (default: 1G)",
+    "max_sessions": "how many sessions (containers) a notebook may run (default: 1)",
+    "import_dirs": "a directory %container image import may read below (repeatable; default: none)",
+    "pull_registries": "a registry HOST[:PORT] %container image pull may contact (repeatable; "
+                       "default: none)",
+    "build_network": "the network of %container image build: none (the default) or host",
+    "build_bases": "the images a build may start from (default: stored images not on the host)",
+    "images": "the images a session may run (default: all there are)",
+}
+
+
+def resolve_policy(resolved: Resolved, settings: Mapping, configured: Mapping) -> tuple:
+    """(Policy or None, errors): the preset for ``configured["name"]`` with the
+    installer's limits (``settings``: SandboxKernel's traits, from config files
+    and the kernelspec, else the defaults) as its caps, then the installer's
+    explicit choices (``configured``: SandboxPolicy's traits); the limits in
+    force (``resolved``, the environment included) must be within the caps."""
+    name = configured.get("name") or DEFAULT_POLICY
+    try:
+        installed = {s: policies.parse_limit(s, _installed(settings, s)) for s in LIMITS}
+        net = check("net", _installed(settings, "net"))
+    except SpecError as error:
+        return None, [f"{error} (in the kernelspec or a config file, whose limits are the "
+                      f"policy's caps)"]
+    try:
+        policy = policies.preset(name, installed, net)
+        policy = policies.with_overrides(policy, {k: v for k, v in configured.items() if k != "name"})
+    except (SpecError, images.ImageError) as error:
+        return None, [f"{error} (from c.SandboxPolicy / --SandboxPolicy in the kernelspec: "
+                      f"sandbox-kernel install --policy, --max-*, --import-dir, --pull-registry)"]
+    errors = []
+    _defaults_down_to_caps(resolved, policy)
+    in_force = {s: policies.parse_limit(s, resolved.values.get(s)) for s in LIMITS}
+    for check_it, value in ((policy.check_limits, in_force),
+                            (policy.check_network, resolved.values["net"]),
+                            (policy.check_image, resolved.values["image"])):
+        try:
+            check_it(value)
+        except policies.PolicyRefused as refused:
+            errors.append(f"the kernel's own settings break its policy: {refused}")
+    return (policy if not errors else None), errors
+
+
+def _defaults_down_to_caps(resolved: Resolved, policy) -> None:
+    """A built-in default above a cap the installer gave (--max-timeout 1m,
+    and no --timeout) becomes the cap: the installer asked for no more."""
+    for name in LIMITS:
+        cap = policy.cap(name)
+        if cap is None or resolved.sources.get(name) != "default":
+            continue
+        value = policies.parse_limit(name, resolved.values.get(name))
+        if value is None or value > cap:
+            resolved.values[name] = f"{cap:g}" if isinstance(cap, float) else str(cap)
+
+
+def _installed(settings: Mapping, name: str):
+    value = settings.get(name)
+    return DEFAULTS[name] if value is None else value

@@ -49,9 +49,11 @@ class StatsChannel:
     open comm of target ``sandbox_kernel.stats``."""
 
     def __init__(self, kernel, session_provider: SessionProvider, *, kind: str,
-                 comm_manager=None, interval: float = TICK_INTERVAL):
+                 comm_manager=None, interval: float = TICK_INTERVAL,
+                 policy: Callable[[], dict] | None = None):
         self.kernel = kernel
         self.session_provider = session_provider
+        self.policy = policy          # the policy's as_dict(), for snapshots (None: no policy)
         self.kind = kind
         self.comm_manager = comm_manager if comm_manager is not None else kernel.comm_manager
         self.interval = interval
@@ -165,7 +167,8 @@ class StatsChannel:
 
     def _snapshot(self, reason: str) -> dict:
         return messages.message("snapshot", kind=self.kind, sessions=self._sessions(),
-                                running=self._running_now(), history=self.history, reason=reason)
+                                running=self._running_now(), history=self.history, reason=reason,
+                                policy=self.policy() if self.policy is not None else None)
 
     def _push(self, event: str, cell: dict | None = None) -> None:
         """One message to every open comm; nothing is built when none is open."""

@@ -15,7 +15,15 @@ Kernel -> frontend (``comm_msg`` data; metadata ``{"event": ...}`` says the same
                    "uptime": 12.5 | null, "network": "none"}],
      "running": {"session", "cell_id", "execution_count", "elapsed"} | null,
      "cell":    RECORD | null,                           cell_end only
-     "history": [RECORD, ...]}                           snapshot only, oldest first
+     "history": [RECORD, ...],                           snapshot only, oldest first
+     "policy":  POLICY | null}                           snapshot only: the sandbox kernel's
+
+    POLICY = {"name": "classroom" | "trusted", "text": "classroom (caps: memory 1 GiB, ...)",
+              "caps": {"memory": 1073741824 | null, "cpus", "pids", "timeout", "disk",
+                       "sessions"},                       null: no cap
+              "networks", "images", "import_dirs", "pull_registries", "build_bases":
+                       [...] | null (null: any), "build_networks": [...],
+              "host_builds": bool, "remove_any": bool}    (session/policy.py, Policy.as_dict)
 
     RECORD = {"session": "default", "cell_id": "5f0c..." | null,
               "execution_count": 3 | null, "stats": CONTRACT}
@@ -62,7 +70,8 @@ def cell_record(session_name: str, stats: dict, *, cell_id: str | None,
 
 
 def message(event: str, *, kind: str, sessions, running: dict | None = None,
-            cell: dict | None = None, history=None, reason: str | None = None) -> dict:
+            cell: dict | None = None, history=None, reason: str | None = None,
+            policy: dict | None = None) -> dict:
     if event not in EVENTS:
         raise ValueError(f"event {event!r} is not one of {', '.join(EVENTS)}")
     data = {"protocol": PROTOCOL_VERSION, "event": event, "kernel": kind, "time": time.time(),
@@ -70,6 +79,7 @@ def message(event: str, *, kind: str, sessions, running: dict | None = None,
     if event == "snapshot":
         data["reason"] = reason
         data["history"] = list(history or ())
+        data["policy"] = policy
     return json_safe(data)
 
 

@@ -7,7 +7,7 @@ IPython shell).
 
     %container status [--name N]           name, image, limits, state, pid, uptime, figures
     %container limits [--name N] [--memory 512M] [--cpus 1] [--pids 128] [--timeout 30s]
-                      [--net none|host] [--image NAME]
+                      [--disk 1G] [--net none|host] [--image NAME]
                                            show the limits, or change them (live where
                                            the cgroup allows; net and image on restart)
     %container restart [--name N]          a fresh container (variables are lost)
@@ -21,7 +21,12 @@ IPython shell).
     %container images                      the images there are (= %container image ls)
     %container image import PATH [--name N]      a rootfs dir/tar, an OCI layout, a docker save tar
     %container image inspect NAME | rm NAME | pull REF [--name N]
-    %container image build NAME --from BASE --run SCRIPT   (or %%container build NAME --from BASE)
+    %container image build NAME --from BASE --run SCRIPT [--net none|host]
+                                           (or %%container build NAME --from BASE)
+
+Every action on the host asks the sessions' policy first (policy.py): the
+sandbox kernel's installer sets it (classroom by default there), the magics
+run ``trusted``.  A refusal is ``PolicyRefused``, one line, and nothing was done.
 
 A mistake (unknown subcommand or option, a bad value) raises ``UsageError``
 whose message is the usage and what was wrong: no traceback, no SystemExit.
@@ -39,11 +44,13 @@ from dataclasses import dataclass, field
 
 from ..runtime import images, layers
 from ..runtime.spec import ContainerSpec, Limits, SpecError, parse_network
+from . import policy as policies
 from . import stats as stats_contract
 from .client import Session, SessionError
+from .policy import Policy, PolicyRefused
 
 DEFAULT_SESSION = "default"
-LIMIT_OPTIONS = ("memory", "cpus", "pids", "timeout")
+LIMIT_OPTIONS = ("memory", "cpus", "pids", "timeout", "disk")
 POOL_ENV = "SANDBOX_KERNEL_POOL"
 DEFAULT_POOL = 1
 MAX_POOL = 4
@@ -86,8 +93,13 @@ class Sessions:
     cgroup with the limits, counted like any other.
     """
 
-    def __init__(self, factory: Callable[..., Session] = Session):
+    def __init__(self, factory: Callable[..., Session] = Session, *, policy: Policy | None = None,
+                 defaults: dict | None = None, trust_output: bool = False):
         self.factory = factory
+        self.policy = policy if policy is not None else policies.trusted()
+        self.defaults = dict(defaults or {})      # a new session's limits as typed ("1G"), if not given
+        self.trust_output = trust_output          # every session's output shown as is (session/client.py)
+        self.made: set[str] = set()               # images this kernel built, imported or pulled
         self.sessions: dict[str, Session] = {}
         self.pool: list[Session] = []
         self.auto: str | None = None
@@ -109,17 +121,42 @@ class Sessions:
         given = {k: v for k, v in limits.items() if v is not None}
         session = self.sessions.get(name)
         if session is None:
-            new_limits = parse_limits(given)          # a bad value raises before anything starts
-            session = self._from_pool(name, image or images.HOST, net or "none", given)
-            if session is None:
-                session = self.factory(name, image=image or images.HOST, limits=new_limits,
-                                       network=net or "none")
-            self.sessions[name] = session
-            return session, []
+            return self._new_session(name, image or images.HOST, net or "none", given), []
         if not given and image is None and net is None:
             return session, []
+        self.check_changes(given, image, net)
         changes = session.set_limits(**given, image=image, net=net)
         return session, change_notes(session, changes)
+
+    def _new_session(self, name: str, image: str, net: str, given: dict) -> Session:
+        """A session with the given limits and the defaults for the others,
+        after the policy said yes; a bad value raises before anything starts."""
+        self.policy.check_sessions(len(self.sessions))
+        wanted = {**{k: v for k, v in self.defaults.items() if k in LIMIT_OPTIONS}, **given}
+        new_limits = parse_limits(wanted)
+        self.policy.check_limits({k: getattr(new_limits, k) for k in LIMIT_OPTIONS})
+        self.policy.check_network(net)
+        self.policy.check_image(image)
+        session = self._from_pool(name, image, net, wanted)
+        if session is None:
+            session = self.factory(name, image=image, limits=new_limits, network=net)
+        self._trust(session)
+        self.sessions[name] = session
+        return session
+
+    def check_changes(self, given: dict, image: str | None, net: str | None) -> None:
+        """What ``%container limits`` (or the magics' options) would change, asked of the policy."""
+        self.policy.check_limit_strings(given)
+        if net is not None:
+            self.policy.check_network(net)
+        if image is not None:
+            self.policy.check_image(image)
+
+    def _trust(self, session: Session) -> None:
+        """The kernel's trust_output on every session it makes (session/client.py
+        shows such a session's output unsanitised)."""
+        if self.trust_output:
+            session.trust_output = True
 
     def close(self, name: str) -> None:
         session = self.sessions.pop(name, None)
@@ -141,8 +178,9 @@ class Sessions:
         if self.sessions or self.pool:
             return 0
         for _ in range(min(size, MAX_POOL)):
-            session = self.factory(DEFAULT_SESSION, image=images.HOST, limits=parse_limits({}),
+            session = self.factory(DEFAULT_SESSION, image=images.HOST, limits=parse_limits(self.defaults),
                                    network="none")
+            self._trust(session)
             session.start_soon()
             self.pool.append(session)
         return len(self.pool)
@@ -239,6 +277,7 @@ def _add_limits(parser) -> None:
     parser.add_argument("--cpus", help="CPU cores, e.g. 0.5, 2")
     parser.add_argument("--pids", help="most processes and threads, e.g. 128")
     parser.add_argument("--timeout", help="per-cell time limit, e.g. 30s, 2m")
+    parser.add_argument("--disk", help="size of the writable layer, e.g. 1G (on restart)")
 
 
 def build_parser() -> _Parser:
@@ -295,6 +334,7 @@ def _add_image_actions(parser) -> None:
     build.add_argument("image", help="the new image's name")
     build.add_argument("--from", dest="base", required=True, help="the base image")
     build.add_argument("--run", dest="script", required=True, help="the /bin/sh script")
+    build.add_argument("--net", help="the build's network: none or host (default: the policy's)")
 
 
 def parse(line: str | list[str]) -> argparse.Namespace:
@@ -345,6 +385,8 @@ def run(line, sessions: Sessions, *, namespace: dict | None = None,
     try:
         return _COMMANDS[args.command](args, sessions, namespace if namespace is not None else {},
                                        on_output)
+    except PolicyRefused:
+        raise
     except (SpecError, SessionError, images.ImageNotFound, images.ImageError, layers.LayerError,
             images.BuildError) as exc:
         raise UsageError(str(exc.args[0]) if isinstance(exc, LookupError) else str(exc)) from None
@@ -357,6 +399,7 @@ def _status(args, sessions: Sessions, namespace, on_output) -> Output:
             ("pid", str(info["pid"] or "-")),
             ("uptime", stats_contract.format_seconds(info["uptime"])),
             ("limits", describe_limits(sessions.get(args.name))),
+            ("policy", sessions.policy.describe()),
             ("cells", str(info["cells"]))]
     figures = info["stats"] or {}
     if figures:
@@ -373,7 +416,10 @@ def _limits(args, sessions: Sessions, namespace, on_output) -> Output:
     session = sessions.get(args.name)
     given = {k: getattr(args, k) for k in (*LIMIT_OPTIONS, "net", "image") if getattr(args, k) is not None}
     if not given:
-        return Output(text=f"session {session.name!r}: {describe_limits(session)}")
+        return Output(text=f"session {session.name!r}: {describe_limits(session)}\n"
+                           f"policy: {sessions.policy.describe()}")
+    limits = {k: v for k, v in given.items() if k in LIMIT_OPTIONS}
+    sessions.check_changes(limits, given.get("image"), given.get("net"))
     notes = change_notes(session, session.set_limits(**given))
     return Output(text="\n".join(notes) or f"session {session.name!r}: nothing changed")
 
@@ -471,30 +517,71 @@ def _image(args, sessions: Sessions, namespace, on_output) -> Output:
     progress = NotebookProgress(on_output) if on_output is not None else images.Progress()
     if args.action == "ls":
         return _images(args, sessions, namespace, on_output)
-    if args.action == "import":
-        image = images.import_image(args.path, args.image_name, progress=progress)
-        return Output(text=f"imported {image.name} ({len(image.layers)} layer(s))")
-    if args.action == "pull":
-        image = images.pull(args.reference, args.image_name, progress=progress)
-        return Output(text=f"pulled {image.name} ({len(image.layers)} layer(s))")
     if args.action == "inspect":
+        policies.check_reference(args.image)
         return Output(text=images.describe(images.inspect(args.image)))
+    if args.action == "import":
+        return _import(args, sessions, progress)
+    if args.action == "pull":
+        return _pull_image(args, sessions, progress)
     if args.action == "rm":
-        users = sorted(n for n, s in sessions.sessions.items() if s.image == args.image and s.running)
-        if users:
-            raise UsageError(f"image {args.image!r} is in use by session(s) {', '.join(users)}: "
-                             f"%container stop --name {users[0]} first")
-        removed = images.remove(args.image)
-        return Output(text=f"removed {args.image}" + (f" and {len(removed)} layer(s)" if removed else ""))
-    return _build(args, on_output)
+        return _remove(args, sessions)
+    return _build(args, sessions, on_output)
 
 
-def _build(args, on_output) -> Output:
+def _import(args, sessions: Sessions, progress) -> Output:
+    """The policy sees the path before anything reads it; the import reads
+    the real path it approved, not the name (a symlink swapped in later)."""
+    from ..runtime import image_sources
+    path = sessions.policy.check_import(args.path)
+    if args.image_name is not None:
+        sessions.policy.check_new_name(args.image_name)
+    source = image_sources.open_source(path)
+    name = sessions.policy.check_new_name(args.image_name or source.name)
+    image = images.add_image(source, name, progress=progress)
+    sessions.made.add(image.name)
+    return Output(text=f"imported {image.name} ({len(image.layers)} layer(s))")
+
+
+def _pull_image(args, sessions: Sessions, progress) -> Output:
+    """The registry and the name are checked before a socket is opened; a pull
+    replaces an image of that name, so in a policy that removes only its own,
+    it may replace only its own."""
+    sessions.policy.check_pull(args.reference)
+    name = sessions.policy.check_new_name(args.image_name or args.reference.split("@")[0])
+    if images.load(name) is not None:
+        sessions.policy.check_remove(name, sessions.made)
+    image = images.pull(args.reference, name, progress=progress)
+    sessions.made.add(image.name)
+    return Output(text=f"pulled {image.name} ({len(image.layers)} layer(s))")
+
+
+def _remove(args, sessions: Sessions) -> Output:
+    sessions.policy.check_remove(args.image, sessions.made)
+    users = sorted(n for n, s in sessions.sessions.items() if s.image == args.image and s.running)
+    if users:
+        raise UsageError(f"image {args.image!r} is in use by session(s) {', '.join(users)}: "
+                         f"%container stop --name {users[0]} first")
+    removed = images.remove(args.image)
+    sessions.made.discard(args.image)
+    return Output(text=f"removed {args.image}" + (f" and {len(removed)} layer(s)" if removed else ""))
+
+
+def _build(args, sessions: Sessions, on_output) -> Output:
+    """A build's network, base and limits are the policy's: by default in the
+    classroom, no network and the caps as its limits."""
+    policy = sessions.policy
+    policy.check_new_name(args.image)
+    network = policy.build_network(args.net)
+    policy.check_build_base(args.base)
+
     def show(text: str) -> None:
         if on_output is not None:
             on_output("stream", {"name": "stdout", "text": text})
-    image = images.build(args.image, args.base, args.script, on_output=show)
-    return Output(text=f"built {image.name}: {args.base} + one layer")
+    image = images.build(args.image, args.base, args.script, network=network,
+                         limits=policy.build_limits(Limits()), on_output=show)
+    sessions.made.add(image.name)
+    return Output(text=f"built {image.name}: {args.base} + one layer (net {network})")
 
 
 class NotebookProgress(images.Progress):

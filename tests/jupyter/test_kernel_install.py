@@ -130,11 +130,12 @@ def test_a_bad_setting_names_where_it_came_from():
 
 
 def test_precedence_through_a_real_kernel(tmp_path):
-    """kernelspec memory 512M and pids 50; config file memory 256M, cpus 0.5,
-    pids 60, timeout 20s; environment pids 77."""
+    """kernelspec memory 512M and pids 50 (capped at 100: the environment may
+    raise a launch's limit up to its cap, not past); config file memory 256M,
+    cpus 0.5, pids 60, timeout 20s; environment pids 77."""
     data = tmp_path / "data"
     done = cli("install", "--prefix", str(tmp_path / "prefix"), "--name", "sbk-precedence",
-               "--memory", "512M", "--pids", "50")
+               "--memory", "512M", "--pids", "50", "--max-pids", "100")
     assert done.returncode == 0, done.stderr
     (data / "kernels").mkdir(parents=True)
     (tmp_path / "prefix/share/jupyter/kernels/sbk-precedence").rename(data / "kernels/sbk-precedence")
