@@ -18,8 +18,13 @@ What a forked workload inherits from the zygote, and why that is safe:
   - memory: the imported modules, and the ones they name in
     ZYGOTE_PRELOAD (the agent's: what its shell imports on first use),
     shared copy-on-write and charged to the zygote's cgroup, not the
-    container's; earlier requests' configs of this same owner; no secrets
-    of anyone else;
+    container's.  Not the owner's environment: the zygote starts with only
+    what it needs to import the same modules the same way (ZYGOTE_ENV),
+    because the environ block a process starts with stays in its memory
+    whatever os.environ later says, and a cell can read it (JupyterHub puts
+    the user's API token there).  Not the configs of earlier requests
+    either (their env, mounts, paths): the zygote never parses a request,
+    its fork does, and the buffer it came in is zeroed after each fork;
   - file descriptors: none but those of its own request (everything else is
     closed before the launcher runs, as in the fork path);
   - signal handlers: reset to the defaults in the launcher;
@@ -32,10 +37,12 @@ The zygote exits when its owner closes the request socket, or dies.
 """
 from __future__ import annotations
 
+import array
 import fcntl
 import gc
 import importlib
 import json
+import mmap
 import os
 import select
 import signal
@@ -49,7 +56,19 @@ from . import syscalls as sc
 
 PRELOAD = ("sandbox_kernel.session.agent",)
 MAX_REQUEST = 1 << 22
+MAX_FDS = 64
 _FD_FIELDS = ("status_fd", "result_fd", "lifeline_fd")
+_STATUS_FD_INDEX = 3    # stdio first, then _FD_FIELDS in order
+# The owner's environment variables the zygote keeps: where programs are
+# (newuidmap, for a rootless launcher), the locale (Python's file system and
+# stdio encodings), and what decides which modules Python imports.  None is a
+# secret; each is also visible to a workload in its effect (sys.path,
+# sys.getfilesystemencoding()).  Everything else (tokens, JPY_*, the hub's
+# variables) stays out of the zygote, so out of every process it forks.
+ZYGOTE_ENV = ("PATH", "LANG", "LANGUAGE", "PYTHONPATH", "PYTHONHOME", "PYTHONSAFEPATH",
+              "PYTHONNOUSERSITE", "PYTHONUSERBASE", "PYTHONPLATLIBDIR", "PYTHONUTF8",
+              "PYTHONIOENCODING", "PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")
+ZYGOTE_ENV_PREFIXES = ("LC_",)
 
 
 class ZygoteError(RuntimeError):
@@ -66,7 +85,8 @@ class Zygote:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "sandbox_kernel.runtime.zygote", str(theirs.fileno()),
              *preload],
-            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, start_new_session=True)
+            pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, start_new_session=True,
+            env=zygote_environment())
         theirs.close()
         self._sock = ours
         self._lock = threading.Lock()
@@ -99,6 +119,26 @@ class Zygote:
             self.process.wait()
 
 
+def zygote_environment(environ=None) -> dict:
+    """The zygote's whole environment: ZYGOTE_ENV of the owner's, nothing else.
+    A user site-packages the owner imports from is named by PYTHONUSERBASE,
+    so the zygote finds it without the owner's HOME."""
+    environ = os.environ if environ is None else environ
+    kept = {name: value for name, value in environ.items()
+            if name in ZYGOTE_ENV or name.startswith(ZYGOTE_ENV_PREFIXES)}
+    user_site = _user_site_in_use()
+    if user_site and "PYTHONUSERBASE" not in kept:
+        kept["PYTHONUSERBASE"] = user_site
+    return kept
+
+
+def _user_site_in_use() -> str | None:
+    import site
+    if site.ENABLE_USER_SITE and site.USER_SITE in sys.path:
+        return site.USER_BASE
+    return None
+
+
 _shared: Zygote | None = None
 _shared_lock = threading.Lock()
 
@@ -123,38 +163,63 @@ def serve(sock: socket.socket, later=()) -> None:
     one by one while no request waits."""
     later = list(later)
     signal.signal(signal.SIGCHLD, lambda _s, _f: _reap_children())
+    # A private mapping: a fork gets its own copy of the request, and what
+    # this process zeroes after the fork is gone from every later fork.
+    buffer = mmap.mmap(-1, MAX_REQUEST, flags=mmap.MAP_PRIVATE)
     while True:
         while later and not select.select([sock], [], [], 0)[0]:
             _import_quietly(later.pop(0))
             gc.freeze()                   # see main()
         try:
-            body, fds, _flags, _addr = socket.recv_fds(sock, MAX_REQUEST, 64)
+            size, fds, flags = _receive(sock, buffer)
         except InterruptedError:
             continue
-        if not body:
+        if not size and not fds:
             return  # the owner closed the socket or died
         try:
-            pid = _fork_launcher(json.loads(body), fds)
+            if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+                raise ZygoteError("launch request truncated (too large, or too many fds)")
+            pid = _fork_launcher(buffer, size, fds)
             sock.send(json.dumps({"pid": pid}).encode())
         except (OSError, ValueError, ZygoteError) as error:
             sock.send(json.dumps({"error": f"{type(error).__name__}: {error}"}).encode())
         finally:
+            buffer[:size] = bytes(size)   # the request's env and paths: the fork has them
             for fd in fds:
                 os.close(fd)
 
 
-def _fork_launcher(config: dict, fds: list[int]) -> int:
+def _receive(sock: socket.socket, buffer: mmap.mmap) -> tuple[int, list[int], int]:
+    """One request into ``buffer``, not into a bytes object this process
+    would free without clearing: (its size, the fds it carried, msg flags)."""
+    fds = array.array("i")
+    size, ancdata, flags, _addr = sock.recvmsg_into(
+        [buffer], socket.CMSG_LEN(MAX_FDS * fds.itemsize))
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
+    return size, list(fds), flags
+
+
+def _fork_launcher(buffer: mmap.mmap, size: int, fds: list[int]) -> int:
+    """Fork; the child parses the request (config JSON) and runs the launcher."""
     if len(os.listdir("/proc/self/task")) != 1:
         raise ZygoteError("the zygote has a second thread: refusing to fork")
+    if len(fds) < _STATUS_FD_INDEX + len(_FD_FIELDS):
+        raise ZygoteError(f"launch request with {len(fds)} fds: expected stdio and "
+                          f"{', '.join(_FD_FIELDS)}")
     pid = os.fork()
     if pid == 0:
         code = 125
+        status_fd = fds[_STATUS_FD_INDEX]
         try:
             gc.enable()                   # main() froze what we inherit
+            config = json.loads(buffer[:size])
             _place_fds(config, fds)
+            status_fd = config["status_fd"]
             code = launcher.launcher_main(config)
         except BaseException as error:  # noqa: B036 -- never return into the server loop
-            launcher._report(config["status_fd"], "launcher", error)
+            launcher._report(status_fd, "launcher", error)
         finally:
             os._exit(code)
     return pid
