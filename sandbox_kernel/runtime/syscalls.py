@@ -171,3 +171,23 @@ def write_proc_file(path: str, text: str) -> None:
         os.write(fd, text.encode())
     finally:
         os.close(fd)
+
+
+# --- openat2(2) (linux/openat2.h): path resolution the kernel keeps beneath a dirfd
+RESOLVE_NO_XDEV = 0x01        # refuse to cross a mount point (bind mounts too)
+RESOLVE_NO_MAGICLINKS = 0x02  # refuse /proc/<pid>/fd/* style links
+RESOLVE_NO_SYMLINKS = 0x04    # refuse every symlink, the last component's too
+RESOLVE_BENEATH = 0x08        # refuse absolute paths and '..' out of the dirfd
+_OPENAT2_NR = 437             # the same on every architecture (the unified table of 5.x)
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = 0) -> int:
+    """openat2(2); ENOSYS on kernels before 5.6 (callers fall back to a walk)."""
+    how = _OpenHow(flags, mode, resolve)
+    result = _libc.syscall(ctypes.c_long(_OPENAT2_NR), ctypes.c_int(dirfd), _b(path),
+                           ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+    return _check(result, "openat2", path)
