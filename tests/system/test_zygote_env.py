@@ -2,8 +2,8 @@
 request, is anywhere in a workload's memory.
 
 The agent is forked from the zygote without exec: clearing os.environ there
-leaves the environ block the zygote started with (and posix.environ, and
-whatever freed memory still holds).  So the tests search the workload's
+leaves the environ block the zygote started with, and whatever freed memory
+of the zygote still holds (an earlier request's config, parsed and freed).  So the tests search the workload's
 whole address space, every readable mapping of /proc/self/mem, for a canary
 that was in the owner's environment (as JUPYTERHUB_API_TOKEN is in a
 kernel's) or in an earlier container's env.
