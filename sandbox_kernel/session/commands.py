@@ -533,9 +533,9 @@ def _import(args, sessions: Sessions, progress) -> Output:
     """The policy sees the path before anything reads it; the import reads
     the real path it approved, not the name (a symlink swapped in later)."""
     from ..runtime import image_sources
-    path = sessions.policy.check_import(args.path)
     if args.image_name is not None:
         sessions.policy.check_new_name(args.image_name)
+    path = sessions.policy.check_import(args.path)
     source = image_sources.open_source(path)
     name = sessions.policy.check_new_name(args.image_name or source.name)
     image = images.add_image(source, name, progress=progress)
