@@ -78,6 +78,17 @@ export interface IRunning {
 
 export type StatsEvent = 'snapshot' | 'cell_start' | 'tick' | 'cell_end';
 
+/**
+ * What the notebook's author may ask of the host (the sandbox kernel's
+ * policy, session/policy.py): its preset, its caps (null: no cap) and the
+ * kernel's own one-line description.
+ */
+export interface IPolicy {
+  name: string;
+  text: string;
+  caps: Record<string, number | null>;
+}
+
 export interface IStatsMessage {
   event: StatsEvent;
   kernel: string | null;
@@ -86,6 +97,8 @@ export interface IStatsMessage {
   cell: ICellRecord | null;
   /** Present on snapshots only: every row the kernel kept, oldest first. */
   history: ICellRecord[] | null;
+  /** Snapshots of the sandbox kernel only; null otherwise. */
+  policy: IPolicy | null;
 }
 
 const NUMBER_FIELDS: (keyof IFigures)[] = [
@@ -237,10 +250,29 @@ export function parseMessage(
       cell: parseRecord(data.cell),
       history: Array.isArray(data.history)
         ? parseList(data.history, parseRecord)
-        : null
+        : null,
+      policy: parsePolicy(data.policy)
     };
   }
   return parseBareContract(data, metadataEvent);
+}
+
+/** The policy of a snapshot, or null when it is not one. */
+export function parsePolicy(raw: unknown): IPolicy | null {
+  if (
+    !isObject(raw) ||
+    typeof raw.name !== 'string' ||
+    typeof raw.text !== 'string'
+  ) {
+    return null;
+  }
+  const caps: Record<string, number | null> = {};
+  if (isObject(raw.caps)) {
+    for (const [key, value] of Object.entries(raw.caps)) {
+      caps[key] = typeof value === 'number' && Number.isFinite(value) ? value : null;
+    }
+  }
+  return { name: raw.name, text: raw.text, caps };
 }
 
 function parseBareContract(
@@ -285,7 +317,8 @@ function parseBareContract(
           }
         : null,
     cell,
-    history: null
+    history: null,
+    policy: null
   };
 }
 
@@ -371,6 +404,11 @@ export class StatsModel {
     return this._running;
   }
 
+  /** The sandbox kernel's policy, from its last snapshot (null: none sent). */
+  get policy(): IPolicy | null {
+    return this._policy;
+  }
+
   get sessions(): ISessionView[] {
     return Array.from(this._sessions.values());
   }
@@ -397,6 +435,7 @@ export class StatsModel {
     this._cells.clear();
     this._running = null;
     this._kernelKind = null;
+    this._policy = null;
     this._connected = false;
     this._changed.emit();
   }
@@ -417,6 +456,9 @@ export class StatsModel {
       this._updateSession(entry, now);
     }
     this._running = message.event === 'cell_end' ? null : message.running;
+    if (message.event === 'snapshot' && message.kernel !== null) {
+      this._policy = message.policy;
+    }
     if (message.history !== null) {
       this._cells.clear();
       message.history.forEach(record => this._cells.push(record));
@@ -454,6 +496,7 @@ export class StatsModel {
   private _connected = false;
   private _kernelKind: string | null = null;
   private _running: IRunning | null = null;
+  private _policy: IPolicy | null = null;
   private _sessions = new Map<string, ISessionView>();
   private _cells: Ring<ICellRecord>;
 }

@@ -28,7 +28,7 @@ import {
   formatUptime,
   NA
 } from './format';
-import { ICellRecord, IRunning, ISample, ISessionView, StatsModel } from './model';
+import { ICellRecord, IPolicy, IRunning, ISample, ISessionView, StatsModel } from './model';
 
 export const PANEL_ID = 'sandbox-kernel-stats';
 /** The sparklines' window. */
@@ -159,6 +159,9 @@ export class SandboxStatsPanel extends Widget {
     }
     const now = Date.now();
     const parts: HTMLElement[] = [];
+    if (model.policy) {
+      parts.push(policyNote(model.policy));
+    }
     if (model.sessions.length === 0) {
       parts.push(
         note(
@@ -240,6 +243,17 @@ function raw(value: number | null): string {
 
 function note(text: string, className = ''): HTMLElement {
   return el('p', `sbk-note ${className}`.trim(), text);
+}
+
+/** What the notebook may ask of the host: the kernel's own words, its preset named. */
+function policyNote(policy: IPolicy): HTMLElement {
+  const node = el('p', 'sbk-note sbk-policy');
+  node.dataset.policy = policy.name;
+  node.append(
+    el('strong', 'sbk-policy-label', 'policy: '),
+    el('span', 'sbk-policy-text', policy.text)
+  );
+  return node;
 }
 
 function notSandboxed(kernelName: string): HTMLElement {

@@ -146,6 +146,34 @@ describe('parseMessage: the comm envelope', () => {
     expect(message.history![0].cellId).toBe('cell-1');
   });
 
+  it('reads the policy of a snapshot, caps null when there is none', () => {
+    const text = 'classroom (caps: memory 1 GiB, cpus 1, pids 256, timeout no cap)';
+    const message = parseMessage(
+      envelope('snapshot', {
+        history: [],
+        policy: {
+          name: 'classroom',
+          text,
+          caps: { memory: 1073741824, timeout: null, cpus: 'x' }
+        }
+      })
+    )!;
+    expect(message.policy).toEqual({
+      name: 'classroom',
+      text,
+      caps: { memory: 1073741824, timeout: null, cpus: null }
+    });
+    expect(parseMessage(envelope('snapshot', { history: [], policy: null }))!.policy).toBeNull();
+    expect(parseMessage(envelope('tick'))!.policy).toBeNull();
+    const model = new StatsModel();
+    model.apply(message);
+    expect(model.policy!.name).toBe('classroom');
+    model.apply(parseMessage(envelope('tick'))!);
+    expect(model.policy!.name).toBe('classroom');      // ticks carry none: kept
+    model.reset();
+    expect(model.policy).toBeNull();
+  });
+
   it('reads a cell_end row; history is null outside snapshots', () => {
     const message = parseMessage(envelope('cell_end', { cell: record(7, 'error') }))!;
     expect(message.cell!.executionCount).toBe(7);

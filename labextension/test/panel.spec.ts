@@ -130,6 +130,33 @@ describe('SandboxStatsPanel', () => {
     panel.dispose();
   });
 
+  it('shows the sandbox kernel\'s policy', () => {
+    const connection = new FakeConnection();
+    const panel = mount(connection);
+    const session = { stats: contract({}), state: 'running', uptime: 3.5, network: 'none' };
+    connection.model.apply(
+      parseMessage({
+        protocol: 1,
+        event: 'snapshot',
+        kernel: 'sandbox',
+        sessions: [session],
+        running: null,
+        cell: null,
+        history: [],
+        policy: {
+          name: 'classroom',
+          text: 'classroom (caps: memory 1 GiB)',
+          caps: { memory: 1 }
+        }
+      })!
+    );
+    flush(panel);
+    const policy = panel.node.querySelector('.sbk-policy') as HTMLElement;
+    expect(policy.dataset.policy).toBe('classroom');
+    expect(policy.textContent).toBe('policy: classroom (caps: memory 1 GiB)');
+    panel.dispose();
+  });
+
   it('scrolls to the cell of a clicked row', () => {
     const connection = new FakeConnection();
     const clicked: any[] = [];
