@@ -12,8 +12,11 @@ Needs root (conftest.py skips the tier otherwise).  Every wait is bounded.
 from __future__ import annotations
 
 import os
+import queue
 import socket
 import threading
+import time
+import uuid
 
 import pytest
 
@@ -202,6 +205,25 @@ def test_the_notebook_cannot_reach_the_policy(start):
     assert "above the cap" in refused(kernel, "%container limits --memory 100G")
     status = kf.ok(kernel.run("%container status")).of("display_data")[0]["data"]["text/plain"]
     assert "policy" in status and "classroom (caps: memory 1 GiB, cpus 1, pids 256" in status
+
+
+def test_the_side_panels_snapshot_carries_the_policy(start):
+    kernel = start()
+    comm_id = uuid.uuid4().hex
+    kernel.kc.shell_channel.send(kernel.kc.session.msg(
+        "comm_open", {"comm_id": comm_id, "target_name": "sandbox_kernel.stats", "data": {}}))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            msg = kernel.kc.get_iopub_msg(timeout=1)
+        except queue.Empty:
+            continue
+        if msg["msg_type"] == "comm_msg" and msg["content"]["comm_id"] == comm_id:
+            policy = msg["content"]["data"]["policy"]
+            assert policy["name"] == "classroom" and policy["caps"]["memory"] == 1 << 30
+            assert policy["text"].startswith("classroom (caps: memory 1 GiB")
+            return
+    raise AssertionError("no snapshot on the stats comm")
 
 
 # ---------------------------------------------------------------------------
