@@ -49,8 +49,9 @@ from . import stats as stats_contract
 CLASSROOM, TRUSTED = "classroom", "trusted"
 PRESETS = (CLASSROOM, TRUSTED)
 CAPPED = ("memory", "cpus", "pids", "timeout", "disk")
+CAP_EXAMPLES = {"memory": "4G", "cpus": "2", "pids": "1024", "timeout": "10m", "disk": "4G"}
 NO_LIMIT = ("", "none", "unlimited")
-INSTALLER = "the kernel's installer sets it"
+INSTALL = "sandbox-kernel install"
 # a new image's name in the classroom: one path component, Docker's NAME[:TAG]
 _NEW_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$")
 DOCKER_HUB_ALIASES = ("docker.io", "index.docker.io", "registry-1.docker.io")
@@ -99,10 +100,11 @@ class Policy:
                 continue
             if value is None:
                 self._refuse(f"no {setting} limit is above the cap of {show(setting, cap)}",
-                             f"--max-{setting}")
+                             "sets the caps", f"{INSTALL} --max-{setting} none")
             if value > cap:
                 self._refuse(f"{setting} {show(setting, value)} is above the cap of "
-                             f"{show(setting, cap)}", f"--max-{setting}")
+                             f"{show(setting, cap)}", "sets the caps",
+                             f"{INSTALL} --max-{setting} {CAP_EXAMPLES[setting]}")
 
     def check_limit_strings(self, strings: dict) -> dict:
         """What a user typed (``--memory 2G``), parsed and checked; the parsed
@@ -123,13 +125,13 @@ class Policy:
         if self.max_sessions is not None and existing >= self.max_sessions:
             self._refuse(f"a new session would make {existing + 1}, above the cap of "
                          f"{self.max_sessions} (use the kernel's own session: no --name)",
-                         "--max-sessions")
+                         "sets the caps", f"{INSTALL} --max-sessions 2")
 
     def check_network(self, net: str) -> str:
         network = parse_network(net)
         if self.networks is not None and network not in self.networks:
             self._refuse(f"a session's network may be {' or '.join(self.networks)}, not {network}",
-                         "--net (its network) and --policy")
+                         "sets the kernel's network", f"{INSTALL} --net host")
         return network
 
     # -- images ------------------------------------------------------------------
@@ -139,7 +141,7 @@ class Policy:
         check_reference(name)
         if self.images is not None and name not in self.images:
             self._refuse(f"sessions may run the images {', '.join(self.images)}, not {name!r}",
-                         "c.SandboxPolicy.images")
+                         "lists them", "c.SandboxPolicy.images in a config file")
         return name
 
     def check_new_name(self, name: str) -> str:
@@ -158,30 +160,32 @@ class Policy:
             return path
         if ".." in path.split(os.sep):
             self._refuse(f"the import path {path!r} has '..': give a path below "
-                         f"{self._dirs()}", "--import-dir")
+                         f"{self._dirs()}", "lists the directories", f"{INSTALL} --import-dir DIR")
         real = os.path.realpath(path)
         if not any(_below(real, allowed) for allowed in self.import_dirs):
-            self._refuse(f"import reads only below {self._dirs()}, and {path!r} is {real}",
-                         "--import-dir DIR")
+            where = real if real == os.path.abspath(path) else f"{real} (where {path!r} leads)"
+            self._refuse(f"import reads only below {self._dirs()}, not {where}",
+                         "lists the directories", f"{INSTALL} --import-dir DIR")
         return real
 
     def _dirs(self) -> str:
-        return ", ".join(self.import_dirs) if self.import_dirs else "no directory (none is allowed)"
+        return ", ".join(self.import_dirs) if self.import_dirs else "listed directories (none is)"
 
     def check_pull(self, reference: str) -> str:
         """The registry a pull would contact, before any socket is opened."""
         from ..runtime import registry
         registry_name = normal_registry(registry.parse_reference(reference).registry)
         if self.pull_registries is not None and registry_name not in self.pull_registries:
-            allowed = ", ".join(self.pull_registries) or "no registry (none is allowed)"
-            self._refuse(f"pull contacts only {allowed}, not {registry_name}", "--pull-registry HOST:PORT")
+            allowed = ", ".join(self.pull_registries) or "listed registries (none is)"
+            self._refuse(f"pull contacts only {allowed}, not {registry_name}",
+                         "lists the registries", f"{INSTALL} --pull-registry HOST:PORT")
         return registry_name
 
     def build_network(self, requested: str | None) -> str:
         network = parse_network(requested) if requested else self.build_networks[0]
         if network not in self.build_networks:
             self._refuse(f"a build's network may be {' or '.join(self.build_networks)}, not {network}",
-                         "--build-network")
+                         "sets it", f"{INSTALL} --build-network host")
         return network
 
     def check_build_base(self, base: str) -> str:
@@ -189,20 +193,22 @@ class Policy:
         if self.build_bases is not None:
             if base not in self.build_bases:
                 self._refuse(f"builds may start from {', '.join(self.build_bases) or 'no image'}, "
-                             f"not {base!r}", "c.SandboxPolicy.build_bases")
+                             f"not {base!r}", "lists them", "c.SandboxPolicy.build_bases in a config file")
             return base
         self.check_image(base)
         if not self.host_builds and on_host(base):
             self._refuse(f"a build runs as uid 0 and may not start on the host's files ({base!r} is "
                          f"{'the host image' if base == images.HOST else 'built on the host'}): "
-                         f"start from a stored image", "c.SandboxPolicy.build_bases or --policy")
+                         f"start from a stored image", "may allow it",
+                         "c.SandboxPolicy.build_bases = ['host'] in a config file")
         return base
 
     def check_remove(self, name: str, made: set) -> str:
         check_reference(name)
         if not self.remove_any and name not in made:
             mine = ", ".join(sorted(made)) or "none yet"
-            self._refuse(f"rm removes only images this kernel made ({mine}), not {name!r}", "--policy")
+            self._refuse(f"rm removes only images this kernel made ({mine}), not {name!r}",
+                         "may lift it", f"{INSTALL} --policy trusted")
         return name
 
     # -- what it says ------------------------------------------------------------
@@ -239,8 +245,9 @@ class Policy:
                 "host_builds": self.host_builds, "remove_any": self.remove_any,
                 "text": self.describe()}
 
-    def _refuse(self, rule: str, option: str) -> None:
-        raise PolicyRefused(self.name, rule, f"{INSTALLER}: sandbox-kernel install {option} ...")
+    def _refuse(self, rule: str, does: str, how: str) -> None:
+        """PolicyRefused: the rule, then who can change it and how (the notebook cannot)."""
+        raise PolicyRefused(self.name, rule, f"the kernel's installer {does}: {how}")
 
 
 # ---------------------------------------------------------------------------
