@@ -226,6 +226,22 @@ def test_the_side_panels_snapshot_carries_the_policy(start):
     raise AssertionError("no snapshot on the stats comm")
 
 
+def test_a_policy_the_kernel_cannot_keep_stops_every_cell(kernelspecs, store):
+    """Fail closed: a bad preset, or limits above the caps, is not a looser policy."""
+    for name, extra in (("sbk-test-policy-bad-name", ["--SandboxPolicy.name=open"]),
+                        ("sbk-test-policy-above-cap", ["--SandboxKernel.memory=2G",
+                                                       "--SandboxPolicy.max_memory=1G"])):
+        spec = install.kernel_json({})
+        spec["argv"] += extra
+        install.write_kernelspec(os.path.join(kernelspecs, "kernels", name), spec)
+        with kf.kernels_of_one_test(name) as begin:
+            kernel = begin(name, env={images.STORE_ENV: store})
+            ran = kernel.run("%container limits --memory 100G")
+            assert ran.reply["ename"] == "SandboxSettingsError", ran.reply
+            assert "\n" not in ran.reply["evalue"]
+            assert kernel.run("1 + 1").reply["ename"] == "SandboxSettingsError"
+
+
 # ---------------------------------------------------------------------------
 # trusted: as before
 
