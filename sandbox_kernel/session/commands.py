@@ -91,6 +91,15 @@ class Sessions:
     container's launcher lives only as long as its owner), and closed with
     the sessions.  A warm container is an ordinary container: its own
     cgroup with the limits, counted like any other.
+
+    The policy (policy.py) is asked before every action on the host: a new
+    session (how many, its limits, network and image), a change of limits,
+    and every image action but ls and inspect.  ``defaults`` are a new
+    session's limits when none are given (the sandbox kernel's settings: a
+    second session is not unlimited); ``made`` the images this process
+    built, imported or pulled (a classroom kernel removes only those);
+    ``trust_output`` is set on every session made here.  The magics'
+    Sessions are ``trusted`` with no defaults: as before.
     """
 
     def __init__(self, factory: Callable[..., Session] = Session, *, policy: Policy | None = None,
