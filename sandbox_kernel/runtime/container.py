@@ -32,7 +32,6 @@ import json
 import os
 import secrets
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -238,7 +237,7 @@ class Container:
                 os.close(self._lifeline_w)
                 self._lifeline_w = None
             if self._state_dir:
-                shutil.rmtree(self._state_dir, ignore_errors=True)
+                cleanup.remove_state_dir(self._state_dir)   # iterative: any depth, no symlink followed
             self.state = State.DESTROYED
 
     def __enter__(self) -> "Container":

@@ -41,13 +41,12 @@ import os
 import random
 import runpy
 import select
-import shutil
 import signal
 import sys
 import time
 import traceback
 
-from . import network, rootfs, security, userns
+from . import network, rootfs, safe_fs, security, userns
 from . import syscalls as sc
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
@@ -177,7 +176,7 @@ def _clean_up(config: dict) -> None:
                 os.rmdir(directory)
             except OSError:
                 time.sleep(0.01)  # EBUSY until the last member is reaped
-    shutil.rmtree(config["cleanup"]["state_dir"], ignore_errors=True)
+    safe_fs.remove_tree(config["cleanup"]["state_dir"])   # iterative, logs what it cannot remove
 
 
 # ------------------------------------------------------------------------- init

@@ -174,3 +174,185 @@ def test_an_owner_that_exits_without_destroy_leaves_nothing(spawn):
     while time.monotonic() < deadline and os.path.exists(procs_file):
         time.sleep(0.05)
     assert not os.path.exists(procs_file), "the finished container's cgroup outlived its owner"
+
+
+# --- hostile leftovers: deep trees, other users' names, symlinks (issue 14, items 3 and 4)
+
+DEPTH = 3000        # shutil.rmtree recursed, and raised RecursionError, past ~1000 levels
+
+NEXT_START = """
+from sandbox_kernel.runtime.container import Container
+from sandbox_kernel.runtime.spec import ContainerSpec
+with Container(ContainerSpec(command=("/bin/true",))) as box:   # a new process: reap_stale runs
+    box.start()
+    print(box.wait(timeout=60).status)
+"""
+
+
+def assert_next_container_starts() -> None:
+    ran = subprocess.run([sys.executable, "-c", NEXT_START], capture_output=True, text=True, timeout=180)
+    assert ran.returncode == 0 and ran.stdout.strip() == "ok", ran.stderr[-3000:]
+
+
+def dead_pid() -> int:
+    """A pid no process has (99999 is above the default pid_max)."""
+    from sandbox_kernel.runtime.cleanup import owner_alive
+    return next(pid for pid in range(99999, 10 ** 7) if not owner_alive(pid))
+
+
+def make_deep(top: str, depth: int) -> None:
+    """depth nested directories under top, built with dirfds (no long paths)."""
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            os.mkdir("d", dir_fd=fd)
+            child = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    finally:
+        os.close(fd)
+
+
+def force_remove(path: str) -> None:
+    """The fixtures' fallback, whatever the code under test left."""
+    subprocess.run(["rm", "-rf", "--one-file-system", path], check=False)
+
+
+MAKE_DEEP_IN_CONTAINER = f"""
+import os, time
+for top in ("/workspace", "/tmp"):
+    os.chdir(top)
+    for _ in range({DEPTH}):
+        os.mkdir("d")
+        os.chdir("d")
+print("made", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_deep_tree_in_the_state_dir_does_not_stop_destroy_nor_the_next_container():
+    """The container nests 3000 directories wherever it can write; the test
+    nests 3000 more in the state dir itself (as a writable layer kept on the
+    host would): destroy removes it all, without RecursionError."""
+    read_end, write_end = os.pipe()
+    box = Container(ContainerSpec(command=("python3", "-c", MAKE_DEEP_IN_CONTAINER)),
+                    stdout=write_end, stdin=subprocess.DEVNULL)
+    state_dir = None
+    try:
+        box.start()
+        os.close(write_end)
+        with os.fdopen(read_end) as output:
+            assert output.readline().strip() == "made"
+        state_dir = box._state_dir
+        os.mkdir(os.path.join(state_dir, "upper"))
+        make_deep(os.path.join(state_dir, "upper"), DEPTH)
+        os.symlink("/etc", os.path.join(state_dir, "upper", "etc"))
+        box.destroy()
+        assert not os.path.lexists(state_dir)
+        assert os.path.isdir("/etc") and os.path.exists("/etc/passwd")
+    finally:
+        try:
+            box.destroy()
+        finally:
+            if state_dir:
+                force_remove(state_dir)
+    assert_next_container_starts()
+
+
+def test_the_launcher_removes_a_deep_state_dir_when_the_owner_dies(count_leftovers):
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, "exec"], stdout=subprocess.PIPE, text=True)
+    state_dir = None
+    try:
+        owner.stdout.readline()
+        state_dir = next(os.path.join("/run", name) for name in os.listdir("/run")
+                         if name.startswith(f"sbk-{owner.pid}-"))
+        make_deep(state_dir, DEPTH)
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(10)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and os.path.lexists(state_dir):
+            time.sleep(0.1)
+        assert not os.path.lexists(state_dir), "the launcher did not remove the deep state dir"
+    finally:
+        owner.kill()
+        owner.wait(10)
+        if state_dir:
+            force_remove(state_dir)
+
+
+def test_a_deep_leftover_of_a_dead_owner_is_reaped_and_the_next_container_starts():
+    from sandbox_kernel.runtime.cgroups import detect_driver
+    from sandbox_kernel.runtime.cleanup import reap_stale
+    left = f"/run/sbk-{dead_pid()}-deadbeef"
+    os.mkdir(left, 0o711)
+    try:
+        make_deep(left, DEPTH)
+        os.mkdir(os.path.join(left, "locked"), 0)
+        assert left in reap_stale(detect_driver())
+        assert not os.path.lexists(left)
+        os.mkdir(left, 0o711)
+        make_deep(left, DEPTH)
+        assert_next_container_starts()
+        assert not os.path.lexists(left)
+    finally:
+        force_remove(left)
+
+
+def as_nobody_make(top: str, link: str, victim: str, depth: int) -> None:
+    """In a forked child that is uid/gid 65534 (nobody): a deep tree at top,
+    and a symlink at link to victim."""
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            os.setgroups([])
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            os.mkdir(top, 0o755)
+            make_deep(top, depth)
+            os.symlink(victim, link)
+            status = 0
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "nobody could not make its tree"
+
+
+def snapshot_tree(top: str) -> list:
+    """Every directory and file under top, with inode, owner, mode and mtime."""
+    from sandbox_kernel.runtime import safe_fs
+    seen = []
+    for rel, fd, names in safe_fs.walk(top):
+        info = os.fstat(fd)
+        seen.append((rel, info.st_ino, info.st_uid, info.st_mode, info.st_mtime_ns, tuple(names)))
+    return seen
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making another user's directory needs root")
+def test_another_users_sbk_names_in_tmp_do_not_steer_roots_cleanup(tmp_path):
+    """Any user can make /tmp/sbk-<dead pid>-<hex>, 1100 levels deep, and a
+    symlink /tmp/sbk-<dead pid>-<hex> to a directory of root's: root's next
+    container starts, and neither is touched, nor what the link points to."""
+    from sandbox_kernel.runtime import safe_fs
+    victim = tmp_path / "victim"
+    (victim / "sub").mkdir(parents=True)
+    (victim / "passwd").write_text("victim\n")
+    tmp_path.chmod(0o755)
+    pid = dead_pid()
+    theirs, link = f"/tmp/sbk-{pid}-0ddba11", f"/tmp/sbk-{pid}-0ddba12"   # names of a dead owner
+    try:
+        as_nobody_make(theirs, link, str(victim), 1100)
+        before, victim_before = snapshot_tree(theirs), snapshot_tree(str(victim))
+        assert os.lstat(theirs).st_uid == 65534 and len(before) == 1101
+        assert_next_container_starts()
+        from sandbox_kernel.runtime.cgroups import detect_driver
+        from sandbox_kernel.runtime.cleanup import reap_stale
+        assert reap_stale(detect_driver(), state_parents=["/tmp"]) == []
+        assert snapshot_tree(theirs) == before
+        assert os.readlink(link) == str(victim)
+        assert snapshot_tree(str(victim)) == victim_before
+        assert (victim / "passwd").read_text() == "victim\n"
+    finally:
+        for path in (theirs, link):
+            if safe_fs.remove_tree(path):
+                force_remove(path)
