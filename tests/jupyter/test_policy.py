@@ -226,6 +226,23 @@ def test_the_side_panels_snapshot_carries_the_policy(start):
     raise AssertionError("no snapshot on the stats comm")
 
 
+def test_install_trust_output_lets_the_kernels_output_through(kernelspecs, store):
+    """sandbox-kernel install --trust-output: every session of the kernel shows
+    its output as it is; without it, JavaScript is dropped (session/client.py)."""
+    name = "sbk-test-policy-trust-output"
+    spec = install.kernel_json({}, trust_output=True)
+    install.write_kernelspec(os.path.join(kernelspecs, "kernels", name), spec)
+    cell = 'from IPython.display import Javascript\nJavascript("window.sbk_trusted = 1")'
+    with kf.kernels_of_one_test(name) as begin:
+        trusting = begin(name, env={images.STORE_ENV: store})
+        plain = begin(CLASSROOM, env={images.STORE_ENV: store})
+        shown = kf.ok(trusting.run(cell)).of("execute_result")[-1]["data"]
+        assert shown.get("application/javascript") == "window.sbk_trusted = 1"
+        shown = kf.ok(plain.run(cell))
+        assert not any("application/javascript" in c.get("data", {})
+                       for c in shown.of("execute_result") + shown.of("display_data"))
+
+
 def test_a_policy_the_kernel_cannot_keep_stops_every_cell(kernelspecs, store):
     """Fail closed: a bad preset, or limits above the caps, is not a looser policy."""
     for name, extra in (("sbk-test-policy-bad-name", ["--SandboxPolicy.name=open"]),
