@@ -461,6 +461,9 @@ def containers_using(dirs: list[str]) -> list[int]:
     return found
 
 
+from .launcher import containers_stacking as containers_using  # noqa: E402,F811 -- mountinfo inside names no layer (issue 14 item 10): the launchers hold them
+
+
 def _write_json(path: str, data) -> None:
     with open(path, "w") as handle:
         json.dump(data, handle, indent=1, sort_keys=True)

@@ -32,11 +32,24 @@ Channels, all pipes the owner creates:
 The init dies with the launcher (PR_SET_PDEATHSIG, its parent is this
 single-threaded launcher), and every process of the pid namespace dies with
 the init: nothing outlives its owner.
+
+What the workload can see of init, and of the host through it: init was
+forked (from the owner, the zygote or the launcher's interpreter), so its
+argv area, which /proc/1/cmdline shows to anyone, holds the owner's command
+line (a kernel's connection file, a notebook's path): init writes
+"sbk-init" over it, and a workload run in-process from the zygote writes
+its own command over the zygote's.  Init makes itself non-dumpable before
+the workload exists, so its /proc files belong to the host's root: with a
+single id mapped (userns.py) the workload has init's uid, and could
+otherwise raise init's oom_score_adj and have the OOM killer end the
+container through init, or write init's other owner-writable /proc files.
 """
 from __future__ import annotations
 
+import ctypes
 import importlib
 import json
+import mmap
 import os
 import random
 import runpy
@@ -49,6 +62,7 @@ import traceback
 from . import network, rootfs, safe_fs, security, userns
 from . import syscalls as sc
 
+PR_SET_DUMPABLE = 4   # linux/prctl.h
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
                      signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
 
@@ -88,6 +102,7 @@ def launcher_main(config: dict) -> int:
     except OSError as error:
         _report(status_fd, "setsid", error)
         return 125
+    held = _hold_lower_dirs(config["plan"])
     if config.get("userns"):
         # Rootless: first a user namespace, in which we hold the capabilities
         # every later step needs (for the namespaces made from it on).
@@ -103,6 +118,8 @@ def launcher_main(config: dict) -> int:
         return 125
     init_pid = os.fork()
     if init_pid == 0:
+        for fd in held:   # the host's record of what is in use; none of the container's
+            os.close(fd)
         os._exit(_run_init(config))
     os.close(status_fd)
     _let_go_of_the_commands_files(config["pass_fds"])
@@ -114,6 +131,78 @@ def launcher_main(config: dict) -> int:
     _await_release(config["lifeline_fd"])
     _clean_up(config)
     return code
+
+
+def _hold_lower_dirs(plan: list) -> list[int]:
+    """Open (O_PATH) every directory the plan's overlays stack, for as long
+    as this launcher lives: the host's record of the image layers in use
+    (``containers_stacking``), since the container's mountinfo names them
+    neutrally (rootfs.neutral_overlay_options).  One that cannot be opened
+    is left to the mount plan, which reports it."""
+    held = []
+    for op in plan:
+        fstype, data = (op.get("fstype"), op.get("data")) if isinstance(op, dict) \
+            else (op.fstype, op.data)
+        if fstype != "overlay":
+            continue
+        _, names = rootfs.neutral_overlay_options(data or "")
+        for name, path in names.items():
+            if name.startswith("layer"):
+                try:
+                    held.append(os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
+                except OSError:
+                    continue
+    return held
+
+
+def containers_stacking(dirs: list[str]) -> list[int]:
+    """Init pids (host) of running containers whose overlays stack any of
+    ``dirs`` or a directory below one (an image built on the host stacks
+    <layer>/root/usr): their launchers hold each open (_hold_lower_dirs).
+    Only launchers this process may look into are seen: all for root."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        if _comm(pid) != "sbk-launcher":
+            continue
+        held = _open_paths(pid)
+        if any(path == d or path.startswith(d.rstrip("/") + "/") for path in held for d in dirs):
+            found.append(_init_of(int(pid)) or int(pid))
+    return found
+
+
+def _comm(pid: str) -> str | None:
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as handle:
+            return handle.read().strip()
+    except OSError:
+        return None   # gone meanwhile
+
+
+def _open_paths(pid: str) -> list[str]:
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return []   # gone, or another user's
+    paths = []
+    for fd in fds:
+        try:
+            paths.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            continue   # closed meanwhile
+    return paths
+
+
+def _init_of(launcher: int) -> int | None:
+    """The launcher's child named sbk-init, or None (not started, or ended)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
+                name, rest = handle.read().split(" (", 1)[1].rsplit(") ", 1)
+        except (OSError, ValueError, IndexError):
+            continue
+        if name == "sbk-init" and int(rest.split()[1]) == launcher:
+            return int(pid)
+    return None
 
 
 def _let_go_of_the_commands_files(pass_fds: list[int]) -> None:
@@ -200,6 +289,7 @@ def _init_setup(config: dict) -> int:
     _step(config, "die with the launcher", sc.set_pdeathsig, signal.SIGKILL)
     _step(config, "join cgroup", _join_cgroup, config["join_files"])
     _step(config, "name init", sc.set_process_name, "sbk-init")
+    _step(config, "hide the owner's command line", replace_command_line, "sbk-init")
     _step(config, "unshare namespaces", sc.unshare, _namespace_flags(config["network"]))
     _step(config, "mount plan", rootfs.apply,
           [rootfs.Op(**op) if isinstance(op, dict) else op for op in config["plan"]],
@@ -209,6 +299,9 @@ def _init_setup(config: dict) -> int:
     _step(config, "network " + config["network"], network.setup_child, config["network"])
     for signum in FORWARDED_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)  # until the workload exists
+    # before the workload exists: init's /proc files become the host root's
+    # (see the module docstring); the workload takes dumpable back at once
+    _step(config, "init out of the workload's reach", sc.prctl, PR_SET_DUMPABLE, 0)
     pid = os.fork()
     if pid == 0:
         _run_workload(config)  # never returns
@@ -261,6 +354,9 @@ def _run_workload(config: dict) -> None:
 
 
 def _workload_setup(config: dict) -> None:
+    # as a fork of init, undumpable; our own /proc files are the workload's
+    # (an exec, or a change of uid, then decides as it does for any process)
+    _step(config, "dumpable", sc.prctl, PR_SET_DUMPABLE, 1)
     for signum in FORWARDED_SIGNALS + (signal.SIGCHLD,):
         signal.signal(signum, signal.SIG_DFL)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
@@ -290,6 +386,10 @@ def _run_module_in_process(config: dict) -> None:
     # exec would name the process after the interpreter; without it we would
     # still be "sbk-init" in ps inside, next to the real init
     sc.set_process_name(os.path.basename(config["command"][0]))
+    # and /proc/self/cmdline would be the zygote's command line; the
+    # environ block after it is no longer anyone's (os.environ.clear()
+    # unset every variable that pointed into it): the title may use it
+    replace_command_line(" ".join(config["command"]), with_environ=True)
     name, args = config["run_module"], config["module_args"]
     sys.argv = [name, *args]
     os.close(config["status_fd"])  # as a successful exec would: we are running
@@ -316,6 +416,36 @@ def _run_as_main(name: str) -> int:
 
 
 # ----------------------------------------------------------------------- helpers
+
+def replace_command_line(title: str, with_environ: bool = False) -> None:
+    """Make /proc/self/cmdline show ``title``: write it over this process's
+    argv area in place, as setproctitle(3) does (moving the area's bounds
+    would need PR_SET_MM, so CAP_SYS_RESOURCE).  The rest is zeroed but for
+    the area's last byte: non-zero there tells the kernel to show only the
+    text up to the first zero (if the title ends right before it, the
+    area is exactly the title and its zero, which the kernel shows as it is).  ``with_environ``: the environ block right
+    after the area is zeroed too and the title may run into it (only once
+    nothing points into it any more: see _run_module_in_process)."""
+    arg_start, arg_end, env_start, env_end = _argv_and_environ_areas()
+    end = env_end if with_environ and env_start == arg_end and env_end > env_start else arg_end
+    size = end - arg_start
+    if size < 2:
+        return   # no area (a kernel thread's), or no room for a title
+    # the kernel shows one page of a title at most
+    text = title.encode(errors="replace")[:min(size - 2, mmap.PAGESIZE - 1)]
+    ctypes.memset(arg_start, 0, size)
+    ctypes.memmove(arg_start, text, len(text))
+    if arg_start + len(text) < arg_end - 1:   # else the title's own byte is there
+        ctypes.memset(arg_end - 1, ord(" "), 1)
+
+
+def _argv_and_environ_areas() -> tuple[int, int, int, int]:
+    """arg_start, arg_end, env_start, env_end: fields 48-51 of /proc/self/stat."""
+    with open("/proc/self/stat", "rb") as handle:
+        fields = handle.read().rsplit(b")", 1)[1].split()
+    # fields[0] is field 3 of proc(5): field N is fields[N - 3]
+    return tuple(int(fields[n - 3]) for n in (48, 49, 50, 51))
+
 
 def _close_fds_except(keep: set[int]) -> None:
     # os.closerange(n, n) would call close_range(n, n - 1), and for n = 0

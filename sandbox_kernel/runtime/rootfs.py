@@ -14,7 +14,9 @@ The plan for the ``host`` image, with S the container's state directory:
     /proc        fresh proc, with kcore/keys/... masked, sys/... read-only
     /dev         tmpfs with null, zero, full, random, urandom, tty, pts, shm
     /tmp         a directory of the tmpfs layer (mode 1777)
-    /workspace   bind of a host directory (a fresh one per container by default)
+    /workspace   S/layer/workspace, fresh on the tmpfs layer: it counts against
+                 the disk limit with everything else the workload writes; or
+                 a bind of the host directory the caller named (--workspace)
 
 The plan for a stored image (``image_plan``) is one overlay at S/root whose
 lowerdirs are the image's layers (top first) and whose upper and work dirs
@@ -27,9 +29,17 @@ overlays get ``userxattr``; a bind keeps the flags the kernel locks on the
 host's mount (nosuid, nodev, noexec, read-only, atime: a remount that would
 clear one fails with EPERM); /sys is a read-only bind of the host's when the
 network is the host's (sysfs may only be mounted fresh in a network
-namespace the user namespace owns); the fresh /workspace lives on the tmpfs
-layer, so that files the workload's (subordinate) uid writes there never
-land in a host directory the user could not remove them from.
+namespace the user namespace owns); the fresh /workspace on the tmpfs layer
+also keeps files of the workload's (subordinate) uid out of any host
+directory the user could not remove them from.
+
+What the container sees of the host's paths in /proc/self/mountinfo: the
+host image's directories at their own paths (the interpreter's prefix and
+venv must be where the interpreter looks for them), the sources of declared
+mounts and of a --workspace the caller chose (the kernel shows a bind's root
+as its path in the source file system), and nothing of the state directory
+or the image store: overlayfs shows its layer options as the strings it was
+given, so ``apply`` gives it short relative names (``_mount_overlay``).
 
 DANGER: every op here runs as root with all capabilities.  ``apply`` refuses
 to start unless the process is already in a mount namespace other than the
@@ -40,6 +50,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from dataclasses import dataclass
 
 from . import syscalls as sc
@@ -90,7 +101,7 @@ def host_image_dirs() -> list[str]:
 
 def host_image_plan(spec: ContainerSpec, state_dir: str, workspace: str | None,
                     rootless: bool = False, layers: tuple[str, ...] = ()) -> list[Op]:
-    """``workspace`` None: a fresh one on the tmpfs layer (rootless)."""
+    """``workspace`` None: a fresh one on the tmpfs layer (counted in the disk limit)."""
     layer, root = f"{state_dir}/layer", f"{state_dir}/root"
     plan = [
         Op("mount", layer, "tmpfs", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV,
@@ -359,7 +370,67 @@ def _mkdir(op: Op) -> None:
 
 
 def _mount(op: Op) -> None:
-    sc.mount(op.source, op.target, op.fstype, op.flags, op.data)
+    if op.fstype == "overlay":
+        _mount_overlay(op)
+    else:
+        sc.mount(op.source, op.target, op.fstype, op.flags, op.data)
+
+
+# overlayfs's options that name directories, and the neutral name each path gets
+_OVERLAY_DIRS = {"lowerdir": "layer", "upperdir": "upper", "workdir": "work"}
+
+
+def neutral_overlay_options(data: str) -> tuple[str, dict[str, str]]:
+    """``data`` with each directory replaced by a short relative name, and
+    {name: the directory}.  mountinfo shows overlayfs's options as the
+    strings given, and the plan's are host paths (the state directory, the
+    image store): a container must see "lowerdir=layer0:layer1,upperdir=upper"."""
+    options, names = [], {}
+    for option in data.split(","):
+        key, _, value = option.partition("=")
+        if key not in _OVERLAY_DIRS or not value:
+            options.append(option)
+            continue
+        paths = value.split(":") if key == "lowerdir" else [value]
+        given = []
+        for index, path in enumerate(paths):
+            name = _OVERLAY_DIRS[key] + (str(index) if key == "lowerdir" else "")
+            names[name] = path
+            given.append(name)
+        options.append(f"{key}={':'.join(given)}")
+    return ",".join(options), names
+
+
+def _mount_overlay(op: Op) -> None:
+    """Mount with the neutral names of ``neutral_overlay_options``: each a
+    symlink to its directory in a scratch directory beside the upper dir
+    (ours: on the tmpfs layer, or a build's work directory), which is the
+    working directory while the kernel resolves them.  The overlay keeps
+    the directories it resolved, not the names: the scratch goes after."""
+    data, names = neutral_overlay_options(op.data or "")
+    if "upper" not in names:   # nowhere of ours to put the names: mount as planned
+        sc.mount(op.source, op.target, op.fstype, op.flags, op.data)
+        return
+    scratch = tempfile.mkdtemp(prefix=".overlay-names-", dir=os.path.dirname(names["upper"]))
+    previous = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for name, path in names.items():
+            os.symlink(path, os.path.join(scratch, name))
+        os.chdir(scratch)
+        sc.mount(op.source, op.target, op.fstype, op.flags, data)
+    finally:
+        os.fchdir(previous)
+        os.close(previous)
+        for name in names:
+            _unlink_if_there(os.path.join(scratch, name))
+        os.rmdir(scratch)
+
+
+def _unlink_if_there(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass   # a failed symlink() never made it
 
 
 def _bind(op: Op) -> None:

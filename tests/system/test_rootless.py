@@ -244,3 +244,45 @@ def test_doctor_as_this_user_tells_what_rootless_has(cgroup_driver):
         assert not checks["cgroup writable"]["ok"] and "rlimits" in checks["cgroup writable"]["fix"]
     else:
         assert checks["cgroup writable"]["ok"]
+
+
+# -- init out of the workload's reach -------------------------------------------
+
+REACH_INIT = r"""
+import errno, json, os
+def refusal(path, value):
+    try:
+        with open(path, "w") as handle:
+            handle.write(value)
+        return "written"
+    except OSError as error:
+        return errno.errorcode.get(error.errno, str(error.errno))
+before = open("/proc/1/oom_score_adj").read().strip()
+writes = {name: refusal("/proc/1/" + name, value) for name, value in
+          (("oom_score_adj", "1000"), ("oom_adj", "15"), ("coredump_filter", "0"))}
+opened = []   # every file of init's that is writable by its owner only
+for name in sorted(os.listdir("/proc/1")):
+    path = "/proc/1/" + name
+    try:
+        mode = os.stat(path).st_mode
+        if not os.path.isfile(path) or mode & 0o002 or not mode & 0o200:
+            continue
+        os.close(os.open(path, os.O_WRONLY))
+        opened.append(name)
+    except OSError:
+        pass
+print(json.dumps({"writes": writes, "opened": opened, "before": before,
+                  "after": open("/proc/1/oom_score_adj").read().strip()}))
+"""
+
+
+def test_the_workload_cannot_raise_inits_oom_score_or_write_its_proc_files(pyrun, idmap):
+    """With one id mapped the workload has init's uid: before, it could raise
+    /proc/1/oom_score_adj to 1000, so the OOM killer picked init and the
+    container ended without a word.  Init is non-dumpable: its /proc files
+    belong to the host's root, which no id inside maps to."""
+    ran = pyrun(REACH_INIT)
+    report = json.loads(ran.stdout)
+    assert "written" not in report["writes"].values(), report
+    assert report["opened"] == [], report
+    assert report["after"] == report["before"] != "1000"
