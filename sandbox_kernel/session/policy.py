@@ -42,14 +42,13 @@ import re
 from dataclasses import dataclass, replace
 
 from ..runtime import images
-from ..runtime.spec import DEFAULT_DISK, NETWORK_POLICIES, SpecError, parse_cpus, parse_duration, \
-    parse_network, parse_pids, parse_size
+from ..runtime.spec import DEFAULT_DISK, SpecError, parse_cpus, parse_duration, parse_network, \
+    parse_pids, parse_size
 from . import stats as stats_contract
 
 CLASSROOM, TRUSTED = "classroom", "trusted"
 PRESETS = (CLASSROOM, TRUSTED)
 CAPPED = ("memory", "cpus", "pids", "timeout", "disk")
-CAP_EXAMPLES = {"memory": "4G", "cpus": "2", "pids": "1024", "timeout": "10m", "disk": "4G"}
 NO_LIMIT = ("", "none", "unlimited")
 INSTALL = "sandbox-kernel install"
 # a new image's name in the classroom: one path component, Docker's NAME[:TAG]
@@ -104,7 +103,7 @@ class Policy:
             if value > cap:
                 self._refuse(f"{setting} {show(setting, value)} is above the cap of "
                              f"{show(setting, cap)}", "sets the caps",
-                             f"{INSTALL} --max-{setting} {CAP_EXAMPLES[setting]}")
+                             f"{INSTALL} --max-{setting} {typed(setting, value)}")
 
     def check_limit_strings(self, strings: dict) -> dict:
         """What a user typed (``--memory 2G``), parsed and checked; the parsed
@@ -286,7 +285,7 @@ def with_overrides(policy: Policy, overrides: dict) -> Policy:
     for setting in (*CAPPED, "sessions"):
         text = overrides.get(f"max_{setting}")
         if text is not None:
-            fields[f"max_{setting}"] = parse_cap(setting, text)
+            fields[f"max_{setting}"] = parse_limit(setting, text)
     if overrides.get("import_dirs") is not None:
         fields["import_dirs"] = tuple(real_dir(d) for d in overrides["import_dirs"])
     if overrides.get("pull_registries") is not None:
@@ -319,10 +318,6 @@ def parse_limit(setting: str, text):
     return parse_duration(text, setting)
 
 
-def parse_cap(setting: str, text):
-    return parse_limit(setting, text)
-
-
 def _parse_count(text) -> int:
     try:
         value = int(str(text).strip())
@@ -340,6 +335,16 @@ def show(setting: str, value) -> str:
         return stats_contract.format_bytes(value)
     if setting == "timeout":
         return stats_contract.format_seconds(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def typed(setting: str, value) -> str:
+    """A value as an install option takes it: 100G, 512M, 2.5, 30s."""
+    if setting in ("memory", "disk"):
+        mib = -(-value // (1 << 20))
+        return f"{mib >> 10}G" if mib % 1024 == 0 else f"{mib}M"
+    if setting == "timeout":
+        return f"{value:g}s"
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
