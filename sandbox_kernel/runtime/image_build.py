@@ -26,6 +26,13 @@ is recorded with ``base: host``: rootfs.host_image_plan lays each layer's
 subtree over the matching host directory.  What the script writes outside
 the host directories (on the container's tmpfs root) is not kept.
 
+Everything the host reads or changes in an upper dir or a layer afterwards
+is resolved beneath it with ``safe_fs``: the script ran as root in the
+container and may have planted a symlink at any component (``rm -rf /etc &&
+ln -s /host/dir /etc``), a FIFO where a setup file was, or a tree deeper
+than Python's recursion limit.  No symlink is followed, and trees are walked
+without recursion.
+
 The build mount has metacopy and redirect_dir off, so that the upper dir
 stands alone.  The script runs as uid 0 without any capability (it can write
 what root owns in the image, and no more), with network ``host``.  The
@@ -34,6 +41,7 @@ upper dir is on the host's disk: the build's disk limit is not enforced.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import os
 import stat
@@ -41,7 +49,7 @@ import subprocess
 import tarfile
 import threading
 
-from . import images, layers, rootfs
+from . import images, layers, rootfs, safe_fs
 from .container import Container, ContainerStartError
 from .images import BuildError, Image, ImageError, Store
 from .spec import ContainerSpec, Limits, parse_mount
@@ -49,6 +57,7 @@ from .spec import ContainerSpec, Limits, parse_mount
 BUILD_USER = (0, 0)          # root without capabilities
 SETUP_FILES = ("etc/hosts", "etc/hostname")
 SETUP_DIRS = ("proc", "dev", "sys", "workspace", "home/sandbox", "home", "tmp")
+SETUP_TEXT_MAX = 16 << 20   # a bigger /etc/passwd is not the setup's: left as the script made it
 
 
 def build(name: str, base: str, script: str, *, network: str = "host", limits: Limits | None = None,
@@ -93,17 +102,21 @@ class _Below:
         self.lower_dirs = base.lower_dirs if base is not None else []
         self.on_host = base is None or base.base == images.HOST
 
-    def file(self, path: str) -> str | None:
-        """The host path of ``path`` in the topmost layer that has it (setup
-        files are plain: whiteouts and opaque directories are not looked at)."""
-        for lower in self.lower_dirs + (["/"] if self.on_host else []):
-            full = os.path.join(lower, path)
-            if os.path.lexists(full):
-                return full if os.path.isfile(full) and not os.path.islink(full) else None
+    def text(self, path: str) -> str | None:
+        """The text of ``path`` in the topmost layer that has it, if a regular
+        file (setup files are plain: whiteouts and opaque directories are not
+        looked at).  A layer may come from an earlier build: resolved beneath
+        it; the host's own files are the host's, read as they are."""
+        for lower in self.lower_dirs:
+            if safe_fs.lstat_beneath(lower, path) is not None:
+                return _decoded(safe_fs.read_beneath(lower, path, SETUP_TEXT_MAX + 1))
+        if self.on_host and os.path.lexists(os.path.join("/", path)):
+            full = os.path.join("/", path)
+            return _read(full) if os.path.isfile(full) and not os.path.islink(full) else None
         return None
 
     def has(self, path: str) -> bool:
-        return any(os.path.lexists(os.path.join(lower, path)) for lower in self.lower_dirs)
+        return any(safe_fs.lstat_beneath(lower, path) is not None for lower in self.lower_dirs)
 
 
 def _check_upper_fs(store: Store, work: str) -> None:
@@ -167,11 +180,18 @@ def _host_layer(work: str) -> str:
     os.mkdir(tree, 0o755)
     for index, directory in enumerate(rootfs.host_image_dirs()):
         upper = os.path.join(work, "upper", str(index))
-        if os.path.isdir(upper) and os.listdir(upper):
+        if _real_dir(upper) and os.listdir(upper):
             target = tree + directory
             os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
             os.rename(upper, target)
     return tree
+
+
+def _real_dir(path: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
 
 
 def _run(spec: ContainerSpec, image: Image, work: str, on_output) -> None:
@@ -207,68 +227,103 @@ def _pump(fd: int, chunks: list[bytes], on_output) -> None:
 
 
 def _clean_setup_residue(upper: str, below: "_Below", spec: ContainerSpec) -> None:
-    """Take out of the upper dir what the container's setup made, not the script."""
+    """Take out of the upper dir what the container's setup made, not the
+    script; every path beneath ``upper``, no symlink followed at any component."""
     for path in SETUP_FILES:
-        _remove_if_file(os.path.join(upper, path))
+        _remove_if_file(upper, path)
     uid, gid = spec.user
     ours = {"etc/passwd": f"sandbox:x:{uid}:{gid}:sandbox:/home/sandbox:/bin/sh\n",
             "etc/group": f"sandbox:x:{gid}:\n"}
     for path, line in ours.items():
         _unappend(upper, path, line, below)
     for path in SETUP_DIRS:
-        full = os.path.join(upper, path)
-        if os.path.isdir(full) and not os.path.islink(full) and not os.listdir(full) \
-                and not below.has(path):
-            os.rmdir(full)
+        _remove_if_empty_dir(upper, path, below)
 
 
-def _remove_if_file(path: str) -> None:
-    if os.path.lexists(path) and not os.path.isdir(path):
-        os.unlink(path)
+def _remove_if_file(upper: str, path: str) -> None:
+    """Unlink ``path`` unless it is a directory (a symlink there is unlinked
+    itself, never what it points to); a symlinked parent leaves it alone."""
+    info = safe_fs.lstat_beneath(upper, path)
+    if info is not None and not stat.S_ISDIR(info.st_mode):
+        with safe_fs.parent_beneath(upper, path) as (parent, name):
+            os.unlink(name, dir_fd=parent)
+
+
+def _remove_if_empty_dir(upper: str, path: str, below: "_Below") -> None:
+    info = safe_fs.lstat_beneath(upper, path)
+    if info is None or not stat.S_ISDIR(info.st_mode) or below.has(path):
+        return
+    with safe_fs.parent_beneath(upper, path) as (parent, name):
+        try:
+            os.rmdir(name, dir_fd=parent)
+        except OSError as error:
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
 
 
 def _unappend(upper: str, path: str, line: str, below: "_Below") -> None:
     """Remove the line the setup appended; the file too if nothing else changed."""
-    full = os.path.join(upper, path)
-    if not os.path.isfile(full) or os.path.islink(full):
-        return
-    with open(full) as handle:
-        text = handle.read()
-    if line not in text:
+    text = _decoded(safe_fs.read_beneath(upper, path, SETUP_TEXT_MAX + 1))
+    if text is None or line not in text:
         return
     text = text.replace(line, "", 1)
-    lower = below.file(path)
-    if lower is not None and _read(lower) == text or lower is None and text == "":
-        os.unlink(full)
-    else:
-        with open(full, "w") as handle:
-            handle.write(text)
+    lower = below.text(path)
+    if lower is not None and lower == text or lower is None and text == "":
+        with safe_fs.parent_beneath(upper, path) as (parent, name):
+            os.unlink(name, dir_fd=parent)
+        return
+    fd = safe_fs.open_beneath(upper, path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with open(fd, "w", errors="surrogateescape") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):   # replaced since it was read: not ours
+            return
+        handle.truncate()
+        handle.write(text)
+
+
+def _decoded(data: bytes | None) -> str | None:
+    """Text of a setup file read with a limit; None if none, or over the limit."""
+    if data is None or len(data) > SETUP_TEXT_MAX:
+        return None
+    return data.decode(errors="surrogateescape")
 
 
 def _read(path: str) -> str:
-    with open(path, errors="replace") as handle:
+    """A host file (trusted): the host image's own /etc/passwd."""
+    with open(path, errors="surrogateescape") as handle:
         return handle.read()
 
 
 def _sanitize(upper: str, allow_setuid: bool) -> None:
     """Drop setuid/setgid bits and overlay's bookkeeping xattrs; refuse
     device nodes other than whiteouts (the script has no CAP_MKNOD, so
-    finding one means something is wrong)."""
-    for directory, dirs, files in os.walk(upper):
-        for name in dirs + files:
-            path = os.path.join(directory, name)
-            info = os.lstat(path)
+    finding one means something is wrong).  Walked without recursion or
+    following symlinks (safe_fs.walk)."""
+    for directory, dir_fd, names in safe_fs.walk(upper):
+        for name in names:
+            info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode):
                 if not (stat.S_ISCHR(info.st_mode) and info.st_rdev == 0):
-                    raise ImageError(f"the build left a device node at /{os.path.relpath(path, upper)}")
+                    raise ImageError(f"the build left a device node at /{os.path.join(directory, name)}")
                 continue
             if stat.S_ISLNK(info.st_mode):
                 continue
             if info.st_mode & 0o6000 and not allow_setuid and not stat.S_ISDIR(info.st_mode):
-                os.chmod(path, stat.S_IMODE(info.st_mode) & ~0o6000)
-            for attribute in os.listxattr(path, follow_symlinks=False):
+                _chmod_entry(dir_fd, name, stat.S_IMODE(info.st_mode) & ~0o6000)
+            entry = safe_fs.entry_path(dir_fd, name)
+            for attribute in os.listxattr(entry, follow_symlinks=False):
                 if attribute.startswith("trusted.overlay.") and attribute != layers.OPAQUE_XATTR:
-                    os.removexattr(path, attribute, follow_symlinks=False)
+                    os.removexattr(entry, attribute, follow_symlinks=False)
+
+
+def _chmod_entry(dir_fd: int, name: str, mode: int) -> None:
+    """chmod of an entry that is not a symlink, through an O_PATH fd of it
+    (chmod of /proc/self/fd/N changes that very inode)."""
+    fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        if not stat.S_ISLNK(os.fstat(fd).st_mode):
+            os.chmod(f"/proc/self/fd/{fd}", mode)
+    finally:
+        os.close(fd)
 
 
 class _HashWriter:
@@ -281,42 +336,44 @@ class _HashWriter:
 
 
 def layer_digest(upper: str) -> tuple[str, int]:
-    """(diff_id, bytes of files) of the OCI tar this overlay upper dir stands for."""
+    """(diff_id, bytes of files) of the OCI tar this overlay upper dir stands
+    for: entries in os.walk order with sorted names, walked with safe_fs."""
     sink, size = _HashWriter(), 0
     with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as archive:
-        for directory, dirs, files in os.walk(upper):
-            dirs.sort()
-            for name in sorted(dirs + files):
-                size += _add(archive, upper, os.path.join(directory, name))
+        for directory, dir_fd, names in safe_fs.walk(upper):
+            for name in names:
+                size += _add(archive, dir_fd, os.path.join(directory, name), name)
     return "sha256:" + sink.sha256.hexdigest(), size
 
 
-def _add(archive: tarfile.TarFile, upper: str, path: str) -> int:
-    arcname = os.path.relpath(path, upper)
-    info = os.lstat(path)
+def _add(archive: tarfile.TarFile, dir_fd: int, arcname: str, name: str) -> int:
+    """Entry ``name`` of the open directory ``dir_fd``, as ``arcname``."""
+    info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     if stat.S_ISCHR(info.st_mode) and info.st_rdev == 0:   # overlay whiteout -> OCI whiteout
         head, tail = os.path.split(arcname)
         entry = tarfile.TarInfo(os.path.join(head, layers.WHITEOUT + tail))
         entry.mtime = int(info.st_mtime)
         archive.addfile(entry)
         return 0
-    entry = archive.gettarinfo(path, arcname)
+    entry = archive.gettarinfo(safe_fs.entry_path(dir_fd, name), arcname)   # lstat, readlink
     entry.uname = entry.gname = ""
     if entry.isfile():
-        with open(path, "rb") as handle:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+        with open(fd, "rb") as handle:
             archive.addfile(entry, handle)
         return entry.size
     archive.addfile(entry)
-    if entry.isdir() and _is_opaque(path):
+    if entry.isdir() and _is_opaque(dir_fd, name):
         marker = tarfile.TarInfo(os.path.join(arcname, layers.OPAQUE))
         marker.mtime = int(info.st_mtime)
         archive.addfile(marker)
     return 0
 
 
-def _is_opaque(path: str) -> bool:
+def _is_opaque(dir_fd: int, name: str) -> bool:
     try:
-        return os.getxattr(path, layers.OPAQUE_XATTR, follow_symlinks=False) == b"y"
+        return os.getxattr(safe_fs.entry_path(dir_fd, name), layers.OPAQUE_XATTR,
+                           follow_symlinks=False) == b"y"
     except OSError:
         return False
 
@@ -328,7 +385,11 @@ def _commit_layer(store: Store, work: str, upper: str, diff_id: str, size: int) 
     layer_work = os.path.join(work, "layer")
     os.mkdir(layer_work)
     os.rename(upper, os.path.join(layer_work, "root"))
-    os.chmod(os.path.join(layer_work, "root"), 0o755)
+    root = safe_fs.open_beneath(layer_work, "root", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fchmod(root, 0o755)
+    finally:
+        os.close(root)
     store.commit_layer(layer_work, diff_id, None, size)
 
 
