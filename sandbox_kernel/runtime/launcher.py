@@ -423,9 +423,10 @@ def replace_command_line(title: str, with_environ: bool = False) -> None:
     would need PR_SET_MM, so CAP_SYS_RESOURCE).  The rest is zeroed but for
     the area's last byte: non-zero there tells the kernel to show only the
     text up to the first zero (if the title ends right before it, the
-    area is exactly the title and its zero, which the kernel shows as it is).  ``with_environ``: the environ block right
-    after the area is zeroed too and the title may run into it (only once
-    nothing points into it any more: see _run_module_in_process)."""
+    area is exactly the title and its zero, which the kernel shows as it
+    is).  ``with_environ``: the environ block right after the area is
+    zeroed too and the title may run into it (only once nothing points
+    into it any more: see _run_module_in_process)."""
     arg_start, arg_end, env_start, env_end = _argv_and_environ_areas()
     end = env_end if with_environ and env_start == arg_end and env_end > env_start else arg_end
     size = end - arg_start
