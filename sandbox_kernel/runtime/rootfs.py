@@ -153,8 +153,8 @@ def image_plan(spec: ContainerSpec, state_dir: str, workspace: str | None, image
     plan += _image_skeleton(root, spec)
     plan += _proc(root) + _dev(root, rootless) + _sys(root, spec, rootless)
     plan += [Op("confine", root + m.target, root) for m in spec.mounts]
-    plan += _binds(root, spec, _layer_workspace(layer, spec) if workspace is None else [workspace],
-                   rootless)
+    plan += _binds(root, spec, [workspace] if workspace is not None else
+                   _layer_workspace(layer, spec, own_tmpfs=upper_dir is not None), rootless)
     plan += _identity(root, spec)
     if spec.workdir != "/workspace":
         plan += [Op("confine", root + spec.workdir, root), Op("mkdir", root + spec.workdir)]
@@ -204,11 +204,18 @@ def _image_skeleton(root: str, spec: ContainerSpec) -> list[Op]:
     return plan
 
 
-def _layer_workspace(layer: str, spec: ContainerSpec) -> list:
-    """A fresh /workspace on the tmpfs layer, owned by the workload's user."""
+def _layer_workspace(layer: str, spec: ContainerSpec, own_tmpfs: bool = False) -> list:
+    """A fresh /workspace on the tmpfs layer, owned by the workload's user.
+    ``own_tmpfs`` (a build: S/layer is then a host directory, the uppers
+    being kept on disk): a tmpfs of its own, so that /workspace's mountinfo
+    line names no host path."""
     uid, gid = spec.user
     workspace = f"{layer}/workspace"
-    return [Op("mkdir", workspace), Op("chown", workspace, data=f"{uid}:{gid}"), workspace]
+    plan = [Op("mkdir", workspace)]
+    if own_tmpfs:
+        plan.append(Op("mount", workspace, "tmpfs", "tmpfs", sc.MS_NOSUID | sc.MS_NODEV,
+                       f"size={spec.limits.disk},mode=0755"))
+    return plan + [Op("chown", workspace, data=f"{uid}:{gid}"), workspace]
 
 
 def _binds(root: str, spec: ContainerSpec, workspace: list, rootless: bool = False) -> list[Op]:

@@ -55,3 +55,18 @@ def test_a_title_longer_than_the_argv_area_is_cut_to_it():
     shown = _cmdline_after_replacing_with("x" * 5000)
     assert shown == b"x" * (len(shown) - 1) + b"\0"
     assert len(shown) < len(sys.executable) + len(SHOW_ARGV) + len(SECRET) + 8
+
+
+def test_a_builds_fresh_workspace_is_a_tmpfs_of_its_own():
+    """A build keeps its upper dir on the host and S/layer is a host
+    directory: /workspace gets a tmpfs, so its root in mountinfo is '/'."""
+    from sandbox_kernel.runtime.spec import ContainerSpec
+
+    class Image:
+        lower_dirs = ["/store/layers/sha256/a/root"]
+    plan = rootfs.image_plan(ContainerSpec(command=("sh",), image="x"), "/run/sbk-x", None, Image(),
+                             upper_dir="/store/tmp/build")
+    assert any(op.kind == "mount" and op.fstype == "tmpfs" and op.target == "/run/sbk-x/layer/workspace"
+               for op in plan)
+    plain = rootfs.image_plan(ContainerSpec(command=("sh",), image="x"), "/run/sbk-x", None, Image())
+    assert not any(op.target == "/run/sbk-x/layer/workspace" and op.kind == "mount" for op in plain)
