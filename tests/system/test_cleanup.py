@@ -284,18 +284,30 @@ def test_a_deep_leftover_of_a_dead_owner_is_reaped_and_the_next_container_starts
     from sandbox_kernel.runtime.cgroups import detect_driver
     from sandbox_kernel.runtime.cleanup import reap_stale
     left = f"/run/sbk-{dead_pid()}-deadbeef"
-    os.mkdir(left, 0o711)
     try:
-        make_deep(left, DEPTH)
-        os.mkdir(os.path.join(left, "locked"), 0)
-        assert left in reap_stale(detect_driver())
+        plant_deep_leftover(left)
+        removed = reap_stale(detect_driver())
+        # another process starting a container on this machine may have reaped it first
+        assert left in removed or not os.path.lexists(left)
         assert not os.path.lexists(left)
-        os.mkdir(left, 0o711)
-        make_deep(left, DEPTH)
+        plant_deep_leftover(left)
         assert_next_container_starts()
         assert not os.path.lexists(left)
     finally:
         force_remove(left)
+
+
+def plant_deep_leftover(path: str) -> None:
+    """A deep state dir, with a 0000 directory, under a dead owner's name: made
+    under a name of ours (alive: no one reaps it meanwhile), then renamed."""
+    building = os.path.join(os.path.dirname(path), f"sbk-{os.getpid()}-{os.path.basename(path)[4:]}")
+    os.mkdir(building, 0o711)
+    try:
+        make_deep(building, DEPTH)
+        os.mkdir(os.path.join(building, "locked"), 0)
+        os.rename(building, path)
+    finally:
+        force_remove(building)
 
 
 def as_nobody_make(top: str, link: str, victim: str, depth: int) -> None:
