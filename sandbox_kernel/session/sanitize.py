@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import html
 import re
+import secrets
 import xml.etree.ElementTree as ElementTree
 from xml.sax.saxutils import escape as xml_escape, quoteattr
 
@@ -191,7 +192,8 @@ SAFE_CSS_PROPERTIES = frozenset({
 # colours and sizes; a function only as rgb()/hsl(), a reference only as url(#id)
 _CSS_VALUE = re.compile(
     r"(?:[\w\s#%.,+/\-!\"']|(?:rgba?|hsla?)\([\d\s.,%/+\-]*\)|url\(\s*#[\w.\-]+\s*\))*")
-_CSS_SELECTOR = re.compile(r"[\w\s.#:,*()+>~\-\[\]=\"']+")
+# no sibling combinators (+ ~): a scoped selector must not reach past its scope
+_CSS_SELECTOR = re.compile(r"[\w\s.#:,*()>\-\[\]=\"']+")
 _CSS_COMMENT = re.compile(r"/\*.*?\*/", re.S)
 
 
@@ -210,11 +212,13 @@ def _safe_css_value(value: str) -> bool:
     return "\\" not in value and "<" not in value and bool(_CSS_VALUE.fullmatch(value))
 
 
-def clean_stylesheet(css: str, id_prefix: str = "") -> str:
+def clean_stylesheet(css: str, id_prefix: str = "", scope: str = "") -> str:
     """The rules of a <style> block whose selectors are plain and whose
     declarations are on the allowlist; at-rules (@import, @font-face, @media)
     and anything with an escape are left out.  ``#id`` selectors get
-    ``id_prefix``, as nh3 gives it to the elements' ids."""
+    ``id_prefix``, as nh3 gives it to the elements' ids.  With ``scope`` (a
+    class of the element around the output) every selector gets
+    ``.scope `` before it: the rules style this output, not the page."""
     css = _CSS_COMMENT.sub("", css)
     if "\\" in css or "<" in css or "@" in css:
         return ""
@@ -228,6 +232,8 @@ def clean_stylesheet(css: str, id_prefix: str = "") -> str:
         if declarations:
             if id_prefix:
                 selector = re.sub(r"#(?=[A-Za-z_])", "#" + id_prefix, selector)
+            if scope:
+                selector = ", ".join(f".{scope} {part.strip()}" for part in selector.split(","))
             rules.append(f"{selector} {{ {declarations}; }}")
     return "\n".join(rules)
 
@@ -236,6 +242,14 @@ def clean_stylesheet(css: str, id_prefix: str = "") -> str:
 # HTML, through nh3 (ammonia: html5ever's parser, an allowlist, re-serialised)
 
 ID_PREFIX = "sbk-out-"      # ids of untrusted output cannot clobber the page's own
+SCOPE_PREFIX = "sbk-out-scope-"
+
+
+def new_scope() -> str:
+    """A class for one output's element, that its own CSS is confined to
+    (random: another output cannot aim at it)."""
+    return SCOPE_PREFIX + secrets.token_hex(6)
+
 HTML_TAGS = (set(nh3.ALLOWED_TAGS) | {"tfoot", "font", "section", "main", "label", "meter",
                                       "progress", "output"}) - {"area", "map"}
 # removed with their content: script and style bodies, embedded documents, raw text
@@ -275,11 +289,12 @@ def clean_html(text: str) -> str | None:
     """HTML with no script, handler, script URL, frame, form, object, base or
     meta.  <style> blocks come back rebuilt by clean_stylesheet (pandas'
     table style survives; a rule that loads or hides the page does not)."""
-    styles = [clean_stylesheet(block, ID_PREFIX) for block in _STYLE_BLOCK.findall(text)]
+    scope = new_scope()
+    styles = [clean_stylesheet(block, ID_PREFIX, scope) for block in _STYLE_BLOCK.findall(text)]
     body = _nh3(text)
     css = "\n".join(s for s in styles if s)
     if css:
-        body = f"<style>\n{css}\n</style>\n{body}"
+        body = f'<div class="{scope}"><style>\n{css}\n</style>\n{body}</div>'
     return neutralise_script_urls(body)
 
 
@@ -315,8 +330,19 @@ def _escape_non_tags(text: str) -> str:
     return _TAG_START.sub(one, text)
 
 
+# $...$ and $$...$$ as JupyterLab's Markdown renderer finds them
+_MATH = re.compile(r"\$\$.+?\$\$|\$[^$\n]+?\$", re.S)
+
+
+def _math_without_lt(text: str) -> str:
+    """``<`` in math as TeX's ``\\lt``: the same symbol, and no tag for nh3
+    to take ``$x<y$`` for (only ``<`` goes, so a wrong guess at what is math
+    can only make markup less, never more)."""
+    return _MATH.sub(lambda m: m.group().replace("<", "\\lt "), text)
+
+
 def clean_markdown(text: str) -> str | None:
-    body = _nh3(_escape_non_tags(text))
+    body = _nh3(_escape_non_tags(_math_without_lt(text)))
     for pattern, plain in _TEXT_ESCAPES:       # nh3 escaped Markdown's own > and &
         body = pattern.sub(plain, body)
     return neutralise_script_urls(body)
@@ -356,7 +382,7 @@ def clean_svg(text: str) -> str | None:
     if _local_name(root.tag) != "svg":
         return None
     out: list[str] = []
-    _write_svg(root, out, top=True)
+    _write_svg(root, out, new_scope(), top=True)
     return neutralise_script_urls("".join(out))
 
 
@@ -367,30 +393,32 @@ def _local_name(tag) -> str:
     return name if namespace == SVG_NS else ""
 
 
-def _write_svg(element, out: list[str], top: bool = False) -> None:
+def _write_svg(element, out: list[str], scope: str, top: bool = False) -> None:
     name = _local_name(element.tag)
     if name not in SVG_ELEMENTS:
         out.append(xml_escape(element.tail or "") if not top else "")
         return                            # with its content: <script>, <foreignObject>, <a>...
-    attributes = _svg_attributes(element, name)
-    if top:
-        attributes = f' xmlns="{SVG_NS}" xmlns:xlink="{XLINK_NS}"' + attributes
+    attributes = _svg_attributes(element, name, skip=("class",) if top else ())
+    if top:                               # its class is the scope of its <style> rules
+        attributes = f' xmlns="{SVG_NS}" xmlns:xlink="{XLINK_NS}" class="{scope}"' + attributes
     out.append(f"<{name}{attributes}>")
     if name == "style":
-        out.append(xml_escape(clean_stylesheet(element.text or "")))
+        out.append(xml_escape(clean_stylesheet(element.text or "", scope=scope)))
     else:
         out.append(xml_escape(element.text or ""))
         for child in element:
-            _write_svg(child, out)
+            _write_svg(child, out, scope)
     out.append(f"</{name}>")
     if not top:
         out.append(xml_escape(element.tail or ""))
 
 
-def _svg_attributes(element, name: str) -> str:
+def _svg_attributes(element, name: str, skip=()) -> str:
     kept = []
     for key, value in element.attrib.items():
         attribute = _svg_attribute_name(key)
+        if attribute in skip:
+            continue
         value = _svg_attribute_value(attribute, value, name)
         if value is not None:
             kept.append(f" {attribute}={quoteattr(value)}")

@@ -62,8 +62,9 @@ display(HTML('<a target="_self" href="javascript:' + put('{face}-link.txt') + '"
 
 SURVIVORS = r'''
 import matplotlib.pyplot as plt
-from IPython.display import display, Math
+from IPython.display import display, Markdown, Math
 display(Math(r"\int_0^1 x^2 \, dx = \frac{1}{3}"))
+display(Markdown(r"inline math $x<y$ in Markdown"))
 plt.figure(figsize=(3, 2))
 plt.plot([1, 3, 2])
 plt.show()
@@ -105,6 +106,7 @@ def check_survivors(page, index: int) -> None:
     """The table, the figure and the LaTeX of cell ``index`` render."""
     cell = page.locator(".jp-Notebook .jp-Cell").nth(index)
     cell.locator(".jp-RenderedLatex mjx-container").first.wait_for(timeout=CELL_TIMEOUT)
+    cell.locator(".jp-RenderedMarkdown mjx-container").first.wait_for(timeout=CELL_TIMEOUT)
     figure = cell.locator(".jp-RenderedImage img[src^='data:image/png']").first
     figure.wait_for(timeout=CELL_TIMEOUT)
     assert figure.evaluate("img => img.complete && img.naturalWidth > 100")

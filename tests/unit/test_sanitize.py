@@ -123,7 +123,12 @@ def test_markdown_stays_markdown():
 
 def test_markdown_keeps_safe_raw_html():
     assert sanitize.clean_markdown("a <b>bold</b> c") == "a <b>bold</b> c"
-    assert sanitize.clean_markdown("$x<y$ and a<b2") == "$x&lt;y$ and a&lt;b2"
+    assert sanitize.clean_markdown("a<b2 and x < y") == "a&lt;b2 and x < y"
+
+
+def test_markdown_math_keeps_its_less_than_as_tex():
+    assert sanitize.clean_markdown("$x<y$ and $$a<b$$") == r"$x\lt y$ and $$a\lt b$$"
+    assert_inert(sanitize.clean_markdown("$a<img src=x onerror=alert(1)>$"))
 
 
 HOSTILE_SVG = {
@@ -189,6 +194,34 @@ def test_pandas_table_html_is_kept():
     assert "<td>x&lt;y</td>" in cleaned
     assert ".dataframe thead th { text-align: right; }" in cleaned
     assert ".dataframe tbody tr th:only-of-type { vertical-align: middle; }" in cleaned
+
+
+HOSTILE_CSS = ["body { visibility: hidden }", "* { opacity: 0 }",
+               ".jp-Notebook, .sandbox-kernel-stats { color: white }", ":root .x { color: red }"]
+
+
+@pytest.mark.parametrize("css", HOSTILE_CSS)
+def test_style_rules_are_confined_to_their_output(css):
+    cleaned = sanitize.clean_html(f"<style>{css}</style><b>x</b>")
+    scope = re.match(r'<div class="(sbk-out-scope-[0-9a-f]+)">', cleaned).group(1)
+    rules = re.search(r"<style>(.*)</style>", cleaned, re.S).group(1).strip().splitlines()
+    for rule in rules:
+        selectors = rule.split("{")[0].split(",")
+        assert all(part.strip().startswith(f".{scope} ") for part in selectors), rule
+    assert cleaned.endswith("<b>x</b></div>")
+
+
+def test_sibling_combinators_cannot_leave_the_scope():
+    assert "color" not in sanitize.clean_html("<style>x ~ .jp-Cell { color: red } "
+                                              "y + p { color: red }</style><b>x</b>")
+
+
+def test_svg_style_rules_are_confined_to_the_svg():
+    cleaned = sanitize.clean_svg('<svg xmlns="http://www.w3.org/2000/svg" class="mine">'
+                                 '<style>* { fill: red } body { visibility: hidden }</style></svg>')
+    scope = re.search(r'class="(sbk-out-scope-[0-9a-f]+)"', cleaned).group(1)
+    assert f".{scope} * {{ fill: red; }}" in cleaned and f".{scope} body {{ visibility: hidden; }}" in cleaned
+    assert 'class="mine"' not in cleaned
 
 
 def test_styler_ids_and_their_rules_keep_matching():
