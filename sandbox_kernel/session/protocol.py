@@ -78,7 +78,10 @@ Frames are bounded (``max_frame``, 64 MiB unless told otherwise): a reader
 refuses a larger length before it reads the body, and a sender refuses to
 send one, so neither side can be made to buffer without bound.  A frame that
 cannot be read (bad length, not JSON, no type) is a ``ProtocolError``; after
-one, the stream is out of step and the connection must be closed.
+one, the stream is out of step and the connection must be closed.  The JSON
+in a frame is bounded too: at most MAX_DEPTH levels of nesting and MAX_VALUES
+values, checked before it is parsed; decode() raises nothing but
+ProtocolError, whatever the body holds.
 
 Pickles only go host -> agent safely.  Unpickling what ``pull`` returns runs
 whatever code the pickle names, with the host's privileges: only do it for
@@ -90,11 +93,14 @@ import base64
 import datetime
 import json
 import pickle
+import re
 import socket
 import struct
 
 HEADER = struct.Struct(">I")
 DEFAULT_MAX_FRAME = 64 << 20
+MAX_DEPTH = 100                # nesting of a frame's JSON: objects and lists
+MAX_VALUES = 4_000_000         # values in a frame's JSON, lists and objects counting 4
 
 REQUEST_TYPES = (
     "execute", "complete", "inspect", "is_complete", "history", "push", "pull", "shutdown",
@@ -131,14 +137,70 @@ def encode(msg: dict, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
 
 
 def decode(body: bytes) -> dict:
-    """The message in one frame's body."""
+    """The message in one frame's body.
+
+    Whatever the body holds, the only exception is ProtocolError: nesting
+    past MAX_DEPTH (json.loads would raise RecursionError, and every later
+    walk of the message would recurse as deep) and more than MAX_VALUES
+    values (a 64 MiB frame of ``[[],[],...`` would be 2 GiB of lists) are
+    refused before json.loads allocates anything."""
+    _check_shape(body)
     try:
         msg = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ProtocolError(f"frame of {len(body)} bytes is not UTF-8 JSON: {exc}") from None
+    except (ValueError, RecursionError, MemoryError, TypeError, OverflowError) as exc:
+        # ValueError covers UnicodeDecodeError and ints past Python's digit limit
+        raise ProtocolError(f"frame of {len(body)} bytes is not UTF-8 JSON: "
+                            f"{type(exc).__name__}: {str(exc)[:200]}") from None
     if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
         raise ProtocolError(f"frame is not an object with a str 'type': {body[:200]!r}")
     return msg
+
+
+_JSON_STRING = re.compile(rb'"[^"]*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_BRACKETS_AS_LISTS = bytes.maketrans(b"{}", b"[]")   # one kind: one level per pass
+_CONTAINER_WEIGHT = 4     # a list or dict costs the host about 4 numbers or short strings
+
+
+def _check_shape(body: bytes) -> None:
+    """ProtocolError when the JSON in ``body`` nests deeper than MAX_DEPTH or
+    holds more than MAX_VALUES values (a list or dict counts as
+    _CONTAINER_WEIGHT).  At C speed: counts first, over the whole body,
+    which only overestimates; the strings are cut out only when a count is
+    too high, to count again without them."""
+    containers, values = _count(body)
+    if containers <= MAX_DEPTH and values + _CONTAINER_WEIGHT * containers <= MAX_VALUES:
+        return                                   # most frames: a few objects, long strings
+    # Escapes first: after every \\ pair is gone, \" is an escaped quote, and
+    # what is left between two quotes is one string (in JSON that is valid).
+    unescaped = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    strings = unescaped.count(b'"') // 2
+    if strings > MAX_VALUES:
+        raise _too_many(body)
+    structure = _JSON_STRING.sub(b"0", unescaped)
+    containers, values = _count(structure)
+    if values + _CONTAINER_WEIGHT * containers > MAX_VALUES:
+        raise _too_many(body)
+    brackets = structure.translate(_BRACKETS_AS_LISTS, _NOT_BRACKETS)
+    for _ in range(MAX_DEPTH):                   # each pass takes off the innermost level
+        if not brackets:
+            return
+        brackets = brackets.replace(b"[]", b"")
+    if brackets:
+        raise ProtocolError(f"frame of {len(body)} bytes nests JSON more than {MAX_DEPTH} levels "
+                            "deep (or its brackets do not match)")
+
+
+def _count(text: bytes) -> tuple[int, int]:
+    """Containers, and an upper bound of values and keys: each but the first
+    follows a [, a { (keys), a comma or a colon."""
+    containers = text.count(b"[") + text.count(b"{")
+    return containers, 1 + containers + text.count(b",") + text.count(b":")
+
+
+def _too_many(body: bytes) -> ProtocolError:
+    return ProtocolError(f"frame of {len(body)} bytes holds more than {MAX_VALUES} JSON values "
+                         f"(a list or an object counts as {_CONTAINER_WEIGHT})")
 
 
 def send(sock: socket.socket, msg: dict, max_frame: int = DEFAULT_MAX_FRAME) -> None:

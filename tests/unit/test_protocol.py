@@ -180,3 +180,53 @@ def test_values_must_be_a_dict():
 def test_request_and_output_types_are_disjoint():
     assert not set(protocol.REQUEST_TYPES) & set(protocol.OUTPUT_TYPES)
     assert protocol.REPLY not in protocol.REQUEST_TYPES + protocol.OUTPUT_TYPES
+
+
+# ---------------------------------------------------------------------------
+# Hostile JSON in a well-framed body: decode() raises ProtocolError and nothing
+# else, before json.loads allocates or recurses.
+
+
+def _typed(inner: bytes) -> bytes:
+    return b'{"type": "display_data", "id": 1, "data": ' + inner + b"}"
+
+
+@pytest.mark.parametrize("body, match", [
+    (_typed(b"[" * 100_000 + b"]" * 100_000), "more than 100 levels deep"),      # RecursionError before
+    (_typed(b'{"a":' * 50_000 + b"0" + b"}" * 50_000), "more than 100 levels deep"),
+    (_typed(b"[" * 200_000), "levels deep"),                                   # unbalanced, deep
+    (_typed(b"[" + b"[]," * 2_000_000 + b"0]"), "more than 4000000 JSON values"),
+    (_typed(b"[" + b'"",' * 5_000_000 + b"0]"), "more than 4000000 JSON values"),
+    (_typed(b"1" * 5000), "not UTF-8 JSON"),                                    # past int's digit limit
+    (_typed(b'"\xed\xa0\x80"'), "not UTF-8 JSON"),                              # a UTF-8 surrogate
+], ids=["deep-lists", "deep-objects", "unbalanced", "many-lists", "many-strings", "huge-int",
+        "surrogate"])
+def test_hostile_json_is_a_protocol_error_and_nothing_else(body, match):
+    with pytest.raises(ProtocolError, match=match):
+        protocol.decode(body)
+
+
+def test_nesting_is_bounded_at_exactly_max_depth():
+    def nested(levels: int) -> bytes:       # the frame's own object is level 1
+        lists, objects = (levels - 1) // 2, (levels - 1) - (levels - 1) // 2
+        inner = b'[{"a": ' * lists + b'{"a": ' * (objects - lists) + b"0"
+        inner += b"}" * (objects - lists) + b"}]" * lists
+        return b'{"type": "x", "d": ' + inner + b"}"
+    assert protocol.decode(nested(protocol.MAX_DEPTH))["type"] == "x"
+    with pytest.raises(ProtocolError, match="levels deep"):
+        protocol.decode(nested(protocol.MAX_DEPTH + 1))
+
+
+def test_brackets_quotes_and_escapes_inside_strings_are_text():
+    text = '[{"\\" ]]]] \\\\' * 50_000 + '\\'
+    msg = protocol.decode(json.dumps({"type": "stream", "name": "stdout", "text": text,
+                                      "csv": ",:," * 3_000_000}).encode())
+    assert msg["text"] == text
+
+
+def test_the_frame_reader_turns_a_deep_frame_into_a_protocol_error_and_stays_broken():
+    reader = FrameReader()
+    with pytest.raises(ProtocolError, match="levels deep"):
+        reader.feed(raw_frame(_typed(b"[" * 50_000 + b"]" * 50_000)) + raw_frame(b'{"type": "x"}'))
+    with pytest.raises(ProtocolError, match="earlier bad frame"):
+        reader.feed(raw_frame(b'{"type": "x"}'))
