@@ -284,3 +284,40 @@ def test_walk_goes_3000_deep(scratch, resolver):
     assert count == 3001
     assert names == ["leaf"] and rel.count("/") == 2999
     assert safe_fs.remove_tree(str(scratch / "d")) == []
+
+
+def test_remove_tree_as_an_unprivileged_owner_opens_0000_and_0500_dirs():
+    """Root reads any directory, so only an owner without privileges meets
+    EACCES (a rootless state dir, a layer's 0500 dirs): it gives itself rwx
+    first.  As root, a forked child that is nobody (65534) plays the owner."""
+    import tempfile
+    top = tempfile.mkdtemp(prefix="sbk-test-safe-fs-", dir="/tmp")
+    try:
+        if os.geteuid() == 0:
+            os.chown(top, 65534, 65534)
+        pid = os.fork()
+        if pid == 0:
+            status = 1
+            try:
+                if os.geteuid() == 0:
+                    os.setgroups([])
+                    os.setresgid(65534, 65534, 65534)
+                    os.setresuid(65534, 65534, 65534)
+                tree = os.path.join(top, "tree")
+                os.makedirs(os.path.join(tree, "a", "b"))
+                os.makedirs(os.path.join(tree, "r-x"))
+                for directory in ("a/b", "r-x"):
+                    with open(os.path.join(tree, directory, "file"), "w") as handle:
+                        handle.write("x")
+                os.chmod(os.path.join(tree, "r-x"), 0o500)
+                os.chmod(os.path.join(tree, "a", "b"), 0)
+                os.chmod(os.path.join(tree, "a"), 0)
+                left = safe_fs.remove_tree(tree)
+                status = 0 if not left and not os.path.lexists(tree) else 2
+            finally:
+                os._exit(status)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        subprocess.run(["chmod", "-R", "u+rwx", top], check=False, capture_output=True)
+        subprocess.run(["rm", "-rf", top], check=False)
