@@ -3,6 +3,7 @@ owner is SIGKILLed."""
 from __future__ import annotations
 
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -368,3 +369,28 @@ def test_another_users_sbk_names_in_tmp_do_not_steer_roots_cleanup(tmp_path):
         for path in (theirs, link):
             if safe_fs.remove_tree(path):
                 force_remove(path)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a bind mount needs root")
+def test_a_bind_mount_left_in_a_dead_state_dir_is_not_entered(tmp_path):
+    """reap_stale removes around a mount point in a leftover state dir and
+    leaves what the mount shows (a host directory) as it was."""
+    from sandbox_kernel.runtime import syscalls
+    from sandbox_kernel.runtime.cgroups import detect_driver
+    from sandbox_kernel.runtime.cleanup import reap_stale
+    victim = tmp_path / "victim"
+    (victim / "sub").mkdir(parents=True)
+    (victim / "passwd").write_text("victim\n")
+    before = snapshot_tree(str(victim))
+    left = f"/run/sbk-{dead_pid()}-b1d"
+    point = os.path.join(left, "root", "workspace")
+    try:
+        os.makedirs(point)
+        (pathlib.Path(left) / "root" / "other").write_text("x")
+        syscalls.mount(str(victim), point, None, syscalls.MS_BIND)
+        reap_stale(detect_driver())
+        assert snapshot_tree(str(victim)) == before
+        assert os.listdir(os.path.join(left, "root")) == ["workspace"]
+    finally:
+        subprocess.run(["umount", "-l", point], check=False, capture_output=True)
+        force_remove(left)
