@@ -202,8 +202,8 @@ def add_arguments(parser) -> None:
                         help="the name shown in the launcher (default: %(default)s)")
     for setting in kernel_settings.SETTINGS:
         default = kernel_settings.DEFAULTS[setting]
-        parser.add_argument(f"--{setting}", help=f"{kernel_settings.HELP[setting]} "
-                                                 f"(default: {default or 'none'})")
+        parser.add_argument(f"--{setting}", help=_literal(f"{kernel_settings.HELP[setting]} "
+                                                          f"(default: {default or 'none'})"))
     parser.add_argument("--no-footer", action="store_true",
                         help="no stats footer under each cell (%%container stats on shows it again)")
     _add_policy_arguments(parser)
@@ -220,20 +220,26 @@ POLICY_ARGUMENTS = {"policy": "name", "max_memory": "max_memory", "max_cpus": "m
                     "pull_registry": "pull_registries", "build_network": "build_network"}
 
 
+def _literal(text: str) -> str:
+    """A help text as argparse shows it: it expands %-formats, and the shared
+    help texts speak of %container."""
+    return text.replace("%", "%%")
+
+
 def _add_policy_arguments(parser) -> None:
     """What the notebook's author may ask of the host (session/policy.py)."""
     policy = parser.add_argument_group("policy", "what a notebook may ask of the host")
     policy.add_argument("--policy", choices=("classroom", "trusted"),
-                        help=f"{kernel_settings.POLICY_HELP['name']} (default: classroom)")
+                        help=_literal(f"{kernel_settings.POLICY_HELP['name']} (default: classroom)"))
     for cap in kernel_settings.POLICY_CAPS:
         policy.add_argument(f"--max-{cap}", metavar="VALUE",
-                            help=f"{kernel_settings.POLICY_HELP['max_' + cap]} (none: no cap)")
+                            help=_literal(f"{kernel_settings.POLICY_HELP['max_' + cap]} (none: no cap)"))
     policy.add_argument("--import-dir", action="append", metavar="DIR",
-                        help=kernel_settings.POLICY_HELP["import_dirs"])
+                        help=_literal(kernel_settings.POLICY_HELP["import_dirs"]))
     policy.add_argument("--pull-registry", action="append", metavar="HOST:PORT",
-                        help=kernel_settings.POLICY_HELP["pull_registries"])
+                        help=_literal(kernel_settings.POLICY_HELP["pull_registries"]))
     policy.add_argument("--build-network", choices=("none", "host"),
-                        help=kernel_settings.POLICY_HELP["build_network"])
+                        help=_literal(kernel_settings.POLICY_HELP["build_network"]))
     policy.add_argument("--trust-output", action="store_true",
                         help="show the container's output as it is, scripts and HTML included "
                              "(default: sanitised): only for code you trust")

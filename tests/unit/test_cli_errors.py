@@ -34,3 +34,18 @@ def test_bad_input_is_one_line_and_exit_2(args, words):
     assert len(lines) == 1, done.stderr
     for word in words:
         assert word in lines[0]
+
+
+def _subcommands() -> list[str]:
+    from sandbox_kernel.cli import build_parser
+    parser = build_parser()
+    return sorted(next(a for a in parser._actions if a.dest == "action").choices)
+
+
+@pytest.mark.parametrize("command", _subcommands())
+def test_every_subcommands_help_is_shown(command):
+    """Help texts are shared with the magics and speak of %container, which
+    argparse would read as a format: each --help must print, not crash."""
+    done = _cli(command, "--help")
+    assert done.returncode == 0, done.stderr
+    assert "usage:" in done.stdout and "Traceback" not in done.stderr
