@@ -283,3 +283,60 @@ def docker_save_of_rootfs(path: str, work: str, rootfs_tar: str, tag: str, **con
     entry = {"Config": f"blobs/sha256/{config_desc['digest'][7:]}", "RepoTags": [tag],
              "Layers": [f"blobs/sha256/{layer['digest'][7:]}"]}
     return _docker_save_tar(path, work, entry, descriptor)
+
+
+# ---------------------------------------------------------------------------
+# Hostile archives: sparse members, bombs, deep trees
+
+
+def gnu_sparse_tar(name: str, real_size: int, data: bytes = b"sparse data\n") -> bytes:
+    """A tar of one old-GNU sparse member ('S'): ``data`` at offset 0, then
+    a hole up to ``real_size``.  The archive is a few KiB whatever
+    ``real_size`` says; tarfile reads it back as ``real_size`` bytes."""
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = len(data), 0o644, 1_700_000_000
+    header = bytearray(info.tobuf(format=tarfile.GNU_FORMAT))[:512]
+    header[156:157] = tarfile.GNUTYPE_SPARSE
+    header[386:398] = tarfile.itn(0, 12, tarfile.GNU_FORMAT)             # the one data extent
+    header[398:410] = tarfile.itn(len(data), 12, tarfile.GNU_FORMAT)
+    header[482] = 0                                                     # no extension blocks
+    header[483:495] = tarfile.itn(real_size, 12, tarfile.GNU_FORMAT)   # the real size
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\0 " % sum(header)
+    padded = data + b"\0" * (-len(data) % 512)
+    return bytes(header) + padded + b"\0" * 1024
+
+
+def nested_dirs_tar(depth: int, leaf: bytes = b"deep\n") -> bytes:
+    """A layer tar of ``depth`` nested directories d/d/d/... and a file at the bottom."""
+    members, path = [], ""
+    for _ in range(depth):
+        path = f"{path}/d" if path else "d"
+        members.append(member(path, "dir"))
+    members.append(member(f"{path}/leaf", data=leaf))
+    return layer_tar(members)
+
+
+def zeros_member_gz(name: str, size: int) -> bytes:
+    """A gzipped layer tar of one file of ``size`` zero bytes, streamed (a
+    compression bomb: some 1000 times smaller than what it unpacks to)."""
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb", mtime=0, compresslevel=9) as zipped:
+        with tarfile.open(fileobj=zipped, mode="w|", format=tarfile.PAX_FORMAT) as archive:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = size, 0o644, 1_700_000_000
+
+            class Zeros(io.RawIOBase):
+                def __init__(self):
+                    self.left = size
+
+                def readable(self):
+                    return True
+
+                def readinto(self, buffer):
+                    count = min(len(buffer), self.left)
+                    buffer[:count] = bytes(count)
+                    self.left -= count
+                    return count
+            archive.addfile(info, io.BufferedReader(Zeros(), 1 << 20))
+    return out.getvalue()

@@ -13,13 +13,23 @@ Every source becomes a ``Source``: the OCI config (made up for a root file
 system), and per layer how to open its blob and which digests it must have.
 images.add_image stores the layers the store lacks (layers.unpack checks the
 digests and the archive's safety) and writes the image.
+
+An image (a directory or a tar) is hostile input like its layers:
+* every file it names (index.json, manifest.json, blobs, the layer.tar paths
+  of manifest.json) is read beneath it, never through a symlink out of it;
+* every digest it gives (index and manifest descriptors, the config's
+  diff_ids) is ``sha256:`` and 64 hex digits; an image whose manifest names
+  layers gives a diff_id for each, so both checks always run: the blob's
+  digest as it is read, the diff_id of the tar inside it.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
+import stat
 import posixpath
 import re
 import tarfile
@@ -50,6 +60,7 @@ LAYER_TYPES = {
 ROOTFS_TOP = {"bin", "boot", "dev", "etc", "home", "lib", "lib32", "lib64", "media", "mnt",
               "opt", "proc", "root", "run", "sbin", "srv", "sys", "tmp", "usr", "var"}
 _HEX64 = re.compile(r"^[0-9a-f]{64}")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 @dataclass
@@ -102,21 +113,66 @@ def default_name(path: str) -> str:
 # Archives: files by name in a directory or a tar
 
 
+def inside(where: str, name) -> str:
+    """A path the image names (manifest.json's Config and Layers...), as a
+    relative path inside it; ImageError if it would leave it."""
+    if not isinstance(name, str) or not name:
+        raise ImageError(f"{where}: the image names a file {name!r}: expected a path inside it")
+    try:
+        relative = layers.member_path(name)
+    except layers.LayerError as error:
+        raise ImageError(f"{where}: the image names {name!r}, not a file inside it ({error})") from None
+    if not relative:
+        raise ImageError(f"{where}: the image names {name!r}, not a file inside it")
+    return relative
+
+
 class DirArchive:
+    """Files of an image directory, each opened beneath it: no component of
+    the path may be a symlink (one could lead anywhere on the host)."""
+
     def __init__(self, root: str):
         self.root = root
 
-    def _full(self, name: str) -> str:
-        return os.path.join(self.root, layers.member_path(name))
-
     def exists(self, name: str) -> bool:
-        return os.path.isfile(self._full(name))
+        try:
+            os.close(self._open(name))
+            return True
+        except FileNotFoundError:
+            return False
 
     def open(self, name: str):
         try:
-            return open(self._full(name), "rb")
+            return os.fdopen(self._open(name), "rb")
         except FileNotFoundError:
             raise ImageError(f"{self.root}: {name} is missing") from None
+
+    def _open(self, name: str) -> int:
+        """A read-only fd of the regular file ``name`` beneath the root."""
+        # TODO: safe_fs.open_beneath once it is in (it may also allow links that stay inside)
+        parts = inside(self.root, name).split("/")
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for index, part in enumerate(parts):
+                last = index == len(parts) - 1
+                flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (0 if last else os.O_DIRECTORY)
+                try:
+                    child = os.open(part, flags | os.O_NONBLOCK, dir_fd=fd)
+                except OSError as error:
+                    if error.errno in (errno.ELOOP, errno.ENOTDIR):
+                        raise ImageError(f"{self.root}: {name} goes through a symlink or a "
+                                         f"non-directory ({'/'.join(parts[:index + 1])}): an image "
+                                         f"directory is read without following links") from None
+                    raise
+                os.close(fd)
+                fd = child
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ImageError(f"{self.root}: {name} is not a regular file")
+            os.set_blocking(fd, True)
+            return fd
+        except BaseException:
+            os.close(fd)
+            raise
 
     def read(self, name: str) -> bytes:
         with self.open(name) as handle:
@@ -124,28 +180,47 @@ class DirArchive:
 
 
 class TarArchive:
+    MAX_MEMBERS = 100_000     # an image tar holds a few files a layer
+
     def __init__(self, path: str):
         self.path = path
+        self.members: dict[str, tarfile.TarInfo] = {}
         try:
             with tarfile.open(path) as archive:
-                self.members = {layers.member_path(m.name): m for m in archive.getmembers()
-                                if m.isfile() or m.issym() or m.islnk()}
-        except (tarfile.TarError, layers.LayerError) as error:
+                for member in archive:
+                    if len(self.members) >= self.MAX_MEMBERS:
+                        raise ImageError(f"{path}: more than {self.MAX_MEMBERS} files: not an image archive")
+                    if member.isfile() or member.issym() or member.islnk():
+                        self.members[layers.member_path(member.name)] = member
+        except (tarfile.TarError, layers.LayerError, EOFError, OSError) as error:
             raise ImageError(f"{path}: not a readable tar archive ({error})") from None
 
     def exists(self, name: str) -> bool:
-        return layers.member_path(name) in self.members
+        return inside(self.path, name) in self.members
 
     @contextlib.contextmanager
     def open(self, name: str):
-        member = self.members.get(layers.member_path(name))
-        if member is None:
-            raise ImageError(f"{self.path}: {name} is missing")
+        member = self._file(inside(self.path, name), name)
         with tarfile.open(self.path) as archive:
-            handle = archive.extractfile(member)   # follows links inside the tar
+            handle = archive.extractfile(member)
             if handle is None:
                 raise ImageError(f"{self.path}: {name} is not a file")
             yield handle
+
+    def _file(self, relative: str, name: str) -> tarfile.TarInfo:
+        """The regular member at ``relative``, links inside the tar followed
+        (at most 40), never out of it."""
+        for _hop in range(40):
+            member = self.members.get(relative)
+            if member is None:
+                raise ImageError(f"{self.path}: {name} is missing")
+            if member.isfile():
+                return member
+            target = member.linkname
+            if member.issym():
+                target = posixpath.join(posixpath.dirname(relative), target)
+            relative = inside(self.path, posixpath.normpath(target))
+        raise ImageError(f"{self.path}: {name}: too many links")
 
     def read(self, name: str) -> bytes:
         with self.open(name) as handle:
@@ -239,7 +314,7 @@ def pick_manifest(index: dict, platform_name: str | None, fetch: Callable[[dict]
                   where: str) -> dict:
     """The image manifest's descriptor in an index (nested indexes too), by platform."""
     wanted = parse_platform(platform_name)
-    entries = index.get("manifests") or []
+    entries = _descriptors(index.get("manifests") or [], f"{where}: the index's manifests")
     images = [d for d in entries if d.get("mediaType", OCI_MANIFEST) in MANIFEST_TYPES + INDEX_TYPES]
     matching = [d for d in images if _platform_matches(d.get("platform"), wanted)]
     if not matching:
@@ -280,21 +355,46 @@ def manifest_source(manifest: dict, read: Callable[[dict], bytes], opener: Calla
     media_type = manifest.get("mediaType", OCI_MANIFEST)
     if media_type not in MANIFEST_TYPES:
         raise ImageError(f"{description}: unsupported manifest media type {media_type!r}")
-    config_raw = read(manifest["config"])
-    config = _json(config_raw, "the image config")
-    diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
-    blobs = manifest.get("layers") or []
-    if diff_ids and len(diff_ids) != len(blobs):
-        raise ImageError(f"{description}: the config names {len(diff_ids)} layers, "
-                         f"the manifest {len(blobs)}")
+    config_descriptor = _descriptors([manifest.get("config")], f"{description}: the manifest's config")[0]
+    config = _json(read(config_descriptor), "the image config")
+    blobs = _descriptors(manifest.get("layers") or [], f"{description}: the manifest's layers")
+    diff_ids = config_diff_ids(config, len(blobs), f"{description}: the config")
     found = []
     for index, descriptor in enumerate(blobs):
         kind = descriptor.get("mediaType")
         if kind not in LAYER_TYPES:
             raise ImageError(f"{description}: layer {index + 1} has an unknown media type {kind!r}")
-        found.append(LayerBlob(opener(descriptor), descriptor["digest"],
-                               diff_ids[index] if diff_ids else None, descriptor.get("size"), kind))
-    return Source(name, description, config, manifest["config"]["digest"], found)
+        size = descriptor.get("size") if isinstance(descriptor.get("size"), int) else None
+        found.append(LayerBlob(opener(descriptor), descriptor["digest"], diff_ids[index], size, kind))
+    return Source(name, description, config, config_descriptor["digest"], found)
+
+
+def check_digest(value, what: str) -> str:
+    """``value`` if it is a digest this store checks (sha256, 64 hex digits); else ImageError."""
+    if not isinstance(value, str) or not _DIGEST.fullmatch(value):
+        raise ImageError(f"{what}: digest {str(value)[:100]!r} is empty or malformed: "
+                         f"expected sha256: and 64 hex digits")
+    return value
+
+
+def _descriptors(entries, what: str) -> list[dict]:
+    """Descriptors (objects with a valid digest), each checked."""
+    if not isinstance(entries, list) or not all(isinstance(d, dict) for d in entries):
+        raise ImageError(f"{what}: expected a list of descriptors (JSON objects)")
+    for number, descriptor in enumerate(entries, 1):
+        check_digest(descriptor.get("digest"), f"{what} #{number}")
+    return entries
+
+
+def config_diff_ids(config: dict, count: int, what: str) -> list[str]:
+    """The config's rootfs.diff_ids: one valid digest for each of ``count`` layers."""
+    rootfs = config.get("rootfs")
+    diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    if not isinstance(diff_ids, list) or len(diff_ids) != count:
+        given = len(diff_ids) if isinstance(diff_ids, list) else "no"
+        raise ImageError(f"{what} names {given} layers in rootfs.diff_ids, the manifest {count}: "
+                         f"each layer needs its diff_id")
+    return [check_digest(d, f"{what}: rootfs.diff_ids #{n}") for n, d in enumerate(diff_ids, 1)]
 
 
 def read_blob(archive, descriptor: dict) -> bytes:
@@ -308,10 +408,7 @@ def _blob_opener(archive, descriptor: dict):
 
 
 def _blob_name(digest: str) -> str:
-    algorithm, _, hexdigest = str(digest).partition(":")
-    if algorithm != "sha256" or not re.fullmatch(r"[0-9a-f]{64}", hexdigest):
-        raise ImageError(f"unsupported or malformed digest {digest!r} (sha256 only)")
-    return f"blobs/sha256/{hexdigest}"
+    return f"blobs/sha256/{check_digest(digest, 'a blob')[7:]}"
 
 
 def _json(raw: bytes, what: str) -> dict:
@@ -330,24 +427,40 @@ def _json(raw: bytes, what: str) -> dict:
 
 def docker_save_source(archive, path: str) -> Source:
     """manifest.json: [{"Config": ..., "RepoTags": [...], "Layers": [...]}]."""
-    entries = json.loads(archive.read("manifest.json")) if archive.exists("manifest.json") else []
-    if not entries or not isinstance(entries, list):
-        raise ImageError(f"{path}: manifest.json names no image")
-    entry = entries[0]
+    entry = _docker_entry(archive, path)
     config_raw = archive.read(entry["Config"])
     config_id = _digest_of_name(entry["Config"])
     if config_id:
         layers._check("config", config_id, "sha256:" + hashlib.sha256(config_raw).hexdigest())
     config = _json(config_raw, f"{path}: {entry['Config']}")
-    diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
-    if len(diff_ids) != len(entry.get("Layers") or []):
-        raise ImageError(f"{path}: the config names {len(diff_ids)} layers, manifest.json "
-                         f"{len(entry.get('Layers') or [])}")
+    diff_ids = config_diff_ids(config, len(entry["Layers"]), f"{path}: {entry['Config']}")
+    # a layer named blobs/sha256/<hex> has its digest checked; an old <id>/layer.tar is
+    # an uncompressed tar, whose digest is its diff_id (checked)
     found = [LayerBlob(_named_opener(archive, name), _digest_of_name(name), diff_id)
              for name, diff_id in zip(entry["Layers"], diff_ids)]
     tags = entry.get("RepoTags") or []
     return Source(tags[0] if tags else default_name(path), f"docker save {os.path.abspath(path)}",
                   config, config_id, found)
+
+
+def _docker_entry(archive, path: str) -> dict:
+    """manifest.json's first image, its shape checked: a Config path, a list
+    of Layers paths inside the archive, RepoTags strings or null."""
+    try:
+        entries = json.loads(archive.read("manifest.json"))
+    except ValueError as error:
+        raise ImageError(f"{path}: manifest.json is not valid JSON ({error})") from None
+    if not isinstance(entries, list) or not entries or not isinstance(entries[0], dict):
+        raise ImageError(f"{path}: manifest.json names no image")
+    entry = entries[0]
+    names = entry.get("Layers")
+    tags = entry.get("RepoTags")
+    if not isinstance(names, list) or (tags is not None and not (
+            isinstance(tags, list) and all(isinstance(t, str) for t in tags))):
+        raise ImageError(f"{path}: manifest.json: expected Layers: [paths], RepoTags: [tags] or null")
+    for name in [entry.get("Config")] + names:
+        inside(path, name)
+    return entry
 
 
 def _named_opener(archive, name: str):
@@ -365,7 +478,7 @@ def _digest_of_name(name: str) -> str | None:
 
 
 def store_layer(store: Store, blob: LayerBlob, index: int, count: int, progress: Progress,
-                allow_setuid: bool) -> str:
+                allow_setuid: bool, budget: layers.Budget | None = None) -> str:
     """The layer's diff_id, unpacking it unless the store has it.  Lock held."""
     label = f"layer {index + 1}/{count}"
     if store.has_layer(blob.diff_id):
@@ -379,8 +492,8 @@ def store_layer(store: Store, blob: LayerBlob, index: int, count: int, progress:
         with blob.open() as stream:
             unpacked = layers.unpack(stream, os.path.join(work, "root"), expect_digest=blob.digest,
                                      expect_diff_id=blob.diff_id, allow_setuid=allow_setuid,
-                                     progress=progress.advance)
-        store.commit_layer(work, unpacked.diff_id, unpacked.digest, unpacked.size)
+                                     progress=progress.advance, budget=budget)
+        store.commit_layer(work, unpacked.diff_id, unpacked.digest, unpacked.size, unpacked.charged)
     progress.end("; ".join(unpacked.notes))
     return unpacked.diff_id
 

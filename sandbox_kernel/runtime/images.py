@@ -49,10 +49,29 @@ from dataclasses import dataclass
 
 HOST = "host"
 STORE_ENV = "SANDBOX_KERNEL_IMAGES"
+# The store's quota: what its layers may hold in all, counted as layers.Budget counts
+# (the files' real sizes, sparse holes included, plus 512 bytes an entry).  An import
+# also leaves FREE_RESERVE of the file system's space and inodes to everything else.
+QUOTA_ENV = "SANDBOX_KERNEL_STORE_QUOTA"
+DEFAULT_QUOTA = 10 << 30
+FREE_RESERVE = 0.05
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # what the container sets itself, whatever the image's config says
 OWN_ENV = ("HOME", "USER", "LOGNAME", "HOSTNAME")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,254}$")
+# A stored image's name, Docker's way: [REGISTRY[:PORT]/]PATH[/PATH...][:TAG].  Pulls
+# name images by their reference (127.0.0.1:5000/team/python:3.11), archives by their
+# tag (docker.io/library/busybox:latest).  "/" separates components only: the image's
+# file is the name %-escaped (images/127.0.0.1%3A5000%2Fteam%2Fpython%3A3.11.json),
+# so no name is a path; the grammar refuses what could look like one all the same
+# (.., a leading dot or slash, empty components, NUL, control characters).
+_HOST = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+_COMPONENT = r"[A-Za-z0-9]+(?:(?:[._]|__|-+)[A-Za-z0-9]+)*"
+_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+_NAME = re.compile(rf"(?:{_HOST}(?::[0-9]{{1,5}})?/)?{_COMPONENT}(?:/{_COMPONENT})*(?::{_TAG})?")
+# 120 characters: with "/" and ":" escaped as %2F and %3A its file name stays under 255 bytes
+NAME_MAX = 120
+NAME_RULE = ("[REGISTRY[:PORT]/]NAME[/NAME...][:TAG] of letters, digits and . _ - (not first), "
+             f"at most {NAME_MAX} characters, e.g. busybox, python:3.11 or 127.0.0.1:5000/team/python:3.11")
 
 
 class ImageNotFound(LookupError):
@@ -269,12 +288,31 @@ def _digest_parts(digest: str) -> tuple[str, str]:
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name or "") or ".." in name or name.endswith("/"):
-        raise ImageError(f"invalid image name {name!r}: letters, digits and . _ - : / @ +, "
-                         f"e.g. busybox or debian:12")
+    """``name`` if it may name a stored image, else ImageError saying the rule.
+    Every Store method that makes a path from a name goes through here."""
+    if not isinstance(name, str) or not name:
+        raise ImageError(f"an image name is needed: {NAME_RULE}")
+    if len(name) > NAME_MAX:
+        raise ImageError(f"invalid image name {name[:40]!r}...: {len(name)} characters; {NAME_RULE}")
+    if not _NAME.fullmatch(name):
+        raise ImageError(f"invalid image name {name!r}: {NAME_RULE}")
     if name == HOST:
         raise ImageError("'host' is the host image; choose another name")
     return name
+
+
+def store_quota() -> int | None:
+    """$SANDBOX_KERNEL_STORE_QUOTA in bytes (10G, 512M, 2048K, a number, or
+    'none'), DEFAULT_QUOTA if unset; ImageError for anything else."""
+    text = os.environ.get(QUOTA_ENV, "").strip()
+    if not text:
+        return DEFAULT_QUOTA
+    if text.lower() == "none":
+        return None
+    match = re.fullmatch(r"([0-9]+)([KMGT]?)i?B?", text, re.IGNORECASE)
+    if not match:
+        raise ImageError(f"{QUOTA_ENV}={text!r}: expected a size such as 10G, 512M or 'none'")
+    return int(match.group(1)) << {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}[match.group(2).upper()]
 
 
 def host_architecture() -> str:
@@ -358,11 +396,14 @@ class Store:
         except FileNotFoundError:
             return {"diff_id": diff_id, "size": None}
 
-    def commit_layer(self, work: str, diff_id: str, digest: str | None, size: int) -> str:
+    def commit_layer(self, work: str, diff_id: str, digest: str | None, size: int,
+                     charged: int | None = None) -> str:
         """Move ``work`` (holding root/) into place as layer ``diff_id``; if the
-        layer is there already, keep that one.  Call with the lock held."""
+        layer is there already, keep that one.  ``size``: bytes of regular
+        files; ``charged``: what it counts against the quota.  Lock held."""
         _write_json(os.path.join(work, "layer.json"),
-                    {"diff_id": diff_id, "digest": digest, "size": size, "created": now()})
+                    {"diff_id": diff_id, "digest": digest, "size": size, "created": now(),
+                     "charged": size if charged is None else charged})
         os.chmod(work, 0o755)
         try:
             os.rename(work, self.layer_dir(diff_id))
@@ -371,6 +412,30 @@ class Store:
                 raise ImageError(f"cannot store layer {diff_id}: {error}") from None
         return diff_id
 
+    def used(self) -> int:
+        """What the layers here count against the quota."""
+        total = 0
+        for diff_id in self.layers():
+            info = self.layer_info(diff_id)
+            total += info.get("charged") or info.get("size") or 0
+        return total
+
+    def import_budget(self) -> "layers.Budget":
+        """What one import may write: the quota less what is stored, and the
+        file system's free space and inodes less FREE_RESERVE of them."""
+        from .layers import Budget
+        quota, used = store_quota(), self.used()
+        fs = os.statvfs(self._path("tmp"))
+        free = fs.f_bavail * fs.f_frsize - int(fs.f_blocks * fs.f_frsize * FREE_RESERVE)
+        inodes = fs.f_favail - int(fs.f_files * FREE_RESERVE) if fs.f_files else None
+        limits = [(free, f"the free space of the store's file system ({format_size(max(free, 0))} "
+                         f"usable, keeping {FREE_RESERVE:.0%} free)")]
+        if quota is not None:
+            limits.append((quota - used, f"the store quota ({QUOTA_ENV}={format_size(quota)}, "
+                                         f"{format_size(used)} used; raise it or images rm)"))
+        limit, where = min(limits, key=lambda pair: pair[0])
+        return Budget(max(limit, 0), where, None if inodes is None else max(inodes, 0))
+
     def layers(self) -> list[str]:
         base = self._path("layers", "sha256")
         return [f"sha256:{name}" for name in sorted(os.listdir(base))] if os.path.isdir(base) else []
@@ -378,18 +443,22 @@ class Store:
     # -- images ----------------------------------------------------------------------
 
     def _image_file(self, name: str) -> str:
-        return self._path("images", urllib.parse.quote(name, safe="") + ".json")
+        return self._path("images", urllib.parse.quote(check_name(name), safe="") + ".json")
 
     def names(self) -> list[str]:
+        """The names of the images here (files whose name is not a valid one are skipped)."""
         directory = self._path("images")
         if not os.path.isdir(directory):
             return []
-        return sorted(urllib.parse.unquote(entry[:-5]) for entry in os.listdir(directory)
-                      if entry.endswith(".json"))
+        found = (urllib.parse.unquote(entry[:-5]) for entry in os.listdir(directory)
+                 if entry.endswith(".json"))
+        return sorted(name for name in found if _NAME.fullmatch(name) and len(name) <= NAME_MAX)
 
     def image(self, name: str) -> Image | None:
+        """The image ``name``, None if there is none; ImageError for an invalid name."""
+        path = self._image_file(name)
         try:
-            with open(self._image_file(name)) as handle:
+            with open(path) as handle:
                 data = json.load(handle)
         except (FileNotFoundError, ValueError):
             return None
@@ -414,6 +483,7 @@ class Store:
     def remove(self, name: str) -> list[str]:
         """Remove the image, then every layer no image uses any more; returns
         those layers.  Refuses while a container runs on the image."""
+        check_name(name)
         with self.lock():
             image = self.image(name)
             if image is None:
@@ -425,12 +495,14 @@ class Store:
             os.unlink(self._image_file(name))
             return self.collect_garbage()
 
-    def collect_garbage(self) -> list[str]:
-        """Remove the layers no image names.  Call with the lock held."""
+    def collect_garbage(self, candidates: list[str] | None = None) -> list[str]:
+        """Remove the layers no image names (of ``candidates``, if given).
+        Call with the lock held."""
         used = {d for name in self.names() if (img := self.image(name)) for d in img.layers}
         removed = []
-        for diff_id in self.layers():
-            if diff_id in used or containers_using([layer_root(self.root, diff_id)]):
+        for diff_id in self.layers() if candidates is None else candidates:
+            if diff_id in used or not self.has_layer(diff_id) or \
+                    containers_using([layer_root(self.root, diff_id)]):
                 continue
             doomed = self._path("tmp", f"sbk-{os.getpid()}-rm-{secrets.token_hex(4)}")
             os.rename(self.layer_dir(diff_id), doomed)   # gone from the store at once
@@ -511,6 +583,8 @@ def load(name: str, store: Store | None = None) -> Image | None:
 
 
 def get(name: str, store: Store | None = None) -> Image:
+    if name != HOST:
+        check_name(name)
     image = load(name, store)
     if image is None:
         raise ImageNotFound(name, available(store))
@@ -553,16 +627,36 @@ def add_image(source, name: str | None, *, progress: Progress | None = None,
     """Store the layers ``source`` offers that the store lacks, then the image."""
     from . import image_sources
     store = store or Store()
-    name = check_name(name or source.name)
+    name = _name_for(name, source.name)
     progress = progress or Progress()
     with store.lock():
         if not replace and store.image(name) is not None:
             raise ImageError(f"an image named {name!r} exists: remove it first "
                              f"(images rm {name}) or choose another --name")
-        diff_ids = [image_sources.store_layer(store, layer, index, len(source.layers), progress,
-                                              allow_setuid)
-                    for index, layer in enumerate(source.layers)]
-        return store.write_image(image_sources.image_record(source, name, diff_ids))
+        before = set(store.layers())
+        try:
+            budget = store.import_budget()
+            diff_ids = [image_sources.store_layer(store, layer, index, len(source.layers), progress,
+                                                  allow_setuid, budget)
+                        for index, layer in enumerate(source.layers)]
+            return store.write_image(image_sources.image_record(source, name, diff_ids))
+        except BaseException:
+            # the layers this import stored before one failed: no image names them
+            store.collect_garbage([d for d in store.layers() if d not in before])
+            raise
+
+
+def _name_for(given: str | None, suggested: str) -> str:
+    """The name to store an image under: the one given, else the one its
+    archive or reference suggests (less any @digest), each checked."""
+    if given:
+        return check_name(given)
+    suggested = str(suggested or "").split("@")[0]
+    try:
+        return check_name(suggested)
+    except ImageError as error:
+        raise ImageError(f"the image would be named {suggested[:80]!r}, which cannot be: "
+                         f"give a name with --name ({error})") from None
 
 
 def remove(name: str, store: Store | None = None) -> list[str]:

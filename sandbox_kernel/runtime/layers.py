@@ -18,7 +18,19 @@ per member before anything is written:
 * a member's path stays inside the layer: no absolute path, no ``..``, and
   no parent directory that is a symlink (a link made by an earlier member
   would otherwise carry later writes out of the layer: nothing here ever
-  follows a symlink, files are created with O_NOFOLLOW | O_EXCL);
+  follows a symlink, files are created with O_NOFOLLOW | O_EXCL); at most
+  MAX_DEPTH components (real images stay under 100; a bound keeps every
+  later walk of the layer, removal included, shallow), each a file name the
+  kernel takes (no NUL, at most 255 bytes);
+* whiteouts name a file of their own directory (``a/.wh.b``: not ``.wh.``
+  alone, ``.wh..`` or ``.wh...``), never the layer's root, and a ``.wh.``
+  name is never a directory on the way to another member;
+* what a layer writes is counted as it is written, against a ``Budget`` (the
+  store's quota, the free space of its file system): a file counts its real
+  size (a sparse file's holes too, as it is written out whole) plus
+  ENTRY_BYTES, so that neither a sparse member, a gzip of zeros nor a
+  million empty members can fill the disk; a file never gets more bytes
+  than its header says;
 * a symlink's target, if relative, stays inside the layer; an absolute
   target is kept (``/etc/localtime -> /usr/share/zoneinfo/UTC`` is normal,
   and it is resolved inside the container's root, never on the host);
@@ -31,7 +43,8 @@ per member before anything is written:
 The caller unpacks into a fresh private directory and removes it when
 ``unpack`` raises: a hostile archive leaves nothing half-written behind.
 Extended attributes of members (security.capability and friends) are not
-restored, on purpose.
+restored, on purpose.  A member the file system refuses (ENOSPC, a name too
+long...) is a LayerError naming it, like any other bad member.
 """
 from __future__ import annotations
 
@@ -54,6 +67,11 @@ OPAQUE = ".wh..wh..opq"
 GZIP_MAGIC, ZSTD_MAGIC = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
 XZ_MAGIC, BZIP2_MAGIC = b"\xfd7zXZ\x00", b"BZh"   # rootfs tarballs (.tar.xz, .tar.bz2)
 
+MAX_DEPTH = 128          # path components of a member; see the module docstring
+NAME_BYTES = 255         # one component (NAME_MAX)
+PATH_BYTES = 3072        # a whole member path: with the store's path it stays under PATH_MAX
+ENTRY_BYTES = 512        # what an entry costs besides its data: at least its tar header
+
 Progress = Callable[[int], None]   # called with the number of blob bytes just read
 
 
@@ -61,11 +79,38 @@ class LayerError(ValueError):
     """An archive that cannot become a layer; the message names the member."""
 
 
+class Budget:
+    """What an import may still write: ``limit`` bytes (None: no limit) and
+    ``entries`` inodes (None: no limit); ``where`` says what sets the limit,
+    for the error ("the store quota (SANDBOX_KERNEL_STORE_QUOTA=10.0 GiB...)")."""
+
+    def __init__(self, limit: int | None, where: str = "the limit", entries: int | None = None):
+        self.limit, self.where, self.entries = limit, where, entries
+        self.used = self.count = 0
+
+    def charge(self, name: str, size: int) -> None:
+        """Count one member of ``size`` real bytes before it is written."""
+        self.used += size + ENTRY_BYTES
+        self.count += 1
+        if self.limit is not None and self.used > self.limit:
+            raise LayerError(f"member {name!r} ({_size(size)}) takes the import to {_size(self.used)}, "
+                             f"past {self.where}: nothing was stored")
+        if self.entries is not None and self.count > self.entries:
+            raise LayerError(f"member {name!r} is entry {self.count} of the import, past the "
+                             f"free inodes of the store's file system: nothing was stored")
+
+
+def _size(count: int) -> str:
+    from .images import format_size
+    return format_size(count) if count >= 1024 else f"{count} B"
+
+
 @dataclass
 class Unpacked:
     diff_id: str                 # "sha256:<hex>" of the uncompressed tar
     digest: str                  # "sha256:<hex>" of the blob as read
     size: int = 0                # bytes of regular files
+    charged: int = 0             # what it counted against the import's Budget
     notes: list[str] = field(default_factory=list)
 
 
@@ -139,29 +184,49 @@ def decompressed(blob: io.BufferedReader):
 
 def unpack(source, dest: str, *, expect_digest: str | None = None,
            expect_diff_id: str | None = None, allow_setuid: bool = False,
-           progress: Progress | None = None) -> Unpacked:
+           progress: Progress | None = None, budget: Budget | None = None) -> Unpacked:
     """Unpack the layer blob read from ``source`` into the empty directory
-    ``dest``; check the digests it is expected to have.  LayerError if the
-    archive is hostile, corrupt or not what was expected."""
+    ``dest``; check the digests it is expected to have (each that is given:
+    the caller decides which a source must give).  LayerError if the archive
+    is hostile, corrupt, too big for ``budget`` or not what was expected."""
     blob = _Hashing(source, progress)
     buffered = io.BufferedReader(blob, CHUNK)
     tar = decompressed(buffered)
     # an uncompressed blob is its own tar: its digest is the diff_id, hash it once
     plain = _Hashing(tar) if tar is not buffered else _Counting(tar, blob)
-    writer = _Writer(dest, allow_setuid)
+    budget = budget or Budget(None)
+    before = budget.used
+    writer = _Writer(dest, allow_setuid, budget)
     try:
         with tarfile.open(fileobj=plain, mode="r|", errorlevel=2, bufsize=CHUNK) as archive:
             for member in archive:
-                writer.add(member, archive)
+                _add_member(writer, member, archive)
         plain.drain()      # the end-of-archive blocks belong to the diff_id too
         buffered.read()    # and whatever follows the compressed stream to the digest
     except _format_errors() as error:
         raise LayerError(f"not a valid layer archive: {error or type(error).__name__}") from None
-    writer.finish()
-    found = Unpacked(plain.digest(), blob.digest(), writer.size, writer.notes())
+    try:
+        writer.finish()
+    except OSError as error:
+        raise LayerError(f"cannot finish the layer's directories: {_os_error(error)}") from None
+    found = Unpacked(plain.digest(), blob.digest(), writer.size, budget.used - before, writer.notes())
     _check("blob", expect_digest, found.digest)
     _check("layer (diff_id)", expect_diff_id, found.diff_id)
     return found
+
+
+def _add_member(writer: "_Writer", member: tarfile.TarInfo, archive: tarfile.TarFile) -> None:
+    """One member; what the file system refuses becomes a LayerError naming it."""
+    try:
+        writer.add(member, archive)
+    except OSError as error:
+        raise LayerError(f"member {member.name!r}: {_os_error(error)}") from None
+
+
+def _os_error(error: OSError) -> str:
+    name = errno.errorcode.get(error.errno, "") if error.errno else ""
+    where = f" ({error.filename})" if error.filename else ""
+    return f"{error.strerror or error}{f' [{name}]' if name else ''}{where}"
 
 
 def _format_errors() -> tuple[type[BaseException], ...]:
@@ -185,20 +250,53 @@ def _check(what: str, expected: str | None, found: str) -> None:
 
 def member_path(name: str) -> str:
     """The member's path relative to the layer root ('' for the root);
-    LayerError if it would leave the layer."""
+    LayerError if it would leave the layer or is no path the kernel takes."""
+    if "\0" in name:
+        raise LayerError(f"member {name!r} has a NUL byte in its name")
     if name.startswith("/"):
         raise LayerError(f"member {name!r} has an absolute path")
     parts = [part for part in name.split("/") if part not in ("", ".")]
     if ".." in parts:
         raise LayerError(f"member {name!r} climbs out of the layer with '..'")
-    return "/".join(parts)
+    if len(parts) > MAX_DEPTH:
+        raise LayerError(f"member {name[:80]!r}... is {len(parts)} directories deep: "
+                         f"at most {MAX_DEPTH} in an image")
+    path = "/".join(parts)
+    if len(os.fsencode(path)) > PATH_BYTES or any(len(os.fsencode(p)) > NAME_BYTES for p in parts):
+        raise LayerError(f"member {name[:80]!r}... has a name too long: at most {NAME_BYTES} "
+                         f"bytes a component, {PATH_BYTES} in all")
+    return path
+
+
+def whiteout_target(path: str) -> str:
+    """The path a whiteout member (``dir/.wh.NAME``) hides: ``dir/NAME``;
+    LayerError unless NAME is a file name of that directory."""
+    parent, base = posixpath.split(path)
+    hidden = base[len(WHITEOUT):]
+    if hidden in ("", ".", ".."):
+        raise LayerError(f"whiteout {path!r} names no file: a whiteout is DIR/.wh.NAME, "
+                         f"NAME a file of DIR (not empty, '.' or '..')")
+    return posixpath.join(parent, hidden)
+
+
+def _copy_exactly(data, out, member: tarfile.TarInfo) -> None:
+    """The member's ``size`` bytes (its header's, charged already), not one
+    more; a stream that ends early is a corrupt archive."""
+    left = member.size
+    while left:
+        chunk = data.read(min(CHUNK, left))
+        if not chunk:
+            raise LayerError(f"member {member.name!r} ends {left} bytes before the "
+                             f"{member.size} its header gives")
+        out.write(chunk)
+        left -= len(chunk)
 
 
 class _Writer:
     """Writes members below ``root``, never following a symlink."""
 
-    def __init__(self, root: str, allow_setuid: bool):
-        self.root, self.allow_setuid = root, allow_setuid
+    def __init__(self, root: str, allow_setuid: bool, budget: Budget):
+        self.root, self.allow_setuid, self.budget = root, allow_setuid, budget
         self.as_root = os.geteuid() == 0
         self.real_dirs: set[str] = {""}
         self.dir_meta: dict[str, tarfile.TarInfo] = {}
@@ -211,6 +309,10 @@ class _Writer:
     def add(self, member: tarfile.TarInfo, archive: tarfile.TarFile) -> None:
         path = member_path(member.name)
         base = posixpath.basename(path)
+        if any(part.startswith(WHITEOUT) for part in path.split("/")[:-1]):
+            raise LayerError(f"member {member.name!r} is inside a whiteout ({WHITEOUT}...): "
+                             f"whiteouts are files, not directories")
+        self.budget.charge(member.name, member.size if member.isfile() else 0)
         if base.startswith(WHITEOUT):
             return self._whiteout(path, member)
         if path == "":
@@ -238,13 +340,13 @@ class _Writer:
         parent, base = posixpath.split(path)
         self._parent(path)
         if base == OPAQUE:
+            # at the root too: the layer then hides every layer below it
             self._privileged(os.setxattr, self._abs(parent), OPAQUE_XATTR, b"y",
                              what=f"opaque directory {parent or '/'}")
             return
         if base.startswith(WHITEOUT + WHITEOUT):
             return  # aufs bookkeeping (.wh..wh.plnk and friends): nothing to do
-        hidden = posixpath.join(parent, base[len(WHITEOUT):])
-        member_path(hidden)
+        hidden = whiteout_target(path)
         self._replace(hidden)
         self._privileged(os.mknod, self._abs(hidden), stat.S_IFCHR | 0o600, os.makedev(0, 0),
                          what=f"whiteout {hidden}")
@@ -255,6 +357,8 @@ class _Writer:
 
     def _symlink(self, path: str, member: tarfile.TarInfo) -> None:
         target = member.linkname
+        if "\0" in target or not target:
+            raise LayerError(f"symlink {member.name!r} -> {target!r}: an empty target or a NUL byte")
         if not target.startswith("/"):
             resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
             if resolved == ".." or resolved.startswith("../"):
@@ -280,8 +384,7 @@ class _Writer:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(self._abs(path), flags, 0o600)
         with os.fdopen(fd, "wb") as out:
-            data = archive.extractfile(member)
-            shutil.copyfileobj(data, out, CHUNK)
+            _copy_exactly(archive.extractfile(member), out, member)
             if self.as_root:
                 os.fchown(fd, member.uid, member.gid)
             os.fchmod(fd, self._mode(path, member))  # after chown, which clears setuid
@@ -348,7 +451,9 @@ class _Writer:
         self.real_dirs.add(path)
 
     def _replace(self, path: str) -> None:
-        """A later member replaces an earlier one of the same path."""
+        """A later member replaces an earlier one of the same path (never the root)."""
+        if path == "":
+            raise LayerError("a member would replace the layer's root directory")
         full = self._abs(path)
         try:
             info = os.lstat(full)
