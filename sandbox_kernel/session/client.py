@@ -32,9 +32,9 @@ Everything the agent sends is untrusted: the user's code runs in the same
 process and can write to the socket.  Frames are read by a bounded
 FrameReader, ids are checked, output content is rebuilt field by field with
 its types checked, and a frame that breaks the protocol gets the container
-killed.  Pulled values are unpickled by ``RestrictedUnpickler``, which loads
-only plain data types: unpickling with plain ``pickle`` would let the
-container run code on the host.
+killed.  Pulled values are unpickled by ``unpickle.RestrictedUnpickler``,
+which loads only plain data types, within a memory budget: plain ``pickle``
+would let the container run code on the host, or fill its memory.
 
 Commands (``exec_command``, ``run_command``; ``%%container --shell``) run as
 a subprocess of the agent: a silent execute request runs a small snippet in a
@@ -46,13 +46,10 @@ second way into the container's namespaces.
 """
 from __future__ import annotations
 
-import _compat_pickle
-import base64
 import codecs
 import collections
 import dataclasses
 import fcntl
-import io
 import os
 import pickle
 import select
@@ -71,6 +68,8 @@ from ..runtime.spec import ContainerSpec, Limits, SpecError, parse_cpus, parse_d
     parse_mount, parse_network, parse_pids, parse_size
 from . import image_agent, protocol, sanitize, stats as stats_contract
 from .protocol import ProtocolError
+from .unpickle import (  # noqa: F401 -- re-exported: tests and callers use client's names
+    SAFE_GLOBALS, RefusedGlobal, RestrictedUnpickler, restricted_loads, unpickle_pulled)
 
 # ImageNotFound and SpecError are re-exported: the magics and the kernel talk
 # only to session (DESIGN, boundaries), and catch these two from here.
@@ -128,88 +127,6 @@ class CellResult:
     status: str
     message: str | None = None
     exit_code: int | None = None
-
-
-# ---------------------------------------------------------------------------
-# Pulled values: a restricted unpickler
-
-
-SAFE_GLOBALS = {
-    "builtins": {"dict", "list", "tuple", "set", "frozenset", "bytearray", "bytes", "str",
-                 "int", "float", "complex", "bool", "slice", "range", "object", "NoneType"},
-    "collections": {"OrderedDict", "defaultdict", "deque", "Counter"},
-    "datetime": {"datetime", "date", "time", "timedelta", "timezone"},
-    "decimal": {"Decimal"},
-    "fractions": {"Fraction"},
-    "uuid": {"UUID", "SafeUUID"},
-    "copyreg": {"_reconstructor"},
-    "_codecs": {"encode"},            # protocols 0-2 write bytes this way
-    "numpy": {"ndarray", "dtype"},
-    "numpy.core.multiarray": {"_reconstruct", "scalar"},
-    "numpy._core.multiarray": {"_reconstruct", "scalar"},
-    "numpy.core.numeric": {"_frombuffer"},
-    "numpy._core.numeric": {"_frombuffer"},
-}
-"""What a pulled pickle may name.  Each is a type whose construction from
-data runs no code of the pickle's choosing, or a reconstructor that only
-calls such types: containers, scalars, dates, numpy arrays and dtypes.
-(copyreg._reconstructor calls base.__new__(cls) with cls and base themselves
-loaded through this table.)"""
-
-
-def _numpy_scalar_type(module: str, name: str) -> bool:
-    """numpy.float64 and friends, which a dtype may name."""
-    if module != "numpy":
-        return False
-    try:
-        import numpy
-    except ImportError:
-        return False
-    value = getattr(numpy, name, None)
-    return isinstance(value, type) and issubclass(value, numpy.generic)
-
-
-class RefusedGlobal(pickle.UnpicklingError):
-    def __init__(self, module: str, name: str):
-        self.module, self.qualname = module, name
-        super().__init__(f"{module}.{name}")
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """An Unpickler that loads only the globals in SAFE_GLOBALS."""
-
-    def find_class(self, module: str, name: str):
-        # protocols 0-2 name Python 2 modules (__builtin__.set); map them first
-        if (module, name) in _compat_pickle.NAME_MAPPING:
-            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
-        elif module in _compat_pickle.IMPORT_MAPPING:
-            module = _compat_pickle.IMPORT_MAPPING[module]
-        if name in SAFE_GLOBALS.get(module, ()) or _numpy_scalar_type(module, name):
-            if module == "builtins" and name == "NoneType":
-                return type(None)
-            return super().find_class(module, name)
-        raise RefusedGlobal(module, name)
-
-
-def restricted_loads(data: bytes):
-    return RestrictedUnpickler(io.BytesIO(data)).load()
-
-
-def unpickle_pulled(name: str, text: str):
-    """The value of variable ``name`` from a pull reply's ``values``."""
-    try:
-        values = restricted_loads(base64.b64decode(text.encode("ascii"), validate=True))
-    except RefusedGlobal as refused:
-        raise VariableError(name, (
-            f"cannot pull {name!r}: its pickle needs {refused.module}.{refused.qualname}, which the "
-            f"host will not load (a pickle from the container could run code on the host). Pull "
-            f"plain data: builtins containers and scalars, datetime, Decimal, numpy arrays"
-        )) from None
-    except Exception as exc:
-        raise VariableError(name, f"cannot pull {name!r}: its pickle is unreadable: {exc}") from None
-    if not isinstance(values, dict) or set(values) != {name}:
-        raise VariableError(name, f"cannot pull {name!r}: the agent answered with other names")
-    return values[name]
 
 
 # ---------------------------------------------------------------------------
@@ -1058,6 +975,8 @@ class _Exchange:
 
     def _dispatch(self, msg: dict) -> None:
         kind, msg_id = msg["type"], msg.get("id")
+        if msg_id is not None and type(msg_id) is not int:    # a list would not hash below
+            raise ProtocolError(f"a {kind:.60} frame whose id is a {type(msg_id).__name__}, not an int")
         session = self.session
         if kind == protocol.REPLY:
             if msg_id in session._stale and msg_id != self.id:
