@@ -144,40 +144,29 @@ _DANGEROUS_SCHEMES = ("javascript", "vbscript", "livescript")
 # the URL parser removes tab and newlines anywhere, so "java\tscript:" is javascript:
 _SCHEME = re.compile("|".join("[\t\n\r]*".join(name) + "[\t\n\r]*:" for name in _DANGEROUS_SCHEMES))
 _SCHEME_CHAR = re.compile(r"[a-z0-9+.\-]")
-_TOKEN = re.compile(r"&(?:#[xX][0-9a-fA-F]+;?|#[0-9]+;?|[A-Za-z][A-Za-z0-9]*;?)|\\[!-/:-@\[-`{-~]|[\s\S]")
 NEUTRAL_PREFIX = "unsafe-"
 
 
-def _decoded_tokens(text: str):
-    """[(decoded text, source offset)], one per character, entity or escape."""
-    tokens = []
-    for match in _TOKEN.finditer(text):
-        token = match.group()
-        if token.startswith("&"):
-            decoded = html.unescape(token)
-        elif len(token) == 2 and token.startswith("\\"):
-            decoded = token[1]
-        else:
-            decoded = token
-        tokens.append((decoded, match.start()))
-    return tokens
+def _raw_char(char: str) -> str:
+    """A regex for ``char`` as a source may write it: itself in either case,
+    or a numeric character reference (leading zeros, hex in either case, the
+    semicolon optional)."""
+    forms = {char.lower(), char.upper()}
+    alternatives = [re.escape(form) for form in sorted(forms)]
+    for form in sorted(forms):
+        code = ord(form)
+        hex_digits = "".join(f"[{d.lower()}{d.upper()}]" if d.isalpha() else d for d in f"{code:x}")
+        alternatives += [f"&#0*{code};?", f"&#[xX]0*{hex_digits};?"]
+    return "(?:" + "|".join(alternatives) + ")"
 
 
-def _scheme_starts(text: str) -> list[int]:
-    """Source offsets where a dangerous scheme begins (after decoding)."""
-    tokens = _decoded_tokens(text)
-    decoded, origin = [], []
-    for piece, offset in tokens:
-        for char in piece:
-            decoded.append(char.lower())
-            origin.append(offset)
-    flat = "".join(decoded)
-    starts = []
-    for match in _SCHEME.finditer(flat):
-        before = flat[match.start() - 1] if match.start() else ""
-        if not _SCHEME_CHAR.fullmatch(before or " "):   # a scheme starts here, not inside one
-            starts.append(origin[match.start()])
-    return sorted(set(starts))
+# what the URL parser drops between a scheme's letters (tab, LF, CR), as written
+_RAW_GAP = "(?:[\t\n\r]|&Tab;|&NewLine;|" + "|".join(_raw_char(c)[3:-1] for c in "\t\n\r") + ")*"
+_RAW_COLON = "(?:" + _raw_char(":")[3:-1] + r"|&colon;|\\:)"
+# a dangerous scheme as it may be written in HTML or Markdown source: one level
+# of character references and Markdown escapes (what renderers decode)
+_RAW_SCHEME = re.compile("|".join(_RAW_GAP.join(_raw_char(c) for c in name) + _RAW_GAP + _RAW_COLON
+                                  for name in _DANGEROUS_SCHEMES))
 
 
 def _fully_decoded(text: str) -> str:
@@ -199,10 +188,17 @@ def has_script_url(text: str) -> bool:
 
 def neutralise_script_urls(text: str) -> str | None:
     """``text`` with "unsafe-" before every javascript:/vbscript: scheme, so a
-    link made of it goes nowhere; None when a scheme hides deeper than one
-    level of encoding (the caller drops the value)."""
-    for offset in reversed(_scheme_starts(text)):
-        text = text[:offset] + NEUTRAL_PREFIX + text[offset:]
+    link made of it goes nowhere; None when a scheme is still there after
+    (hidden deeper than one level of encoding): the caller drops the value.
+    Linear in the text: outputs can be tens of megabytes."""
+    if not has_script_url(text):
+        return text
+    pieces, last = [], 0
+    for match in _RAW_SCHEME.finditer(text):
+        pieces += [text[last:match.start()], NEUTRAL_PREFIX]
+        last = match.start()
+    pieces.append(text[last:])
+    text = "".join(pieces)
     return None if has_script_url(text) else text
 
 
@@ -304,7 +300,22 @@ HTML_ATTRIBUTES.setdefault("img", set()).update({"src", "alt"})
 URL_SCHEMES = {"http", "https", "mailto", "ftp", "data"}
 _DATA_IMAGE = re.compile(r"data:image/(png|jpeg|gif|webp|bmp);", re.I)
 _URL_ATTRIBUTES = {"href", "src", "cite", "action", "background", "poster", "longdesc"}
-_STYLE_BLOCK = re.compile(r"<style\b[^>]*>(.*?)</style\s*>", re.I | re.S)
+_STYLE_OPEN = re.compile(r"<style\b", re.I)
+_STYLE_CLOSE = re.compile(r"</style\s*>", re.I)
+
+
+def _style_blocks(text: str) -> list[str]:
+    """The bodies of the <style> blocks, found in one pass (a regex with .*?
+    would rescan the text for every unclosed <style>)."""
+    blocks, position = [], 0
+    while (opened := _STYLE_OPEN.search(text, position)) is not None:
+        body_start = text.find(">", opened.end()) + 1
+        closed = _STYLE_CLOSE.search(text, body_start) if body_start else None
+        if closed is None:
+            break                         # nothing after can be a whole block either
+        blocks.append(text[body_start:closed.start()])
+        position = closed.end()
+    return blocks
 
 
 def _attribute_filter(tag: str, attribute: str, value: str):
@@ -328,7 +339,7 @@ def clean_html(text: str) -> str | None:
     meta.  <style> blocks come back rebuilt by clean_stylesheet (pandas'
     table style survives; a rule that loads or hides the page does not)."""
     scope = new_scope()
-    styles = [clean_stylesheet(block, ID_PREFIX, scope) for block in _STYLE_BLOCK.findall(text)]
+    styles = [clean_stylesheet(block, ID_PREFIX, scope) for block in _style_blocks(text)]
     body = _nh3(text)
     css = "\n".join(s for s in styles if s)
     if css:

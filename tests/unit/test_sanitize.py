@@ -80,6 +80,16 @@ HOSTILE_HTML = {
     "details ontoggle": "<details open ontoggle=alert(1)>",
     "input autofocus": "<input autofocus onfocus=alert(1)>",
     "video": '<video><source onerror="alert(1)"></video>',
+    "leading zeros no semicolon": '<a href="&#0000106avascript:alert(1)">x</a>',
+    "control char first": '<a href="\x01javascript:alert(1)">x</a>',
+    "entity newline inside": '<a href="java&#x0A;script:alert(1)">x</a>',
+    "img srcset": '<img srcset="javascript:alert(1) 1x">',
+    "area": '<map><area href="javascript:alert(1)"></map>',
+    "xlink in html": '<a xlink:href="javascript:alert(1)">x</a>',
+    "marquee": '<marquee onstart=alert(1)>x</marquee>',
+    "unclosed attribute": '<img src="x" onerror="alert(1)',
+    "null in tag": "<scr\x00ipt>alert(1)</scr\x00ipt>",
+    "nested script": "<scr<script>ipt>alert(1)</scr</script>ipt>",
 }
 
 
@@ -113,6 +123,16 @@ HOSTILE_MARKDOWN = {
     "mathjax href": r"$\href{javascript:alert(1)}{x}$",
     "iframe": '<iframe src="/lab"></iframe>',
     "details": "<details open ontoggle=alert(1)><summary>s</summary></details>",
+    "link decimal entity": "[x](&#106;avascript:alert(1))",
+    "link tab entity": "[x](java&#x09;script:alert(1))",
+    "link colon entity": "[x](javascript&#58;alert(1))",
+    "link leading space": "[x]( javascript:alert(1))",
+    "link in a list": "* [x](javascript:alert(1))",
+    "link in a table": "| a |\n|---|\n| [x](javascript:alert(1)) |",
+    "nested brackets": "[[x]](javascript:alert(1))",
+    "html comment": "<!-- x --><img src=x onerror=alert(1)>",
+    "unclosed comment": "<!-- <img src=x onerror=alert(1)>",
+    "script in math": "$<script>alert(1)</script>$",
 }
 
 
