@@ -27,17 +27,22 @@ Example::
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
-import logging
 import os
 import re
 import stat
-from typing import Callable, Iterator, NamedTuple
+from collections.abc import Callable, Iterator
 
 from . import syscalls
 
-log = logging.getLogger(__name__)
+
+def _log():
+    """The module's logger; logging is imported when something is to be said
+    (the launcher imports this module on every container's start)."""
+    import logging
+    return logging.getLogger(__name__)
 
 # Open fds a walk keeps at once, deepest first: a deeper tree reopens a parent
 # through '..' of its child and checks that it is the same directory (dev, ino).
@@ -50,10 +55,9 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _openat2_works: bool | None = None     # None: not tried yet on this kernel
 
 
-class NotRemoved(NamedTuple):
-    """An entry remove_tree left, and why."""
-    path: str
-    reason: str
+class NotRemoved(collections.namedtuple("NotRemoved", "path reason")):
+    """An entry remove_tree left (``path``), and why (``reason``)."""
+    __slots__ = ()
 
     def __str__(self) -> str:
         return f"{_short(self.path)}: {self.reason}"
@@ -152,7 +156,7 @@ def _have_openat2() -> bool:
             _openat2_works = True
         except OSError as error:    # ENOSYS: before 5.6; EPERM/EINVAL: a seccomp filter, an old header
             _openat2_works = False
-            log.debug("openat2 unavailable (%s): resolving beneath roots by a dirfd walk", error)
+            _log().debug("openat2 unavailable (%s): resolving beneath roots by a dirfd walk", error)
         finally:
             os.close(probe)
     return _openat2_works
@@ -439,7 +443,7 @@ def remove_tree(path: str, *, dir_fd: int | None = None) -> list[NotRemoved]:
         pass
     left = report.done()
     for entry in left:
-        log.warning("could not remove %s", entry)
+        _log().warning("could not remove %s", entry)
     return left
 
 
