@@ -98,6 +98,15 @@ def test_hostile_html_is_inert(text):
     assert_inert(sanitize.clean_html(text))
 
 
+def test_jupyterlab_command_links_are_stripped():
+    """JupyterLab runs the command named by data-commandlinker-command on a
+    click (a terminal, a deletion): no data-* attribute passes."""
+    cleaned = sanitize.clean_html('<button data-commandlinker-command="terminal:create-new" '
+                                  'data-commandlinker-args="{}">x</button><b data-x="1">y</b>')
+    assert "data-" not in cleaned and "<b>y</b>" in cleaned
+    assert "data-" not in sanitize.clean_markdown('<span data-commandlinker-command="x">y</span>')
+
+
 def test_a_dropped_script_leaves_the_text_around_it():
     assert sanitize.clean_html(HOSTILE_HTML["script"]) == "ok"
     assert sanitize.clean_html('<a href="javascript:alert(1)">x</a>') == '<a rel="noopener noreferrer">x</a>'
