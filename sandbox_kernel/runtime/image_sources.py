@@ -36,7 +36,7 @@ import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import layers
+from . import layers, safe_fs
 from .images import (DEFAULT_PATH, Image, ImageError, Progress, Store, config_digest,
                      host_architecture, now)
 
@@ -148,31 +148,25 @@ class DirArchive:
             raise ImageError(f"{self.root}: {name} is missing") from None
 
     def _open(self, name: str) -> int:
-        """A read-only fd of the regular file ``name`` beneath the root."""
-        # TODO: safe_fs.open_beneath once it is in (it may also allow links that stay inside)
-        parts = inside(self.root, name).split("/")
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        """A read-only fd of the regular file ``name`` beneath the root
+        (non-blocking to open: a FIFO there must not hang the import)."""
+        relative = inside(self.root, name)
         try:
-            for index, part in enumerate(parts):
-                last = index == len(parts) - 1
-                flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (0 if last else os.O_DIRECTORY)
-                try:
-                    child = os.open(part, flags | os.O_NONBLOCK, dir_fd=fd)
-                except OSError as error:
-                    if error.errno in (errno.ELOOP, errno.ENOTDIR):
-                        raise ImageError(f"{self.root}: {name} goes through a symlink or a "
-                                         f"non-directory ({'/'.join(parts[:index + 1])}): an image "
-                                         f"directory is read without following links") from None
-                    raise
-                os.close(fd)
-                fd = child
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise ImageError(f"{self.root}: {name} is not a regular file")
-            os.set_blocking(fd, True)
-            return fd
-        except BaseException:
+            fd = safe_fs.open_beneath(self.root, relative, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        except (FileNotFoundError, NotADirectoryError):
+            if not os.path.isdir(self.root):
+                raise ImageError(f"{self.root}: not a directory any more") from None
+            raise FileNotFoundError(errno.ENOENT, "missing", relative) from None
+        except OSError as error:
+            if error.errno in (errno.ELOOP, errno.EXDEV):
+                raise ImageError(f"{self.root}: {name} is a symlink or goes through one: an "
+                                 f"image directory is read without following links") from None
+            raise ImageError(f"{self.root}: cannot read {name}: {error.strerror}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
-            raise
+            raise ImageError(f"{self.root}: {name} is not a regular file")
+        os.set_blocking(fd, True)
+        return fd
 
     def read(self, name: str) -> bytes:
         with self.open(name) as handle:

@@ -40,7 +40,6 @@ import os
 import platform
 import re
 import secrets
-import shutil
 import stat
 import sys
 import urllib.parse
@@ -543,17 +542,11 @@ def _write_json(path: str, data) -> None:
 
 
 def _remove_tree(path: str) -> None:
-    """rmtree that also removes what it cannot enter (a layer's 0500 dirs)."""
-    def unlock(func, failed, _exc):
-        parent = os.path.dirname(failed)
-        if os.path.isdir(parent) and not os.path.islink(parent):
-            os.chmod(parent, stat.S_IRWXU)
-        func(failed)
-    if os.path.lexists(path):
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path, onerror=unlock)
-        else:
-            os.unlink(path)
+    """Remove a work directory or a layer: iteratively (a layer a build made
+    can be any depth), entering 0500 directories, never following a link.
+    What cannot be removed is logged by safe_fs and left in tmp/."""
+    from .safe_fs import remove_tree
+    remove_tree(path)
 
 
 # ---------------------------------------------------------------------------

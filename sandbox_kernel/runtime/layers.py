@@ -54,11 +54,12 @@ import hashlib
 import io
 import os
 import posixpath
-import shutil
 import stat
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from . import safe_fs
 
 CHUNK = 1 << 20
 OPAQUE_XATTR = "trusted.overlay.opaque"
@@ -460,7 +461,9 @@ class _Writer:
         except FileNotFoundError:
             return
         if stat.S_ISDIR(info.st_mode):
-            shutil.rmtree(full)
+            left = safe_fs.remove_tree(full)
+            if left:
+                raise LayerError(f"member {path!r} replaces a directory that cannot be removed: {left[0]}")
             self.real_dirs = {d for d in self.real_dirs if d != path and not d.startswith(path + "/")}
             self.dir_meta = {d: m for d, m in self.dir_meta.items()
                              if d != path and not d.startswith(path + "/")}

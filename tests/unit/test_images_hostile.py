@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from sandbox_kernel.runtime import image_sources, images, layers
+from sandbox_kernel.runtime import image_sources, images, layers, safe_fs
 
 
 def _load_archives():
@@ -197,6 +197,25 @@ def test_a_tree_at_the_limit_imports_and_is_removed(store, tmp_path):
     assert image.find("/" + "/".join(["d"] * (layers.MAX_DEPTH - 1)) + "/leaf")
     images.remove("hostile")
     assert left_in(store) == []
+
+
+def test_a_layer_deeper_than_python_recursion_is_removed(store, tmp_path):
+    # a build keeps what its container wrote: any depth; rm must still remove it
+    image = import_bytes(tmp_path, archives.layer_tar([member("etc", "dir")]))
+    fd = os.open(image.lower_dirs[0], os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(3000):
+            os.mkdir("d", dir_fd=fd)
+            child = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    finally:
+        os.close(fd)
+    try:
+        assert images.remove("hostile") == list(image.layers)
+        assert left_in(store) == []
+    finally:
+        safe_fs.remove_tree(store.root)    # pytest's own rmtree could not, were it left
 
 
 @pytest.mark.parametrize("name", ["a" * 300, "/".join(["abcdefghij" * 10] * 40)])
