@@ -11,7 +11,8 @@ frontend sees them, unless the session trusts its output
 Each mime type is in one of three tables (``classify``):
 
 * PASS: data that the frontends render without running anything from it
-  (images, text, LaTeX, JSON, vega, plotly);
+  (images, if base64; text; LaTeX, its javascript: links neutralised; JSON;
+  vega specs that load no URL, without their embed options; plotly);
 * SANITISED: markup that is rebuilt from an allowlist: ``text/html`` and
   ``text/markdown`` through nh3 (ammonia), ``image/svg+xml`` through an XML
   walk of our own;
@@ -52,6 +53,10 @@ VEGA_EMBED_OPTIONS = "usermeta"
 CHECKED_TEXT = frozenset({"text/latex"})
 SANITISED = frozenset({"text/html", "text/markdown", "image/svg+xml"})
 RESERVED_METADATA = ("sandbox_kernel",)   # the host's own marks (the footer's)
+# Images are base64 text: a frontend that pastes it into src="data:..." (an
+# HTML export without autoescape) must not get a quote or a tag from it.
+BASE64_IMAGES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"})
+_BASE64 = re.compile(r"[A-Za-z0-9+/=\s]*")
 
 
 def classify(mime: str) -> str:
@@ -102,6 +107,8 @@ def sanitize_bundle(data: dict, metadata: dict) -> CleanBundle:
 def _clean_value(mime: str, value):
     kind = classify(mime)
     if kind == "pass":
+        if mime in BASE64_IMAGES:
+            return value if isinstance(value, str) and _BASE64.fullmatch(value) else None
         return _clean_vega(value) if _VEGA.fullmatch(mime) else value
     if kind == "drop" or not isinstance(value, str):
         return None                      # markup and LaTeX are strings on the wire

@@ -316,6 +316,12 @@ def test_vega_embed_options_are_taken_out_of_a_spec():
     assert dropped == []
 
 
+@pytest.mark.parametrize("value", ['x" onerror="alert(1)', "<script>", ["iVBOR"], 7])
+def test_an_image_that_is_not_base64_is_dropped(value):
+    (data, _), dropped = _bundle({"image/png": value, "text/plain": "fig"}, {})
+    assert data == {"text/plain": "fig"} and dropped == ["image/png"]
+
+
 def test_latex_passes_with_its_script_urls_neutralised():
     math = r"$$\int_0^1 x^2 \, dx = \frac{1}{3}$$"
     data, metadata = sanitize.sanitize_bundle({"text/latex": math}, {})
