@@ -259,20 +259,76 @@ def rootfs_dir_source(path: str) -> Source:
     @contextlib.contextmanager
     def opener():
         # tarred into a temporary file, then unpacked like any layer: the same
-        # safety checks, and a diff_id that an import of the same tar shares
+        # safety checks as an archive's
         with tempfile_in_store() as temp:
             with tarfile.open(fileobj=temp, mode="w", format=tarfile.PAX_FORMAT) as archive:
-                for entry in sorted(os.listdir(path)):
-                    archive.add(os.path.join(path, entry), arcname=entry, filter=_normalized)
+                _tar_tree(path, archive, Store().import_budget())
             temp.seek(0)
             yield temp
     return Source(default_name(path), f"rootfs directory {os.path.abspath(path)}",
                   _made_up_config(), None, [LayerBlob(opener)])
 
 
-def _normalized(info: tarfile.TarInfo) -> tarfile.TarInfo:
-    info.uname = info.gname = ""
-    return info
+def _tar_tree(root: str, archive: tarfile.TarFile, budget: layers.Budget) -> None:
+    """Every entry under ``root`` into ``archive``, walked by safe_fs.walk:
+    no recursion, no symlink followed (each is an entry), no mount entered,
+    at most layers.MAX_DEPTH deep; the temporary tar counts against ``budget``."""
+    hard_links: dict[tuple[int, int], str] = {}
+    try:
+        for relative, dir_fd, names in safe_fs.walk(root):
+            if relative.count("/") + 1 >= layers.MAX_DEPTH:
+                raise ImageError(f"{root}: {relative[:80]}... is more than {layers.MAX_DEPTH} "
+                                 f"directories deep: at most {layers.MAX_DEPTH} in an image")
+            for name in names:
+                arcname = f"{relative}/{name}" if relative else name
+                _tar_entry(archive, dir_fd, name, arcname, budget, hard_links)
+    except layers.LayerError as error:
+        raise ImageError(f"{root}: {error}") from None
+    except OSError as error:
+        raise ImageError(f"{root}: cannot read {error.filename or ''}: {error.strerror}") from None
+
+
+def _tar_entry(archive: tarfile.TarFile, dir_fd: int, name: str, arcname: str,
+               budget: layers.Budget, hard_links: dict) -> None:
+    """One entry of an open directory; a regular file is read through an
+    O_NOFOLLOW fd, and what is tarred is what that fd's fstat says."""
+    info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    if stat.S_ISSOCK(info.st_mode):
+        return                       # a socket is nothing an image can hold
+    if not stat.S_ISREG(info.st_mode):
+        linkname = os.readlink(name, dir_fd=dir_fd) if stat.S_ISLNK(info.st_mode) else ""
+        budget.charge(arcname, 0)
+        archive.addfile(_tar_info(arcname, info, linkname))
+        return
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return                   # replaced meanwhile: what it became is not tarred
+        key = (info.st_dev, info.st_ino)
+        if info.st_nlink > 1 and key in hard_links:
+            budget.charge(arcname, 0)
+            archive.addfile(_tar_info(arcname, info, hard_links[key], tarfile.LNKTYPE))
+            return
+        hard_links[key] = arcname
+        budget.charge(arcname, info.st_size)
+        archive.addfile(_tar_info(arcname, info), handle)
+
+
+_TAR_TYPES = {stat.S_IFDIR: tarfile.DIRTYPE, stat.S_IFLNK: tarfile.SYMTYPE, stat.S_IFIFO: tarfile.FIFOTYPE,
+              stat.S_IFCHR: tarfile.CHRTYPE, stat.S_IFBLK: tarfile.BLKTYPE, stat.S_IFREG: tarfile.REGTYPE}
+
+
+def _tar_info(arcname: str, info: os.stat_result, linkname: str = "",
+              kind: bytes | None = None) -> tarfile.TarInfo:
+    entry = tarfile.TarInfo(arcname)
+    entry.type = kind or _TAR_TYPES[stat.S_IFMT(info.st_mode)]
+    entry.mode, entry.uid, entry.gid = stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid
+    entry.mtime, entry.linkname = int(info.st_mtime), linkname
+    entry.size = info.st_size if entry.type == tarfile.REGTYPE else 0
+    if entry.type in (tarfile.CHRTYPE, tarfile.BLKTYPE):
+        entry.devmajor, entry.devminor = os.major(info.st_rdev), os.minor(info.st_rdev)
+    return entry
 
 
 @contextlib.contextmanager

@@ -202,20 +202,61 @@ def test_a_tree_at_the_limit_imports_and_is_removed(store, tmp_path):
 def test_a_layer_deeper_than_python_recursion_is_removed(store, tmp_path):
     # a build keeps what its container wrote: any depth; rm must still remove it
     image = import_bytes(tmp_path, archives.layer_tar([member("etc", "dir")]))
-    fd = os.open(image.lower_dirs[0], os.O_RDONLY | os.O_DIRECTORY)
+    _nest(pathlib.Path(image.lower_dirs[0]), 3000)
     try:
-        for _ in range(3000):
+        assert images.remove("hostile") == list(image.layers)
+        assert left_in(store) == []
+    finally:
+        safe_fs.remove_tree(store.root)    # pytest's own rmtree could not, were it left
+
+
+def _nest(top: pathlib.Path, depth: int) -> None:
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
             os.mkdir("d", dir_fd=fd)
             child = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
             os.close(fd)
             fd = child
     finally:
         os.close(fd)
+
+
+def test_a_rootfs_directory_deeper_than_python_recursion_is_one_line(store, tmp_path):
+    top = tmp_path / "deep"
+    (top / "etc").mkdir(parents=True)
+    _nest(top, 3000)
     try:
-        assert images.remove("hostile") == list(image.layers)
+        with pytest.raises(images.ImageError, match=f"at most {layers.MAX_DEPTH}") as refused:
+            images.import_image(str(top), "deep")
+        one_line(refused)
         assert left_in(store) == []
     finally:
-        safe_fs.remove_tree(store.root)    # pytest's own rmtree could not, were it left
+        safe_fs.remove_tree(str(top))
+
+
+def test_a_rootfs_directory_is_read_without_following_its_links(store, tmp_path, secret):
+    top = tmp_path / "rootfs"
+    (top / "etc").mkdir(parents=True)
+    (top / "etc/os-release").write_text("ID=dir\n")
+    (top / "private").symlink_to(secret)
+    (top / "etc/hard").hardlink_to(top / "etc/os-release")
+    os.mkfifo(top / "fifo")
+    image = images.import_image(str(top), "fromdir")
+    root = pathlib.Path(image.lower_dirs[0])
+    assert os.readlink(root / "private") == str(secret) and not (root / "layer.tar").exists()
+    assert os.stat(root / "etc/hard").st_ino == os.stat(root / "etc/os-release").st_ino
+    assert stat.S_ISFIFO(os.lstat(root / "fifo").st_mode)
+
+
+def test_a_rootfs_directory_counts_against_the_quota_as_it_is_tarred(store, tmp_path, monkeypatch):
+    monkeypatch.setenv(images.QUOTA_ENV, "1M")
+    top = tmp_path / "rootfs"
+    top.mkdir()
+    (top / "big").write_bytes(os.urandom(2 << 20))
+    with pytest.raises(images.ImageError, match="store quota"):
+        images.import_image(str(top), "big")
+    assert left_in(store) == []
 
 
 @pytest.mark.parametrize("name", ["a" * 300, "/".join(["abcdefghij" * 10] * 40)])
