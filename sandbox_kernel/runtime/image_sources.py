@@ -553,10 +553,27 @@ def image_record(source: Source, name: str, diff_ids: list[str]) -> Image:
     if not (config.get("rootfs") or {}).get("diff_ids"):
         config["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
     settings = config.get("config") or {}
+    if not isinstance(settings, dict):
+        raise ImageError(f"{source.description}: the config's 'config' is not a JSON object")
     return Image(
         name=name, id=source.config_digest or config_digest(config), layers=tuple(diff_ids),
-        env=tuple(settings.get("Env") or ()), workdir=settings.get("WorkingDir") or "",
-        cmd=tuple(settings.get("Cmd") or ()), entrypoint=tuple(settings.get("Entrypoint") or ()),
-        user=settings.get("User") or "", created=now(), source=source.description,
-        architecture=config.get("architecture", ""), os=config.get("os", "linux"), config=config)
+        env=_strings(settings, "Env", source), workdir=_string(settings, "WorkingDir", source),
+        cmd=_strings(settings, "Cmd", source), entrypoint=_strings(settings, "Entrypoint", source),
+        user=_string(settings, "User", source), created=now(), source=source.description,
+        architecture=_string(config, "architecture", source), os=_string(config, "os", source) or "linux",
+        config=config)
+
+
+def _strings(settings: dict, key: str, source: Source) -> tuple[str, ...]:
+    value = settings.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) and "\0" not in v for v in value):
+        raise ImageError(f"{source.description}: the config's {key} is not a list of strings")
+    return tuple(value)
+
+
+def _string(settings: dict, key: str, source: Source) -> str:
+    value = settings.get(key) or ""
+    if not isinstance(value, str) or "\0" in value:
+        raise ImageError(f"{source.description}: the config's {key} is not a string")
+    return value
 

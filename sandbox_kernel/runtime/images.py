@@ -595,8 +595,14 @@ def import_image(path: str, name: str | None = None, *, progress: Progress | Non
     """Import a rootfs directory or tarball, an OCI image layout (directory
     or tar) or a ``docker save`` tarball.  ImageError for bad input."""
     from . import image_sources
-    source = image_sources.open_source(path)
-    return add_image(source, name, progress=progress, allow_setuid=allow_setuid, store=store)
+    if name:
+        check_name(name)           # before a byte of the archive is read
+    try:
+        source = image_sources.open_source(path)
+        return add_image(source, name, progress=progress, allow_setuid=allow_setuid, store=store)
+    except OSError as error:       # an unreadable file, a store we may not write...
+        where = error.filename or path
+        raise ImageError(f"cannot import {path}: {error.strerror or error} ({where})") from None
 
 
 def pull(reference: str, name: str | None = None, *, platform_name: str | None = None,

@@ -451,6 +451,22 @@ def test_a_docker_save_with_an_empty_diff_id_is_refused(store, tmp_path):
     assert left_in(store) == []
 
 
+@pytest.mark.parametrize("settings", [{"Env": "PATH=/bin"}, {"Cmd": [1]}, {"User": ["root"]},
+                                      {"Env": ["A=\0"]}, "not an object"])
+def test_a_config_of_the_wrong_shape_is_one_line(settings, store, tmp_path):
+    layout = pathlib.Path(archives.oci_layout(str(tmp_path / "oci"), [archives.layer_tar([member("x")])]))
+    _rewrite(layout, change_config=lambda config: config.update(config=settings))
+    with pytest.raises(images.ImageError, match="the config's") as refused:
+        images.import_image(str(layout), "shape")
+    one_line(refused)
+    assert left_in(store) == []
+
+
+def test_a_bad_name_is_refused_before_the_archive_is_read(store, tmp_path):
+    with pytest.raises(images.ImageError, match="invalid image name"):
+        images.import_image(str(tmp_path / "missing.tar"), "../x")
+
+
 def test_digests_are_checked_as_digests():
     good = "sha256:" + "0" * 64
     assert image_sources.check_digest(good, "x") == good
