@@ -12,8 +12,10 @@ import re
 import pytest
 
 import kernel_fixtures as kf  # tests/jupyter is on pytest's pythonpath (pyproject)
+from sandbox_kernel.kernel import install
 
 SANDBOX_NAME = "sbk-test-output-safety"
+TRUSTED_NAME = "sbk-test-output-trusted"
 STATS_MIME = kf.STATS_MIME
 DISPLAY_KINDS = ("display_data", "execute_result", "update_display_data")
 
@@ -55,6 +57,15 @@ def sandbox(tmp_path_factory):
         kernel = kf.SandboxKernel(SANDBOX_NAME)
         yield kernel
         kernel.shutdown()
+
+
+@pytest.fixture
+def trusted_sandbox(tmp_path):
+    """A sandbox kernel installed with --trust-output."""
+    spec = install.kernel_json(install.checked_settings({}), trust_output=True)
+    install.write_kernelspec(str(tmp_path / "kernels" / TRUSTED_NAME), spec)
+    with kf.jupyter_path(str(tmp_path)), kf.kernels_of_one_test(TRUSTED_NAME) as start:
+        yield start()
 
 
 @pytest.fixture(params=["sandbox kernel", "%%container"])
@@ -126,6 +137,14 @@ def test_trust_output_lets_the_javascript_through_until_it_is_turned_off(kernel)
     ran = ok(kernel.run(f"%%container --name trusted --no-trust-output\n{TRUSTED_CELL}"))
     assert "application/javascript" not in bundles(ran)[0]
     assert "trusted_output" not in ran.of("display_data")[-1]["data"][STATS_MIME]
+
+
+def test_a_sandbox_kernel_installed_with_trust_output_passes_the_javascript(trusted_sandbox):
+    ran = ok(trusted_sandbox.run(TRUSTED_CELL))
+    (shown,) = bundles(ran)
+    assert shown["application/javascript"] == "window.sbk_trusted = 1"
+    footer = ran.of("display_data")[-1]["data"]
+    assert footer[STATS_MIME]["trusted_output"] is True and "output trusted" in footer["text/plain"]
 
 
 def test_trust_output_is_in_the_help(kernel):
