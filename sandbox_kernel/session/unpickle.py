@@ -959,7 +959,8 @@ def unpickle_pulled(name: str, text: str, *, limit: int | None = None):
     from .client import VariableError           # client imports this module
     limit = pull_limit() if limit is None else limit
     try:
-        values = restricted_loads(base64.b64decode(text.encode("ascii"), validate=True), limit=limit)
+        data = base64.b64decode(text.encode("ascii"), validate=True)
+        values = restricted_loads(data, limit=_room_for_objects(limit, text, data))
     except RefusedGlobal as refused:
         raise VariableError(name, (
             f"cannot pull {name!r}: its pickle needs {refused.module}.{refused.qualname}, which the "
@@ -973,6 +974,14 @@ def unpickle_pulled(name: str, text: str, *, limit: int | None = None):
     if not isinstance(values, dict) or set(values) != {name}:
         raise VariableError(name, f"cannot pull {name!r}: the agent answered with other names")
     return values[name]
+
+
+def _room_for_objects(limit: int, text: str, data: bytes) -> int:
+    """What the unpickler may charge for ``limit`` bytes on the host: less the
+    pickle itself (its base64 text and its bytes stay alive during the load),
+    less 1/8 for the allocator's own overhead (block headers, pools, a deque's
+    block), which the charges, in sys.getsizeof terms, leave out."""
+    return max(0, (limit - len(text) - len(data)) * 7 // 8)
 
 
 def _why_refused(refused: PickleRefused, limit: int) -> str:
