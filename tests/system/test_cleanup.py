@@ -260,16 +260,31 @@ def test_a_deep_tree_in_the_state_dir_does_not_stop_destroy_nor_the_next_contain
     assert_next_container_starts()
 
 
-def test_the_launcher_removes_a_deep_state_dir_when_the_owner_dies(count_leftovers):
-    owner = subprocess.Popen([sys.executable, "-c", OWNER, "exec"], stdout=subprocess.PIPE, text=True)
+RELEASING_OWNER = """
+import os, sys, time
+from sandbox_kernel.runtime.container import Container
+from sandbox_kernel.runtime.spec import ContainerSpec
+box = Container(ContainerSpec(command=("/bin/sh", "-c", "sleep 1000")), spawn="exec")
+box.start()
+print(box._state_dir, flush=True)
+sys.stdin.readline()
+os.close(box._lifeline_w)   # what the launcher sees when its owner dies, but the owner lives on:
+time.sleep(1000)            # no other process's reap_stale may take the state dir meanwhile
+"""
+
+
+def test_the_launcher_removes_a_deep_state_dir_when_its_owner_lets_go():
+    """The launcher's own clean-up (what runs when an owner dies) removes a
+    deep state dir: shutil.rmtree raised RecursionError in the launcher."""
+    owner = subprocess.Popen([sys.executable, "-c", RELEASING_OWNER], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
     state_dir = None
     try:
-        owner.stdout.readline()
-        state_dir = next(os.path.join("/run", name) for name in os.listdir("/run")
-                         if name.startswith(f"sbk-{owner.pid}-"))
+        state_dir = owner.stdout.readline().strip()
+        assert state_dir.startswith("/") and os.path.isdir(state_dir)
         make_deep(state_dir, DEPTH)
-        owner.send_signal(signal.SIGKILL)
-        owner.wait(10)
+        owner.stdin.write("go\n")
+        owner.stdin.flush()
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and os.path.lexists(state_dir):
             time.sleep(0.1)
