@@ -84,12 +84,22 @@ def _reap_state_dirs(parent: str) -> list[str]:
         if not _entries_stay_put(parent_fd, parent):
             return []
         for name in _listdir(parent_fd):
-            if name.startswith("sbk-") and _ours_and_orphaned(parent_fd, parent, name):
-                if not safe_fs.remove_tree(name, dir_fd=parent_fd):
-                    removed.append(os.path.join(parent, name))
+            if name.startswith("sbk-") and _ours_and_orphaned(parent_fd, parent, name) \
+                    and _remove_state_entry(parent_fd, parent, name):
+                removed.append(os.path.join(parent, name))
     finally:
         os.close(parent_fd)
     return removed
+
+
+def _remove_state_entry(parent_fd: int, parent: str, name: str) -> bool:
+    """remove_tree reports what it cannot remove; anything else is logged
+    here: one bad entry never stops a container's start."""
+    try:
+        return not safe_fs.remove_tree(name, dir_fd=parent_fd)
+    except OSError as error:
+        log.warning("could not remove %s: %s", os.path.join(parent, name), error)
+        return False
 
 
 def _entries_stay_put(parent_fd: int, parent: str) -> bool:
