@@ -409,3 +409,19 @@ def test_a_bind_mount_left_in_a_dead_state_dir_is_not_entered(tmp_path):
     finally:
         subprocess.run(["umount", "-l", point], check=False, capture_output=True)
         force_remove(left)
+
+
+def test_reap_stale_skips_a_parent_others_can_write_unless_it_is_sticky(tmp_path):
+    """In a parent anyone may write without the sticky bit, another user could
+    swap a checked entry for a symlink before it is removed: not scanned."""
+    from sandbox_kernel.runtime.cgroups import detect_driver
+    from sandbox_kernel.runtime.cleanup import reap_stale
+    parent = tmp_path / "shared"
+    left = parent / f"sbk-{dead_pid()}-5afe"
+    (left / "sub").mkdir(parents=True)
+    parent.chmod(0o777)
+    assert reap_stale(detect_driver(), state_parents=[str(parent)]) == []
+    assert left.is_dir()
+    parent.chmod(0o1777)
+    assert reap_stale(detect_driver(), state_parents=[str(parent)]) == [str(left)]
+    assert not left.exists()
