@@ -55,7 +55,8 @@ def session_entry(session) -> dict:
     figures = stats_contract.cell_figures(None, info["stats"], peaks_reset=True)
     contract = stats_contract.build_stats(
         session=info["name"], image=info["image"], limits=session.limits,
-        execution_count=info["execution_count"], wall=info["uptime"], figures=figures, status=None)
+        execution_count=info["execution_count"], wall=info["uptime"], figures=figures, status=None,
+        trusted_output=session.trust_output)
     return {"stats": contract, "state": info["state"], "uptime": info["uptime"],
             "network": info["network"]}
 

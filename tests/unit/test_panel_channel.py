@@ -77,8 +77,9 @@ class FakeKernel:
 class FakeSession:
     """Session.status() as client.py returns it; counters may be None."""
 
-    def __init__(self, name="default", counters=None):
+    def __init__(self, name="default", counters=None, trust_output=False):
         self.name = name
+        self.trust_output = trust_output
         self.limits = Limits(memory=512 << 20, cpus=1.0, pids=64)
         self.counters = counters if counters is not None else {
             "memory_current": 100 << 20, "memory_peak": 120 << 20, "memory_limit": 512 << 20,
@@ -272,6 +273,16 @@ def test_several_sessions_each_have_an_entry():
     entries = comm.sent[0][0]["sessions"]
     assert [e["stats"]["session"] for e in entries] == ["default", "grader"]
     assert entries[1]["stats"]["cell"]["memory_current"] is None
+    channel.close()
+
+
+def test_a_session_whose_output_is_trusted_says_so_in_the_panel():
+    kernel = FakeKernel()
+    sessions = [FakeSession("default"), FakeSession("mine", trust_output=True)]
+    channel = StatsChannel(kernel, lambda: sessions, kind="magics")
+    channel.register()
+    entries = open_comm(kernel).sent[0][0]["sessions"]
+    assert [e["stats"].get("trusted_output", False) for e in entries] == [False, True]
     channel.close()
 
 
