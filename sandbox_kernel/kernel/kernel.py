@@ -96,6 +96,7 @@ SESSION = commands.DEFAULT_SESSION
 DOCTOR_ROOT_ENV = "SANDBOX_KERNEL_DOCTOR_ROOT"
 RED, BOLD, DIM, RESET = "\x1b[31m", "\x1b[1m", "\x1b[2m", "\x1b[0m"
 HOST_PREFIX = "host> "
+CONTROL_FINISH_WAIT = 5.0    # s the exiting main thread waits for the control thread's last request
 NOT_IN_THIS_KERNEL = {
     "on": "every cell already runs in the container in the sandbox kernel",
     "off": "the sandbox kernel has no host-side Python to run cells in",
@@ -186,6 +187,8 @@ class SandboxKernel(Kernel):
         self._interrupted = False
         self._cell_running = False
         self._shutting_down = False
+        # set when the control thread has finished the request that shut us down
+        self._shutdown_handled = threading.Event()
         self._blocked: tuple | None = None        # (ename, evalue, traceback): every cell says it
         self._start_error: BaseException | None = None
         self.resolved = self._resolve_settings()
@@ -203,7 +206,7 @@ class SandboxKernel(Kernel):
         self._preparing = threading.Thread(target=self._prepare, name="sbk-prestart", daemon=True)
         if self.prestart and self._blocked is None:
             self._preparing.start()
-        atexit.register(self.sessions.close_all)
+        atexit.register(self._at_exit)
 
     @property
     def banner(self) -> str:
@@ -461,6 +464,32 @@ class SandboxKernel(Kernel):
         session = self.sessions.sessions.get(SESSION)
         if session is not None:
             session.interrupt()
+
+    async def dispatch_control(self, msg):
+        """ipykernel's, then a note for ``_at_exit`` once a shutdown_request
+        has been handled to the end (reply, status idle, and the flush of
+        sys.stdout that ipykernel does after every control request)."""
+        try:
+            await super().dispatch_control(msg)
+        finally:
+            if self._shutting_down:
+                self._shutdown_handled.set()
+
+    def _at_exit(self) -> None:
+        """The main thread, on its way out, before ipykernel's own atexit
+        ``IPKernelApp.close`` (registered before this kernel existed, so run
+        after it).  That close stops the IOPub thread and then joins the
+        control thread.  A shutdown_request stops the main loop from the
+        control thread, which then still flushes sys.stdout: a flush waits
+        for the IOPub thread to run it, up to its 10 s flush_timeout, and
+        never returns early if that thread has just been stopped.  This
+        kernel's main thread has nothing else to do at exit, so it won that
+        race most times (the manager then SIGTERMed the kernel after 2.5 s).
+        Waiting here for the control thread to finish the request closes
+        the race; the wait is bounded for a control thread that hangs."""
+        if self._shutting_down:
+            self._shutdown_handled.wait(CONTROL_FINISH_WAIT)
+        self.sessions.close_all()
 
     async def do_shutdown(self, restart):
         """Destroy the containers.  A cell still running is interrupted and
