@@ -57,6 +57,7 @@ from .spec import ContainerSpec, Limits, parse_mount
 BUILD_USER = (0, 0)          # root without capabilities
 SETUP_FILES = ("etc/hosts", "etc/hostname")
 SETUP_DIRS = ("proc", "dev", "sys", "workspace", "home/sandbox", "home", "tmp")
+BUILD_PIDS = 256             # as `run`: a build script's fork bomb stays in its container
 SETUP_TEXT_MAX = 16 << 20   # a bigger /etc/passwd is not the setup's: left as the script made it
 
 
@@ -76,7 +77,7 @@ def build(name: str, base: str, script: str, *, network: str = "host", limits: L
     with store.work_dir("build") as work:
         _check_upper_fs(store, work)
         spec = ContainerSpec(command=("/bin/sh", "-c", script), image=base, network=network,
-                             user=BUILD_USER, limits=limits or Limits(),
+                             user=BUILD_USER, limits=_with_pids_limit(limits or Limits()),
                              mounts=tuple(parse_mount(m) for m in mounts))
         _run(spec, base_image, work, on_output)
         upper = _host_layer(work) if below.on_host else os.path.join(work, "upper")
@@ -91,6 +92,12 @@ def build(name: str, base: str, script: str, *, network: str = "host", limits: L
                 raise ImageError(f"the base image {base!r} was removed or replaced during the build")
             _commit_layer(store, work, upper, diff_id, size)
             return store.write_image(_record(base_image, name, diff_id, script))
+
+
+def _with_pids_limit(limits: Limits) -> Limits:
+    """RLIMIT_NPROC is above kernel.pid_max: without a pids limit one build
+    could take every pid of the host."""
+    return limits if limits.pids is not None else dataclasses.replace(limits, pids=BUILD_PIDS)
 
 
 class _Below:

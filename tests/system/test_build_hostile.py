@@ -148,3 +148,15 @@ def test_a_build_of_a_3000_deep_tree_is_walked_without_recursion(store):
                           "    os.chdir('deep'); n += 1\nprint(n, open('leaf').read())"],
                          capture_output=True, text=True, timeout=300, env=_cli_env())
     assert image.layers and ran.stdout.split() == ["3000", "leaf"], ran.stderr
+
+
+def test_a_build_scripts_fork_bomb_meets_a_pids_limit(busybox):
+    """A build has no pids option of its own; without a default a fork bomb in
+    the script could take every pid of the host (RLIMIT_NPROC is above
+    kernel.pid_max).  Bounded: 400 sleepers at most, killed with the container.
+    busybox's sh stops the script at the first fork it cannot make."""
+    from sandbox_kernel.runtime import image_build
+    script = "i=0; while [ $i -lt 400 ]; do sleep 30 & i=$((i+1)); done; echo all started"
+    with pytest.raises(images.BuildError, match="can't fork"):
+        image_build.build("bomb", busybox, script, network="none")
+    assert images.Store().image("bomb") is None
