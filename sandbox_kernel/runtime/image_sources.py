@@ -356,8 +356,18 @@ def oci_layout_source(archive, path: str, platform_name: str | None = None) -> S
                                where=path)
     manifest = _json(read_blob(archive, descriptor), descriptor["digest"])
     name = (descriptor.get("annotations") or {}).get("io.containerd.image.name") or default_name(path)
-    return manifest_source(manifest, lambda d: read_blob(archive, d),
-                           lambda d: _blob_opener(archive, d), name, f"OCI layout {os.path.abspath(path)}")
+    source = manifest_source(manifest, lambda d: read_blob(archive, d),
+                             lambda d: _blob_opener(archive, d), name, f"OCI layout {os.path.abspath(path)}")
+    _check_present(archive, path, [_blob_name(layer.digest) for layer in source.layers])
+    return source
+
+
+def _check_present(archive, path: str, names: list[str]) -> None:
+    """Every layer file is there, beneath the image (a link out of it is an
+    ImageError here), before a first layer is stored."""
+    for name in names:
+        if not archive.exists(name):
+            raise ImageError(f"{path}: {name} is missing")
 
 
 def pick_manifest(index: dict, platform_name: str | None, fetch: Callable[[dict], dict],
@@ -486,6 +496,7 @@ def docker_save_source(archive, path: str) -> Source:
     diff_ids = config_diff_ids(config, len(entry["Layers"]), f"{path}: {entry['Config']}")
     # a layer named blobs/sha256/<hex> has its digest checked; an old <id>/layer.tar is
     # an uncompressed tar, whose digest is its diff_id (checked)
+    _check_present(archive, path, entry["Layers"])
     found = [LayerBlob(_named_opener(archive, name), _digest_of_name(name), diff_id)
              for name, diff_id in zip(entry["Layers"], diff_ids)]
     tags = entry.get("RepoTags") or []
@@ -543,7 +554,8 @@ def store_layer(store: Store, blob: LayerBlob, index: int, count: int, progress:
             unpacked = layers.unpack(stream, os.path.join(work, "root"), expect_digest=blob.digest,
                                      expect_diff_id=blob.diff_id, allow_setuid=allow_setuid,
                                      progress=progress.advance, budget=budget)
-        store.commit_layer(work, unpacked.diff_id, unpacked.digest, unpacked.size, unpacked.charged)
+        store.commit_layer(work, unpacked.diff_id, unpacked.digest, unpacked.size, unpacked.charged,
+                           opaque_root=unpacked.opaque_root)
     progress.end("; ".join(unpacked.notes))
     return unpacked.diff_id
 

@@ -396,13 +396,16 @@ class Store:
             return {"diff_id": diff_id, "size": None}
 
     def commit_layer(self, work: str, diff_id: str, digest: str | None, size: int,
-                     charged: int | None = None) -> str:
+                     charged: int | None = None, *, opaque_root: bool = False) -> str:
         """Move ``work`` (holding root/) into place as layer ``diff_id``; if the
         layer is there already, keep that one.  ``size``: bytes of regular
-        files; ``charged``: what it counts against the quota.  Lock held."""
-        _write_json(os.path.join(work, "layer.json"),
-                    {"diff_id": diff_id, "digest": digest, "size": size, "created": now(),
-                     "charged": size if charged is None else charged})
+        files; ``charged``: what it counts against the quota; ``opaque_root``:
+        it hides every layer below it.  Lock held."""
+        info = {"diff_id": diff_id, "digest": digest, "size": size, "created": now(),
+                "charged": size if charged is None else charged}
+        if opaque_root:
+            info["opaque_root"] = True
+        _write_json(os.path.join(work, "layer.json"), info)
         os.chmod(work, 0o755)
         try:
             os.rename(work, self.layer_dir(diff_id))
@@ -410,6 +413,15 @@ class Store:
             if not self.has_layer(diff_id):
                 raise ImageError(f"cannot store layer {diff_id}: {error}") from None
         return diff_id
+
+    def visible_layers(self, diff_ids: list[str]) -> list[str]:
+        """The layers a container stacks: from the top down to the first that
+        hides all below it (an opaque marker at its root, which overlayfs
+        ignores on a lower layer's root)."""
+        for index in range(len(diff_ids) - 1, 0, -1):
+            if self.layer_info(diff_ids[index]).get("opaque_root"):
+                return diff_ids[index:]
+        return diff_ids
 
     def used(self) -> int:
         """What the layers here count against the quota."""
@@ -638,7 +650,8 @@ def add_image(source, name: str | None, *, progress: Progress | None = None,
             diff_ids = [image_sources.store_layer(store, layer, index, len(source.layers), progress,
                                                   allow_setuid, budget)
                         for index, layer in enumerate(source.layers)]
-            return store.write_image(image_sources.image_record(source, name, diff_ids))
+            return store.write_image(image_sources.image_record(source, name,
+                                                                store.visible_layers(diff_ids)))
         except BaseException:
             # the layers this import stored before one failed: no image names them
             store.collect_garbage([d for d in store.layers() if d not in before])

@@ -112,6 +112,7 @@ class Unpacked:
     digest: str                  # "sha256:<hex>" of the blob as read
     size: int = 0                # bytes of regular files
     charged: int = 0             # what it counted against the import's Budget
+    opaque_root: bool = False    # a .wh..wh..opq at its root: the layers below are hidden
     notes: list[str] = field(default_factory=list)
 
 
@@ -210,7 +211,8 @@ def unpack(source, dest: str, *, expect_digest: str | None = None,
         writer.finish()
     except OSError as error:
         raise LayerError(f"cannot finish the layer's directories: {_os_error(error)}") from None
-    found = Unpacked(plain.digest(), blob.digest(), writer.size, budget.used - before, writer.notes())
+    found = Unpacked(plain.digest(), blob.digest(), writer.size, budget.used - before,
+                     writer.opaque_root, writer.notes())
     _check("blob", expect_digest, found.digest)
     _check("layer (diff_id)", expect_diff_id, found.diff_id)
     return found
@@ -302,6 +304,7 @@ class _Writer:
         self.real_dirs: set[str] = {""}
         self.dir_meta: dict[str, tarfile.TarInfo] = {}
         self.size = 0
+        self.opaque_root = False
         self.dropped_setuid: list[str] = []
         self.skipped_devices: list[str] = []
 
@@ -341,7 +344,9 @@ class _Writer:
         parent, base = posixpath.split(path)
         self._parent(path)
         if base == OPAQUE:
-            # at the root too: the layer then hides every layer below it
+            # overlayfs ignores the xattr on a lower layer's root: the store drops
+            # the layers below this one from the image instead (images.add_image)
+            self.opaque_root = self.opaque_root or parent == ""
             self._privileged(os.setxattr, self._abs(parent), OPAQUE_XATTR, b"y",
                              what=f"opaque directory {parent or '/'}")
             return
