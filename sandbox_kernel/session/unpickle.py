@@ -365,10 +365,6 @@ def _reconstructor(func, args, kwargs):
     return check(base, (state,), {}) + 256
 
 
-def _refuse_state(what: str, why: str):
-    raise RefusedCall(what, why)
-
-
 def _numpy():
     import numpy
     return numpy
@@ -858,12 +854,12 @@ class RestrictedUnpickler(pickle._Unpickler):
             return 256 + (_PER_HASHED_ITEM * len(state) if isinstance(state, dict) else 0)
         what = "numpy.ndarray.__setstate__"
         if not isinstance(state, tuple) or len(state) not in (4, 5):
-            _refuse_state(what, "a state other than (version, shape, dtype, is_fortran, data)")
+            raise RefusedCall(what, "a state other than (version, shape, dtype, is_fortran, data)")
         shape, dtype, data = state[-4], state[-3], state[-1]
         if not isinstance(dtype, numpy.dtype):
-            _refuse_state(what, "a dtype that is not a numpy.dtype")
+            raise RefusedCall(what, "a dtype that is not a numpy.dtype")
         if dtype.hasobject != isinstance(data, list):
-            _refuse_state(what, "object data that is not a list, or a list for other data")
+            raise RefusedCall(what, "object data that is not a list, or a list for other data")
         return _shape_size(numpy.ndarray, shape) * dtype.itemsize + 256
 
 
@@ -956,8 +952,11 @@ _PLAIN_DATA = "builtins containers and scalars, datetime, Decimal, numpy arrays"
 def unpickle_pulled(name: str, text: str, *, limit: int | None = None):
     """The value of variable ``name`` from a pull reply's ``values``; a
     VariableError of one line when the host will not load it."""
-    from .client import VariableError           # client imports this module
-    limit = pull_limit() if limit is None else limit
+    from .client import SpecError, VariableError    # client imports this module
+    try:
+        limit = pull_limit() if limit is None else limit
+    except SpecError as exc:
+        raise VariableError(name, f"cannot pull {name!r}: {exc}") from None
     try:
         data = base64.b64decode(text.encode("ascii"), validate=True)
         values = restricted_loads(data, limit=_room_for_objects(limit, text, data))
