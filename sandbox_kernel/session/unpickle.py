@@ -707,9 +707,21 @@ class RestrictedUnpickler(pickle._Unpickler):
         items = self.pop_mark()
         charged = _PER_HASHED_ITEM * len(items) + 256
         self.charge(charged, "a frozenset")
-        value = frozenset(items)
+        value = frozenset(self._set_of(items))
         self.settle(charged, sys.getsizeof(value), "a frozenset")
         self._new_container(value, items)
+
+    def _set_of(self, items) -> set:
+        """set(items), one item at a time with the clock checked: ints made
+        to share a hash make each insert as slow as the set is long, and one
+        C call could not be stopped.  (Copying the set into a frozenset after
+        is no slower than this was.)"""
+        value = set()
+        for i, item in enumerate(items):
+            value.add(item)
+            if i & 0x3FF == 0:
+                self._check_clock()
+        return value
     dispatch[pickle.FROZENSET[0]] = load_frozenset
 
     def _fill(self, target, items, *, pairs: bool = False) -> None:
@@ -790,7 +802,10 @@ class RestrictedUnpickler(pickle._Unpickler):
         what = f"{_name_of(func)}()"
         charged = check(func, args, dict(kwargs))
         self.charge(charged, what)
-        result = func.__new__(func, *args, **kwargs) if new else func(*args, **kwargs)
+        if func in (set, frozenset) and args and not new:
+            result = func(self._set_of(args[0]))
+        else:
+            result = func.__new__(func, *args, **kwargs) if new else func(*args, **kwargs)
         if not any(isinstance(a, (range, str)) for a in args):   # those make new items
             self.settle(charged, sys.getsizeof(result), what)
         fresh = id(result) not in self._nodes
