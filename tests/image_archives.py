@@ -301,10 +301,8 @@ def gnu_sparse_tar(name: str, real_size: int, data: bytes = b"sparse data\n") ->
     header[398:410] = tarfile.itn(len(data), 12, tarfile.GNU_FORMAT)
     header[482] = 0                                                     # no extension blocks
     header[483:495] = tarfile.itn(real_size, 12, tarfile.GNU_FORMAT)   # the real size
-    header[148:156] = b" " * 8
-    header[148:156] = b"%06o\0 " % sum(header)
     padded = data + b"\0" * (-len(data) % 512)
-    return bytes(header) + padded + b"\0" * 1024
+    return _checksummed(header) + padded + b"\0" * 1024
 
 
 def nested_dirs_tar(depth: int, leaf: bytes = b"deep\n") -> bytes:
@@ -339,4 +337,71 @@ def zeros_member_gz(name: str, size: int) -> bytes:
                     self.left -= count
                     return count
             archive.addfile(info, io.BufferedReader(Zeros(), 1 << 20))
+    return out.getvalue()
+
+
+def _header(info: tarfile.TarInfo) -> bytearray:
+    return bytearray(info.tobuf(format=tarfile.GNU_FORMAT))
+
+
+def _checksummed(header: bytearray) -> bytes:
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\0 " % sum(header[:512])
+    return bytes(header)
+
+
+def big_pax_header_tar(size: int) -> bytes:
+    """A layer tar whose one member carries a pax header of ``size`` bytes."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        info = tarfile.TarInfo("f")
+        info.pax_headers = {"comment": "x" * size}
+        archive.addfile(info, io.BytesIO(b""))
+    return out.getvalue()
+
+
+def long_name_chain_tar(count: int) -> bytes:
+    """``count`` GNU long-name headers in a row, then one file (tarfile reads
+    such a chain by recursion)."""
+    blocks = []
+    for index in range(count):
+        name = f"name-{index}".encode() + b"\0"
+        info = tarfile.TarInfo("././@LongLink")
+        info.type, info.size = tarfile.GNUTYPE_LONGNAME, len(name)
+        blocks.append(bytes(_header(info)) + name + b"\0" * (-len(name) % 512))
+    blocks.append(layer_tar([member("f", data=b"x")]))
+    return b"".join(blocks)
+
+
+def sparse_map_bomb_tar(blocks: int) -> bytes:
+    """An old-GNU sparse member whose map goes on for ``blocks`` extension
+    blocks of 21 extents each (tarfile keeps the whole map in memory)."""
+    info = tarfile.TarInfo("sparse")
+    info.size, info.mtime = 0, 1_700_000_000
+    header = _header(info)[:512]
+    header[156:157] = tarfile.GNUTYPE_SPARSE
+    header[482] = 1
+    header[483:495] = tarfile.itn(1 << 30, 12, tarfile.GNU_FORMAT)
+    out = [_checksummed(header)]
+    for number in range(blocks):
+        block = bytearray(512)
+        for slot in range(21):
+            extent = number * 21 + slot + 1
+            block[slot * 24:slot * 24 + 12] = tarfile.itn(extent * 2, 12, tarfile.GNU_FORMAT)
+            block[slot * 24 + 12:slot * 24 + 24] = tarfile.itn(1, 12, tarfile.GNU_FORMAT)
+        block[504] = 1 if number < blocks - 1 else 0
+        out.append(bytes(block))
+    return b"".join(out) + b"\0" * 1024
+
+
+def pax_sparse_map_bomb_tar(fields: int) -> bytes:
+    """A pax sparse member (format 1.0) whose map says it has ``fields`` extents."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as archive:
+        data = f"{fields}\n".encode()
+        info = tarfile.TarInfo("GNUSparseFile.0/f")
+        info.size = len(data)
+        info.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0",
+                            "GNU.sparse.name": "f", "GNU.sparse.realsize": "10"}
+        archive.addfile(info, io.BytesIO(data))
     return out.getvalue()

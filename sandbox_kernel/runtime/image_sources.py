@@ -180,7 +180,7 @@ class TarArchive:
         self.path = path
         self.members: dict[str, tarfile.TarInfo] = {}
         try:
-            with tarfile.open(path) as archive:
+            with tarfile.open(path, tarinfo=layers.BoundedTarInfo) as archive:
                 for member in archive:
                     if len(self.members) >= self.MAX_MEMBERS:
                         raise ImageError(f"{path}: more than {self.MAX_MEMBERS} files: not an image archive")
@@ -195,7 +195,7 @@ class TarArchive:
     @contextlib.contextmanager
     def open(self, name: str):
         member = self._file(inside(self.path, name), name)
-        with tarfile.open(self.path) as archive:
+        with tarfile.open(self.path, tarinfo=layers.BoundedTarInfo) as archive:
             handle = archive.extractfile(member)
             if handle is None:
                 raise ImageError(f"{self.path}: {name} is not a file")
@@ -227,7 +227,7 @@ def tar_kind(path: str) -> str:
         if handle.read(4) == layers.ZSTD_MAGIC:
             return "rootfs"   # tarfile cannot read zstd; only a layer can be one
     try:
-        with tarfile.open(path) as archive:
+        with tarfile.open(path, tarinfo=layers.BoundedTarInfo) as archive:
             for member in archive:
                 name = posixpath.normpath(member.name).lstrip("/")
                 if name in ("", "."):
@@ -239,8 +239,11 @@ def tar_kind(path: str) -> str:
                 top = name.split("/")[0]
                 if top in ROOTFS_TOP or not (top in ("blobs", "repositories") or _HEX64.match(top)):
                     return "rootfs"
+    except layers.LayerError:
+        return "rootfs"       # a header too big or too many: unpacking it says so
     except (tarfile.TarError, EOFError, OSError) as error:
-        raise ImageError(f"{path}: not a directory, nor a tar archive ({error})") from None
+        reason = "; ".join(line.strip(" -") for line in str(error).splitlines())   # tarfile's has lines
+        raise ImageError(f"{path}: not a directory, nor a tar archive ({reason})") from None
     return "rootfs"
 
 

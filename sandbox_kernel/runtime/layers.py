@@ -72,6 +72,9 @@ MAX_DEPTH = 128          # path components of a member; see the module docstring
 NAME_BYTES = 255         # one component (NAME_MAX)
 PATH_BYTES = 3072        # a whole member path: with the store's path it stays under PATH_MAX
 ENTRY_BYTES = 512        # what an entry costs besides its data: at least its tar header
+HEADER_BYTES = 1 << 20   # a pax or GNU long-name header, and all global pax headers together
+HEADER_CHAIN = 16        # extended headers before one member (tarfile reads them recursively)
+SPARSE_EXTENTS = 1 << 16 # extents of a sparse member's map
 
 Progress = Callable[[int], None]   # called with the number of blob bytes just read
 
@@ -104,6 +107,75 @@ class Budget:
 def _size(count: int) -> str:
     from .images import format_size
     return format_size(count) if count >= 1024 else f"{count} B"
+
+
+class BoundedTarInfo(tarfile.TarInfo):
+    """tarfile's TarInfo with what it reads into memory bounded: tarfile reads
+    an extended header (pax, GNU long name) whole, a sparse map whole, and a
+    chain of extended headers by recursion.  A gzip of 1 MiB can hold a pax
+    header of 1 GiB; each of these is a LayerError here instead."""
+
+    _EXTENDED = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE,
+                 tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
+
+    def _proc_member(self, tarfile_):
+        if self.type not in self._EXTENDED:
+            return super()._proc_member(tarfile_)
+        chain = getattr(tarfile_, "_sbk_chain", 0) + 1
+        globals_ = getattr(tarfile_, "_sbk_global_bytes", 0) + (self.size if self.type == tarfile.XGLTYPE else 0)
+        if self.size > HEADER_BYTES or globals_ > HEADER_BYTES:
+            raise LayerError(f"an extended tar header of {self.size} bytes (at most {HEADER_BYTES})")
+        if chain > HEADER_CHAIN:
+            raise LayerError(f"more than {HEADER_CHAIN} extended tar headers before one member")
+        tarfile_._sbk_chain, tarfile_._sbk_global_bytes = chain, globals_
+        try:
+            return super()._proc_member(tarfile_)
+        finally:
+            tarfile_._sbk_chain = chain - 1
+
+    def _proc_sparse(self, tarfile_):
+        """An old GNU sparse member ('S'): its map, at most SPARSE_EXTENTS long."""
+        structs, isextended, origsize = self._sparse_structs
+        del self._sparse_structs
+        while isextended:
+            if len(structs) > SPARSE_EXTENTS:
+                raise LayerError(f"sparse member {self.name!r}: more than {SPARSE_EXTENTS} extents")
+            buf = tarfile_.fileobj.read(tarfile.BLOCKSIZE)
+            if len(buf) < tarfile.BLOCKSIZE:
+                raise tarfile.ReadError("unexpected end of data in a sparse map")
+            for pos in range(0, 21 * 24, 24):
+                try:
+                    offset, numbytes = tarfile.nti(buf[pos:pos + 12]), tarfile.nti(buf[pos + 12:pos + 24])
+                except ValueError:
+                    break
+                if offset and numbytes:
+                    structs.append((offset, numbytes))
+            isextended = bool(buf[504])
+        self.sparse = structs
+        self.offset_data = tarfile_.fileobj.tell()
+        tarfile_.offset = self.offset_data + self._block(self.size)
+        self.size = origsize
+        return self
+
+    def _proc_gnusparse_10(self, next_, pax_headers, tarfile_):
+        """A pax sparse member (format 1.0): its map, at most SPARSE_EXTENTS long."""
+        buf = tarfile_.fileobj.read(tarfile.BLOCKSIZE)
+        fields, buf = buf.split(b"\n", 1)
+        if not fields.isdigit() or int(fields) > SPARSE_EXTENTS:
+            raise LayerError(f"sparse member: a map of {fields[:20]!r} extents (at most {SPARSE_EXTENTS})")
+        numbers: list[int] = []
+        while len(numbers) < int(fields) * 2:
+            if b"\n" not in buf:
+                more = tarfile_.fileobj.read(tarfile.BLOCKSIZE)
+                if not more or len(buf) > 64:
+                    raise tarfile.ReadError("a malformed sparse map")
+                buf += more
+            number, buf = buf.split(b"\n", 1)
+            if not number.isdigit():
+                raise tarfile.ReadError("a malformed sparse map")
+            numbers.append(int(number))
+        next_.offset_data = tarfile_.fileobj.tell()
+        next_.sparse = list(zip(numbers[::2], numbers[1::2]))
 
 
 @dataclass
@@ -200,7 +272,8 @@ def unpack(source, dest: str, *, expect_digest: str | None = None,
     before = budget.used
     writer = _Writer(dest, allow_setuid, budget)
     try:
-        with tarfile.open(fileobj=plain, mode="r|", errorlevel=2, bufsize=CHUNK) as archive:
+        with tarfile.open(fileobj=plain, mode="r|", errorlevel=2, bufsize=CHUNK,
+                          tarinfo=BoundedTarInfo) as archive:
             for member in archive:
                 _add_member(writer, member, archive)
         plain.drain()      # the end-of-archive blocks belong to the diff_id too

@@ -131,6 +131,24 @@ def test_a_bad_quota_setting_is_one_line(monkeypatch):
         images.store_quota()
 
 
+TAR_HEADER_BOMBS = {
+    "a pax header of 2 MiB": (lambda: archives.big_pax_header_tar(2 << 20), "extended tar header"),
+    "2000 long-name headers in a row": (lambda: archives.long_name_chain_tar(2000), "extended tar headers"),
+    "a sparse map of 70000 extents": (lambda: archives.sparse_map_bomb_tar(70_000 // 21), "extents"),
+    "a pax sparse map of 10**9 extents": (lambda: archives.pax_sparse_map_bomb_tar(10**9), "extents"),
+    "a pax sparse map cut short": (lambda: archives.pax_sparse_map_bomb_tar(3), "malformed sparse map"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TAR_HEADER_BOMBS))
+def test_what_tarfile_reads_into_memory_is_bounded(case, store, tmp_path):
+    make, message = TAR_HEADER_BOMBS[case]
+    with pytest.raises(REFUSED, match=message) as refused:
+        import_bytes(tmp_path, make())
+    one_line(refused)
+    assert left_in(store) == []
+
+
 def test_a_multi_layer_import_that_fails_leaves_no_layer_behind(store, tmp_path):
     good = archives.layer_tar([member("etc", "dir"), member("etc/ok", data=b"ok\n")])
     bad = archives.layer_tar([member("x", "dir"), member("x/.wh.")])
