@@ -61,6 +61,7 @@ ROOTFS_TOP = {"bin", "boot", "dev", "etc", "home", "lib", "lib32", "lib64", "med
               "opt", "proc", "root", "run", "sbin", "srv", "sys", "tmp", "usr", "var"}
 _HEX64 = re.compile(r"^[0-9a-f]{64}")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+DOCUMENT_MAX = 4 << 20     # an index, manifest or config: as registry.MANIFEST_MAX
 
 
 @dataclass
@@ -170,7 +171,7 @@ class DirArchive:
 
     def read(self, name: str) -> bytes:
         with self.open(name) as handle:
-            return handle.read()
+            return _read_document(handle, self.root, name)
 
 
 class TarArchive:
@@ -218,7 +219,15 @@ class TarArchive:
 
     def read(self, name: str) -> bytes:
         with self.open(name) as handle:
-            return handle.read()
+            return _read_document(handle, self.path, name)
+
+
+def _read_document(handle, where: str, name: str) -> bytes:
+    """A JSON document of the image (index, manifest, config), at most DOCUMENT_MAX bytes."""
+    data = handle.read(DOCUMENT_MAX + 1)
+    if len(data) > DOCUMENT_MAX:
+        raise ImageError(f"{where}: {name} is larger than {DOCUMENT_MAX >> 20} MiB: not an image's document")
+    return data
 
 
 def tar_kind(path: str) -> str:
@@ -479,6 +488,8 @@ def _json(raw: bytes, what: str) -> dict:
         value = json.loads(raw)
     except ValueError as error:
         raise ImageError(f"{what} is not valid JSON ({error})") from None
+    except RecursionError:
+        raise ImageError(f"{what}: JSON nested too deeply") from None
     if not isinstance(value, dict):
         raise ImageError(f"{what} is not a JSON object")
     return value
@@ -514,6 +525,8 @@ def _docker_entry(archive, path: str) -> dict:
         entries = json.loads(archive.read("manifest.json"))
     except ValueError as error:
         raise ImageError(f"{path}: manifest.json is not valid JSON ({error})") from None
+    except RecursionError:
+        raise ImageError(f"{path}: manifest.json: JSON nested too deeply") from None
     if not isinstance(entries, list) or not entries or not isinstance(entries[0], dict):
         raise ImageError(f"{path}: manifest.json names no image")
     entry = entries[0]

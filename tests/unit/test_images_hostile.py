@@ -485,6 +485,20 @@ def test_a_bad_name_is_refused_before_the_archive_is_read(store, tmp_path):
         images.import_image(str(tmp_path / "missing.tar"), "../x")
 
 
+@pytest.mark.parametrize("document", [b"[" * 100_000 + b"]" * 100_000, b" " * (5 << 20) + b"{}"])
+def test_an_index_too_deep_or_too_big_is_one_line(document, store, tmp_path):
+    layout = pathlib.Path(archives.oci_layout(str(tmp_path / "oci"), [archives.layer_tar([member("x")])]))
+    (layout / "index.json").write_bytes(document)
+    with pytest.raises(images.ImageError, match="nested too deeply|larger than 4 MiB") as refused:
+        images.import_image(str(layout), "json")
+    one_line(refused)
+    saved = docker_save_dir(tmp_path, [archives.layer_tar([member("x")])])
+    (saved / "manifest.json").write_bytes(document)
+    with pytest.raises(images.ImageError, match="nested too deeply|larger than 4 MiB"):
+        images.import_image(str(saved), "json")
+    assert left_in(store) == []
+
+
 def test_digests_are_checked_as_digests():
     good = "sha256:" + "0" * 64
     assert image_sources.check_digest(good, "x") == good
