@@ -16,6 +16,14 @@ Every other image lives in the store, one directory per machine::
                                 removed on failure (or by the next writer, if its
                                 process died)
 
+Images come from anywhere, so the store takes them as hostile input
+(layers.py, image_sources.py): an import writes at most what the store's
+quota ($SANDBOX_KERNEL_STORE_QUOTA, 10G by default, 'none' for none) and 95%
+of its file system's free space and inodes allow, counting what it really
+writes; and an image's name (check_name: Docker's grammar, e.g. busybox,
+python:3.11, 127.0.0.1:5000/team/python:3.11) is %-escaped into one file
+name, never a path.
+
 A layer is stored once however many images use it, and unpacked once: a
 container stacks the layers of its image with overlayfs (rootfs.image_plan),
 so starting one costs the same for a 10 MB and a 1 GB image.  Readers take no
@@ -45,6 +53,10 @@ import sys
 import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .layers import Budget
 
 HOST = "host"
 STORE_ENV = "SANDBOX_KERNEL_IMAGES"
@@ -431,7 +443,7 @@ class Store:
             total += info.get("charged") or info.get("size") or 0
         return total
 
-    def import_budget(self) -> "layers.Budget":
+    def import_budget(self) -> Budget:
         """What one import may write: the quota less what is stored, and the
         file system's free space and inodes less FREE_RESERVE of them."""
         from .layers import Budget

@@ -65,6 +65,8 @@ CHUNK = 1 << 20
 OPAQUE_XATTR = "trusted.overlay.opaque"
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
+# what aufs-era docker kept at a layer's root (hard link targets, its own state): skipped
+AUFS_DIRS = (".wh..wh.plnk", ".wh..wh.aufs", ".wh..wh.orph")
 GZIP_MAGIC, ZSTD_MAGIC = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
 XZ_MAGIC, BZIP2_MAGIC = b"\xfd7zXZ\x00", b"BZh"   # rootfs tarballs (.tar.xz, .tar.bz2)
 
@@ -386,6 +388,8 @@ class _Writer:
     def add(self, member: tarfile.TarInfo, archive: tarfile.TarFile) -> None:
         path = member_path(member.name)
         base = posixpath.basename(path)
+        if path.split("/")[0] in AUFS_DIRS:
+            return None
         if any(part.startswith(WHITEOUT) for part in path.split("/")[:-1]):
             raise LayerError(f"member {member.name!r} is inside a whiteout ({WHITEOUT}...): "
                              f"whiteouts are files, not directories")

@@ -182,6 +182,13 @@ def test_a_malformed_whiteout_is_one_line_and_leaves_nothing(case, store, tmp_pa
     assert left_in(store) == []
 
 
+def test_what_aufs_kept_at_a_layers_root_is_skipped(store, tmp_path):
+    image = import_bytes(tmp_path, archives.layer_tar([
+        member(".wh..wh.plnk", "dir"), member(".wh..wh.plnk/123.456", data=b"x"),
+        member(".wh..wh.aufs"), member("etc", "dir")]))
+    assert os.listdir(image.lower_dirs[0]) == ["etc"]
+
+
 @needs_root
 def test_whiteouts_at_the_root_hide_a_file_and_keep_the_root_a_directory(store, tmp_path):
     image = import_bytes(tmp_path, archives.layer_tar([member(".wh.etc"), member("srv", "dir")]))
