@@ -633,6 +633,8 @@ def pull(reference: str, name: str | None = None, *, platform_name: str | None =
          progress: Progress | None = None, store: Store | None = None) -> Image:
     """Pull from a registry (OCI distribution API); see registry.py."""
     from . import registry
+    if name:
+        check_name(name)           # before the registry is contacted
     source = registry.source(reference, platform_name=platform_name)
     return add_image(source, name or source.name, progress=progress, replace=True, store=store)
 

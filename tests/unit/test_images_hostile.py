@@ -492,6 +492,19 @@ def test_a_bad_name_is_refused_before_the_archive_is_read(store, tmp_path):
         images.import_image(str(tmp_path / "missing.tar"), "../x")
 
 
+def test_a_bad_name_is_refused_before_the_registry_is_contacted(store):
+    import socket
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.settimeout(0.5)
+        port = listener.getsockname()[1]
+        with pytest.raises(images.ImageError, match="invalid image name"):
+            images.pull(f"127.0.0.1:{port}/a/b:1", "../x")
+        with pytest.raises(socket.timeout):
+            listener.accept()          # no connection came
+
+
 @pytest.mark.parametrize("document", [b"[" * 100_000 + b"]" * 100_000, b" " * (5 << 20) + b"{}"])
 def test_an_index_too_deep_or_too_big_is_one_line(document, store, tmp_path):
     layout = pathlib.Path(archives.oci_layout(str(tmp_path / "oci"), [archives.layer_tar([member("x")])]))
