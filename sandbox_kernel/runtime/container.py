@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from . import cleanup, images, launcher, rootfs, userns, zygote
 from .cgroups import Cgroup, CgroupDriver, CgroupError, detect_driver
 from .cgroups.base import PREFIX
+from .cgroups.cpus import thread_environment
 from .spec import ContainerSpec
 from .stats import CgroupStats
 
@@ -292,6 +293,7 @@ class Container:
             "workdir": spec.workdir, "hostname": spec.hostname, "uid": uid, "gid": gid,
             "network": spec.network, "join_files": self.cgroup.join_files(),
             "rlimits": [list(r) for r in self.cgroup.child_rlimits()],
+            "cpus": self.cgroup.child_affinity(),   # where no cpuset pins it: cgroups/cpus.py
             "plan": plan,  # rootfs.Op objects; the exec path sends them as JSON
             "new_root": os.path.join(state_dir, "root"),
             "host_mnt_ns": os.stat("/proc/self/ns/mnt").st_ino,
@@ -363,6 +365,9 @@ def _environment(spec: ContainerSpec) -> dict:
            "HOSTNAME": spec.hostname, "LANG": "C.UTF-8", "TERM": os.environ.get("TERM", "dumb")}
     env.update(images.environment(spec.image))  # a stored image's ENV and PATH; {} for host
     env.update(dict(spec.env))
+    # thread pools sized to the cpus limit, unless the user or the image chose
+    for name, value in thread_environment(spec.limits.cpus).items():
+        env.setdefault(name, value)
     return env
 
 

@@ -8,7 +8,7 @@
       |  unshare(NEWPID), fork
       v
     init      PID 1 of the new pid namespace
-      |  join cgroup, unshare(NEWCGROUP|NEWNS|NEWUTS|NEWIPC[|NEWNET]),
+      |  join cgroup, bind to CPUs, unshare(NEWCGROUP|NEWNS|NEWUTS|NEWIPC[|NEWNET]),
       |  mount plan, pivot_root, hostname, loopback; fork
       v
     workload  rlimits, drop capabilities, uid, no_new_privs, seccomp; exec
@@ -288,6 +288,7 @@ def _init_setup(config: dict) -> int:
     workload's pid."""
     _step(config, "die with the launcher", sc.set_pdeathsig, signal.SIGKILL)
     _step(config, "join cgroup", _join_cgroup, config["join_files"])
+    _step(config, "bind to CPUs", _bind_to_cpus, config.get("cpus"))
     _step(config, "name init", sc.set_process_name, "sbk-init")
     _step(config, "hide the owner's command line", replace_command_line, "sbk-init")
     _step(config, "unshare namespaces", sc.unshare, _namespace_flags(config["network"]))
@@ -321,6 +322,14 @@ def _join_cgroup(join_files: list[str]) -> None:
     # "0" means the writing process: our pid in this namespace is 1, not the host's
     for path in join_files:
         sc.write_proc_file(path, "0")
+
+
+def _bind_to_cpus(cpus: list[int] | None) -> None:
+    # Where no cpuset pins the container (cgroup v2 without cpuset, the null
+    # driver), its cpus limit becomes our affinity here, before the workload
+    # exists: every process of the container inherits it (cgroups/cpus.py)
+    if cpus:
+        os.sched_setaffinity(0, cpus)
 
 
 def _reap(workload: int) -> int:

@@ -9,16 +9,19 @@ stay >= memory.limit_in_bytes.  Pids in fake files are above pid_max, so no
 real process can ever be signalled by mistake.
 """
 import errno
+import itertools
 import os
 import resource
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from sandbox_kernel.runtime.cgroups import CgroupError, detect_driver
+from sandbox_kernel.runtime.cgroups import cpus as cpu_placement
 from sandbox_kernel.runtime.cgroups.files import CgroupDir
 from sandbox_kernel.runtime.cgroups.detect import group_dir, parse_mountinfo, parse_proc_cgroup
 from sandbox_kernel.runtime.cgroups.null import NullDriver
@@ -39,6 +42,7 @@ V2_FILES = {
     "cpu": {"cpu.max": "max 100000\n"},
     "pids": {"pids.current": "0\n", "pids.peak": "0\n", "pids.max": "max\n"},
     "io": {"io.stat": ""},
+    "cpuset": {"cpuset.cpus": "", "cpuset.cpus.effective": ""},
 }
 V1_FILES = {
     "memory": {"memory.usage_in_bytes": "0\n", "memory.max_usage_in_bytes": "0\n",
@@ -50,6 +54,7 @@ V1_FILES = {
     "pids": {"pids.current": "0\n", "pids.max": "max\n"},   # no pids.peak, as before Linux 6.x
     "blkio": {"blkio.throttle.io_service_bytes": "Total 0\n", "blkio.throttle.read_bps_device": ""},
     "freezer": {"freezer.state": "THAWED\n"},
+    "cpuset": {"cpuset.cpus": "", "cpuset.mems": ""},   # empty in a new group, as the kernel's
 }
 
 
@@ -471,7 +476,8 @@ def test_detect_picks_v1_on_a_hybrid_host(tmp_path):
     base = tmp_path / "root/sys/fs/cgroup"
     assert driver.parents["memory"] == str(base / "memory/process_api/ID")
     assert driver.parents["cpu"] == str(base / "cpu")
-    assert set(driver.controllers) == {"memory", "cpu", "cpuacct", "pids", "blkio", "freezer"}
+    assert set(driver.controllers) == {"memory", "cpu", "cpuacct", "pids", "blkio", "freezer",
+                                       "cpuset"}
 
 
 @pytest.mark.parametrize("own", ["/test.scope", "/test.scope/leaf"])
@@ -529,3 +535,101 @@ def test_group_dir_below_a_mounted_subtree():
     assert group_dir(mount, "/docker/x/sub") == "/sys/fs/cgroup/sub"
     assert group_dir(mount, "/docker/x") == "/sys/fs/cgroup"
     assert group_dir(mount, "/other") is None
+
+
+# -- cpus: the limit as CPU affinity (cgroups/cpus.py) ------------------------------
+
+@pytest.fixture
+def four_cpus(monkeypatch):
+    """The owner may use CPUs 0-3; ties are broken from CPU 0 on, in turn."""
+    monkeypatch.setattr(cpu_placement, "allowed_cpus", lambda: [0, 1, 2, 3])
+    monkeypatch.setattr(cpu_placement, "_rotation", itertools.count(0))
+
+
+@pytest.fixture
+def v1_with_cpuset(v1fs, tmp_path):
+    v1fs.fill(v1fs.mount / "cpuset", {"cgroup.procs": "", "cpuset.cpus": "0-3\n",
+                                      "cpuset.mems": "0-1\n"})
+    return V1Driver({"cpuset": str(v1fs.mount / "cpuset"), "cpu": str(v1fs.mount / "cpu,cpuacct"),
+                     "memory": str(v1fs.mount / "memory")}, sys_block=str(tmp_path / "none"))
+
+
+def test_cpu_lists_parse_and_format_as_the_kernel_writes_them():
+    assert cpu_placement.parse_list("0-3,8,10-11\n") == [0, 1, 2, 3, 8, 10, 11]
+    assert cpu_placement.parse_list("") == []
+    assert cpu_placement.format_list([11, 0, 1, 2, 8, 10]) == "0-2,8,10-11"
+
+
+def test_cpu_count_is_the_limit_rounded_up_within_what_is_allowed():
+    allowed = [0, 1]
+    assert [cpu_placement.cpu_count_for(c, allowed) for c in (0.01, 1, 1.5, 2, 7)] == [1, 1, 2, 2, 2]
+    assert cpu_placement.cpu_count_for(None, allowed) is None
+    assert cpu_placement.thread_environment(None) == {}
+    assert set(cpu_placement.thread_environment(1).values()) == {"1"}
+    assert {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"} \
+        <= set(cpu_placement.thread_environment(1))
+
+
+def test_v1_cpuset_copies_mems_and_pins_groups_to_the_least_used_cpus(v1fs, v1_with_cpuset,
+                                                                         four_cpus):
+    first = v1_with_cpuset.create("sbk-a", Limits(cpus=1.5))
+    second = v1_with_cpuset.create("sbk-b", Limits(cpus=2))
+    cpuset = v1fs.mount / "cpuset"
+    assert text(cpuset / "sbk-a" / "cpuset.mems") == "0-1"   # before any task may join
+    assert (text(cpuset / "sbk-a" / "cpuset.cpus"), text(cpuset / "sbk-b" / "cpuset.cpus")) \
+        == ("0-1", "2-3")
+    assert first.child_affinity() is None   # the cpuset does it: init binds nothing
+    assert cpuset / "sbk-a" / "cgroup.procs" in map(Path, first.join_files())
+    first.set(Limits(cpus=1))                # live: fewer CPUs, a fresh choice
+    assert len(cpu_placement.parse_list(text(cpuset / "sbk-a" / "cpuset.cpus"))) == 1
+    second.set(Limits())                     # no limit: every allowed CPU
+    assert text(cpuset / "sbk-b" / "cpuset.cpus") == "0-3"
+    assert len(v1_with_cpuset.leftovers()) == 6   # cpuset, cpu and memory, of two groups
+    first.destroy()
+    second.destroy()
+    assert v1_with_cpuset.leftovers() == []
+
+
+def test_v1_without_cpuset_hierarchy_has_init_bind_itself(v1fs, v1driver, four_cpus):
+    group = v1driver.create("sbk-a", Limits(cpus=2))
+    assert group.child_affinity() == [0, 1]
+    assert v1driver.create("sbk-b", Limits()).child_affinity() is None
+
+
+def test_v2_cpuset_where_delegated_else_init_binds_itself(v2fs, four_cpus):
+    (v2fs.mount / "cgroup.controllers").write_text("cpu io memory pids cpuset\n")
+    (v2fs.mount / "cgroup.subtree_control").write_text("cpu io memory pids cpuset\n")
+    v2fs.mkdir(v2fs.mount / "cpuset.scope")
+    with_cpuset = V2Driver(str(v2fs.mount / "cpuset.scope"))
+    group = with_cpuset.create("sbk-a", Limits(cpus=3))
+    assert "cpuset" in text(v2fs.mount / "cpuset.scope" / "cgroup.subtree_control").split()
+    assert text(v2fs.mount / "cpuset.scope" / "sbk-a" / "cpuset.cpus") == "0-2"
+    assert group.child_affinity() is None
+    without = V2Driver(str(v2fs.mount / "test.scope")).create("sbk-b", Limits(cpus=1))
+    assert without.child_affinity() in ([0], [1], [2], [3])
+    assert not (v2fs.mount / "test.scope" / "sbk-b" / "cpuset.cpus").exists()
+
+
+def test_null_driver_pins_init_and_a_live_change_every_thread():
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one CPU: a pinned process cannot be told from an unpinned one")
+    group = NullDriver("none").create("sbk-a", Limits())
+    assert group.child_affinity() is None   # no limit: the owner's CPUs, nothing to bind
+    assert len(NullDriver("none").create("sbk-b", Limits(cpus=1)).child_affinity()) == 1
+    threads = "import threading, time\nthreading.Thread(target=time.sleep, args=(30,)).start()\n"
+    child = subprocess.Popen([sys.executable, "-c", threads + "time.sleep(30)"])
+    try:
+        group.add(child.pid)
+        tasks = lambda: [int(t) for t in os.listdir(f"/proc/{child.pid}/task")]   # noqa: E731
+        deadline = time.monotonic() + 30
+        while len(tasks()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        group.set(Limits(cpus=1))   # from no limit to one CPU: every thread moves
+        assert {frozenset(os.sched_getaffinity(t)) for t in tasks()} == {frozenset(group.cpus)}
+        group.set(Limits())
+        assert group.child_affinity() is None
+        assert {len(os.sched_getaffinity(t)) for t in tasks()} == {len(os.sched_getaffinity(0))}
+    finally:
+        group.destroy()
+        child.kill()
+        child.wait()

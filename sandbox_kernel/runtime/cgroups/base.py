@@ -36,6 +36,7 @@ class Cgroup(abc.ABC):
     name: str
     limits: Limits
     tracks_members = False   # True: the container must add() its init (null driver)
+    cpus: list[int] | None = None   # where a cpus limit pins the group (cpus.py)
 
     def warning(self) -> str | None:
         """What a user must know about these limits (the null driver's: not enforced)."""
@@ -48,6 +49,11 @@ class Cgroup(abc.ABC):
     def child_rlimits(self) -> list[tuple[int, int]]:
         """rlimits the container's processes must set themselves (null driver)."""
         return []
+
+    def child_affinity(self) -> list[int] | None:
+        """CPUs the container's init binds itself to before the workload
+        exists, where no cpuset does it (cpus.py); None: nothing to bind."""
+        return None
 
     @abc.abstractmethod
     def add(self, pid: int) -> None:

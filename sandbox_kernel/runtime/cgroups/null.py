@@ -14,6 +14,9 @@ What that cannot do, and why nothing pretends otherwise:
   its own processes (``nproc_extra``: init and the launcher, when they share
   the workload's uid inside).
 - no cpu limit: RLIMIT_CPU caps total cpu seconds, not a share of a core.
+  A cpus limit only pins the container to ceil(cpus) CPUs (cpus.py): its
+  init binds itself before the workload exists, a live change binds every
+  thread from the host; a process may widen its own affinity again.
 - figures from /proc, summed over the container's process tree at the time
   of reading: memory (resident, shared pages counted per process), cpu (live
   processes plus what their reaped children used: init reaps every orphan,
@@ -27,6 +30,7 @@ PID 1 of a pid namespace kills every process in it.
 """
 from __future__ import annotations
 
+import collections
 import errno
 import os
 import resource
@@ -36,12 +40,14 @@ from typing import NamedTuple
 
 from ..spec import Limits
 from ..stats import CgroupStats
+from . import cpus as cpu_placement
 from .base import Cgroup, CgroupDriver, CgroupError
 from .files import check_name, poll_until
 
 
 WARNING = ("limits are not enforced by cgroups ({why}): memory is an address-space "
-           "rlimit per process, {pids}cpu is not limited; figures are from /proc")
+           "rlimit per process, {pids}cpu time is not limited (cpus only pins to whole CPUs); "
+           "figures are from /proc")
 
 
 class NullDriver(CgroupDriver):
@@ -68,6 +74,7 @@ class NullCgroup(Cgroup):
         self.nproc_extra: int | None = None   # set by a rootless container: see the docstring
         self._members: dict[int, int | None] = {}   # pid -> pidfd, None without pidfd_open
         self._reapers: list[int] = []   # the members' parents: their children's time is ours
+        self._place_cpus(limits.cpus)
 
     def warning(self) -> str:
         pids = ("processes are a per-user rlimit, " if self.nproc_extra is not None
@@ -87,6 +94,15 @@ class NullCgroup(Cgroup):
         if self.limits.pids is not None and self.nproc_extra is not None:
             rlimits.append((resource.RLIMIT_NPROC, self.limits.pids + self.nproc_extra))
         return rlimits
+
+    def child_affinity(self) -> list[int] | None:
+        return None if self.limits.cpus is None else self.cpus
+
+    def _place_cpus(self, limit: float | None) -> None:
+        """ceil(limit) CPUs (cpus.py); in use by other groups is unknown here
+        (no cgroup lists them): the rotating start spreads this owner's."""
+        self.cpus = cpu_placement.placement(limit, self.cpus, collections.Counter)
+        cpu_placement.pin_processes([p.pid for p in process_tree(self.pids())], self.cpus)
 
     def add(self, pid: int) -> None:
         try:
@@ -114,6 +130,7 @@ class NullCgroup(Cgroup):
             except PermissionError:
                 raise CgroupError(errno.EPERM, f"prlimit(pid {pid}, RLIMIT_AS, {memory}): raising a "
                                      "hard limit needs root (CAP_SYS_RESOURCE)") from None
+        self._place_cpus(limits.cpus)
         self.limits = limits
 
     def stats(self) -> CgroupStats:

@@ -8,6 +8,7 @@ under the root::
     /sys/fs/cgroup/memory/process_api/ID/sbk-NAME/   memory.limit_in_bytes, memsw
     /sys/fs/cgroup/cpu/sbk-NAME/                     cpu.cfs_quota_us
     /sys/fs/cgroup/{cpuacct,pids,blkio,freezer}/sbk-NAME/
+    /sys/fs/cgroup/cpuset/sbk-NAME/                  cpuset.cpus: ceil(cpus) CPUs (cpus.py)
 
 v1 has no cgroup.kill: kill() freezes the group (so nothing forks while we
 look), SIGKILLs every pid, thaws (a frozen task dies only once thawed).
@@ -26,10 +27,11 @@ from collections.abc import Mapping
 
 from ..spec import Limits
 from ..stats import CgroupStats, parse_v1_limit, v1_stats
+from . import cpus as cpu_placement
 from .base import PREFIX, Cgroup, CgroupDriver, CgroupError
 from .files import CgroupDir, check_name, kill_pids, poll_until, remove_when_empty
 
-CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "blkio", "freezer")
+CONTROLLERS = ("memory", "cpu", "cpuacct", "pids", "blkio", "freezer", "cpuset")
 CPU_PERIOD = 100_000   # microseconds
 
 STATS_FILES = {
@@ -81,6 +83,8 @@ class V1Driver(CgroupDriver):
             raise
         group = V1Cgroup(name, paths)
         try:
+            if "cpuset" in paths:
+                prepare_cpuset(group.dirs["cpuset"], self.parents["cpuset"])
             group.set(limits)
             group.io_counted = "blkio" in paths and count_io(group.dirs["blkio"], self.sys_block)
         except CgroupError:
@@ -113,6 +117,14 @@ def count_io(blkio: CgroupDir, sys_block: str) -> bool:
         except OSError:   # CgroupError too: a disk without a queue, or gone meanwhile
             continue
     return counted
+
+
+def prepare_cpuset(cpuset: CgroupDir, parent: str) -> None:
+    """A new v1 cpuset starts with empty cpuset.cpus and cpuset.mems, and no
+    task may join it until both are set: the memory nodes are the parent's
+    (we do not place memory), the CPUs are written by set()."""
+    mems = CgroupDir(parent).read_once("cpuset.mems").strip()
+    cpuset.write("cpuset.mems", mems, "the parent's memory nodes")
 
 
 def _mkdir(path: str) -> None:
@@ -159,7 +171,31 @@ class V1Cgroup(Cgroup):
             self.dirs["cpu"].write("cpu.cfs_quota_us", str(quota))
         if "pids" in self.dirs:
             self.dirs["pids"].write("pids.max", "max" if limits.pids is None else str(limits.pids))
+        self._place_cpus(limits.cpus)
         self.limits = limits
+
+    def _place_cpus(self, limit: float | None) -> None:
+        """Pin the group to ceil(limit) CPUs (cpus.py): through cpuset.cpus,
+        which the kernel applies to every task in the group, also live; or,
+        without a cpuset hierarchy, by the init at start and from here on a
+        live change."""
+        cpuset = self.dirs.get("cpuset")
+        if cpuset is not None:
+            parent = os.path.dirname(cpuset.path)
+            self.cpus = cpu_placement.placement(
+                limit, self.cpus, lambda: cpu_placement.cpuset_use(parent, self.name))
+            cpuset.write("cpuset.cpus", cpu_placement.format_list(self.cpus),
+                         "the CPUs must be among the parent's cpuset.cpus")
+            return
+        parent = os.path.dirname(self.hierarchies[0].path)
+        self.cpus = cpu_placement.placement(
+            limit, self.cpus, lambda: cpu_placement.affinity_use(parent, self.name))
+        cpu_placement.pin_processes(self.pids(), self.cpus)
+
+    def child_affinity(self) -> list[int] | None:
+        if "cpuset" in self.dirs or self.limits.cpus is None:
+            return None
+        return self.cpus
 
     def _set_memory(self, memory: int | None) -> None:
         memory_dir = self.dirs["memory"]

@@ -6,7 +6,8 @@ with its own cgroup namespace) is used as it is::
 
     <own cgroup>/                cgroup.subtree_control: +cpu +io +memory +pids
     <own cgroup>/leaf/           this process, once it had to move (below)
-    <own cgroup>/sbk-NAME/       one container: memory.max, cpu.max, pids.max
+    <own cgroup>/sbk-NAME/       one container: memory.max, cpu.max, pids.max,
+                                 cpuset.cpus where cpuset is delegated (cpus.py)
 
 The no-internal-process rule: a non-root cgroup that has processes cannot
 enable controllers for its children (EBUSY).  Then our own processes move
@@ -20,10 +21,11 @@ import os
 
 from ..spec import Limits
 from ..stats import CgroupStats, v2_stats
+from . import cpus as cpu_placement
 from .base import PREFIX, Cgroup, CgroupDriver, CgroupError
 from .files import CgroupDir, check_name, kill_pids, poll_until, remove_when_empty
 
-CONTROLLERS = ("cpu", "io", "memory", "pids")
+CONTROLLERS = ("cpu", "io", "memory", "pids", "cpuset")
 CPU_PERIOD = 100_000   # microseconds; cpu.max is "quota period"
 LEAF = "leaf"
 MOVE_ROUNDS = 50       # processes may fork while we move them into leaf
@@ -153,7 +155,29 @@ class V2Cgroup(Cgroup):
             self.dir.write("cpu.max", f"{quota} {CPU_PERIOD}")
         if "pids" in self.controllers:
             self.dir.write("pids.max", _max(limits.pids))
+        self._place_cpus(limits.cpus)
         self.limits = limits
+
+    def _place_cpus(self, limit: float | None) -> None:
+        """Pin the group to ceil(limit) CPUs (cpus.py): through cpuset.cpus
+        where the parent delegates cpuset (the kernel applies it to every
+        task, also live); else the init binds itself at start, and a live
+        change sets the affinity of every thread in the group from here."""
+        parent = os.path.dirname(self.dir.path)
+        if "cpuset" in self.controllers:
+            self.cpus = cpu_placement.placement(
+                limit, self.cpus, lambda: cpu_placement.cpuset_use(parent, self.name))
+            self.dir.write("cpuset.cpus", cpu_placement.format_list(self.cpus),
+                           "the CPUs must be among the parent's cpuset.cpus.effective")
+            return
+        self.cpus = cpu_placement.placement(
+            limit, self.cpus, lambda: cpu_placement.affinity_use(parent, self.name))
+        cpu_placement.pin_processes(self.pids(), self.cpus)
+
+    def child_affinity(self) -> list[int] | None:
+        if "cpuset" in self.controllers or self.limits.cpus is None:
+            return None
+        return self.cpus
 
     def stats(self) -> CgroupStats:
         names = [n for c, files in STATS_FILES.items()
