@@ -94,7 +94,7 @@ except ImportError:           # a build without the side panel: no comm target
 
 SESSION = commands.DEFAULT_SESSION
 DOCTOR_ROOT_ENV = "SANDBOX_KERNEL_DOCTOR_ROOT"
-RED, BOLD, DIM, RESET = "\x1b[31m", "\x1b[1m", "\x1b[2m", "\x1b[0m"
+RED, BOLD, RESET = "\x1b[31m", "\x1b[1m", "\x1b[0m"
 HOST_PREFIX = "host> "
 CONTROL_FINISH_WAIT = 5.0    # s the exiting main thread waits for the control thread's last request
 NOT_IN_THIS_KERNEL = {
@@ -104,7 +104,7 @@ NOT_IN_THIS_KERNEL = {
     "pull": "the sandbox kernel has no host-side namespace to pull into: the variables "
             "live in the container already",
 }
-_COMMAND_LINE = re.compile(r"^%container(\s|$)")
+_COMMAND_LINE = re.compile(r"^%container(\s|\?|$)")     # "%container?" is its help
 _CELL_MAGIC = re.compile(r"^%%container(\s|$)")
 
 
@@ -406,9 +406,9 @@ class SandboxKernel(Kernel):
                 raise commands.UsageError(f"%container {name}: {NOT_IN_THIS_KERNEL[name]}")
             output = commands.run(rest, self.sessions, namespace={}, on_output=cell.relay)
         except (commands.UsageError, policies.PolicyRefused) as error:
+            # one line, as the user's mistake deserves: no traceback, no usage block
             ename = "PolicyRefused" if isinstance(error, policies.PolicyRefused) else "UsageError"
-            return cell.fail(ename, str(error), [f"{DIM}{HOST_PREFIX}{line}{RESET}",
-                                                 f"{RED}{ename}{RESET}: {error}"])
+            return cell.fail(ename, str(error), [f"{RED}{ename}{RESET}: {error}"])
         cell.display(*_host_bundle(line, output))
         if name in ("restart", "stop") and args.name == SESSION:
             self._agent_count = 0

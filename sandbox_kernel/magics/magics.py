@@ -193,8 +193,9 @@ class ContainerMagics(Magics):
         try:
             return parse_argstring(magic, line)
         except UsageError as exc:
-            usage = " ".join(magic.parser.format_usage().lstrip(":").split())
-            raise UsageError(f"usage: {usage}\n{exc}") from None
+            # one line: what was wrong, then what is accepted (%%container? shows the help)
+            usage = " ".join(magic.parser.format_usage().lstrip(":").split()).replace(" [-h]", "")
+            raise UsageError(f"%%container: {exc}; usage: {usage}") from None
 
     def _session(self, args):
         try:
@@ -292,7 +293,7 @@ class ContainerMagics(Magics):
         try:
             output = commands.run(line, self.sessions, namespace=self.shell.user_ns,
                                   on_output=Republisher(keep_errors=False))
-        except commands.UsageError as exc:
+        except (commands.UsageError, commands.PolicyRefused) as exc:
             raise UsageError(str(exc)) from None
         self.shell.user_ns.update(output.values)
         if output.html:

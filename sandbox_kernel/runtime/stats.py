@@ -19,6 +19,7 @@ class CgroupStats:
     pids_current: int | None = None
     pids_peak: int | None = None
     pids_limit: int | None = None
+    pids_refused: int | None = None      # forks refused at the pids limit (pids.events "max")
     cpu_user: float | None = None        # seconds
     cpu_system: float | None = None      # seconds
     cpu_usage: float | None = None       # seconds, user + system as the cgroup counts it
@@ -140,9 +141,10 @@ def v2_stats(texts: Mapping[str, str | None]) -> CgroupStats:
     """CgroupStats from the texts of a v2 group's files (missing or None -> None).
 
     Keys: memory.current, memory.peak, memory.max, memory.events, cpu.stat,
-    cpu.max, pids.current, pids.peak, pids.max, io.stat."""
+    cpu.max, pids.current, pids.peak, pids.max, pids.events, io.stat."""
     cpu = _parsed(parse_flat_keyed, texts.get("cpu.stat")) or {}
     events = _parsed(parse_flat_keyed, texts.get("memory.events")) or {}
+    pids_events = _parsed(parse_flat_keyed, texts.get("pids.events")) or {}
     io = _parsed(parse_io_stat_v2, texts.get("io.stat")) or (None, None)
     return CgroupStats(
         memory_current=_parsed(parse_int, texts.get("memory.current")),
@@ -151,6 +153,7 @@ def v2_stats(texts: Mapping[str, str | None]) -> CgroupStats:
         pids_current=_parsed(parse_int, texts.get("pids.current")),
         pids_peak=_parsed(parse_int, texts.get("pids.peak")),
         pids_limit=_parsed(parse_max, texts.get("pids.max")),
+        pids_refused=pids_events.get("max"),
         cpu_user=_seconds(cpu.get("user_usec"), 1e6),
         cpu_system=_seconds(cpu.get("system_usec"), 1e6),
         cpu_usage=_seconds(cpu.get("usage_usec"), 1e6),
@@ -169,11 +172,12 @@ def v1_stats(texts: Mapping[str, str | None], clock_ticks: int = 100) -> CgroupS
     Keys: memory.usage_in_bytes, memory.max_usage_in_bytes,
     memory.limit_in_bytes, memory.oom_control, cpuacct.usage, cpuacct.stat,
     cpu.stat, cpu.cfs_quota_us, cpu.cfs_period_us, pids.current, pids.peak,
-    pids.max, blkio.throttle.io_service_bytes.  ``clock_ticks`` is USER_HZ,
+    pids.max, pids.events, blkio.throttle.io_service_bytes.  ``clock_ticks`` is USER_HZ,
     the unit of cpuacct.stat (os.sysconf("SC_CLK_TCK"))."""
     cpu = _parsed(parse_flat_keyed, texts.get("cpu.stat")) or {}
     ticks = _parsed(parse_flat_keyed, texts.get("cpuacct.stat")) or {}
     oom = _parsed(parse_flat_keyed, texts.get("memory.oom_control")) or {}
+    pids_events = _parsed(parse_flat_keyed, texts.get("pids.events")) or {}
     io = _parsed(parse_blkio_v1, texts.get("blkio.throttle.io_service_bytes")) or (None, None)
     quota, period = texts.get("cpu.cfs_quota_us"), texts.get("cpu.cfs_period_us")
     return CgroupStats(
@@ -183,6 +187,7 @@ def v1_stats(texts: Mapping[str, str | None], clock_ticks: int = 100) -> CgroupS
         pids_current=_parsed(parse_int, texts.get("pids.current")),
         pids_peak=_parsed(parse_int, texts.get("pids.peak")),
         pids_limit=_parsed(parse_max, texts.get("pids.max")),
+        pids_refused=pids_events.get("max"),   # this group's own fork failures on v1
         cpu_user=_seconds(ticks.get("user"), clock_ticks),
         cpu_system=_seconds(ticks.get("system"), clock_ticks),
         cpu_usage=_seconds(_parsed(parse_int, texts.get("cpuacct.usage")), 1e9),

@@ -34,6 +34,10 @@ Decisions worth knowing:
 * A child forked by the cell (os.fork, multiprocessing) has no channel: its
   output goes to file descriptors 1 and 2, and it closes its copy of the
   socket, so that the host still sees EOF when the agent exits.
+* Zombies: the children a cell forked and never waited for are reaped when
+  the cell ends (reaping.py), so they do not hold the container's pids
+  limit; a child that a live subprocess.Popen or multiprocessing object
+  will wait for is left alone, and keeps its exit code.
 * No input: ``input()`` and ``getpass`` raise StdinNotImplementedError, as
   in a Jupyter frontend without stdin support.
 * History lives in memory (the container is thrown away with the session),
@@ -75,6 +79,7 @@ from traitlets.config import Config
 
 from . import protocol
 from .protocol import ConnectionClosed, ProtocolError
+from .reaping import ChildReaper
 
 DEFAULT_OUTPUT_LIMIT = 1 << 20
 OUTPUT_LIMIT_ENV = "SANDBOX_KERNEL_OUTPUT_LIMIT"
@@ -553,11 +558,12 @@ class Agent:
     """Serves requests, one at a time, until shutdown or EOF."""
 
     def __init__(self, channel: Channel, shell: AgentShell, budget: OutputBudget,
-                 streams: list[OutputStream]):
+                 streams: list[OutputStream], reaper: ChildReaper | None = None):
         self.channel = channel
         self.shell = shell
         self.budget = budget
         self.streams = streams
+        self.reaper = reaper or ChildReaper()
         self.last_execute_id = None
 
     def warm_up(self) -> None:
@@ -613,6 +619,7 @@ class Agent:
         self.last_execute_id = request.get("id")
         self.budget.reset()
         self.shell.reset_error_state()
+        self.reaper.reap()                # zombies made between cells (a thread of the user's)
         result, escaped, evaluated = None, None, {}
         try:
             with self.channel.gate.cell():
@@ -624,6 +631,7 @@ class Agent:
             # hook, say), outside the cell's try: show it like one in the cell.
             escaped = exc
             self.shell.showtraceback()
+        self.reaper.reap()                # before the reply: the next cell has its pids back
         self._end_of_cell_output()
         return self._execute_reply(result, escaped, evaluated)
 
@@ -841,7 +849,9 @@ def main(argv=None) -> int:
     try:
         shell = make_shell(channel, private_dir or os.environ["IPYTHONDIR"])
         budget = OutputBudget(limit)
-        agent = Agent(channel, shell, budget, install_streams(channel, budget))
+        reaper = ChildReaper()
+        reaper.install()                   # before any cell: every Popen is known (reaping.py)
+        agent = Agent(channel, shell, budget, install_streams(channel, budget), reaper)
         return agent.serve()
     except ConnectionError:                # the host went away mid-reply
         return 0

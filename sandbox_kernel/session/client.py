@@ -52,6 +52,7 @@ import dataclasses
 import fcntl
 import os
 import pickle
+import re
 import select
 import signal
 import socket
@@ -486,6 +487,7 @@ class Session:
             after = self._counters()
             status, message = self._judge_reply(outcome, before, after, limit)
             reply = outcome.reply
+            message = _also(message, _pids_note(self.limits, before, after, reply))
             if _asks_exit(reply):
                 self._reap(kill=False)
                 message = "the cell called exit(): the container stopped; the next cell starts a fresh one"
@@ -522,9 +524,10 @@ class Session:
             return "timeout", (f"the cell ran past its {stats_contract.format_seconds(limit)} "
                                "time limit and was interrupted; the container and its variables are kept")
         if oom:
-            return "oom", (f"a process of the cell ran out of memory{_at_limit(self.limits)} and was "
-                           "killed; the container and its variables are kept")
-        return status, None
+            return "oom", (f"a process of the cell ran out of memory{_at_limit(self.limits)}"
+                           f"{_files_share(after, self.limits)} and was killed; the container "
+                           "and its variables are kept")
+        return status, _disk_note(outcome.reply, after, self.limits)
 
     def _judge_death(self, outcome, result, before, after, limit) -> tuple[str, str]:
         lost = "the container was restarted and its variables are lost"
@@ -541,7 +544,8 @@ class Session:
         if oom or (result is not None and result.status == "oom"):
             peak = (after or {}).get("memory_peak")
             peak_text = f" (peak {stats_contract.format_bytes(peak)})" if peak is not None else ""
-            return "oom", f"the cell ran out of memory{_at_limit(self.limits)}{peak_text}; {lost}"
+            return "oom", (f"the cell ran out of memory{_at_limit(self.limits)}{peak_text}"
+                           f"{_files_share(after, self.limits)}; {lost}")
         return "killed", f"{_how_it_ended(result, self._last_words())}; {lost}"
 
     def _restart_after_death(self, message: str) -> str:
@@ -1122,6 +1126,91 @@ def _at_limit(limits: Limits) -> str:
     if limits.memory is None:
         return " (no memory limit was set: the host's memory ran out)"
     return f" at the {stats_contract.format_bytes(limits.memory)} limit"
+
+
+FILES_SHARE_NAMED = 16 << 20
+"""Files in the writable layer are named in an OOM message from this much on
+(and from a tenth of the memory limit): less is not what filled memory."""
+
+LAYER_WORDS = "the container's disk (its writable layer: /tmp, /workspace and image writes)"
+_ENOSPC = re.compile(r"\[Errno 28\]|No space left on device")
+
+
+def _files_share(figures: dict | None, limits: Limits) -> str:
+    """', of which 700 MiB were files in the writable layer (...)' for an OOM
+    message, when the layer's files held a good part of the memory (tmpfs
+    pages are charged to the container's memory), else ''.  The layer's own
+    usage where the container could look at it, else the cgroup's shmem
+    (which counts /dev/shm too)."""
+    figures = figures or {}
+    share = figures.get("disk_used")
+    if share is None:
+        share = figures.get("memory_shmem")
+    if share is None or share < max(FILES_SHARE_NAMED, (limits.memory or 0) // 10):
+        return ""
+    return (f", of which {stats_contract.format_bytes(share)} were files in the writable layer "
+            "(/tmp, /workspace), which are held in memory")
+
+
+def _disk_note(reply: dict, figures: dict | None, limits: Limits) -> str | None:
+    """One sentence naming --disk when the cell ended with ENOSPC (errno 28)
+    or left the writable layer full, else None.  Tells apart a layer of
+    --disk's size and one capped at half the memory limit (its files are
+    memory: runtime/rootfs.py layer_size), since what to raise differs."""
+    figures = figures or {}
+    used, size = figures.get("disk_used"), figures.get("disk_limit")
+    full = stats_contract.disk_full(used, size)
+    if not full and not _ENOSPC.search(str(reply.get("evalue") or "")):
+        return None
+    size = size if size is not None else limits.disk
+    capped = limits.memory is not None and size < limits.disk
+    fix = (f"%container limits --memory {_size_arg(2 * limits.memory)} "
+           f"--disk {_size_arg(max(limits.disk, 2 * size))}") if capped \
+        else f"%container limits --disk {_size_arg(2 * size)}"
+    where = (f"{stats_contract.format_bytes(size)}, half the {stats_contract.format_bytes(limits.memory)} "
+             f"--memory limit (its files are held in memory, so --disk "
+             f"{stats_contract.format_bytes(limits.disk)} is capped there)") if capped \
+        else f"the {stats_contract.format_bytes(size)} --disk limit"
+    if full:
+        return f"{LAYER_WORDS} is full at {where}; free space or raise it with {fix}"
+    now = f", {stats_contract.format_bytes(used)} in use now" if used is not None else ""
+    return (f"the cell got ENOSPC (no space left on device): {LAYER_WORDS} may hold up to "
+            f"{where}{now}; free space or raise it with {fix}")
+
+
+def _size_arg(n: int) -> str:
+    """A size as one types it: 2G, 768M."""
+    if n % (1 << 30) == 0:
+        return f"{n >> 30}G"
+    return f"{-(-n // (1 << 20))}M"
+
+
+def _pids_note(limits: Limits, before, after, reply: dict) -> str | None:
+    """Plain words when the cell hit the pids limit, else None.  The cgroup
+    counts refused forks (pids.events "max"); where it cannot (no cgroup),
+    a cell that ended in BlockingIOError [Errno 11] under a pids limit tells."""
+    refused = stats_contract.delta((before or {}).get("pids_refused"),
+                                   (after or {}).get("pids_refused"))
+    if refused is None:
+        hit = limits.pids is not None and reply.get("ename") == "BlockingIOError" \
+            and str(reply.get("evalue", "")).startswith("[Errno 11]")
+    else:
+        hit = refused > 0
+    if not hit:
+        return None
+    what = f"the {limits.pids}-process limit (--pids {limits.pids})" if limits.pids is not None \
+        else "the host's process limit"
+    count = {None: "new processes or threads were", 1: "1 new process or thread was"}.get(
+        refused, f"{refused} new processes or threads were")
+    return (f"the cell hit {what}: {count} refused (BlockingIOError: [Errno 11] in the cell); "
+            "the container and its variables are kept.  Wait for the processes a cell starts, "
+            "end them, or raise the limit: %container limits --pids N")
+
+
+def _also(message: str | None, note: str | None) -> str | None:
+    if note is None:
+        return message
+    return note if message is None else f"{message}; and {note}"
 
 
 def _how_it_ended(result, last_words: str) -> str:

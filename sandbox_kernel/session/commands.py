@@ -28,14 +28,18 @@ Every action on the host asks the sessions' policy first (policy.py): the
 sandbox kernel's installer sets it (classroom by default there), the magics
 run ``trusted``.  A refusal is ``PolicyRefused``, one line, and nothing was done.
 
-A mistake (unknown subcommand or option, a bad value) raises ``UsageError``
-whose message is the usage and what was wrong: no traceback, no SystemExit.
+A mistake (unknown subcommand or option, a missing or bad value) raises
+``UsageError`` whose message is one line: what was wrong, then what is
+accepted (``unknown subcommand 'frobnicate'; usage: %container
+status|limits|... ...``).  No traceback, no SystemExit, no usage block: ``-h``
+shows the help.
 """
 from __future__ import annotations
 
 import argparse
 import html
 import os
+import re
 import secrets
 import shlex
 import time
@@ -265,16 +269,78 @@ def describe_limits(session: Session) -> str:
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that raises instead of printing and exiting."""
+    """argparse that raises instead of printing and exiting: one line, what
+    was wrong and what is accepted (``-h`` still shows the whole help)."""
 
     def error(self, message: str):
-        raise UsageError(f"{self.format_usage()}{self.prog}: error: {message}")
+        raise UsageError(f"{self.prog}: {_plain(self, message)}")
 
     def exit(self, status: int = 0, message: str | None = None):
-        raise UsageError(message or self.format_usage())
+        raise UsageError(f"{self.prog}: {' '.join((message or 'cannot read this line').split())}; "
+                         f"usage: {one_line_usage(self)}")
 
     def print_help(self, file=None):
         raise HelpRequested(self.format_help())
+
+
+_REQUIRED = "the following arguments are required: "
+_NEEDS_VALUE = re.compile(r"^argument (\S+?)(?:/\S+)?: expected one argument$")
+_BAD_CHOICE = re.compile(r"^argument (\S+): invalid choice: (.*?) \(choose from .*\)$")
+_NOUNS = {"command": "subcommand", "action": "action", "switch": "switch"}
+
+
+def _plain(parser: argparse.ArgumentParser, message: str) -> str:
+    """argparse's message in plain words, with the usage as what is accepted:
+    one line (argparse's own is the usage, a newline, then the message)."""
+    usage = one_line_usage(parser)
+    if message.startswith(_REQUIRED):
+        missing = message[len(_REQUIRED):]
+        if missing in ("SUBCOMMAND", "ACTION"):
+            return f"no {missing.lower()} given; usage: {usage}"
+        named = {name: _usage_part(a).strip("[]").removesuffix("...") for a in parser._actions
+                 for name in (a.option_strings[:1] or [a.metavar or a.dest])}
+        return f"missing {', '.join(named.get(m, m) for m in missing.split(', '))}; usage: {usage}"
+    needs_value = _NEEDS_VALUE.match(message)
+    if needs_value:
+        option = needs_value.group(1)
+        action = next((a for a in parser._actions if option in a.option_strings), None)
+        if action is None or not action.help:
+            return f"{option} needs a value; usage: {usage}"
+        return f"{option} needs a value: {parser._get_formatter()._expand_help(action)}"
+    bad_choice = _BAD_CHOICE.match(message)
+    if bad_choice:
+        dest = next((a.dest for a in parser._actions
+                     if a.choices and bad_choice.group(1) in (a.metavar, a.dest)), "")
+        return f"unknown {_NOUNS.get(dest, 'value')} {bad_choice.group(2)}; usage: {usage}"
+    return f"{message}; usage: {usage}"
+
+
+def one_line_usage(parser: argparse.ArgumentParser) -> str:
+    """``%container limits [--name NAME] [--memory MEMORY] ...``: the
+    accepted forms on one line, choices spelled out (a|b), without -h."""
+    parts = [parser.prog]
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        parts.append(_usage_part(action))
+    return " ".join(parts)
+
+
+def _usage_part(action: argparse.Action) -> str:
+    if isinstance(action, argparse._SubParsersAction):
+        return "|".join(action.choices) + " ..."
+    shown = "|".join(action.choices) if action.choices else (action.metavar or action.dest.upper())
+    if not action.option_strings:
+        if action.nargs == argparse.REMAINDER:
+            return f"{shown} [ARGS...]"
+        if action.nargs == "+":
+            return f"{shown}..."
+        return f"[{shown}]" if action.nargs == "?" else shown
+    if action.nargs == 0:
+        form = action.option_strings[0]
+    else:
+        form = f"{action.option_strings[0]} {shown}"
+    return form if action.required else f"[{form}]"
 
 
 def _add_name(parser) -> None:
@@ -347,25 +413,53 @@ def _add_image_actions(parser) -> None:
 
 
 def parse(line: str | list[str]) -> argparse.Namespace:
-    """The parsed subcommand; UsageError or HelpRequested."""
+    """The parsed subcommand; UsageError (one line: what was wrong and what
+    is accepted) or HelpRequested."""
+    parser = build_parser()
     try:
         argv = shlex.split(line) if isinstance(line, str) else list(line)
     except ValueError as exc:
-        raise UsageError(f"{build_parser().format_usage()}%container: error: {exc}") from None
-    args = build_parser().parse_args(argv)
+        raise UsageError(f"%container: {str(exc).lower()} in {line.strip()!r}: quote each "
+                         f"argument whole, e.g. %container exec -- sh -c 'echo hi'") from None
+    if argv and argv[-1].endswith("?") and argv[0] != "exec":    # "?", "limits?", "image rm ?"
+        argv = [*argv[:-1], *filter(None, [argv[-1][:-1]]), "-h"]
+    if argv[:1] and argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        raise UsageError(f"%container: unknown option {argv[0]} before the subcommand; "
+                         f"usage: {one_line_usage(parser)}")
+    args, extra = parser.parse_known_args(argv)
+    innermost = _innermost(parser, args)
+    if extra:
+        raise UsageError(f"{innermost.prog}: {_unexpected(extra)}; usage: {one_line_usage(innermost)}")
     if args.command == "exec":
         if args.argv[:1] == ["--"]:
             args.argv = args.argv[1:]
         if not args.argv:
-            raise UsageError("usage: %container exec [--name N] -- CMD [ARGS...]\n"
-                             "%container exec: error: no command given, e.g. %container exec -- ps aux")
+            raise UsageError(f"%container exec: no command given; usage: {one_line_usage(innermost)}, "
+                             f"e.g. %container exec -- ps aux")
     if args.command in ("push", "pull"):
         try:
             args.names = split_names(args.names)
         except UsageError as exc:
-            raise UsageError(f"usage: %container {args.command} [--name N] NAMES\n"
-                             f"%container {args.command}: error: {exc}") from None
+            raise UsageError(f"%container {args.command}: {exc}; "
+                             f"usage: {one_line_usage(innermost)}") from None
     return args
+
+
+def _innermost(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the (sub)subcommand that was given: its prog and usage."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(args, action.dest, None))
+            if chosen is not None:
+                return _innermost(chosen, args)
+    return parser
+
+
+def _unexpected(extra: list[str]) -> str:
+    options = [item for item in extra if item.startswith("-")]
+    if options:
+        return f"unknown option{'s' if len(options) > 1 else ''} {', '.join(options)}"
+    return f"unexpected {'arguments' if len(extra) > 1 else 'argument'} {', '.join(map(repr, extra))}"
 
 
 def split_names(items) -> list[str]:
@@ -398,7 +492,13 @@ def run(line, sessions: Sessions, *, namespace: dict | None = None,
         raise
     except (SpecError, SessionError, images.ImageNotFound, images.ImageError, layers.LayerError,
             images.BuildError) as exc:
-        raise UsageError(str(exc.args[0]) if isinstance(exc, LookupError) else str(exc)) from None
+        text = str(exc.args[0]) if isinstance(exc, LookupError) else str(exc)
+        raise UsageError(one_line(text)) from None
+
+
+def one_line(text: str) -> str:
+    """A message of several lines (a build's error, say) as one line."""
+    return "; ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 def _status(args, sessions: Sessions, namespace, on_output) -> Output:

@@ -48,6 +48,7 @@ import traceback
 
 from . import protocol
 from .protocol import ConnectionClosed, ProtocolError
+from .reaping import ChildReaper
 
 OUTPUT_LIMIT_ENV = "SANDBOX_KERNEL_OUTPUT_LIMIT"
 DEFAULT_OUTPUT_LIMIT = 1 << 20
@@ -249,6 +250,8 @@ class PlainAgent:
         self.execution_count = 1
         self.noted = False
         self.last_execute_id = None
+        self.reaper = ChildReaper()       # zombies the cells leave (reaping.py)
+        self.reaper.install()
 
     def serve(self) -> int:
         while True:
@@ -280,6 +283,13 @@ class PlainAgent:
         silent = bool(request.get("silent", False))
         self.last_execute_id = request.get("id")
         self.budget.reset()
+        self.reaper.reap()
+        try:
+            return self._execute(code, silent)
+        finally:
+            self.reaper.reap()            # before the reply: the next cell has its pids back
+
+    def _execute(self, code: str, silent: bool) -> dict:
         command = command_argv(code)
         if command is not None:
             return self._command(*command)

@@ -214,3 +214,40 @@ def test_nothing_is_left_after_the_kernel_is_killed(fresh_kernel, leftovers):
     os.kill(pid, signal.SIGKILL)
     left = leftovers.wait(pid, processes)
     assert not any(left.values()), left
+
+
+BAD_CONTAINER_LINES = {
+    "%container frobnicate": "unknown subcommand 'frobnicate'",
+    "%container exec": "no command given",
+    "%container exec --": "no command given",
+    "%container status --bogus": "unknown option --bogus",
+    "%container limits --memory": "--memory needs a value",
+    "%container limits --name badlines --memory lots": "invalid memory 'lots'",
+    "%container stats maybe": "unknown switch 'maybe'",
+    "%container push": "missing NAMES",
+    "%container pull 1abc": "not variable names",
+    "%container image": "no action given",
+    "%container image rm": "missing IMAGE",
+    "%container 'unclosed": "no closing quotation",
+    "%%container --bogus\npass": "unrecognized arguments: --bogus",
+    "%%container --memory\npass": "expected one argument",
+}
+
+
+def _shown_lines(ran) -> list[str]:
+    """What a frontend shows for the cell (streams and error tracebacks), as lines."""
+    shown = [c["text"] for c in ran.of("stream")]
+    shown += ["\n".join(c["traceback"]) for c in ran.of("error")]
+    return "\n".join(text.strip("\n") for text in shown if text.strip()).splitlines()
+
+
+def test_each_bad_container_line_is_one_line_and_the_kernel_carries_on(kernel):
+    _ok(kernel.run("kept_through_bad_lines = 'yes'"))
+    _ok(kernel.run("%%container --name badlines\n1"))
+    for line, words in BAD_CONTAINER_LINES.items():
+        ran = kernel.run(line)
+        lines = _shown_lines(ran)
+        assert ran.reply["status"] == "error" and ran.reply["ename"] == "UsageError", (line, ran.reply)
+        assert len(lines) == 1 and words in lines[0], (line, lines)
+    assert _ok(kernel.run("print(kept_through_bad_lines)")).stdout == "yes\n"
+    assert len(_shown_lines(_ok(kernel.run("%container -h")))) > 10

@@ -498,3 +498,72 @@ def test_parse_size(text, size):
 def test_parse_size_refuses(text):
     with pytest.raises(ValueError, match="invalid size"):
         agent_module.parse_size(text)
+
+
+# -- zombies (issue 15) ------------------------------------------------------------
+
+# Children forked by a cell: 20 raw forks never waited for, a Popen and a
+# multiprocessing Process the user holds.  All have exited when the cell ends.
+LEAVE_ZOMBIES = """\
+import multiprocessing, os, subprocess, time
+for _ in range(20):
+    if os.fork() == 0:
+        os._exit(0)
+held = subprocess.Popen(['sh', '-c', 'exit 3'])
+worker = multiprocessing.get_context('fork').Process(target=os._exit, args=(5,))
+worker.start()
+time.sleep(0.5)
+"""
+ZOMBIES_LEFT = """\
+import os
+def _zombies():
+    kids = set()
+    for task in os.listdir('/proc/self/task'):
+        kids.update(open(f'/proc/self/task/{task}/children').read().split())
+    return sorted(int(p) for p in kids
+                  if open(f'/proc/{p}/stat').read().rpartition(')')[2].split()[0] == 'Z')
+print(_zombies() == sorted([held.pid, worker.pid]))
+"""
+
+
+class PlainAgentProcess(AgentProcess):
+    """The stdlib-only agent: IPython made unimportable, so it does not hand over."""
+
+    def __init__(self):
+        self.sock, theirs = socket.socketpair()
+        launch = ("import sys; sys.modules['IPython'] = None\n"
+                  "from sandbox_kernel.session import plain_agent\n"
+                  "sys.exit(plain_agent.main(sys.argv[1:]))")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", launch, "--fd", str(theirs.fileno()), "--image", "test"],
+            pass_fds=[theirs.fileno()], cwd=REPO)
+        theirs.close()
+        self.reader = protocol.FrameReader()
+        self.inbox, self.last_id = [], 0
+
+
+@pytest.mark.parametrize("which", ["agent", "plain agent"])
+def test_zombies_a_cell_leaves_are_reaped_and_held_children_keep_their_exit_codes(
+        fresh_agent, which):
+    agent = fresh_agent() if which == "agent" else PlainAgentProcess()
+    try:
+        _, reply = agent.execute(LEAVE_ZOMBIES)
+        assert reply["status"] == "ok", reply
+        outputs, reply = agent.execute(ZOMBIES_LEFT)
+        assert reply["status"] == "ok", reply
+        assert stdout_text(outputs) == "True\n"    # only the two a live object will wait for
+        outputs, _ = agent.execute("worker.join(10)\nprint(held.wait(10), worker.exitcode)")
+        assert stdout_text(outputs) == "3 5\n"
+    finally:
+        agent.close()
+
+
+def test_a_popen_being_started_in_another_thread_stops_the_reaping():
+    # Between its fork and its pid being set, a Popen's child is a pid no
+    # object holds yet: reaping then could steal its exit code.
+    from sandbox_kernel.session.reaping import ChildReaper
+    reaper = ChildReaper()
+    reaper.starting = 1
+    assert reaper.owned_pids() is None
+    reaper.starting = 0
+    assert reaper.owned_pids() == set()

@@ -22,17 +22,79 @@ def test_commands_does_not_import_ipython():
     assert not any(name.startswith("IPython") for name in imported)
 
 
-@pytest.mark.parametrize("line", ["frobnicate", "status --bogus", "limits --memory", "push",
-                                  "stats maybe", "exec", "exec --", "push 1abc", "status 'unclosed"])
-def test_bad_lines_raise_usage_error_with_the_usage(line):
+# a bad line -> words its one line must have: what was wrong, and what is accepted
+BAD_LINES = {
+    "": ["no subcommand given", "status|limits|"],
+    "frobnicate": ["unknown subcommand 'frobnicate'", "usage: %container status|limits|restart"],
+    "--bogus": ["unknown option --bogus", "status|limits|"],
+    "exec": ["%container exec: no command given", "-- CMD", "e.g. %container exec -- ps aux"],
+    "exec --": ["%container exec: no command given", "-- CMD"],
+    "exec --name": ["--name needs a value", "the session"],
+    "status --bogus": ["%container status: unknown option --bogus", "[--name NAME]"],
+    "status extra": ["unexpected argument 'extra'", "usage: %container status [--name NAME]"],
+    "status --name a b": ["unexpected argument 'b'"],
+    "restart --name": ["%container restart: --name needs a value"],
+    "stop --force": ["%container stop: unknown option --force", "[--name NAME]"],
+    "limits --memory": ["%container limits: --memory needs a value", "512M"],
+    "limits --cpus": ["--cpus needs a value", "0.5"],
+    "limits --image": ["--image needs a value", "%container images"],
+    "limits --swap 1G": ["unknown option --swap", "--memory MEMORY", "--cpus CPUS"],
+    "stats maybe": ["unknown switch 'maybe'", "[on|off]"],
+    "stats on off": ["unexpected argument 'off'"],
+    "push": ["%container push: missing NAMES", "usage: %container push"],
+    "pull": ["%container pull: missing NAMES"],
+    "push 1abc": ["not variable names: '1abc'", "NAMES"],
+    "sessions extra": ["%container sessions: unexpected argument 'extra'"],
+    "on --bogus": ["%container on: unknown option --bogus"],
+    "off now": ["%container off: unexpected argument 'now'"],
+    "images --all": ["%container images: unknown option --all"],
+    "image": ["%container image: no action given", "ls|import|inspect|rm|pull|build"],
+    "image frob": ["unknown action 'frob'", "usage: %container image ls|import|inspect|rm|pull|build"],
+    "image import": ["%container image import: missing PATH", "[--name IMAGE_NAME]"],
+    "image import p --bogus": ["%container image import: unknown option --bogus"],
+    "image inspect": ["%container image inspect: missing IMAGE"],
+    "image rm": ["%container image rm: missing IMAGE"],
+    "image pull": ["%container image pull: missing REFERENCE"],
+    "image build": ["missing IMAGE, --from BASE, --run SCRIPT"],
+    "image build x --from y": ["missing --run SCRIPT", "--net NET"],
+    "status 'unclosed": ["no closing quotation", "quote each argument whole"],
+}
+
+
+@pytest.mark.parametrize("line", sorted(BAD_LINES))
+def test_a_bad_line_is_one_line_saying_what_was_wrong_and_what_is_accepted(line):
     with pytest.raises(UsageError) as caught:
         commands.parse(line)
-    assert "usage: %container" in str(caught.value)
+    message = str(caught.value)
+    assert "\n" not in message, message
+    assert "error:" not in message and "[-h]" not in message, message    # no argparse block
+    for words in BAD_LINES[line]:
+        assert words in message, (words, message)
 
 
-def test_an_empty_line_is_a_usage_error():
-    with pytest.raises(UsageError, match="usage: %container"):
-        commands.parse("")
+@pytest.mark.parametrize("line, words", [
+    ("limits --memory lots", ["invalid memory 'lots'", "512M"]),
+    ("limits --cpus many", ["invalid cpus 'many'", "0.5"]),
+    ("limits --pids -3", ["invalid pids '-3'", "256"]),
+    ("limits --timeout forever", ["invalid timeout 'forever'", "30s"]),
+    ("limits --disk x", ["invalid disk 'x'", "512M"]),
+    ("limits --net wifi", ["invalid net 'wifi'", "none", "host"]),
+    ("status --name nope", ["no session named 'nope'", "default"]),
+])
+def test_a_bad_value_is_one_line_too(line, words):
+    from sandbox_kernel.session.client import Session
+    sessions = Sessions(factory=Session)       # never started: values are checked first
+    sessions.open("default")
+    with pytest.raises(UsageError) as caught:
+        commands.run(line, sessions)
+    message = str(caught.value)
+    assert "\n" not in message, message
+    for word in words:
+        assert word in message, (word, message)
+
+
+def test_a_several_line_error_of_a_command_becomes_one_line():
+    assert commands.one_line("build failed:\n  step 2\n\n exit 1\n") == "build failed:; step 2; exit 1"
 
 
 def test_help_is_text_not_an_exit():
@@ -40,6 +102,19 @@ def test_help_is_text_not_an_exit():
         commands.parse("-h")
     with pytest.raises(HelpRequested, match="--memory"):
         commands.parse("limits -h")
+
+
+@pytest.mark.parametrize("line, words", [("?", "status"), ("limits?", "--memory"),
+                                          ("limits ?", "--memory"), ("image rm ?", "image")])
+def test_a_question_mark_is_the_whole_help(line, words):
+    with pytest.raises(HelpRequested) as shown:
+        commands.parse(line)
+    assert words in str(shown.value) and "usage:" in str(shown.value)
+    assert commands.run(line, Sessions(factory=FakeSession)).text.count("\n") > 2
+
+
+def test_exec_passes_a_question_mark_to_the_program():
+    assert commands.parse("exec -- ls ?").argv == ["ls", "?"]
 
 
 def test_parsing():

@@ -39,7 +39,7 @@ STATS_FILES = {
                "memory.limit_in_bytes", "memory.oom_control"),
     "cpuacct": ("cpuacct.usage", "cpuacct.stat"),
     "cpu": ("cpu.stat", "cpu.cfs_quota_us", "cpu.cfs_period_us"),
-    "pids": ("pids.current", "?pids.peak", "pids.max"),
+    "pids": ("pids.current", "?pids.peak", "pids.max", "?pids.events"),
     "blkio": ("?blkio.throttle.io_service_bytes",),
 }
 

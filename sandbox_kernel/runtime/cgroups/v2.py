@@ -34,7 +34,7 @@ STATS_FILES = {
     None: ("cpu.stat",),     # core file: usage even without the cpu controller
     "memory": ("memory.current", "?memory.peak", "memory.max", "memory.events"),
     "cpu": ("cpu.max",),
-    "pids": ("pids.current", "?pids.peak", "pids.max"),
+    "pids": ("pids.current", "?pids.peak", "pids.max", "?pids.events"),
     "io": ("?io.stat",),
 }
 
