@@ -122,9 +122,12 @@ class Container:
         # control thread, a cell ending on the main one): each fd is closed once,
         # or a second close could hit a number reused meanwhile (say, by ZeroMQ)
         self._destroying = threading.Lock()
+        self._unpinning = threading.Lock()   # _finish and destroy may both let the layer go
         self._started_at = 0.0
         self._idmap: userns.IdMap | None = None   # rootless only
         self.result: ExitResult | None = None
+        self.layer_size: int | None = None   # bytes of the writable layer's tmpfs (rootfs.layer_size)
+        self._layer_fd: int | None = None    # O_PATH of the container's root: see _pin_layer
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -136,6 +139,7 @@ class Container:
             self._spawn(config)
             if self.cgroup.tracks_members:
                 self._track_init()
+            self._pin_layer()
         except BaseException:
             self.destroy()
             raise
@@ -216,7 +220,51 @@ class Container:
     def stats(self) -> CgroupStats:
         if self.cgroup is None:
             raise LifecycleError(f"container {self.name} has no cgroup ({self.state.value})")
-        return _with_limits(self.cgroup.stats(), self.spec)
+        return self._with_disk(_with_limits(self.cgroup.stats(), self.spec))
+
+    def disk_usage(self) -> tuple[int | None, int | None]:
+        """(bytes used, bytes in all) of the writable layer: /tmp, the fresh
+        /workspace and the image's writes.  Used is None when the layer
+        cannot be looked at (not pinned: see _pin_layer)."""
+        with self._unpinning:   # the descriptor is not closed (and its number reused) meanwhile
+            if self._layer_fd is None:
+                return None, self.layer_size
+            fs = os.fstatvfs(self._layer_fd)
+        return (fs.f_blocks - fs.f_bfree) * fs.f_frsize, fs.f_blocks * fs.f_frsize
+
+    def _with_disk(self, stats: CgroupStats) -> CgroupStats:
+        used, size = self.disk_usage()
+        return dataclasses.replace(stats, disk_used=used, disk_limit=size)
+
+    def _pin_layer(self) -> None:
+        """Hold the container's root (on the writable layer's tmpfs, or an
+        overlay whose upper dir is there) by an O_PATH descriptor, through
+        /proc/PID/root of a process of the container: no namespace is entered.
+
+        Why: when a cell fills memory with files and the container dies of
+        it, its mount namespace goes with its last process, and the tmpfs
+        with it, before the owner can read how full it was.  The descriptor
+        keeps the layer (and its pages, charged to the cgroup) until the
+        container's end is read (_finish) or it is destroyed, so that the
+        OOM message can say how much of the memory was files.  Where the
+        root cannot be opened (rootless: init is not dumpable), the usage
+        is unknown (None), never 0."""
+        for pid in self.cgroup.pids():
+            try:
+                fd = os.open(f"/proc/{pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError:   # EACCES (not ours to look at), ENOENT (exited)
+                continue
+            if pid in self.cgroup.pids():   # not a host process that reused the pid
+                self._layer_fd = fd
+                return
+            os.close(fd)
+
+    def _unpin_layer(self) -> None:
+        """Let the layer go: its pages leave the cgroup with the last mount."""
+        with self._unpinning:
+            fd, self._layer_fd = self._layer_fd, None
+        if fd is not None:
+            os.close(fd)
 
     @property
     def pid(self) -> int | None:
@@ -232,6 +280,7 @@ class Container:
             if self._process is not None:
                 self._process.send_signal(signal.SIGKILL)
                 self._process.reap()
+            self._unpin_layer()   # before the cgroup goes: its pages are charged there
             if self.cgroup is not None:
                 self.cgroup.destroy()
             if self._lifeline_w is not None:
@@ -258,6 +307,10 @@ class Container:
             self._idmap = userns.plan(self.spec.user)
         driver = self._driver or _host_driver()
         self.cgroup = driver.create(self.name, self.spec.limits)
+        limits = self.spec.limits
+        # the null driver's RLIMIT_AS does not count the layer's pages as memory
+        self.layer_size = rootfs.layer_size(limits.disk, limits.memory,
+                                            files_are_memory=not self.cgroup.tracks_members)
         if self._idmap is not None and self.cgroup.tracks_members:
             # RLIMIT_NPROC counts per uid of our own user namespace; with one id
             # mapped, init and the launcher share the workload's uid there
@@ -279,6 +332,8 @@ class Container:
         spec, state_dir, idmap = self.spec, self._state_dir, self._idmap
         if idmap is not None:   # who the workload is inside the user namespace
             spec = dataclasses.replace(spec, user=(idmap.workload_uid, idmap.workload_gid))
+        # the plan mounts the layer at its size: --disk, at most half the memory
+        spec = dataclasses.replace(spec, limits=dataclasses.replace(spec.limits, disk=self.layer_size))
         rootless = idmap is not None
         if spec.image == images.HOST:
             plan = rootfs.host_image_plan(spec, state_dir, self._workspace(), rootless=rootless)
@@ -327,6 +382,7 @@ class Container:
     def _finish(self, code: int, timed_out: bool) -> None:
         wall = time.monotonic() - self._started_at
         stats = self.stats()
+        self._unpin_layer()   # the figures are read: the ended container's files are freed
         status, exit_code, signum = _classify(code, timed_out, stats)
         self.result = ExitResult(status, exit_code, signum, wall, stats)
         self.state = State.STOPPED

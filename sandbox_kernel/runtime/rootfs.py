@@ -6,7 +6,8 @@ can be printed, tested and taught, as bubblewrap's SetupOp list is), and
 
 The plan for the ``host`` image, with S the container's state directory:
 
-    S/layer      tmpfs, size = the disk limit: the only writable layer
+    S/layer      tmpfs, size = the disk limit (at most half the memory limit:
+                 ``layer_size``): the only writable layer
     S/root       bind of S/layer/root; becomes /
     /usr, /etc, the interpreter's prefix and venv
                  overlay: lower = the host's directory (read-only),
@@ -82,6 +83,25 @@ class Op:
         if self.fstype:
             parts.append(f"({self.fstype}{', ' + self.data if self.data else ''})")
         return " ".join(parts)
+
+
+LAYER_SHARE_OF_MEMORY = 0.5
+"""The writable layer's most of the memory limit, when its files count as memory."""
+
+
+def layer_size(disk: int, memory: int | None, files_are_memory: bool) -> int:
+    """The size of the writable layer's tmpfs: ``disk`` (--disk), but at most
+    half the memory limit when a cgroup charges the layer's pages to the
+    container's memory (``files_are_memory``: the v1 and v2 drivers do; the
+    null driver's RLIMIT_AS does not count files).  A tmpfs as big as the
+    memory limit fills memory before it fills up: the cell that writes /tmp
+    is then killed as out of memory, with its variables, and never sees
+    ENOSPC.  Half leaves the other half to the processes, so a full disk is
+    a plain ENOSPC under every memory limit (the defaults, 1G and 1G, give a
+    512 MiB layer); one who needs more raises --memory with --disk."""
+    if memory is None or not files_are_memory:
+        return disk
+    return min(disk, max(int(memory * LAYER_SHARE_OF_MEMORY), 1 << 20))
 
 
 def host_image_dirs() -> list[str]:

@@ -29,6 +29,9 @@ class CgroupStats:
     io_read: int | None = None           # bytes
     io_write: int | None = None          # bytes
     oom_kills: int | None = None
+    memory_shmem: int | None = None      # bytes of tmpfs and shared memory charged to the group
+    disk_used: int | None = None         # bytes in the writable layer (Container fills it in)
+    disk_limit: int | None = None        # bytes: the writable layer's size
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -90,6 +93,18 @@ def parse_flat_keyed(text: str) -> dict[str, int]:
     return values
 
 
+def parse_shmem(text: str, v1: bool = False) -> int | None:
+    """memory.stat -> bytes of shmem: tmpfs files (the writable layer, /dev/shm)
+    and shared anonymous memory charged to the group.  v2 says ``shmem``;
+    v1 says ``shmem`` for the group's own pages and ``total_shmem`` with its
+    children's (ours have none, but the total is what was charged).  None when
+    the kernel gives neither (v1 before Linux 4.x)."""
+    values = parse_flat_keyed(text)
+    if v1 and "total_shmem" in values:
+        return values["total_shmem"]
+    return values.get("shmem")
+
+
 def parse_nested_keyed(text: str) -> dict[str, dict[str, int]]:
     """'8:0 rbytes=1 wbytes=2' lines (io.stat) -> {'8:0': {'rbytes': 1, ...}}."""
     values = {}
@@ -140,7 +155,7 @@ def _seconds(value: int | None, per_second: float) -> float | None:
 def v2_stats(texts: Mapping[str, str | None]) -> CgroupStats:
     """CgroupStats from the texts of a v2 group's files (missing or None -> None).
 
-    Keys: memory.current, memory.peak, memory.max, memory.events, cpu.stat,
+    Keys: memory.current, memory.peak, memory.max, memory.events, memory.stat, cpu.stat,
     cpu.max, pids.current, pids.peak, pids.max, pids.events, io.stat."""
     cpu = _parsed(parse_flat_keyed, texts.get("cpu.stat")) or {}
     events = _parsed(parse_flat_keyed, texts.get("memory.events")) or {}
@@ -163,6 +178,7 @@ def v2_stats(texts: Mapping[str, str | None]) -> CgroupStats:
         io_read=io[0],
         io_write=io[1],
         oom_kills=events.get("oom_kill"),
+        memory_shmem=_parsed(parse_shmem, texts.get("memory.stat")),
     )
 
 
@@ -170,7 +186,7 @@ def v1_stats(texts: Mapping[str, str | None], clock_ticks: int = 100) -> CgroupS
     """CgroupStats from the texts of a v1 group's files (missing or None -> None).
 
     Keys: memory.usage_in_bytes, memory.max_usage_in_bytes,
-    memory.limit_in_bytes, memory.oom_control, cpuacct.usage, cpuacct.stat,
+    memory.limit_in_bytes, memory.oom_control, memory.stat, cpuacct.usage, cpuacct.stat,
     cpu.stat, cpu.cfs_quota_us, cpu.cfs_period_us, pids.current, pids.peak,
     pids.max, pids.events, blkio.throttle.io_service_bytes.  ``clock_ticks`` is USER_HZ,
     the unit of cpuacct.stat (os.sysconf("SC_CLK_TCK"))."""
@@ -197,4 +213,5 @@ def v1_stats(texts: Mapping[str, str | None], clock_ticks: int = 100) -> CgroupS
         io_read=io[0],
         io_write=io[1],
         oom_kills=oom.get("oom_kill"),  # the line exists since Linux 4.13
+        memory_shmem=_parsed(lambda text: parse_shmem(text, v1=True), texts.get("memory.stat")),
     )

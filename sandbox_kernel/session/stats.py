@@ -7,14 +7,19 @@
               "memory_current": 52428800, "memory_peak": 61865984, "memory_limit": 268435456,
               "pids_current": 2, "pids_peak": 3, "pids_limit": 64,
               "io_read": 0, "io_write": 4096, "net_rx": 0, "net_tx": 0,
-              "oom_kills": 0, "throttled_time": 0.0, "status": "ok"}}
+              "oom_kills": 0, "throttled_time": 0.0,
+              "disk_used": 12582912, "disk_limit": 536870912, "status": "ok"}}
 
 Units: bytes, seconds, cores.  In ``limits`` null means "no limit".  In
 ``cell`` null means "the host cannot tell", never 0: a figure is only a
 number when it was measured.  cpu, io, net, oom_kills and throttled_time
 are what the cell added (the counters are cumulative: after minus before);
 memory and pids peaks are the cell's own, reset before it where the cgroup
-allows, else null.  ``status`` is ok, error, timeout, oom or killed.
+allows, else null.  ``disk_used`` and ``disk_limit`` are the writable
+layer's (/tmp, the fresh /workspace, image writes) bytes at the cell's end
+and its size: --disk, at most half the memory limit where its files count
+as memory (runtime/rootfs.py ``layer_size``).  ``status`` is ok, error,
+timeout, oom or killed.
 
 Optional keys: ``warnings`` (see build_stats) and ``"trusted_output": true``
 when the session passes the container's display data to the browser as it is
@@ -34,10 +39,10 @@ CELL_FIELDS = (
     "memory_current", "memory_peak", "memory_limit",
     "pids_current", "pids_peak", "pids_limit",
     "io_read", "io_write", "net_rx", "net_tx",
-    "oom_kills", "throttled_time", "status",
+    "oom_kills", "throttled_time", "disk_used", "disk_limit", "status",
 )
 CUMULATIVE = ("cpu_user", "cpu_system", "io_read", "io_write", "oom_kills", "throttled_time")
-LEVELS = ("memory_current", "memory_limit", "pids_current", "pids_limit")
+LEVELS = ("memory_current", "memory_limit", "pids_current", "pids_limit", "disk_used", "disk_limit")
 PEAKS = ("memory_peak", "pids_peak")
 
 
@@ -149,12 +154,36 @@ def footer_parts(stats: dict) -> list[tuple[str, str]]:
         ("io", f"r {format_bytes(cell.get('io_read'))} w {format_bytes(cell.get('io_write'))}"),
         ("net", f"rx {format_bytes(cell.get('net_rx'))} tx {format_bytes(cell.get('net_tx'))}"),
     ]
+    if cell.get("disk_used") is not None or cell.get("disk_limit") is not None:
+        parts.append(("disk", _disk_share(cell)))
     if cell.get("oom_kills"):
         parts.append(("oom kills", str(cell["oom_kills"])))
     if stats.get("trusted_output") is True:
         parts.append(("output", "trusted"))
     parts += [("warning", str(text)) for text in stats.get("warnings") or ()]
     return parts
+
+
+def _disk_share(cell: dict) -> str:
+    """'12 MiB / 512 MiB' of the writable layer, with --disk named when it is
+    full: a full layer fails writes with ENOSPC, and --disk is what to raise."""
+    used, limit = cell.get("disk_used"), cell.get("disk_limit")
+    text = _of(format_bytes(used), format_bytes(limit) if limit is not None else None)
+    if disk_full(used, limit):
+        text += " full (--disk)"
+    return text
+
+
+DISK_FULL_MARGIN = 1 << 20
+"""A layer with less than this free is full: a write of a few pages fails."""
+
+
+def disk_full(used, limit) -> bool:
+    """True when the writable layer has less than DISK_FULL_MARGIN (or 1 %)
+    left; False when either figure is unknown."""
+    if used is None or limit is None:
+        return False
+    return limit > 0 and limit - used < max(DISK_FULL_MARGIN, limit // 100)
 
 
 def _fmt_count(n) -> str:

@@ -24,7 +24,8 @@ def test_v2_recorded_group_after_cpu_forks_io_and_oom():
         pids_current=0, pids_peak=16, pids_limit=16, pids_refused=None,
         cpu_user=1.15, cpu_system=0.12, cpu_usage=1.27, cpu_limit=0.5,
         throttled_time=1.08, nr_throttled=24,
-        io_read=2 << 20, io_write=4 << 20, oom_kills=1))
+        io_read=2 << 20, io_write=4 << 20, oom_kills=1,
+        memory_shmem=None, disk_used=None, disk_limit=None))   # no memory.stat recorded
 
 
 def test_v1_recorded_group_after_cpu_forks_io_and_oom():
@@ -34,7 +35,8 @@ def test_v1_recorded_group_after_cpu_forks_io_and_oom():
         pids_current=0, pids_peak=16, pids_limit=16, pids_refused=None,
         cpu_user=0.32, cpu_system=0.06, cpu_usage=0.384800433, cpu_limit=0.5,
         throttled_time=0.328975618, nr_throttled=7,
-        io_read=2105344, io_write=4 << 20, oom_kills=1))
+        io_read=2105344, io_write=4 << 20, oom_kills=1,
+        memory_shmem=None, disk_used=None, disk_limit=None))   # no memory.stat recorded
 
 
 @pytest.mark.parametrize("version, parse", [("v2", v2_stats), ("v1", v1_stats)])

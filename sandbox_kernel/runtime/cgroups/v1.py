@@ -36,7 +36,8 @@ CPU_PERIOD = 100_000   # microseconds
 
 STATS_FILES = {
     "memory": ("memory.usage_in_bytes", "memory.max_usage_in_bytes",
-               "memory.limit_in_bytes", "memory.oom_control"),
+               "memory.limit_in_bytes", "memory.oom_control",
+               "?memory.stat"),   # total_shmem: the writable layer's files are memory
     "cpuacct": ("cpuacct.usage", "cpuacct.stat"),
     "cpu": ("cpu.stat", "cpu.cfs_quota_us", "cpu.cfs_period_us"),
     "pids": ("pids.current", "?pids.peak", "pids.max", "?pids.events"),

@@ -32,7 +32,8 @@ MOVE_ROUNDS = 50       # processes may fork while we move them into leaf
 
 STATS_FILES = {
     None: ("cpu.stat",),     # core file: usage even without the cpu controller
-    "memory": ("memory.current", "?memory.peak", "memory.max", "memory.events"),
+    "memory": ("memory.current", "?memory.peak", "memory.max", "memory.events",
+               "?memory.stat"),   # shmem: the writable layer's files are memory
     "cpu": ("cpu.max",),
     "pids": ("pids.current", "?pids.peak", "pids.max", "?pids.events"),
     "io": ("?io.stat",),
