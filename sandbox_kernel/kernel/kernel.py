@@ -42,10 +42,15 @@ How the pieces behave:
   kernel (``interrupt_mode: signal``, ``kill -INT``) takes the same path.
   Message mode is the default because it needs no process for the manager
   to signal: it works through any provisioner, local or remote.
-* **Shutdown and restart.**  ``do_shutdown`` destroys the containers;
-  restart starts a new kernel process, hence a fresh container.  When the
-  kernel is SIGKILLed, each container's launcher sees its lifeline close and
-  removes the container (runtime/launcher.py).
+* **Shutdown and restart.**  ``do_shutdown`` (control thread) destroys the
+  containers, some 50 ms each, and replies; the process then exits by itself
+  (``_at_exit`` closes a race in ipykernel's exit that made it wait 10 s and
+  be SIGTERMed by the manager).  A cell still running is interrupted and, if
+  it does not stop within SHUTDOWN_GRACE, killed; the main thread destroys
+  its containers when it ends (never two threads on one container's fds).
+  Restart is a shutdown and a new kernel process, hence a fresh container.
+  When the kernel is SIGKILLed, each container's launcher sees its lifeline
+  close and removes the container (runtime/launcher.py).
 * **Resource usage.**  ``usage_request`` (control channel) answers with the
   stats contract of the container plus the keys jupyter-resource-usage's
   kernel panel reads (kernel_memory, kernel_cpu, cpu_count,
@@ -96,6 +101,7 @@ SESSION = commands.DEFAULT_SESSION
 DOCTOR_ROOT_ENV = "SANDBOX_KERNEL_DOCTOR_ROOT"
 RED, BOLD, RESET = "\x1b[31m", "\x1b[1m", "\x1b[0m"
 HOST_PREFIX = "host> "
+SHUTDOWN_GRACE = 0.2        # s a running cell has to stop at shutdown before it is killed
 CONTROL_FINISH_WAIT = 5.0    # s the exiting main thread waits for the control thread's last request
 NOT_IN_THIS_KERNEL = {
     "on": "every cell already runs in the container in the sandbox kernel",
@@ -492,15 +498,19 @@ class SandboxKernel(Kernel):
         self.sessions.close_all()
 
     async def do_shutdown(self, restart):
-        """Destroy the containers.  A cell still running is interrupted and
-        its containers destroyed when it ends (or by the launcher's
-        lifeline, if the manager kills this process first)."""
+        """Destroy the containers.  A cell still running is interrupted (and
+        killed after SHUTDOWN_GRACE) and its containers destroyed by the main
+        thread when it ends (or by the launcher's lifeline, if the manager
+        kills this process first)."""
         self._shutting_down = True
         try:
             if self._preparing.is_alive():
                 self._preparing.join(self.start_wait)
             if self._cell_running:
                 for session in list(self.sessions.sessions.values()):
+                    # a cell that ignores the interrupt is killed soon, not after
+                    # the user's grace: the manager SIGTERMs us after 2.5 s
+                    session.interrupt_grace = min(session.interrupt_grace, SHUTDOWN_GRACE)
                     session.interrupt()
             else:
                 self.sessions.close_all()

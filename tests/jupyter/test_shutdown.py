@@ -164,10 +164,17 @@ def test_an_interrupt_is_answered_at_once_idle_or_not_and_the_kernel_carries_on(
         kernel.shutdown()
 
 
-def test_a_shutdown_while_a_cell_runs_ends_the_kernel_by_itself():
+@pytest.mark.parametrize("cell", [
+    "import time\nprint('started', flush=True)\ntime.sleep(600)",
+    # deaf to the interrupt: the kernel must not wait out the user's grace (5 s)
+    "import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nprint('started', flush=True)\n"
+    "while True:\n    pass",
+], ids=["sleeping", "ignoring-sigint"])
+def test_a_shutdown_while_a_cell_runs_ends_the_kernel_by_itself(cell):
     kernel = kf.SandboxKernel(NAME)
     ok(kernel.run("1"))
-    msg_id = kernel.send("import time\nprint('started', flush=True)\ntime.sleep(600)")
+    msg_id = kernel.send(cell)
     kernel.collect(msg_id, timeout=60, until=lambda ran: "started" in ran.stdout)
     result = _shut_down(kernel)
     assert result["status"] == 0 and not result["fallback"] and not result["left"], result
+    assert result["took"] < 2.5, result      # jupyter_client's fallback would have begun
