@@ -7,13 +7,15 @@ start a thread per host CPU, which the quota then throttles.  So a limit of
 ``cpus`` also pins the container to ``ceil(cpus)`` CPUs, never more than
 the owner itself may use (its own affinity, which lies within its cpuset):
 
-    driver    how the CPUs are set                 a live change
-    v1        the cpuset hierarchy: cpuset.cpus    write cpuset.cpus
-    v2        cpuset.cpus, where the parent        write cpuset.cpus
-              delegates the cpuset controller
-    v2 (no cpuset), null                           sched_setaffinity from the
-              init binds itself (sched_setaffinity) host on every thread of
-              before the workload exists           the container
+    driver                 at the start                 a live change
+    v1                     cpuset.cpus of the group     cpuset.cpus again
+    v2 with cpuset         cpuset.cpus of the group     cpuset.cpus again
+    v2 without, null       init's sched_setaffinity,    the host's sched_setaffinity
+                           before the workload exists   on every thread inside
+
+The kernel applies a cpuset to every task that joins it and, on a write, to
+every task in it.  v2 has cpuset only where the parent delegates it (the
+v2 guest of the tests does not); the null driver has no group at all.
 
 Without a cpuset the pinning is advice, not a limit: a process may widen its
 own affinity again (the quota still holds on v1 and v2).
@@ -21,6 +23,13 @@ own affinity again (the quota still holds on v1 and v2).
 Which CPUs: the least used by the sibling sbk- groups (their cpuset.cpus, or
 without a cpuset their first process's affinity), ties broken by a rotating
 start, so containers spread over the CPUs instead of all taking CPU 0.
+
+The container's environment says the same count in THREAD_VARIABLES (below;
+container._environment), unless the user or the image set one.  What then
+sees the limit: len(os.sched_getaffinity(0)), OpenBLAS (numpy's), OpenMP,
+joblib/loky and scikit-learn's n_jobs=-1; os.cpu_count() only from Python
+3.13 (PYTHON_CPU_COUNT): before, it counts the host's online CPUs.  A live
+change moves the CPUs, but not the variables of processes already running.
 """
 from __future__ import annotations
 
@@ -122,7 +131,9 @@ def affinity_use(parent: str, own_name: str) -> collections.Counter:
 def pin_processes(pids: list[int], cpus: list[int]) -> None:
     """Set the affinity of every thread of ``pids`` (a live change where no
     cpuset does it: sched_setaffinity acts on one thread, and a BLAS pool's
-    threads already exist).  Threads that end meanwhile are skipped."""
+    threads already exist).  Threads that end meanwhile are skipped; one
+    started during the change from a thread not yet moved keeps the old set
+    (without a cpuset the set is advice, not a limit: see above)."""
     for pid in pids:
         try:
             threads = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
