@@ -248,16 +248,37 @@ class Container:
         container's end is read (_finish) or it is destroyed, so that the
         OOM message can say how much of the memory was files.  Where the
         root cannot be opened (rootless: init is not dumpable), the usage
-        is unknown (None), never 0."""
-        for pid in self.cgroup.pids():
+        is unknown (None), never 0: a figure is not worth a failed start."""
+        try:
+            pids = self.cgroup.pids()
+        except OSError:   # CgroupError too: the group is being removed
+            return
+        for pid in pids:
             try:
                 fd = os.open(f"/proc/{pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             except OSError:   # EACCES (not ours to look at), ENOENT (exited)
                 continue
-            if pid in self.cgroup.pids():   # not a host process that reused the pid
+            if self._still_ours(pid) and self._is_layer(fd):
                 self._layer_fd = fd
                 return
-            os.close(fd)
+            os.close(fd)   # a host process that reused the pid, or a root not on our tmpfs
+
+    def _still_ours(self, pid: int) -> bool:
+        try:
+            return pid in self.cgroup.pids()
+        except OSError:
+            return False
+
+    def _is_layer(self, fd: int) -> bool:
+        """True when ``fd`` is on a file system of the layer's size: our tmpfs
+        (size= rounds up to whole pages).  A build keeps its upper dirs on the
+        host's disk (image_build.py): its figures are not the layer's."""
+        try:
+            fs = os.fstatvfs(fd)
+        except OSError:
+            return False
+        return self.layer_size is not None and \
+            abs(fs.f_blocks * fs.f_frsize - self.layer_size) < max(fs.f_frsize, 4096)
 
     def _unpin_layer(self) -> None:
         """Let the layer go: its pages leave the cgroup with the last mount."""
