@@ -8,6 +8,7 @@ under the no-internal-process rule, and memory.memsw.limit_in_bytes must
 stay >= memory.limit_in_bytes.  Pids in fake files are above pid_max, so no
 real process can ever be signalled by mistake.
 """
+import collections
 import errno
 import itertools
 import os
@@ -633,3 +634,29 @@ def test_null_driver_pins_init_and_a_live_change_every_thread():
         group.destroy()
         child.kill()
         child.wait()
+
+
+def test_cpus_in_use_are_read_from_the_sibling_groups(tmp_path):
+    """cpuset.cpus where there is a cpuset, else the first process's affinity;
+    our own group and non-sbk groups do not count."""
+    for name, cpus in (("sbk-a", "0-1\n"), ("sbk-b", "1\n"), ("sbk-own", "0-3\n"), ("other", "2\n")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "cpuset.cpus").write_text(cpus)
+    assert cpu_placement.cpuset_use(str(tmp_path), "sbk-own") == {0: 1, 1: 2}
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        cpu = min(os.sched_getaffinity(0))
+        os.sched_setaffinity(sleeper.pid, {cpu})
+        (tmp_path / "sbk-a" / "cgroup.procs").write_text(f"{sleeper.pid}\n{FAKE_PIDS[0]}\n")
+        (tmp_path / "sbk-b" / "cgroup.procs").write_text(f"{FAKE_PIDS[1]}\n")   # gone: skipped
+        assert cpu_placement.affinity_use(str(tmp_path), "sbk-own") == {cpu: 1}
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_choose_takes_the_least_used_cpus_and_rotates_between_equals(four_cpus):
+    in_use = collections.Counter({0: 2, 1: 1})
+    assert cpu_placement.choose(2, [0, 1, 2, 3], in_use) == [2, 3]
+    picks = [cpu_placement.choose(1, [0, 1, 2, 3], collections.Counter()) for _ in range(4)]
+    assert sorted(p[0] for p in picks) == [0, 1, 2, 3]
