@@ -272,7 +272,15 @@ class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of printing and exiting: one line, what
     was wrong and what is accepted (``-h`` still shows the whole help)."""
 
+    def parse_known_args(self, args=None, namespace=None):
+        self.given = list(args or [])          # what this (sub)command was given, for error()
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str):
+        unknown = [word for word in getattr(self, "given", []) if word.startswith("-")
+                   and word != "--" and word.split("=")[0] not in self._option_string_actions]
+        if unknown and message.startswith(_REQUIRED):     # the likelier mistake comes first
+            message = f"unrecognized arguments: {' '.join(unknown)}"
         raise UsageError(f"{self.prog}: {_plain(self, message)}")
 
     def exit(self, status: int = 0, message: str | None = None):
@@ -312,6 +320,8 @@ def _plain(parser: argparse.ArgumentParser, message: str) -> str:
         dest = next((a.dest for a in parser._actions
                      if a.choices and bad_choice.group(1) in (a.metavar, a.dest)), "")
         return f"unknown {_NOUNS.get(dest, 'value')} {bad_choice.group(2)}; usage: {usage}"
+    if message.startswith("unrecognized arguments: "):
+        return f"{_unexpected(message.split(': ', 1)[1].split())}; usage: {usage}"
     return f"{message}; usage: {usage}"
 
 

@@ -332,3 +332,41 @@ def test_command_code_binds_no_name_and_is_one_line():
     assert "\n" not in code and code.startswith("__import__('builtins').exec(")
     with pytest.raises(ValueError):
         client.command_code([])
+
+
+def _every_subcommand(parser=None, words=()):
+    """(words, parser) of every subcommand and image action, from the parser itself."""
+    import argparse
+    parser = parser or commands.build_parser()
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        yield words, parser
+    for sub in subs:
+        for name, child in sub.choices.items():
+            yield from _every_subcommand(child, (*words, name))
+
+
+def _generated_bad_lines():
+    """For every subcommand: an unknown option, each option without its value,
+    and the subcommand without its required arguments."""
+    for words, parser in _every_subcommand():
+        head = " ".join(words)
+        yield f"{head} --no-such-option", ["unknown option --no-such-option", "usage: %container"]
+        for action in parser._actions:
+            if action.option_strings and action.nargs != 0 and action.dest != "help":
+                option = action.option_strings[0]
+                yield f"{head} {option}", [f"{option} needs a value"]
+        if any(a.required or (not a.option_strings and a.nargs in (None, "+"))
+               for a in parser._actions if a.dest != "help") and words[0] != "exec":
+            yield head, ["missing", "usage: %container"]
+
+
+@pytest.mark.parametrize("line, words", list(_generated_bad_lines()))
+def test_every_subcommand_says_one_line_for_a_bad_option_or_a_missing_argument(line, words):
+    with pytest.raises(UsageError) as caught:
+        commands.parse(line)
+    message = str(caught.value)
+    assert "\n" not in message and "error:" not in message, message
+    assert message.startswith(f"%container {line.split()[0]}"), message
+    for word in words:
+        assert word in message, (word, message)
