@@ -1167,9 +1167,9 @@ def _disk_note(reply: dict, figures: dict | None, limits: Limits) -> str | None:
     fix = (f"%container limits --memory {_size_arg(2 * limits.memory)} "
            f"--disk {_size_arg(max(limits.disk, 2 * size))}") if capped \
         else f"%container limits --disk {_size_arg(2 * size)}"
-    where = (f"{stats_contract.format_bytes(size)}, half the {stats_contract.format_bytes(limits.memory)} "
-             f"--memory limit (its files are held in memory, so --disk "
-             f"{stats_contract.format_bytes(limits.disk)} is capped there)") if capped \
+    # the memory limit the layer was sized by may have changed live since: not named
+    where = (f"{stats_contract.format_bytes(size)} (--disk {stats_contract.format_bytes(limits.disk)} "
+             f"is capped at half the memory limit, since its files are held in memory)") if capped \
         else f"the {stats_contract.format_bytes(size)} --disk limit"
     if full:
         return f"{LAYER_WORDS} is full at {where}; free space or raise it with {fix}"

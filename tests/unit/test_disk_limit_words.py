@@ -56,8 +56,7 @@ def test_enospc_on_a_full_layer_names_disk_and_its_size():
 def test_a_layer_capped_by_memory_says_so_and_what_to_raise():
     figures = {"disk_used": 512 * MiB, "disk_limit": 512 * MiB}
     words = client._disk_note(ENOSPC_REPLY, figures, DEFAULTS)
-    assert "is full at 512 MiB, half the 1 GiB --memory limit" in words
-    assert "--disk 1 GiB is capped there" in words
+    assert "is full at 512 MiB (--disk 1 GiB is capped at half the memory limit" in words
     assert words.endswith("%container limits --memory 2G --disk 1G")
     assert "out of memory" not in words
 
