@@ -107,3 +107,16 @@ def test_non_finite_numbers_become_null_in_the_json():
                                      (256 * MiB, "256 MiB"), (3 << 30, "3 GiB")])
 def test_format_bytes(n, text):
     assert stats.format_bytes(n) == text
+
+
+def test_the_writable_layers_figures_are_levels_at_the_cells_end_and_null_when_unknown():
+    # disk_used/disk_limit (issue 15): the layer's bytes at the end and its size
+    before = counters(disk_used=100 * MiB, disk_limit=512 * MiB)
+    after = counters(disk_used=300 * MiB, disk_limit=512 * MiB)
+    cell = contract(stats.cell_figures(before, after, peaks_reset=True))["cell"]
+    assert (cell["disk_used"], cell["disk_limit"]) == (300 * MiB, 512 * MiB)
+    unknown = contract(stats.cell_figures(None, counters(), peaks_reset=True))["cell"]
+    assert unknown["disk_used"] is None and unknown["disk_limit"] is None
+    assert "disk" not in stats.footer_text(contract(stats.cell_figures(None, counters(), peaks_reset=True)))
+    assert "disk 300 MiB / 512 MiB" in stats.footer_text(contract(
+        stats.cell_figures(before, after, peaks_reset=True)))
