@@ -62,6 +62,8 @@ def test_a_full_tmp_is_enospc_naming_disk_and_the_variables_are_kept(kernel):
     notice = ran.stderr
     assert "--disk" in notice and "is full" in notice, notice
     assert "out of memory" not in notice + ran.error_text
+    footer_text = [c["data"]["text/plain"] for c in ran.of("display_data") if kf.STATS_MIME in c["data"]]
+    assert "disk 512 MiB / 512 MiB full (--disk)" in footer_text[-1], footer_text
     cell = ran.footers[-1]["cell"]
     assert cell["status"] == "error" and cell["oom_kills"] == 0, cell
     assert cell["disk_limit"] == 512 * MiB, cell              # half the 1 GiB memory limit
