@@ -195,6 +195,7 @@ class SandboxKernel(Kernel):
         self._shutting_down = False
         # set when the control thread has finished the request that shut us down
         self._shutdown_handled = threading.Event()
+        self._shutdown_thread: threading.Thread | None = None
         self._blocked: tuple | None = None        # (ename, evalue, traceback): every cell says it
         self._start_error: BaseException | None = None
         self.resolved = self._resolve_settings()
@@ -493,7 +494,7 @@ class SandboxKernel(Kernel):
         race most times (the manager then SIGTERMed the kernel after 2.5 s).
         Waiting here for the control thread to finish the request closes
         the race; the wait is bounded for a control thread that hangs."""
-        if self._shutting_down:
+        if self._shutting_down and self._shutdown_thread is not threading.current_thread():
             self._shutdown_handled.wait(CONTROL_FINISH_WAIT)
         self.sessions.close_all()
 
@@ -503,6 +504,7 @@ class SandboxKernel(Kernel):
         thread when it ends (or by the launcher's lifeline, if the manager
         kills this process first)."""
         self._shutting_down = True
+        self._shutdown_thread = threading.current_thread()    # control; main if sent on shell
         try:
             if self._preparing.is_alive():
                 self._preparing.join(self.start_wait)

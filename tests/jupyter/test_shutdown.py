@@ -178,3 +178,28 @@ def test_a_shutdown_while_a_cell_runs_ends_the_kernel_by_itself(cell):
     result = _shut_down(kernel)
     assert result["status"] == 0 and not result["fallback"] and not result["left"], result
     assert result["took"] < 2.5, result      # jupyter_client's fallback would have begun
+
+
+def test_a_shutdown_request_on_the_shell_channel_ends_the_kernel_at_once_too():
+    """The protocol also takes shutdown_request on shell (the main thread
+    handles it there): the exit must not wait for the control thread."""
+    kernel = kf.SandboxKernel(NAME)
+    try:
+        ok(kernel.run("1"))
+        pid, process = kernel.pid, kernel.km.provisioner.process
+        below = kf.descendants(pid)
+        start = time.monotonic()
+        kernel.kc.shell_channel.send(kernel.kc.session.msg("shutdown_request", {"restart": False}))
+        while process.poll() is None and time.monotonic() - start < 15:
+            time.sleep(0.01)
+        took = time.monotonic() - start
+        assert process.returncode == 0, process.returncode
+        assert took < 2.5, f"the kernel took {took:.2f} s to exit"
+        left, _ = kf.wait_for_nothing_left(pid, below, timeout=15)
+        assert not any(left.values()), left
+    finally:
+        kernel.kc.stop_channels()
+        if kernel.km.is_alive():
+            kernel.km.shutdown_kernel(now=True)
+        else:
+            kernel.km.cleanup_resources()
