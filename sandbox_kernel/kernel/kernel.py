@@ -204,6 +204,8 @@ class SandboxKernel(Kernel):
             policy=self.policy, trust_output=self.trust_output,
             defaults={k: self.resolved.values[k] for k in kernel_settings.LIMITS})
         self.sessions.footer = self.resolved.footer
+        self.sessions.new_session_hint = (f"every cell runs in the session {SESSION!r}: "
+                                          f"leave out --name")
         self.usage = _UsageMeter()
         self.stats_channel = self._init_comms()
         errors = self.resolved.errors + policy_errors

@@ -118,6 +118,7 @@ class Sessions:
         self.auto: str | None = None
         self.auto_options: dict = {}
         self.footer = True
+        self.new_session_hint = "a %%container cell creates one"   # the sandbox kernel says its own
 
     def get(self, name: str) -> Session:
         """An existing session; UsageError naming the ones there are."""
@@ -126,7 +127,7 @@ class Sessions:
         except KeyError:
             there = ", ".join(sorted(self.sessions)) or "none yet"
             raise UsageError(f"no session named {name!r} (sessions: {there}); "
-                             f"a %%container cell creates one") from None
+                             f"{self.new_session_hint}") from None
 
     def open(self, name: str = DEFAULT_SESSION, *, image=None, net=None, **limits) -> tuple[Session, list[str]]:
         """The session ``name``, created with these options if new; if it

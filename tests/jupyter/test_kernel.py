@@ -497,6 +497,7 @@ BAD_CONTAINER_LINES = {
     "%container image build x": "missing --from BASE, --run SCRIPT",
     "%container 'unclosed": "no closing quotation",
     "%container push x": "no host-side variables",
+    "%container status --name nope": "no session named 'nope' (sessions: default); every cell runs",
 }
 
 

@@ -370,3 +370,11 @@ def test_every_subcommand_says_one_line_for_a_bad_option_or_a_missing_argument(l
     assert message.startswith(f"%container {line.split()[0]}"), message
     for word in words:
         assert word in message, (word, message)
+
+
+def test_an_unknown_session_says_how_to_make_one_in_the_face_at_hand(sessions):
+    with pytest.raises(UsageError, match=r"a %%container cell creates one$"):
+        commands.run("status --name nope", sessions)
+    sessions.new_session_hint = "every cell runs in the session 'default': leave out --name"
+    with pytest.raises(UsageError, match="leave out --name$"):
+        commands.run("restart --name nope", sessions)
