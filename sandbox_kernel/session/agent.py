@@ -85,6 +85,10 @@ DEFAULT_OUTPUT_LIMIT = 1 << 20
 OUTPUT_LIMIT_ENV = "SANDBOX_KERNEL_OUTPUT_LIMIT"
 FLUSH_INTERVAL = 0.05          # seconds a partial line may wait before it is sent
 STREAM_CHUNK = 64 << 10        # characters: send at this size, and never more in one frame
+CUT_HEAD = 16 << 10            # characters of text/plain kept of a display or result that is cut
+CUT_MIN_ROOM = 1 << 10         # bytes of budget below which a display that does not fit is dropped
+ERROR_TEXT = 64 << 10          # characters of an error's value, and of one traceback line
+ERROR_TRACEBACK = 256 << 10    # characters of a traceback in all
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 COMPLETION_TYPES_KEY = "_jupyter_types_experimental"
 ZYGOTE_PRELOAD = (
@@ -182,10 +186,12 @@ class Channel:
     """
 
     def __init__(self, sock: socket.socket, gate: InterruptGate,
-                 max_frame: int = protocol.DEFAULT_MAX_FRAME):
+                 max_frame: int = protocol.DEFAULT_MAX_FRAME,
+                 cell_frame: int = protocol.cell_frame_limit(DEFAULT_OUTPUT_LIMIT)):
         self.sock: socket.socket | None = sock
         self.gate = gate
-        self.max_frame = max_frame
+        self.max_frame = max_frame              # requests, and the replies to push and pull
+        self.cell_frame = min(cell_frame, max_frame)   # outputs and execute replies (the host's bound)
         self.request_id = None
         self._lock = threading.Lock()
         os.register_at_fork(after_in_child=self._detach_in_child)
@@ -199,19 +205,30 @@ class Channel:
             raise ConnectionClosed("no channel in a forked child")
         return protocol.recv(self.sock, self.max_frame)
 
-    def send(self, msg: dict) -> None:
-        frame = protocol.encode(msg, self.max_frame)   # raises before anything is written
+    def send(self, msg: dict, max_frame: int | None = None) -> None:
+        self.send_frame(protocol.encode(msg, max_frame or self.max_frame))   # raises before writing
+
+    def send_frame(self, frame: bytes) -> None:
         with self.gate.deferred(), self._lock:
             if self.sock is None:
                 raise ConnectionClosed("no channel in a forked child")
             self.sock.sendall(frame)
 
+    @property
+    def tagged(self) -> bool:
+        """Output now goes out as frames (else to fds 1 and 2)."""
+        return self.sock is not None and self.request_id is not None
+
     def emit(self, msg_type: str, **content) -> None:
         """One output message for the current request."""
-        if self.sock is None or self.request_id is None:
+        if not self.tagged:
             _write_to_fds(msg_type, content)
             return
-        self.send({"type": msg_type, "id": self.request_id, **content})
+        self.send({"type": msg_type, "id": self.request_id, **content}, self.cell_frame)
+
+    def output_frame(self, msg_type: str, content: dict) -> bytes:
+        """The frame of one output; ProtocolError when over the cell's frame limit."""
+        return protocol.encode({"type": msg_type, "id": self.request_id, **content}, self.cell_frame)
 
     def _detach_in_child(self) -> None:
         # The child must not write frames (they would interleave with the
@@ -246,19 +263,41 @@ def _write_all(fd: int, text: str) -> None:
 
 
 class OutputBudget:
-    """Bytes of stream text a cell may still send; counts what it drops."""
+    """Bytes of output a cell may still send: stream text (UTF-8) and the
+    frames of its displays and result; counts what it drops or cuts."""
 
     def __init__(self, limit: int):
         self.limit = limit
         self.used = 0
-        self.dropped = 0
+        self.dropped = 0         # bytes of stream text
+        self.heads = 0           # displays and results sent as the head of their text
+        self.displays_dropped = 0
         self.full = False        # read without the lock, on every write()
         self._lock = threading.Lock()
 
     def reset(self) -> None:
         with self._lock:
-            self.used = self.dropped = 0
+            self.used = self.dropped = self.heads = self.displays_dropped = 0
             self.full = False
+
+    @property
+    def room(self) -> int:
+        return max(self.limit - self.used, 0)
+
+    def take(self, size: int) -> bool:
+        """Room for one display or result whose frame is ``size`` bytes: taken, or False."""
+        with self._lock:
+            if size > self.limit - self.used:
+                return False
+            self.used += size
+            return True
+
+    def count_cut(self, dropped: bool) -> None:
+        with self._lock:
+            if dropped:
+                self.displays_dropped += 1
+            else:
+                self.heads += 1
 
     def admit(self, text: str) -> str:
         """The part of ``text`` that fits (all of it, a head of it, or "")."""
@@ -287,10 +326,104 @@ class OutputBudget:
         self.dropped += len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
     def notice(self) -> str | None:
-        if not self.dropped:
-            return None
-        return (f"[output cut: the cell printed more than {format_size(self.limit)}; "
-                f"{self.dropped} bytes dropped]\n")
+        """The line that ends a cell whose output was cut, else None."""
+        if not (self.heads or self.displays_dropped):
+            if not self.dropped:
+                return None
+            return (f"[output cut: the cell printed more than {format_size(self.limit)}; "
+                    f"{self.dropped} bytes dropped]\n")
+        what = [f"{self.dropped} bytes of printed text dropped"] if self.dropped else []
+        if self.heads:
+            what.append(f"{self.heads} display(s) or result(s) shown as the head of their text")
+        if self.displays_dropped:
+            what.append(f"{self.displays_dropped} display(s) or result(s) dropped")
+        return (f"[output cut: this cell's output went past the {format_size(self.limit)} limit "
+                f"({OUTPUT_LIMIT_ENV}): {'; '.join(what)}]\n")
+
+
+class RichOutputs:
+    """display_data, update_display_data and execute_result, within the
+    cell's output budget and frame limit.
+
+    One that fits is sent as it is, and its frame's bytes are counted.  One
+    that does not is sent as the head of its text/plain and a line saying
+    so (at most CUT_HEAD characters), or dropped when less than CUT_MIN_ROOM
+    bytes are left; either way the cell's last notice counts it.  So the host
+    never gets a frame over ``channel.cell_frame`` (it would refuse it as a
+    protocol error) and a 50 MB repr costs the host nothing.
+    """
+
+    def __init__(self, channel: Channel, budget: OutputBudget):
+        self.channel = channel
+        self.budget = budget
+
+    def emit(self, msg_type: str, **content) -> None:
+        channel = self.channel
+        if not channel.tagged:                     # between cells, or in a forked child
+            channel.emit(msg_type, **content)
+            return
+        size = _size_at_least(content)
+        if size <= self.budget.room:               # else not worth encoding
+            try:
+                frame = channel.output_frame(msg_type, content)
+            except ProtocolError:                  # over the cell's frame limit
+                frame = None
+            if frame is not None and self.budget.take(len(frame)):
+                channel.send_frame(frame)
+                return
+            size = len(frame) if frame is not None else max(size, channel.cell_frame)
+        self._send_head(msg_type, content, size)
+
+    def _send_head(self, msg_type: str, content: dict, size: int) -> None:
+        room = self.budget.room
+        text = content.get("data", {}).get("text/plain")
+        head = text[:CUT_HEAD] if isinstance(text, str) else ""
+        noun = "result" if msg_type == "execute_result" else "display"
+        while room >= CUT_MIN_ROOM:
+            shown = f"the first {len(head)} characters of its text" if head else "nothing"
+            line = (f"[output cut: this {noun} is {format_size(size)}, more than the "
+                    f"{format_size(room)} left of this cell's {format_size(self.budget.limit)} "
+                    f"output limit ({OUTPUT_LIMIT_ENV}); shown: {shown}]")
+            cut = {**content, "data": {"text/plain": f"{head}\n{line}" if head else line},
+                   "metadata": {}}
+            frame = self.channel.output_frame(msg_type, cut)
+            if self.budget.take(len(frame)):
+                self.budget.count_cut(dropped=False)
+                self.channel.send_frame(frame)
+                return
+            if not head:
+                break
+            head = head[:len(head) // 2]           # JSON escapes made it too big: halve it
+            room = self.budget.room
+        self.budget.count_cut(dropped=True)
+
+
+def _size_at_least(content: dict) -> int:
+    """A lower bound of an output's frame size, without encoding it."""
+    data = content.get("data")
+    if not isinstance(data, dict):
+        return 0
+    return sum(len(value) for value in data.values() if isinstance(value, (str, bytes)))
+
+
+def cut_text(text: str, limit: int) -> str:
+    """``text``, or its first ``limit`` characters and how many more there were."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text) - limit} more characters cut]"
+
+
+def bounded_traceback(lines: list) -> list[str]:
+    """A traceback of at most ERROR_TRACEBACK characters, ERROR_TEXT a line."""
+    kept, total = [], 0
+    for index, line in enumerate(lines):
+        line = cut_text(str(line), ERROR_TEXT)
+        if total + len(line) > ERROR_TRACEBACK:
+            kept.append(f"[traceback cut: {len(lines) - index} more lines]")
+            break
+        kept.append(line)
+        total += len(line)
+    return kept
 
 
 class OutputStream(io.TextIOBase):
@@ -420,14 +553,17 @@ def flush_std_streams() -> None:
 
 
 class AgentDisplayPublisher(DisplayPublisher):
-    """display() and clear_output() as frames.  ``channel`` is set by the agent."""
+    """display() and clear_output() as frames.  ``channel`` and ``outputs``
+    (the budget's gate; the channel itself until the agent sets it) are set
+    by the agent."""
 
     channel: Channel | None = None
+    outputs: RichOutputs | Channel | None = None
 
     def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kwargs):
         self._validate_data(data, metadata)
         flush_std_streams()
-        self.channel.emit(
+        self.outputs.emit(
             "update_display_data" if update else "display_data",
             data=data, metadata=metadata or {}, transient=transient or {},
         )
@@ -441,6 +577,7 @@ class AgentDisplayHook(DisplayHook):
     """The cell's last value as an execute_result with every format IPython computes."""
 
     channel: Channel | None = None
+    outputs: RichOutputs | Channel | None = None
     _bundle: dict | None = None
 
     def start_displayhook(self):
@@ -458,7 +595,7 @@ class AgentDisplayHook(DisplayHook):
         bundle, self._bundle = self._bundle, None
         self._is_active = False
         if bundle and bundle["data"]:
-            self.channel.emit("execute_result", execution_count=self.prompt_count, **bundle)
+            self.outputs.emit("execute_result", execution_count=self.prompt_count, **bundle)
 
 
 class AgentShell(InteractiveShell):
@@ -476,10 +613,12 @@ class AgentShell(InteractiveShell):
     def _default_exiter(self):
         return ZMQExitAutocall(self)
 
-    def attach(self, channel: Channel) -> None:
+    def attach(self, channel: Channel, outputs: RichOutputs | None = None) -> None:
+        """Output goes to ``channel``; displays and results through ``outputs``
+        (the cell's budget) when given."""
         self.channel = channel
-        self.display_pub.channel = channel
-        self.displayhook.channel = channel
+        self.display_pub.channel = self.displayhook.channel = channel
+        self.display_pub.outputs = self.displayhook.outputs = outputs or channel
         self.reset_error_state()
 
     def reset_error_state(self) -> None:
@@ -518,9 +657,11 @@ class AgentShell(InteractiveShell):
         flush_std_streams()
         if self.displayhook.is_active:
             self.traceback_in_displayhook = True   # a repr that raised fails the cell
-        ename, evalue = etype.__name__, str(evalue)
-        self.channel.emit("error", ename=ename, evalue=evalue, traceback=list(stb))
-        self._last_traceback = list(stb)
+        # bounded: the error frame and the reply must fit the cell's frame limit
+        ename, evalue = cut_text(etype.__name__, 1000), cut_text(str(evalue), ERROR_TEXT)
+        stb = bounded_traceback(list(stb))
+        self.channel.emit("error", ename=ename, evalue=evalue, traceback=stb)
+        self._last_traceback = stb
         self.last_error = (ename, evalue)
 
     @contextmanager
@@ -582,7 +723,7 @@ class Agent:
                 request = self.channel.recv()
             except ConnectionClosed:
                 return 0
-            self._reply(request.get("id"), self.handle(request))
+            self._reply(request.get("id"), self.handle(request), request["type"])
             self.channel.request_id = self.last_execute_id
             if request["type"] == "shutdown" or self.shell.exit_now:
                 return 0
@@ -600,9 +741,12 @@ class Agent:
             return _error(type(exc).__name__, str(exc),
                           traceback=traceback.format_exception(exc))
 
-    def _reply(self, request_id, content: dict) -> None:
+    def _reply(self, request_id, content: dict, kind: str | None = None) -> None:
+        # an execute reply is one of the cell's frames: the host reads those
+        # with the smaller limit (protocol.cell_frame_limit)
+        limit = self.channel.cell_frame if kind == "execute" else None
         try:
-            self.channel.send({"type": protocol.REPLY, "id": request_id, "content": content})
+            self.channel.send({"type": protocol.REPLY, "id": request_id, "content": content}, limit)
         except (ProtocolError, TypeError, ValueError) as exc:
             # Too big or not JSON: encode() refused before writing, so the
             # stream is intact and an error reply can go instead.
@@ -649,7 +793,7 @@ class Agent:
         if not ok:
             err = escaped or result.error_before_exec or result.error_in_exec
             if err is not None:
-                ename, evalue = type(err).__name__, str(err)
+                ename, evalue = cut_text(type(err).__name__, 1000), cut_text(str(err), ERROR_TEXT)
             else:                        # a traceback shown by IPython, not raised by the cell
                 ename, evalue = shell.last_error or ("Error", "")
             content.update(ename=ename, evalue=evalue, traceback=shell._last_traceback or [])
@@ -844,11 +988,12 @@ def main(argv=None) -> int:
     private_dir = None if os.environ.get("IPYTHONDIR") else tempfile.mkdtemp(prefix="ipython-agent-")
     gate = InterruptGate()
     gate.install()
-    channel = Channel(sock, gate, args.max_frame)
+    channel = Channel(sock, gate, args.max_frame, protocol.cell_frame_limit(limit))
     saved = sys.stdout, sys.stderr
     try:
         shell = make_shell(channel, private_dir or os.environ["IPYTHONDIR"])
         budget = OutputBudget(limit)
+        shell.attach(channel, RichOutputs(channel, budget))
         reaper = ChildReaper()
         reaper.install()                   # before any cell: every Popen is known (reaping.py)
         agent = Agent(channel, shell, budget, install_streams(channel, budget), reaper)

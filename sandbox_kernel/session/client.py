@@ -50,6 +50,7 @@ import codecs
 import collections
 import dataclasses
 import fcntl
+import json
 import os
 import pickle
 import re
@@ -86,7 +87,7 @@ INTERRUPT_GRACE = 5.0         # after a user's interrupt: this long to stop, the
 GROUP_SIGNAL_DELAY = 0.5      # see _Exchange._forward_host_sigint
 DEATH_WAIT = 5.0              # EOF on the socket to the container's exit
 POLL_INTERVAL = 0.2           # longest select(); a signal handler's flag is seen this fast
-HOST_OUTPUT_CAP = 256 << 20   # bytes of output frames per request the host passes on
+HOST_OUTPUT_SLACK = 1 << 20   # see host_output_cap
 LOG_PIPE_SIZE = 1 << 20
 HISTORY_SIZE = 100
 # outputs whose bundles sanitize.py makes inert unless the session trusts its output
@@ -166,10 +167,25 @@ def clean_output(msg: dict) -> dict:
     return content
 
 
+def host_output_cap(output_limit: int) -> int:
+    """Characters of output per request the host passes on.  The agent cuts a
+    cell's stream text, displays and result at ``output_limit`` bytes (as
+    JSON, whose escapes make them longer than the characters), and sends
+    notices and an error beyond it: an agent past this cap is a cell writing
+    frames of its own, and the rest of its output is dropped."""
+    return 2 * output_limit + HOST_OUTPUT_SLACK
+
+
 def _content_size(content: dict) -> int:
+    """Characters of one output: its text, every data value (those that
+    are not text as JSON), its metadata, an error's value and traceback."""
     if "text" in content:
         return len(content["text"])
-    return sum(len(v) if isinstance(v, str) else 64 for v in content.get("data", {}).values())
+    if "traceback" in content:
+        return len(content["evalue"]) + sum(len(line) for line in content["traceback"])
+    size = sum(len(v) if isinstance(v, str) else len(json.dumps(v))
+               for v in content.get("data", {}).values())
+    return size + sum(len(json.dumps(content[k])) for k in ("metadata", "transient") if content.get(k))
 
 
 # ---------------------------------------------------------------------------
@@ -271,8 +287,9 @@ class Session:
         self.network = parse_network(network)
         self.mounts = tuple(parse_mount(m) for m in mounts)
         self.env = tuple(parse_env(e) for e in env)
-        self.output_limit = DEFAULT_OUTPUT_LIMIT if output_limit is None else \
-            parse_size(output_limit, "output limit")
+        if output_limit is None:              # the kernel's environment may set it
+            output_limit = os.environ.get(OUTPUT_LIMIT_ENV) or DEFAULT_OUTPUT_LIMIT
+        self.output_limit = parse_size(output_limit, f"output limit ({OUTPUT_LIMIT_ENV})")
         self.timeout_grace = timeout_grace
         self.interrupt_grace = interrupt_grace
         # False: display data from the container is made inert for the browser
@@ -850,6 +867,7 @@ class _Exchange:
         self.passed_bytes = 0
         self.dropped_frames = 0
         self.log_budget = [_Budget(session.output_limit)]
+        self.output_cap = host_output_cap(session.output_limit)
 
     def run(self) -> _Outcome:
         session = self.session
@@ -857,6 +875,7 @@ class _Exchange:
             outbox = memoryview(protocol.encode(self.request))
         except (ProtocolError, TypeError, ValueError) as exc:
             raise SessionError(f"cannot send the {self.request['type']} request: {exc}") from None
+        self._bound_frames()
         if self.cell and self.request["type"] == "execute" and not self.command:
             session._recent_cells.append(self.id)
         session._interrupt_at = None
@@ -876,6 +895,17 @@ class _Exchange:
         self.outcome.timed_out = self.timed_out
         self.outcome.exit_code = self.exit_code
         return self.outcome
+
+    def _bound_frames(self) -> None:
+        """The host's frame limit for this request: a cell's frames are small
+        (protocol.cell_frame_limit: the agent cuts its outputs to fit), so
+        reading one never costs the host more than a few MB; push and pull
+        replies, and a late reply of a request given up on, may be larger."""
+        session = self.session
+        small = self.request["type"] == "execute" and not session._stale
+        if session._reader is not None:
+            session._reader.max_frame = protocol.cell_frame_limit(session.output_limit) if small \
+                else protocol.DEFAULT_MAX_FRAME
 
     def _wait_and_move(self, outbox: memoryview) -> memoryview:
         session = self.session
@@ -1011,7 +1041,7 @@ class _Exchange:
         if self.on_output is None:
             return
         size = _content_size(content)
-        if self.passed_bytes + size > HOST_OUTPUT_CAP and kind != "error":
+        if self.passed_bytes + size > self.output_cap and kind != "error":
             self.dropped_frames += 1
             return
         self.passed_bytes += size
@@ -1043,7 +1073,7 @@ class _Exchange:
                 f"{dropped} characters dropped]\n")})
         if self.dropped_frames:
             self.on_output("stream", {"name": "stderr", "text": (
-                f"[output cut: the cell sent more than {stats_contract.format_bytes(HOST_OUTPUT_CAP)}"
+                f"[output cut: the cell sent more than {stats_contract.format_bytes(self.output_cap)}"
                 f" of output; {self.dropped_frames} messages dropped]\n")})
 
 

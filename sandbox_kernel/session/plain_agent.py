@@ -52,6 +52,10 @@ from .reaping import ChildReaper
 
 OUTPUT_LIMIT_ENV = "SANDBOX_KERNEL_OUTPUT_LIMIT"
 DEFAULT_OUTPUT_LIMIT = 1 << 20
+STREAM_CHUNK = 64 << 10        # characters of stream text in one frame at most
+CUT_HEAD = 16 << 10            # characters kept of a result that is cut
+ERROR_TEXT = 64 << 10          # characters of an error's value, and of one traceback line
+ERROR_TRACEBACK = 256 << 10    # characters of a traceback in all
 COMMAND_NAME = "__sbk_command__"
 NO_IPYTHON_NOTE = ("[sandbox-kernel] image {image!r} has python3 but no IPython: cells run in a "
                    "plain Python agent (stdout, stderr, errors and text results only); rich "
@@ -68,8 +72,9 @@ NO_PYTHON_ERROR = ("image {image!r} has no python3: Python cells cannot run on i
 class Channel:
     """Whole frames, one sender at a time; SIGINT waits while a frame is written."""
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock: socket.socket, cell_frame: int = protocol.DEFAULT_MAX_FRAME):
         self.sock = sock
+        self.cell_frame = cell_frame    # outputs and execute replies: the host's bound for a cell
         self.request_id = None
         self.lock = threading.Lock()
         self.in_cell = False
@@ -88,8 +93,8 @@ class Channel:
     def recv(self) -> dict:
         return protocol.recv(self.sock)
 
-    def send(self, msg: dict) -> None:
-        frame = protocol.encode(msg)
+    def send(self, msg: dict, max_frame: int = protocol.DEFAULT_MAX_FRAME) -> None:
+        frame = protocol.encode(msg, max_frame)
         with self.lock:
             self.sending = True
             try:
@@ -101,17 +106,31 @@ class Channel:
             raise KeyboardInterrupt
 
     def emit(self, msg_type: str, **content) -> None:
-        self.send({"type": msg_type, "id": self.request_id, **content})
+        self.send({"type": msg_type, "id": self.request_id, **content}, self.cell_frame)
 
 
 class Budget:
-    """Stream bytes a cell may still send; the rest is counted and dropped."""
+    """Output bytes a cell may still send (stream text, the result's text);
+    the rest is counted and dropped."""
 
     def __init__(self, limit: int):
-        self.limit, self.left, self.dropped = limit, limit, 0
+        self.limit, self.left, self.dropped, self.heads = limit, limit, 0, 0
 
     def reset(self) -> None:
-        self.left, self.dropped = self.limit, 0
+        self.left, self.dropped, self.heads = self.limit, 0, 0
+
+    def admit_result(self, text: str) -> str:
+        """The result's text if it fits, else its head and a line saying so."""
+        size = len(text.encode("utf-8", "replace"))
+        if size <= self.left:
+            self.left -= size
+            return text
+        self.heads += 1
+        head = text[:min(CUT_HEAD, self.left)]
+        self.left -= min(len(head.encode("utf-8", "replace")), self.left)
+        return (f"{head}\n[output cut: this result is {size} bytes, more than what is left of "
+                f"this cell's {self.limit}-byte output limit ({OUTPUT_LIMIT_ENV}); shown: the "
+                f"first {len(head)} characters]")
 
     def admit(self, text: str) -> str:
         data = text.encode("utf-8", "replace")
@@ -124,10 +143,14 @@ class Budget:
         return kept
 
     def notice(self) -> str | None:
-        if not self.dropped:
+        if not (self.dropped or self.heads):
             return None
-        return (f"[output cut: the cell printed more than {self.limit} bytes; "
-                f"{self.dropped} bytes dropped]\n")
+        if not self.heads:
+            return (f"[output cut: the cell printed more than {self.limit} bytes; "
+                    f"{self.dropped} bytes dropped]\n")
+        dropped = f"{self.dropped} bytes of printed text dropped, " if self.dropped else ""
+        return (f"[output cut: this cell's output went past the {self.limit}-byte limit "
+                f"({OUTPUT_LIMIT_ENV}): {dropped}the result shown as the head of its text]\n")
 
 
 class Stream(io.TextIOBase):
@@ -151,8 +174,8 @@ class Stream(io.TextIOBase):
     def flush(self) -> None:
         text, self.pending = self.pending, ""
         text = self.budget.admit(text) if text else ""
-        if text:
-            self.channel.emit("stream", name=self.name, text=text)
+        for start in range(0, len(text), STREAM_CHUNK):   # each frame well within the cell's bound
+            self.channel.emit("stream", name=self.name, text=text[start:start + STREAM_CHUNK])
 
 
 # ---------------------------------------------------------------------------
@@ -260,10 +283,20 @@ class PlainAgent:
             except ConnectionClosed:
                 return 0
             content = self.handle(request)
-            self.channel.send({"type": protocol.REPLY, "id": request.get("id"), "content": content})
+            self._reply(request, content)
             self.channel.request_id = self.last_execute_id
             if request["type"] == "shutdown":
                 return 0
+
+    def _reply(self, request: dict, content: dict) -> None:
+        # an execute reply is one of the cell's frames, read with the host's smaller bound
+        limit = self.channel.cell_frame if request["type"] == "execute" else protocol.DEFAULT_MAX_FRAME
+        reply = {"type": protocol.REPLY, "id": request.get("id"), "content": content}
+        try:
+            self.channel.send(reply, limit)
+        except (ProtocolError, TypeError, ValueError) as exc:   # refused before anything was written
+            reply["content"] = _error(type(exc).__name__, "reply not sent: " + _cut(str(exc), 1000))
+            self.channel.send(reply)
 
     def handle(self, request: dict) -> dict:
         kind = request["type"]
@@ -287,7 +320,7 @@ class PlainAgent:
         try:
             return self._execute(code, silent)
         finally:
-            self.reaper.reap()            # before the reply: the next cell has its pids back
+            self._end_of_cell()
 
     def _execute(self, code: str, silent: bool) -> dict:
         command = command_argv(code)
@@ -324,8 +357,14 @@ class PlainAgent:
             sys.stdout, sys.stderr = saved
         if value is not None and not silent:
             self.namespace["_"] = value
-            self.channel.emit("execute_result", execution_count=count,
-                              data={"text/plain": _repr(value)}, metadata={})
+            text = self.budget.admit_result(_repr(value))
+            try:
+                self.channel.emit("execute_result", execution_count=count,
+                                  data={"text/plain": text}, metadata={})
+            except ProtocolError:        # JSON's escapes took it over the frame limit
+                self.budget.heads += 1
+                self.channel.emit("execute_result", execution_count=count,
+                                  data={"text/plain": _cut(text, CUT_HEAD // 8)}, metadata={})
         return {"status": "ok", "execution_count": count, "user_expressions": {}, "payload": []}
 
     def _cell(self):
@@ -339,11 +378,15 @@ class PlainAgent:
                 agent.channel.in_cell = False
                 for stream in agent.streams.values():
                     stream.flush()
-                notice = agent.budget.notice()
-                if notice:
-                    agent.budget.dropped = 0
-                    agent.channel.emit("stream", name="stderr", text=notice)
         return _InCell()
+
+    def _end_of_cell(self) -> None:
+        """After the result: the notice of what was cut, then the zombies reaped."""
+        notice = self.budget.notice()
+        if notice:
+            self.budget.reset()
+            self.channel.emit("stream", name="stderr", text=notice)
+        self.reaper.reap()                # before the reply: the next cell has its pids back
 
     def _raised(self, exc: BaseException, count: int) -> dict:
         frames = traceback.extract_tb(exc.__traceback__)
@@ -355,7 +398,9 @@ class PlainAgent:
         return self._fail(type(exc).__name__, str(exc), [line.rstrip("\n") for line in lines], count)
 
     def _fail(self, ename: str, evalue: str, lines: list[str], count: int | None = None) -> dict:
-        lines = lines or [f"{ename}: {evalue}"]
+        # bounded: the error frame and the reply must fit the cell's frame limit
+        ename, evalue = _cut(ename, 1000), _cut(evalue, ERROR_TEXT)
+        lines = _bounded_traceback(lines) or [f"{ename}: {evalue}"]
         self.channel.emit("error", ename=ename, evalue=evalue, traceback=lines)
         return {"status": "error", "execution_count": count or self.execution_count - 1,
                 "ename": ename, "evalue": evalue, "traceback": lines,
@@ -426,6 +471,26 @@ def _repr(value) -> str:
         return f"<{type(value).__name__} object: repr failed: {exc}>"
 
 
+def _cut(text: str, limit: int) -> str:
+    """``text``, or its first ``limit`` characters and how many more there were."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text) - limit} more characters cut]"
+
+
+def _bounded_traceback(lines: list) -> list:
+    """At most ERROR_TRACEBACK characters, ERROR_TEXT a line."""
+    kept, total = [], 0
+    for index, line in enumerate(lines):
+        line = _cut(str(line), ERROR_TEXT)
+        if total + len(line) > ERROR_TRACEBACK:
+            kept.append(f"[traceback cut: {len(lines) - index} more lines]")
+            break
+        kept.append(line)
+        total += len(line)
+    return kept
+
+
 def _error(ename: str, evalue: str, **extra) -> dict:
     return {"status": "error", "ename": ename, "evalue": evalue, **extra}
 
@@ -465,7 +530,7 @@ def main(argv=None) -> int:
     if args.shell_only:                  # the borrowed interpreter's settings are not the image's
         for name in ("PYTHONHOME", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE"):
             os.environ.pop(name, None)
-    channel = Channel(sock)
+    channel = Channel(sock, protocol.cell_frame_limit(limit))
     try:
         return PlainAgent(channel, Budget(limit), args.image, args.shell_only).serve()
     except ConnectionError:              # the host went away mid-reply

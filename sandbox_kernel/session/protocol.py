@@ -76,7 +76,9 @@ dropped and the cell's last stream message (before its reply) is, on stderr,
 
 Frames are bounded (``max_frame``, 64 MiB unless told otherwise): a reader
 refuses a larger length before it reads the body, and a sender refuses to
-send one, so neither side can be made to buffer without bound.  A frame that
+send one, so neither side can be made to buffer without bound.  While a cell
+runs the bound is much smaller, ``cell_frame_limit(output limit)`` (3 MiB by
+default): the agent cuts outputs to fit, and the host refuses a larger frame.  A frame that
 cannot be read (bad length, not JSON, no type) is a ``ProtocolError``; after
 one, the stream is out of step and the connection must be closed.  The JSON
 in a frame is bounded too: at most MAX_DEPTH levels of nesting and MAX_VALUES
@@ -99,6 +101,7 @@ import struct
 
 HEADER = struct.Struct(">I")
 DEFAULT_MAX_FRAME = 64 << 20
+CELL_FRAME_ROOM = 2 << 20      # a cell's frames: its output limit and this much (below)
 MAX_DEPTH = 100                # nesting of a frame's JSON: objects and lists
 MAX_VALUES = 4_000_000         # values in a frame's JSON, lists and objects counting 4
 
@@ -203,6 +206,20 @@ def _too_many(body: bytes) -> ProtocolError:
                          f"(a list or an object counts as {_CONTAINER_WEIGHT})")
 
 
+def cell_frame_limit(output_limit: int) -> int:
+    """The largest frame of a cell: what an agent sends while a cell runs
+    (outputs, and the execute reply) and what the host reads then.
+
+    The agent cuts a cell's outputs at ``output_limit`` bytes in all (stream
+    text, display data and the result: agent.py), so no output frame is
+    larger; CELL_FRAME_ROOM on top holds the reply, an error's traceback (cut
+    at ERROR_TEXT characters) and JSON's escapes of a stream chunk.  Far
+    below DEFAULT_MAX_FRAME: reading a frame costs the host about four times
+    its size (buffer, body, text, objects), so a cell's frames stay a few MB.
+    Only push and pull, whose values are the point, use DEFAULT_MAX_FRAME."""
+    return min(output_limit, DEFAULT_MAX_FRAME - CELL_FRAME_ROOM) + CELL_FRAME_ROOM
+
+
 def send(sock: socket.socket, msg: dict, max_frame: int = DEFAULT_MAX_FRAME) -> None:
     """Send one message on a blocking socket."""
     sock.sendall(encode(msg, max_frame))
@@ -281,7 +298,7 @@ class FrameReader:
                 end = HEADER.size + self._length
                 if len(self._buf) < end:
                     break
-                body = bytes(self._buf[HEADER.size:end])
+                body = bytes(memoryview(self._buf)[HEADER.size:end])   # one copy, not two
                 del self._buf[:end]
                 self._length = None
                 messages.append(decode(body))

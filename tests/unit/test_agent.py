@@ -567,3 +567,77 @@ def test_a_popen_being_started_in_another_thread_stops_the_reaping():
     assert reaper.owned_pids() is None
     reaper.starting = 0
     assert reaper.owned_pids() == set()
+
+
+# -- the output budget covers displays, results and errors (issue 15) ----------------
+
+CELL_FRAME = protocol.cell_frame_limit(agent_module.DEFAULT_OUTPUT_LIMIT)
+
+
+def _either_agent(fresh_agent, which):
+    agent = fresh_agent() if which == "agent" else PlainAgentProcess()
+    agent.reader = protocol.FrameReader(CELL_FRAME)   # as the host reads a cell's frames
+    return agent
+
+
+@pytest.mark.parametrize("which", ["agent", "plain agent"])
+def test_a_50_mb_result_is_sent_as_its_head_with_a_notice(fresh_agent, which):
+    agent = _either_agent(fresh_agent, which)
+    try:
+        outputs, reply = agent.execute("'x' * 50_000_000", timeout=120)
+        assert reply["status"] == "ok"
+        (result,) = of_type(outputs, "execute_result")
+        text = result["data"]["text/plain"]
+        assert text.startswith("'" + "x" * 1000) and len(text) < 20_000
+        assert "[output cut: this result is" in text
+        assert "SANDBOX_KERNEL_OUTPUT_LIMIT" in of_type(outputs, "stream")[-1]["text"]
+        outputs, _ = agent.execute("print('next')")
+        assert stdout_text(outputs) == "next\n"
+    finally:
+        agent.close()
+
+
+@pytest.mark.parametrize("which", ["agent", "plain agent"])
+def test_an_error_of_50_mb_is_cut_to_fit_the_cell_frame(fresh_agent, which):
+    agent = _either_agent(fresh_agent, which)
+    try:
+        outputs, reply = agent.execute("raise ValueError('v' * 50_000_000)", timeout=120)
+        assert reply["status"] == "error" and reply["ename"] == "ValueError"
+        assert reply["evalue"].endswith("more characters cut]") and len(reply["evalue"]) < 70_000
+        (error,) = of_type(outputs, "error")
+        assert sum(map(len, error["traceback"])) < 300_000
+    finally:
+        agent.close()
+
+
+def test_a_flood_of_displays_is_cut_and_counted_in_the_notice(fresh_agent):
+    agent = _either_agent(fresh_agent, "agent")
+    try:
+        outputs, reply = agent.execute(
+            "from IPython.display import display, HTML\n"
+            "for i in range(5000):\n    display(HTML(str(i) + 'y' * 1000))\nprint('end')")
+        assert reply["status"] == "ok"
+        shown = of_type(outputs, "display_data")
+        assert 500 < len(shown) < 1000
+        assert sum(len(str(m)) for m in outputs) < 2 * agent_module.DEFAULT_OUTPUT_LIMIT
+        notice = of_type(outputs, "stream")[-1]["text"]
+        assert f"{5000 - len(shown)} display(s) or result(s) dropped" in notice
+    finally:
+        agent.close()
+
+
+def test_a_display_too_big_for_what_is_left_shows_its_text_head(fresh_agent):
+    agent = _either_agent(fresh_agent, "agent")
+    try:
+        outputs, _ = agent.execute(
+            "from IPython.display import display, HTML\n"
+            "class Big:\n"
+            "    def _repr_html_(self): return '<p>' * 2_000_000\n"
+            "    def __repr__(self): return 'Big object'\n"
+            "display(Big())\nprint('after')")
+        (shown,) = of_type(outputs, "display_data")
+        assert list(shown["data"]) == ["text/plain"]
+        assert shown["data"]["text/plain"].startswith("Big object\n[output cut: this display is")
+        assert stdout_text(outputs) == "after\n"
+    finally:
+        agent.close()
