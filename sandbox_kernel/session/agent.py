@@ -23,10 +23,13 @@ Decisions worth knowing:
   them directly (``os.system``, ``subprocess.run`` without ``capture_output``)
   goes to the container's log, not to the notebook.  ``!cmd`` is captured:
   IPython reads its output and writes it to ``sys.stdout``.
-* Output is bounded per cell: stream text beyond SANDBOX_KERNEL_OUTPUT_LIMIT
-  bytes (default 1 MiB; "512K", "4M" also work) is dropped inside the agent,
-  the cell keeps running, and one notice on stderr says how much was dropped
-  when the cell ends.  display_data is not counted.
+* Output is bounded per cell: stream text, displays and the result share
+  SANDBOX_KERNEL_OUTPUT_LIMIT bytes (default 1 MiB; "512K", "4M" also work).
+  Past it, text is dropped inside the agent, a display or result is sent as
+  the head of its text/plain with a line saying so (RichOutputs), the cell
+  keeps running, and one notice on stderr says what was cut when the cell
+  ends.  Errors are cut to ERROR_TEXT and ERROR_TRACEBACK characters.  So
+  every frame of a cell fits protocol.cell_frame_limit, the host's bound.
 * SIGINT raises KeyboardInterrupt only while a cell runs, and never while a
   frame is half written (it waits for the frame to end): an interrupt must
   not cut the protocol stream.  Idle, SIGINT is ignored.  A Python handler,

@@ -70,9 +70,12 @@ Agent -> host (the content of Jupyter's iopub messages, plus the id):
                          "ProtocolError", evalue}; one whose handler failed:
                          {status: "error", ename, evalue, traceback}
 
-When a cell's stream text passes the agent's output limit, the rest is
-dropped and the cell's last stream message (before its reply) is, on stderr,
-"[output cut: the cell printed more than 1.0 MiB; N bytes dropped]".
+When a cell's output passes the agent's output limit, the rest of its text
+is dropped, a display or result is sent as the head of its text/plain and a
+line saying so, and the cell's last stream message (before its reply) is, on
+stderr, "[output cut: the cell printed more than 1.0 MiB; N bytes dropped]"
+(only text was cut) or "[output cut: this cell's output went past the 1.0
+MiB limit (SANDBOX_KERNEL_OUTPUT_LIMIT): ...]" saying what was cut.
 
 Frames are bounded (``max_frame``, 64 MiB unless told otherwise): a reader
 refuses a larger length before it reads the body, and a sender refuses to

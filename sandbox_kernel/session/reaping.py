@@ -28,6 +28,7 @@ an image's own python3.
 """
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -54,6 +55,7 @@ class ChildReaper:
             return
         reaper = self
 
+        @functools.wraps(original)          # same name, doc and signature (__wrapped__)
         def __init__(popen, *args, **kwargs):
             with reaper._lock:
                 reaper.starting += 1
@@ -63,7 +65,6 @@ class ChildReaper:
             finally:
                 with reaper._lock:
                     reaper.starting -= 1
-        __init__.__wrapped__ = original
         setattr(__init__, _INSTALLED, self)
         subprocess.Popen.__init__ = __init__
 
