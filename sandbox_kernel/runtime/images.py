@@ -630,12 +630,19 @@ def import_image(path: str, name: str | None = None, *, progress: Progress | Non
 
 
 def pull(reference: str, name: str | None = None, *, platform_name: str | None = None,
-         progress: Progress | None = None, store: Store | None = None) -> Image:
-    """Pull from a registry (OCI distribution API); see registry.py."""
+         progress: Progress | None = None, store: Store | None = None,
+         may_contact=None) -> Image:
+    """Pull from a registry (OCI distribution API); see registry.py.
+    ``may_contact(host, port)`` is asked before every connection the pull
+    opens (the registry, each redirect, the token realm) and raises to
+    refuse one; None: any http(s) host.  A layer blob may bring at most
+    what the store's import budget has left."""
     from . import registry
+    store = store or Store()
     if name:
         check_name(name)           # before the registry is contacted
-    source = registry.source(reference, platform_name=platform_name)
+    source = registry.source(reference, platform_name=platform_name, may_contact=may_contact,
+                             blob_limit=lambda: store.import_budget().limit)
     return add_image(source, name or source.name, progress=progress, replace=True, store=store)
 
 

@@ -15,6 +15,23 @@ Anonymous access and bearer tokens only; a registry that wants a password
 gets a clear error.  Registries on localhost / 127.0.0.0/8 / ::1 are spoken
 to over plain http, all others over https.
 
+The registry is hostile input too: it names where the client goes next (a
+redirect's Location, a bearer challenge's realm) and how much it sends.  So:
+
+* only http and https URLs are opened (urllib's default opener also takes
+  file://, ftp:// and data:, so a Location of file:///etc/passwd would read a
+  host file): the opener here has no other handler and follows no redirect
+  by itself; redirects are followed below, at most MAX_REDIRECTS of them;
+* ``may_contact(host, port)`` is asked before EVERY connection (the
+  registry's first request, each redirect hop, the token realm) and may
+  raise to refuse it: the sandbox kernel's policy passes its own
+  (Policy.check_contact), so a listed registry cannot send the kernel to a
+  host the policy does not list.  Real registries send blobs to a CDN and
+  tokens to an auth host: those hosts must be listed too;
+* a manifest, an index, a config and a token answer are at most
+  MANIFEST_MAX bytes; a layer blob at most its descriptor's size, and never
+  more than the store's import budget (``blob_limit()``, the quota left).
+
 Why not a library: oras-py is made for OCI artifacts (files pushed to a
 registry), not for images by platform, and brings in requests; python-dxf
 is a low-level Docker registry client that brings requests,
@@ -32,16 +49,25 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import image_sources
-from .images import ImageError
+from .images import ImageError, format_size
 from .image_sources import INDEX_TYPES, MANIFEST_TYPES, Source
 
 DOCKER_HUB = "registry-1.docker.io"
 ACCEPT = ", ".join(MANIFEST_TYPES + INDEX_TYPES)
 TIMEOUT = 60
 MANIFEST_MAX = 4 << 20
+MAX_REDIRECTS = 5
+REDIRECT_CODES = (301, 302, 303, 307, 308)
+SCHEMES = ("http", "https")
+# host[:port]: a name, IPv4 or [IPv6], nothing a URL would read as a path, query or user
+_REGISTRY = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
+
+# may_contact(host, port): None to go ahead, raises (a one-line ValueError) to refuse
+ContactCheck = Callable[[str, int], None]
 
 
 @dataclass(frozen=True)
@@ -77,7 +103,7 @@ def parse_reference(text: str) -> Reference:
         rest, tag = rest.rsplit(":", 1)
     if registry == DOCKER_HUB and "/" not in rest:
         rest = f"library/{rest}"
-    if not _REPO.match(rest) or (tag is not None and not re.fullmatch(r"[\w][\w.-]{0,127}", tag)) or \
+    if not _REGISTRY.match(registry) or not _REPO.match(rest) or (tag is not None and not re.fullmatch(r"[\w][\w.-]{0,127}", tag)) or \
             (digest and not re.fullmatch(r"sha256:[0-9a-f]{64}", digest)):
         raise ImageError(f"invalid image reference {text!r}: expected "
                          f"[REGISTRY/]NAME[:TAG][@sha256:DIGEST], e.g. 127.0.0.1:5000/busybox:latest")
@@ -94,36 +120,89 @@ def _plain_http(registry: str) -> bool:
         return False
 
 
-class Client:
-    """One repository of one registry, with its bearer token once it has one."""
+def _opener() -> urllib.request.OpenerDirector:
+    """urllib's opener less file://, ftp://, data: and its own redirects
+    (Client.open follows them, each checked); proxies from the environment
+    are kept, as the admin set them."""
+    opener = urllib.request.OpenerDirector()
+    for handler in (urllib.request.ProxyHandler(), urllib.request.HTTPHandler(),
+                    urllib.request.HTTPSHandler(), urllib.request.HTTPDefaultErrorHandler(),
+                    urllib.request.HTTPErrorProcessor()):
+        opener.add_handler(handler)
+    return opener
 
-    def __init__(self, reference: Reference):
+
+class Client:
+    """One repository of one registry, with its bearer token once it has one.
+    ``may_contact(host, port)`` is asked before every connection it opens;
+    ``blob_limit()`` gives the bytes a layer blob may have (None: any)."""
+
+    def __init__(self, reference: Reference, may_contact: ContactCheck | None = None,
+                 blob_limit: Callable[[], int | None] | None = None):
         self.reference = reference
         scheme = "http" if _plain_http(reference.registry) else "https"
         self.base = f"{scheme}://{reference.registry}/v2/{reference.repository}"
         self.token: str | None = None
+        self.may_contact = may_contact
+        self.blob_limit = blob_limit
+        self.opener = _opener()
 
     def get(self, path: str, accept: str | None = None):
         """The response to GET base/path (a file-like, read it or close it)."""
         for attempt in (1, 2):
-            request = urllib.request.Request(f"{self.base}/{path}")
-            if accept:
-                request.add_header("Accept", accept)
-            if self.token:
-                # unredirected: a blob's redirect to a storage host must not carry it
-                request.add_unredirected_header("Authorization", f"Bearer {self.token}")
+            headers = {"Accept": accept} if accept else {}
+            # only to the registry itself: a blob's redirect to a storage host must not carry it
+            auth = f"Bearer {self.token}" if self.token else None
             try:
-                return urllib.request.urlopen(request, timeout=TIMEOUT)
+                return self.open(f"{self.base}/{path}", headers, auth, what=f"GET {path}")
             except urllib.error.HTTPError as error:
+                error.close()
                 if error.code == 401 and attempt == 1:
                     self.token = self._token(error.headers.get("WWW-Authenticate", ""))
                     continue
                 raise ImageError(f"{self.reference}: GET {path} answered {error.code} "
                                  f"{error.reason}{_hint(error.code)}") from None
+        raise AssertionError("unreachable")
+
+    def open(self, url: str, headers: dict, auth: str | None = None, *, what: str):
+        """GET ``url``, following at most MAX_REDIRECTS redirects; each URL is
+        checked (check_url) before its connection is opened.  HTTPError for
+        an answer that is neither 2xx nor a redirect."""
+        for hop in range(MAX_REDIRECTS + 1):
+            self.check_url(url, what if hop == 0 else f"{what}: redirect {hop}")
+            request = urllib.request.Request(url, headers=headers)
+            if auth and hop == 0:
+                request.add_header("Authorization", auth)
+            try:
+                return self.opener.open(request, timeout=TIMEOUT)
+            except urllib.error.HTTPError as error:
+                location = error.headers.get("Location") if error.code in REDIRECT_CODES else None
+                if location is None:
+                    raise
+                error.close()
+                url = urllib.parse.urljoin(url, location.strip())
             except (urllib.error.URLError, OSError) as error:
                 reason = getattr(error, "reason", error)
-                raise ImageError(f"cannot reach the registry {self.reference.registry}: {reason}") from None
-        raise AssertionError("unreachable")
+                raise ImageError(f"cannot reach {_shown(url)} ({what} of the registry "
+                                 f"{self.reference.registry}): {reason}") from None
+        raise ImageError(f"{self.reference.registry}: {what}: more than {MAX_REDIRECTS} redirects; "
+                         f"refused")
+
+    def check_url(self, url: str, what: str) -> None:
+        """Only http and https, to a host and port that may_contact allows."""
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme.lower() not in SCHEMES:
+            raise ImageError(f"{self.reference.registry}: {what} leads to {_shown(url)}: "
+                             f"only http:// and https:// URLs are followed; refused")
+        try:
+            port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+        except ValueError:
+            port = None
+        if not parts.hostname or port is None:
+            raise ImageError(f"{self.reference.registry}: {what} leads to {_shown(url)}: "
+                             f"not a URL with a host and port; refused")
+        if self.may_contact is not None:
+            self.may_contact(parts.hostname, port)
 
     def _token(self, challenge: str) -> str:
         scheme, _, params = challenge.partition(" ")
@@ -135,21 +214,30 @@ class Client:
             raise ImageError(f"{self.reference.registry}: a bearer challenge without a realm")
         query = {"service": fields.get("service", ""),
                  "scope": fields.get("scope", f"repository:{self.reference.repository}:pull")}
-        url = f"{fields['realm']}?{urllib.parse.urlencode({k: v for k, v in query.items() if v})}"
+        joiner = "&" if "?" in fields["realm"] else "?"
+        url = f"{fields['realm']}{joiner}{urllib.parse.urlencode({k: v for k, v in query.items() if v})}"
+        failed = f"{self.reference.registry}: no token from {_shown(fields['realm'])}"
         try:
-            with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
-                answer = json.loads(response.read(MANIFEST_MAX))
-        except (urllib.error.URLError, OSError, ValueError) as error:
-            raise ImageError(f"{self.reference.registry}: no token from {fields['realm']}: {error}") from None
-        token = answer.get("token") or answer.get("access_token")
-        if not token:
+            with self.open(url, {}, what="the token realm") as response:
+                raw = _read_small(response, f"{self.reference.registry}: the token answer")
+        except urllib.error.HTTPError as error:
+            error.close()
+            raise ImageError(f"{failed}: {error.code} {error.reason}") from None
+        except OSError as error:       # a connection that broke while the answer was read
+            raise ImageError(f"{failed}: {error}") from None
+        try:
+            answer = json.loads(raw)
+        except ValueError as error:
+            raise ImageError(f"{failed}: not JSON ({error})") from None
+        token = answer.get("token") or answer.get("access_token") if isinstance(answer, dict) else None
+        if not token or not isinstance(token, str):
             raise ImageError(f"{self.reference.registry}: the token answer holds no token")
         return token
 
     def manifest(self, ref: str) -> tuple[dict, str]:
         """(manifest or index, its digest), checked."""
         with self.get(f"manifests/{ref}", ACCEPT) as response:
-            raw = response.read(MANIFEST_MAX)
+            raw = _read_small(response, f"{self.reference}: the manifest {ref}")
             said = response.headers.get("Docker-Content-Digest")
         digest = "sha256:" + hashlib.sha256(raw).hexdigest()
         expected = ref if ref.startswith("sha256:") else said
@@ -161,7 +249,7 @@ class Client:
 
     def blob_bytes(self, descriptor: dict) -> bytes:
         with self.get(f"blobs/{descriptor['digest']}") as response:
-            data = response.read(MANIFEST_MAX)
+            data = _read_small(response, f"{self.reference}: the blob {descriptor['digest']}")
         found = "sha256:" + hashlib.sha256(data).hexdigest()
         if found != descriptor["digest"]:
             raise ImageError(f"{self.reference}: blob digest mismatch: expected "
@@ -170,18 +258,85 @@ class Client:
 
     def blob_opener(self, descriptor: dict):
         # layers.unpack checks this one's digest while it streams
-        return lambda: self.get(f"blobs/{descriptor['digest']}")
+        return lambda: self._open_blob(descriptor)
+
+    def _open_blob(self, descriptor: dict) -> "_BoundedBlob":
+        """A layer blob's response, read at most to its limit: the
+        descriptor's size, and the store's import budget (checked up front
+        against what the descriptor and Content-Length say)."""
+        what = f"{self.reference}: the layer {descriptor['digest']}"
+        size = descriptor.get("size") if isinstance(descriptor.get("size"), int) else None
+        budget = self.blob_limit() if self.blob_limit is not None else None
+        if size is not None and budget is not None and size > budget:
+            raise ImageError(f"{what} is {format_size(size)}, more than the store may take "
+                             f"({format_size(budget)} left of its quota and free space): nothing was stored")
+        response = self.get(f"blobs/{descriptor['digest']}")
+        limits = [(n, why) for n, why in ((size, "its descriptor's size"),
+                                          (budget, "what the store may take")) if n is not None]
+        return _BoundedBlob(response, what, min(limits) if limits else None)
+
+
+class _BoundedBlob:
+    """A response that raises ImageError once more than ``limit`` (bytes,
+    why) has been read, or its Content-Length says it will be."""
+
+    def __init__(self, response, what: str, limit: tuple[int, str] | None):
+        self.response, self.what, self.limit, self.count = response, what, limit, 0
+        length = response.headers.get("Content-Length", "")
+        if limit is not None and length.isdigit() and int(length) > limit[0]:
+            response.close()
+            self._refuse(int(length))
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:      # all of it: chunk by chunk, each counted
+            return b"".join(iter(lambda: self.read(1 << 20), b""))
+        data = self.response.read(size)
+        self.count += len(data)
+        if self.limit is not None and self.count > self.limit[0]:
+            self._refuse(self.count)
+        return data
+
+    def _refuse(self, count: int) -> None:
+        size, why = self.limit
+        raise ImageError(f"{self.what}: the registry sends {format_size(count)} or more, past "
+                         f"{why} ({format_size(size)}): nothing was stored")
+
+    def close(self) -> None:
+        self.response.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _read_small(response, what: str) -> bytes:
+    """A manifest, index, config or token answer: at most MANIFEST_MAX bytes."""
+    data = response.read(MANIFEST_MAX + 1)
+    if len(data) > MANIFEST_MAX:
+        raise ImageError(f"{what} is larger than {format_size(MANIFEST_MAX)}: refused")
+    return data
+
+
+def _shown(url: str) -> str:
+    """A URL the registry gave, as an error shows it: one line, bounded."""
+    text = "".join(c if c.isprintable() else "?" for c in url)
+    return repr(text[:200] + ("..." if len(text) > 200 else ""))
 
 
 def _hint(code: int) -> str:
     return {404: " (no such image or tag?)", 403: " (a private repository?)"}.get(code, "")
 
 
-def source(text: str, platform_name: str | None = None) -> Source:
+def source(text: str, platform_name: str | None = None, *, may_contact: ContactCheck | None = None,
+           blob_limit: Callable[[], int | None] | None = None) -> Source:
     """What images.add_image stores: the manifest for our platform, its
-    config, and openers for its layers (called only for missing layers)."""
+    config, and openers for its layers (called only for missing layers).
+    ``may_contact(host, port)`` is asked before every connection (None: any
+    host); ``blob_limit()``: the bytes a layer blob may have (None: any)."""
     reference = parse_reference(text)
-    client = Client(reference)
+    client = Client(reference, may_contact, blob_limit)
     document, digest = client.manifest(reference.ref)
     if document.get("mediaType") in INDEX_TYPES or "manifests" in document:
         chosen = image_sources.pick_manifest(

@@ -671,7 +671,8 @@ def _pull_image(args, sessions: Sessions, progress) -> Output:
     name = sessions.policy.check_new_name(args.image_name or args.reference.split("@")[0])
     if images.load(name) is not None:
         sessions.policy.check_remove(name, sessions.made)
-    image = images.pull(args.reference, name, progress=progress)
+    image = images.pull(args.reference, name, progress=progress,
+                        may_contact=sessions.policy.check_contact)   # every hop: redirects, realm
     sessions.made.add(image.name)
     return Output(text=f"pulled {image.name} ({len(image.layers)} layer(s))")
 

@@ -21,7 +21,8 @@ Two presets:
     image import            only from the --import-dir directories          from anywhere
                             (none by default)
     image pull              only from the --pull-registry registries        from anywhere
-                            (none by default)
+                            (none by default); each connection is asked,    (http/https only)
+                            redirects and token realms too
     image build             net none (--build-network host allows host);   net host (as before)
                             from stored images whose files are not the
                             host's (the build runs as uid 0)
@@ -179,6 +180,24 @@ class Policy:
             self._refuse(f"pull contacts only {allowed}, not {registry_name}",
                          "lists the registries", f"{INSTALL} --pull-registry HOST:PORT")
         return registry_name
+
+    def check_contact(self, host: str, port: int) -> None:
+        """Asked by a pull before EVERY connection it opens: the registry's
+        first request, each redirect hop and the token realm, so that a
+        listed registry cannot send the kernel elsewhere.  An entry HOST:PORT
+        allows that port; HOST alone allows 443 and 80."""
+        if self.pull_registries is None:
+            return
+        name = f"[{host}]" if ":" in host else host
+        address = normal_registry(f"{name}:{port}")
+        default_port = port in (80, 443) and normal_registry(name) in self.pull_registries
+        if address in self.pull_registries or default_port:
+            return
+        allowed = ", ".join(self.pull_registries) or "listed registries (none is)"
+        self._refuse(f"pull contacts only {allowed}, not {address}, where the registry sent it "
+                     f"(a redirect or its token service; registries serving blobs from a CDN or "
+                     f"tokens from an auth host need those hosts listed too)",
+                     "lists the hosts", f"{INSTALL} --pull-registry HOST:PORT for each")
 
     def build_network(self, requested: str | None) -> str:
         network = parse_network(requested) if requested else self.build_networks[0]
