@@ -1222,8 +1222,10 @@ def _pids_note(limits: Limits, before, after, reply: dict) -> str | None:
     refused = stats_contract.delta((before or {}).get("pids_refused"),
                                    (after or {}).get("pids_refused"))
     if refused is None:
-        hit = limits.pids is not None and reply.get("ename") == "BlockingIOError" \
-            and str(reply.get("evalue", "")).startswith("[Errno 11]")
+        failed = (reply.get("ename"), str(reply.get("evalue", "")))
+        hit = limits.pids is not None and (
+            failed[0] == "BlockingIOError" and failed[1].startswith("[Errno 11]")
+            or failed == ("RuntimeError", "can't start new thread"))
     else:
         hit = refused > 0
     if not hit:
@@ -1232,7 +1234,8 @@ def _pids_note(limits: Limits, before, after, reply: dict) -> str | None:
         else "the host's process limit"
     count = {None: "new processes or threads were", 1: "1 new process or thread was"}.get(
         refused, f"{refused} new processes or threads were")
-    return (f"the cell hit {what}: {count} refused (BlockingIOError: [Errno 11] in the cell); "
+    return (f"the cell hit {what}: {count} refused (in the cell: BlockingIOError [Errno 11], "
+            "or RuntimeError: can't start new thread); "
             "the container and its variables are kept.  Wait for the processes a cell starts, "
             "end them, or raise the limit: %container limits --pids N")
 
