@@ -16,7 +16,10 @@ session will wait for it:
   cell gets the real exit code.  While a Popen is being built (in another
   thread: between its fork and its ``pid`` being set) nothing is reaped.
 * ``multiprocessing``: the started ``Process`` objects (``join``,
-  ``exitcode``), the forkserver and the resource tracker.
+  ``exitcode``), the forkserver and the resource tracker.  (A Process
+  started in another thread, whose child exits between its fork and
+  ``start()`` recording it, at the very moment a cell ends, is the one
+  window left.)
 
 What is left are children that only a raw pid refers to (``os.fork``,
 ``os.posix_spawn``, ``pty.fork``): once such a child has exited and the cell
