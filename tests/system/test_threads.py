@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from sandbox_kernel.runtime import zygote
+from sandbox_kernel.runtime import syscalls, zygote
 from sandbox_kernel.runtime.cgroups.base import CgroupError
 from sandbox_kernel.runtime.container import Container, LifecycleError
 from sandbox_kernel.runtime.spec import ContainerSpec
@@ -70,16 +70,18 @@ def _at_once(*actions) -> list[BaseException]:
 
 def test_destroy_from_two_threads_closes_each_descriptor_once(monkeypatch):
     before = _descriptors_after_a_first_container()
-    real_open, real_close = os.open, os.close
+    real_open, real_close, real_openat2 = os.open, os.close, syscalls.openat2
     for _ in range(ROUNDS):
         box = _sleeper()
         lock, held, closed_twice = threading.Lock(), _open_fds(), []
 
-        def tracking_open(*args, **kwargs):
-            fd = real_open(*args, **kwargs)
-            with lock:
-                held.add(fd)
-            return fd
+        def tracked(opener):
+            def tracking_open(*args, **kwargs):
+                fd = opener(*args, **kwargs)
+                with lock:
+                    held.add(fd)
+                return fd
+            return tracking_open
 
         def tracking_close(fd):
             with lock:
@@ -88,12 +90,15 @@ def test_destroy_from_two_threads_closes_each_descriptor_once(monkeypatch):
                 held.discard(fd)
             real_close(fd)
 
-        monkeypatch.setattr(os, "open", tracking_open)
+        # the state dir's removal opens beneath it with openat2, not os.open
+        monkeypatch.setattr(os, "open", tracked(real_open))
+        monkeypatch.setattr(syscalls, "openat2", tracked(real_openat2))
         monkeypatch.setattr(os, "close", tracking_close)
         try:
             errors = _at_once(box.destroy, box.destroy)
         finally:
             monkeypatch.setattr(os, "open", real_open)
+            monkeypatch.setattr(syscalls, "openat2", real_openat2)
             monkeypatch.setattr(os, "close", real_close)
         assert errors == []
         assert closed_twice == [], f"closed twice: {closed_twice}"
