@@ -314,3 +314,225 @@ def test_pull_from_a_registry_behind_token_auth_fetches_a_bearer_token(token_reg
     image = images.pull(f"{registry.address}/sbk/locked:latest", "locked")
     assert tokens.scopes[asked:] == ["repository:sbk/locked:pull"]    # one token, for pulling
     assert run("cat /etc/os-release", image=image.name).stdout.startswith('NAME="sbk busybox"')
+
+
+# -- a hostile registry: where it sends the client, how much it sends (issue 13) ------------
+
+
+class HostileRegistry(http.server.ThreadingHTTPServer):
+    """A registry on 127.0.0.1 serving one image (tag 1 of x/y) from a layout
+    directory, whose answers a test bends with ``bend(handler) -> bool``
+    (True: it answered).  ``requests`` records (path, Authorization)."""
+
+    def __init__(self, layout: str, manifest_digest: str):
+        super().__init__(("127.0.0.1", 0), _HostileHandler)
+        self.layout, self.manifest_digest = layout, manifest_digest
+        self.bend = lambda handler: False
+        self.requests: list[tuple[str, str | None]] = []
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server_address[1]}"
+
+    def blob(self, digest: str) -> bytes | None:
+        path = os.path.join(self.layout, "blobs", "sha256", digest.removeprefix("sha256:"))
+        return open(path, "rb").read() if os.path.isfile(path) else None
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class _HostileHandler(http.server.BaseHTTPRequestHandler):
+    server: HostileRegistry
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.server.requests.append((self.path, self.headers.get("Authorization")))
+        if self.server.bend(self):
+            return
+        match = re.fullmatch(r"/(?:v2/x/y/)?(manifests|blobs)/([^/?]+)", self.path)
+        kind, ref = match.groups() if match else (None, None)
+        digest = self.server.manifest_digest if kind == "manifests" and ref == "1" else ref
+        data = self.server.blob(digest) if digest else None
+        if data is None:
+            return self.send(404, b"{}")
+        self.send(200, data, {"Docker-Content-Digest": digest} if kind == "manifests" else {},
+                  archives.MANIFEST if kind == "manifests" else "application/octet-stream")
+
+    def send(self, code: int, body: bytes = b"", headers: dict | None = None,
+             content_type: str = "application/json") -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def redirect(self, location: str) -> None:
+        self.send(302, b"", {"Location": location})
+
+
+@pytest.fixture
+def hostile(tmp_path):
+    """A hostile registry serving x/y:1 (one small layer), stopped after the test."""
+    layout = str(tmp_path / "hostile")
+    layer = archives.layer_tar([member("hello", data=b"hello from the registry\n")])
+    descriptor = archives.image_blobs(layout, [layer], architecture=images.host_architecture())
+    server = HostileRegistry(layout, descriptor["digest"])
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class Listener:
+    """A port on 127.0.0.1 that no pull may connect to: ``touched()`` says
+    whether anything did (a connection waits in the backlog unaccepted)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.sock.setblocking(False)
+        self.port = self.sock.getsockname()[1]
+
+    def touched(self) -> bool:
+        try:
+            self.sock.accept()[0].close()
+        except BlockingIOError:
+            return False
+        return True
+
+
+@pytest.fixture
+def listener():
+    port = Listener()
+    try:
+        yield port
+    finally:
+        port.sock.close()
+
+
+def classroom_policy(*registries: str):
+    from sandbox_kernel.session import policy
+    return policy.with_overrides(policy.classroom({}), {"pull_registries": list(registries)})
+
+
+def one_line_refusal(hostile: HostileRegistry, *extra: str) -> str:
+    pulled = sandbox_kernel("images", "pull", f"{hostile.address}/x/y:1", "--name", "y", *extra)
+    assert pulled.returncode == 2, (pulled.stdout, pulled.stderr)
+    assert len(pulled.stderr.splitlines()) == 1, pulled.stderr
+    return pulled.stderr
+
+
+@pytest.mark.parametrize("target", ["file:///etc/passwd", "ftp://127.0.0.1:{port}/x",
+                                    "data:,{{}}", "gopher://127.0.0.1:{port}/x"])
+def test_a_redirect_out_of_http_is_refused_in_one_line(hostile, listener, store, target):
+    """urllib's own redirects follow ftp:// (and its opener opens file:// and
+    data:): the registry could make the kernel read host files or connect anywhere."""
+    target = target.format(port=listener.port)
+    hostile.bend = lambda h: "/manifests/" in h.path and (h.redirect(target) or True)
+    message = one_line_refusal(hostile)
+    assert "only http:// and https:// URLs are followed" in message, message
+    assert target.split(":")[0] in message
+    assert not listener.touched() and store.names() == []
+
+
+def test_a_token_realm_out_of_http_is_refused_and_nothing_is_read(hostile, store, tmp_path):
+    """The bearer challenge's realm was opened with urlopen: a file:// realm
+    read a host file, and its "token" went back to the registry."""
+    secret = tmp_path / "host-secret.json"
+    secret.write_text(json.dumps({"token": "HOST-SECRET"}))
+    realm = f"file://{secret}#"        # the fragment drops the query the client appends
+
+    def challenge(handler) -> bool:
+        if handler.headers.get("Authorization"):
+            return False
+        handler.send(401, b"{}", {"WWW-Authenticate": f'Bearer realm="{realm}",service="x"'})
+        return True
+    hostile.bend = challenge
+    message = one_line_refusal(hostile)
+    assert "the token realm leads to" in message and "only http:// and https://" in message, message
+    assert all("HOST-SECRET" not in (auth or "") for _, auth in hostile.requests)
+    assert store.names() == []
+
+
+def test_a_redirect_to_a_port_the_policy_does_not_list_opens_no_connection(hostile, listener, store):
+    """Under the classroom policy the registry is listed, the port it redirects
+    to is not: refused before a socket is opened, in one line naming the rule."""
+    from sandbox_kernel.session.policy import PolicyRefused
+    port = listener.port
+    hostile.bend = lambda h: "/blobs/" in h.path and (h.redirect(f"http://127.0.0.1:{port}/cdn") or True)
+    policy = classroom_policy(hostile.address)
+    with pytest.raises(PolicyRefused) as refused:
+        images.pull(f"{hostile.address}/x/y:1", "y", may_contact=policy.check_contact)
+    message = str(refused.value)
+    assert len(message.splitlines()) == 1 and f"not 127.0.0.1:{port}" in message
+    assert "--pull-registry" in message and "CDN" in message
+    assert not listener.touched() and store.names() == [] and store.layers() == []
+    realm = f"http://127.0.0.1:{port}/token"      # the same for a token realm
+    hostile.bend = lambda h: not h.headers.get("Authorization") and (
+        h.send(401, b"{}", {"WWW-Authenticate": f'Bearer realm="{realm}"'}) or True)
+    with pytest.raises(PolicyRefused, match=f"not 127.0.0.1:{port}"):
+        images.pull(f"{hostile.address}/x/y:1", "y", may_contact=policy.check_contact)
+    assert not listener.touched()
+
+
+def test_trusted_follows_an_http_redirect_to_another_local_port(hostile, store, tmp_path):
+    """No callback (the CLI, %%container's trusted policy): a registry that
+    sends blobs to its CDN, here another server on another port, works."""
+    cdn = HostileRegistry(hostile.layout, hostile.manifest_digest)
+    try:
+        hostile.bend = lambda h: "/blobs/" in h.path and (
+            h.redirect(f"http://{cdn.address}/blobs/{h.path.rsplit('/', 1)[1]}") or True)
+        image = images.pull(f"{hostile.address}/x/y:1", "y")
+        assert len(image.layers) == 1 and len(cdn.requests) == 2    # the config and the layer
+        assert open(os.path.join(image.lower_dirs[0], "hello")).read() == "hello from the registry\n"
+        listed = classroom_policy(hostile.address, cdn.address)     # both listed: allowed too
+        assert images.pull(f"{hostile.address}/x/y:1", "y", may_contact=listed.check_contact).layers \
+            == image.layers
+    finally:
+        cdn.stop()
+
+
+def test_redirects_are_bounded(hostile, store):
+    """Five hops at most, however many the registry chains."""
+    def chain(handler) -> bool:
+        hop = re.fullmatch(r"/v2/x/y/manifests/1(?:\?hop=(\d+))?", handler.path)
+        if hop is None or int(hop.group(1) or 0) >= 7:
+            return False
+        handler.redirect(f"/v2/x/y/manifests/1?hop={int(hop.group(1) or 0) + 1}")
+        return True
+    hostile.bend = chain
+    message = one_line_refusal(hostile)
+    assert "more than 5 redirects" in message, message
+
+
+def test_answers_are_bounded(hostile, store):
+    """A manifest past 4 MiB, and a layer blob past its descriptor's size, are
+    refused as they come, not read whole first."""
+    hostile.bend = lambda h: "/manifests/" in h.path and (h.send(200, b" " * (5 << 20)) or True)
+    assert "larger than 4.0 MiB" in one_line_refusal(hostile)
+    manifest = json.loads(hostile.blob(hostile.manifest_digest))
+    layer = manifest["layers"][0]["digest"]
+
+    def endless(handler) -> bool:
+        if not handler.path.endswith(layer):
+            return False
+        handler.send_response(200)
+        handler.end_headers()           # no Content-Length: it is read until it stops
+        try:
+            for _ in range(256):
+                handler.wfile.write(b"\0" * (1 << 20))
+        except OSError:                 # the client hung up: what we want
+            pass
+        return True
+    hostile.bend = endless
+    message = one_line_refusal(hostile)
+    assert "past its descriptor's size" in message and store.layers() == []
