@@ -607,3 +607,30 @@ def test_the_command_line_says_one_line_for_each(store, tmp_path):
         assert ran.returncode == 2 and message in ran.stderr, (argv, ran.stderr)
         assert len(ran.stderr.strip().splitlines()) == 1, ran.stderr
     assert left_in(store) == []
+
+
+# -- a pull's reference and the URLs a registry names (issue 13) -------------------------
+
+
+@pytest.mark.parametrize("reference", ["127.0.0.1:5000?x=1/a/b:1", "evil.example#frag/a/b",
+                                       "user@evil.example/a/b", "127.0.0.1:5000\\x/a/b",
+                                       "host:port/a/b"])
+def test_a_registry_that_is_not_host_port_is_refused(reference):
+    from sandbox_kernel.runtime import registry
+    with pytest.raises(images.ImageError, match="invalid image reference"):
+        registry.parse_reference(reference)
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://127.0.0.1/x", "data:,{}",
+                                 "jar:http://x/y", "http:///nohost", "http://127.0.0.1:99999/x"])
+def test_a_url_the_registry_names_is_http_or_https_with_a_host(url):
+    from sandbox_kernel.runtime import registry
+    asked = []
+    client = registry.Client(registry.parse_reference("127.0.0.1:5000/a/b:1"),
+                             may_contact=lambda host, port: asked.append((host, port)))
+    with pytest.raises(images.ImageError, match="refused"):
+        client.check_url(url, "a redirect")
+    assert asked == []
+    client.check_url("https://cdn.example/blob", "a redirect")
+    client.check_url("http://[::1]:5000/v2/", "a redirect")
+    assert asked == [("cdn.example", 443), ("::1", 5000)]

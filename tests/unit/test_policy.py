@@ -508,3 +508,48 @@ def test_the_kernel_reads_the_policy_only_from_its_configuration():
         action.choices[name].format_help() for action in parser._actions
         if hasattr(action, "choices") and isinstance(action.choices, dict) for name in action.choices)
     assert "policy" not in words.lower() and "config" not in words.lower()
+
+
+# ---------------------------------------------------------------------------
+# pull: every connection, not only the first (issue 13)
+
+
+def test_a_pull_asks_the_policy_before_every_connection_it_opens(no_host, monkeypatch):
+    """%container image pull hands the pull the policy's check_contact, which
+    the registry client calls for the registry, each redirect and the realm."""
+    sessions, _ = classroom_sessions(pull_registries=["127.0.0.1:5000"])
+    asked = []
+    monkeypatch.setattr(images, "pull", lambda ref, name, **k: asked.append(k.get("may_contact")) or
+                        images.Image(name=name, id="sha256:1", layers=()))
+    commands.run("image pull 127.0.0.1:5000/a:1 --name a:1", sessions)
+    assert asked == [sessions.policy.check_contact]
+
+
+@pytest.mark.parametrize("listed, host, port, allowed", [
+    ("127.0.0.1:5000", "127.0.0.1", 5000, True),
+    ("127.0.0.1:5000", "127.0.0.1", 5001, False),          # another port of a listed host
+    ("127.0.0.1:5000", "127.0.0.2", 5000, False),
+    ("registry.example", "registry.example", 443, True),   # HOST alone: https and http
+    ("registry.example", "REGISTRY.example", 80, True),
+    ("registry.example", "registry.example", 8443, False),
+    ("registry.example", "cdn.registry.example", 443, False),   # a CDN must be listed too
+    ("docker.io", "registry-1.docker.io", 443, True),
+    ("[::1]:5000", "::1", 5000, True),
+    ("[::1]:5000", "::1", 5001, False),
+])
+def test_the_contact_check_allows_only_listed_hosts_and_ports(listed, host, port, allowed):
+    policy = policies.with_overrides(policies.classroom(KERNEL_LIMITS), {"pull_registries": [listed]})
+    if allowed:
+        policy.check_contact(host, port)
+        return
+    with pytest.raises(PolicyRefused) as caught:
+        policy.check_contact(host, port)
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1 and "--pull-registry" in message
+    assert "where the registry sent it" in message and "CDN" in message
+
+
+def test_trusted_contacts_any_host_and_classroom_none_by_default():
+    policies.trusted().check_contact("10.1.2.3", 80)
+    with pytest.raises(PolicyRefused, match=r"only listed registries \(none is\), not 127.0.0.1:9"):
+        policies.classroom(KERNEL_LIMITS).check_contact("127.0.0.1", 9)
