@@ -15,6 +15,11 @@ rename entries under us (root's, or sticky as /tmp), and a tree is removed
 by ``safe_fs.remove_tree`` (no recursion, no symlink followed, no mount
 entered).  One entry that cannot go is logged and skipped: a container's
 start never fails because of what another one left.
+
+The image store's work directories (``tmp/sbk-<pid>-<kind>-<hex>`` of an
+import, pull or build, and ``sbk-<pid>-image-<hex>.json``) are swept the
+same way, by every store command and by ``reap_stale``: an import killed
+mid-way leaves nothing once the next one runs (issue 15).
 """
 from __future__ import annotations
 
@@ -32,6 +37,8 @@ from .cgroups import CgroupDriver
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^sbk-(\d+)-[0-9a-f]+")
+# the store's work in progress: sbk-<pid>-<kind>-<hex>, or its image file sbk-<pid>-image-<hex>.json
+_STORE_WORK = re.compile(r"^sbk-(\d+)-[a-z]+-[0-9a-f]+(?:\.json)?$")
 STATE_PARENTS = ("/run", "/tmp")
 
 
@@ -64,7 +71,31 @@ def reap_stale(driver: CgroupDriver, state_parents=None) -> list[str]:
     removed = [path for path in driver.leftovers() if orphaned(path) and _remove_group(path)]
     for parent in state_parents:
         removed += _reap_state_dirs(parent)
-    return removed
+    return removed + _reap_own_store()
+
+
+def _reap_own_store() -> list[str]:
+    """The work left in the current user's image store (SANDBOX_KERNEL_IMAGES
+    respected) by imports, pulls and builds that died: one listdir of its
+    tmp/, and never an error that could fail a container's start."""
+    from . import images     # images imports the launcher, which imports us
+    try:
+        return reap_store_work(os.path.join(images.store_root(), "tmp"))
+    except (OSError, ValueError) as error:
+        log.warning("could not sweep the image store's work directories: %s", error)
+        return []
+
+
+def reap_store_work(tmp_dir: str) -> list[str]:
+    """Remove the work directories (and image temp files) in a store's
+    ``tmp_dir`` whose process is gone and that belong to the caller; returns
+    what was removed.  Cheap when there is nothing: one listdir."""
+    return _reap_state_dirs(tmp_dir, _store_work_owner, files_too=True, quiet=True)
+
+
+def _store_work_owner(name: str) -> int | None:
+    match = _STORE_WORK.match(name)
+    return int(match.group(1)) if match else None
 
 
 def remove_state_dir(path: str) -> bool:
@@ -73,18 +104,23 @@ def remove_state_dir(path: str) -> bool:
     return not safe_fs.remove_tree(path)
 
 
-def _reap_state_dirs(parent: str) -> list[str]:
-    """The orphaned state dirs of this user in ``parent`` that were removed."""
+def _reap_state_dirs(parent: str, owner=owner_of, *, files_too: bool = False,
+                     quiet: bool = False) -> list[str]:
+    """The orphaned state dirs of this user in ``parent`` that were removed
+    (``owner(name)``: the pid a name says made it, None if not ours;
+    ``files_too``: regular files so named go as well; ``quiet``: a parent
+    we must not sweep is skipped without a warning, as another user's store
+    is by a command that only lists it)."""
     try:
         parent_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         return []
     removed = []
     try:
-        if not _entries_stay_put(parent_fd, parent):
+        if not _entries_stay_put(parent_fd, parent, quiet):
             return []
         for name in _listdir(parent_fd):
-            if name.startswith("sbk-") and _ours_and_orphaned(parent_fd, parent, name) \
+            if name.startswith("sbk-") and _ours_and_orphaned(parent_fd, parent, name, owner, files_too) \
                     and _remove_state_entry(parent_fd, parent, name):
                 removed.append(os.path.join(parent, name))
     finally:
@@ -102,10 +138,13 @@ def _remove_state_entry(parent_fd: int, parent: str, name: str) -> bool:
         return False
 
 
-def _entries_stay_put(parent_fd: int, parent: str) -> bool:
+def _entries_stay_put(parent_fd: int, parent: str, quiet: bool = False) -> bool:
     """Whether only we (or root) can rename or replace our entries in parent:
     it is ours or root's, and others cannot write it, or it is sticky (/tmp)."""
     info = os.fstat(parent_fd)
+    if quiet and (info.st_uid not in (0, os.geteuid()) or info.st_mode & 0o022
+                  and not info.st_mode & stat.S_ISVTX):
+        return False
     if info.st_uid not in (0, os.geteuid()):
         log.warning("not reaping state dirs in %s: it belongs to uid %d", parent, info.st_uid)
         return False
@@ -115,17 +154,20 @@ def _entries_stay_put(parent_fd: int, parent: str) -> bool:
     return True
 
 
-def _ours_and_orphaned(parent_fd: int, parent: str, name: str) -> bool:
-    """A real directory (not a symlink to one), owned by us, whose owner pid is gone."""
-    owner = owner_of(name)
-    if owner is None or owner_alive(owner):
+def _ours_and_orphaned(parent_fd: int, parent: str, name: str, owner_of_name=owner_of,
+                       files_too: bool = False) -> bool:
+    """A real directory (not a symlink to one; or a regular file, if
+    ``files_too``), owned by us, whose owner pid is gone."""
+    owner = owner_of_name(name)
+    if owner is None or owner == os.getpid() or owner_alive(owner):
         return False
     try:
         info = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
     except OSError as error:
         log.warning("skipping %s: lstat failed: %s", os.path.join(parent, name), error.strerror)
         return False
-    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid()
+    kind_ok = stat.S_ISDIR(info.st_mode) or files_too and stat.S_ISREG(info.st_mode)
+    return kind_ok and info.st_uid == os.geteuid()
 
 
 def _remove_group(path: str, timeout: float = 2.0) -> bool:

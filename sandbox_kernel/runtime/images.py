@@ -12,9 +12,10 @@ Every other image lives in the store, one directory per machine::
         layer.json              {"diff_id", "digest", "size", "created"}
       images/<name>.json        the image: its layers (bottom first) and what its OCI
                                 config says (env, workdir, cmd, entrypoint, user)
-      tmp/sbk-<pid>-<hex>/      work in progress: renamed into place when complete,
-                                removed on failure (or by the next writer, if its
-                                process died)
+      tmp/sbk-<pid>-<kind>-<hex>/  work in progress: renamed into place when complete,
+                                removed on failure, or if its process died by the
+                                next store command of its user (listing included)
+                                and at a container's start (cleanup.reap_stale)
 
 Images come from anywhere, so the store takes them as hostile input
 (layers.py, image_sources.py): an import writes at most what the store's
@@ -369,7 +370,7 @@ class Store:
         fd = os.open(self._path("lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            self._remove_stale_work()
+            self.sweep()
             yield
         finally:
             os.close(fd)   # closing releases the flock
@@ -378,6 +379,8 @@ class Store:
     def work_dir(self, kind: str = "import") -> Iterator[str]:
         """A private directory on the store's file system (so that what is
         made in it can be renamed into place); removed on exit if still there."""
+        os.makedirs(self._path("tmp"), mode=0o755, exist_ok=True)
+        self.sweep()      # a build makes its work dir before it takes the lock
         path = self._path("tmp", f"sbk-{os.getpid()}-{kind}-{secrets.token_hex(4)}")
         os.makedirs(path, mode=0o700)
         try:
@@ -385,12 +388,14 @@ class Store:
         finally:
             _remove_tree(path)
 
-    def _remove_stale_work(self) -> None:
-        """Work directories of processes that died mid-import (we hold the lock)."""
-        for name in os.listdir(self._path("tmp")):
-            pid = name.split("-")[1] if name.startswith("sbk-") and name.count("-") >= 2 else ""
-            if pid.isdigit() and int(pid) != os.getpid() and not os.path.exists(f"/proc/{pid}"):
-                _remove_tree(self._path("tmp", name))
+    def sweep(self) -> list[str]:
+        """Remove the work of imports, pulls and builds whose process died
+        (killed mid-way, its tmp/sbk-<pid>-* stays): only the caller's own
+        real directories and files, never a symlink (cleanup.reap_store_work).
+        Every store command calls it, readers too: one listdir of tmp/,
+        no lock needed (a live process's work is never touched)."""
+        from . import cleanup
+        return cleanup.reap_store_work(self._path("tmp"))
 
     # -- layers --------------------------------------------------------------------
 
@@ -703,6 +708,7 @@ def remove(name: str, store: Store | None = None) -> list[str]:
 def inspect(name: str, store: Store | None = None) -> dict:
     """Everything the store knows of an image, as plain data."""
     store = store or Store()
+    store.sweep()
     if name == HOST:
         return {"name": HOST, "source": "the host's /usr and /etc, read-only", "layers": []}
     image = get(name, store)
@@ -718,6 +724,7 @@ def inspect(name: str, store: Store | None = None) -> dict:
 def listing(store: Store | None = None) -> list[dict]:
     """One row per image: name, id, layers, size, created, source."""
     store = store or Store()
+    store.sweep()
     rows = [{"name": HOST, "id": "-", "layers": 0, "size": None, "created": "-", "source": "host"}]
     for name in store.names():
         image = store.image(name)
