@@ -433,19 +433,69 @@ def _with_limits(stats: CgroupStats, spec: ContainerSpec) -> CgroupStats:
     )
 
 
-def _environment(spec: ContainerSpec) -> dict:
-    path = DEFAULT_PATH
-    venv_bin = os.path.join(sys.prefix, "bin")
-    if sys.prefix != sys.base_prefix:
-        path = f"{venv_bin}:{path}"
-    env = {"PATH": path, "HOME": "/home/sandbox", "USER": "sandbox", "LOGNAME": "sandbox",
+def _environment(spec: ContainerSpec, host_path: str | None = None) -> dict:
+    env = {"HOME": "/home/sandbox", "USER": "sandbox", "LOGNAME": "sandbox",
            "HOSTNAME": spec.hostname, "LANG": "C.UTF-8", "TERM": os.environ.get("TERM", "dumb")}
-    env.update(images.environment(spec.image))  # a stored image's ENV and PATH; {} for host
+    image_env = images.environment(spec.image)  # a stored image's ENV and PATH; {} for host
+    env.update(image_env)
+    env["PATH"] = inside_path(os.environ.get("PATH", "") if host_path is None else host_path,
+                              spec, image_env.get("PATH"))
     env.update(dict(spec.env))
     # thread pools sized to the cpus limit, unless the user or the image chose
     for name, value in thread_environment(spec.limits.cpus).items():
         env.setdefault(name, value)
     return env
+
+
+def inside_path(host_path: str, spec: ContainerSpec, image_path: str | None = None) -> str:
+    """The container's PATH: the owner's (the kernel's) absolute PATH entries
+    that exist inside as the host's own directories, in their order, then
+    the image's defaults (its PATH, or the interpreter's venv bin and the
+    usual directories for the host image), without duplicates.  Inside are
+    the host image's directories (host_image_dirs: /usr, the interpreter's
+    prefix and venv...) and the mounts (the notebook's directory, --mount,
+    --workspace); an entry elsewhere (~/.local/bin, a pyenv shims directory
+    not below a mount) does not exist there and is dropped, and so is a
+    relative one ('' or '.': the working directory)."""
+    shown = [(m.target, m.source) for m in spec.mounts]
+    if spec.workspace:
+        shown.append(("/workspace", spec.workspace))
+    if _on_host_files(spec.image):
+        shown += [(d, d) for d in rootfs.host_image_dirs()]
+    entries = [_inside(entry, shown) for entry in host_path.split(":") if os.path.isabs(entry)]
+    if image_path is None:
+        image_path = DEFAULT_PATH
+        if sys.prefix != sys.base_prefix and _on_host_files(spec.image):
+            image_path = f"{os.path.join(sys.prefix, 'bin')}:{image_path}"
+    defaults = [p for p in image_path.split(":") if p]
+    return ":".join(dict.fromkeys(e for e in entries + defaults if e))
+
+
+def _inside(entry: str, shown: list[tuple[str, str]]) -> str | None:
+    """The path inside at which the host directory ``entry`` is seen, or None:
+    the entry itself when it lies below a shown target, else where its real
+    path (through the host's symlinks) lies below a shown source."""
+    entry = os.path.normpath(entry)
+    for target, source in shown:
+        if _under(entry, target) and os.path.isdir(source + entry[len(target):]):
+            return entry
+    real = os.path.realpath(entry)
+    for target, source in shown:
+        if _under(real, source) and os.path.isdir(real):
+            return os.path.normpath(target + real[len(source):])
+    return None
+
+
+def _under(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def _on_host_files(name: str) -> bool:
+    """The host image, or an image built on it: the host's directories are inside."""
+    if name == images.HOST:
+        return True
+    image = images.load(name)
+    return image is not None and image.base == images.HOST
 
 
 @functools.lru_cache(maxsize=None)

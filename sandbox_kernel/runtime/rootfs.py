@@ -49,6 +49,8 @@ host's own /proc and /dev.
 """
 from __future__ import annotations
 
+import ctypes
+import errno
 import os
 import sys
 import tempfile
@@ -67,8 +69,8 @@ PROC_READ_ONLY = ("sys", "sysrq-trigger", "irq", "bus", "fs")
 @dataclass(frozen=True)
 class Op:
     """One step of the plan: ``kind`` names what ``apply`` does with it."""
-    kind: str            # mkdir | mount | bind | remount_ro | mask | symlink | write | chown
-                         # | append_passwd | confine
+    kind: str            # mkdir | mount | bind | idmap_bind | remount_ro | mask | symlink
+                         # | write | chown | append_passwd | confine
     target: str
     source: str | None = None
     fstype: str | None = None
@@ -131,7 +133,12 @@ def host_image_plan(spec: ContainerSpec, state_dir: str, workspace: str | None,
     ]
     plan += _skeleton(root, spec)
     nested = _mount_points() if rootless else []
-    for index, directory in enumerate(host_image_dirs()):
+    image_dirs = host_image_dirs()
+    # a mount above (or at) one of the image's directories goes first, and the
+    # image's overlay over it: the interpreter and venv stay the image's
+    early = [m for m in spec.mounts if any(_below(d, m.target) for d in image_dirs)]
+    plan += _mounts(root, spec, early, layer, rootless)
+    for index, directory in enumerate(image_dirs):
         lower = ":".join([*_layers_over(layers, directory), directory])
         if lower == directory and any(p.startswith(directory + "/") for p in nested):
             plan += _read_only_bind(root + directory, directory)
@@ -139,7 +146,7 @@ def host_image_plan(spec: ContainerSpec, state_dir: str, workspace: str | None,
             plan += _overlay(root + directory, lower, layer, index, rootless)
     plan += _proc(root) + _dev(root, rootless) + _sys(root, spec, rootless)
     plan += _binds(root, spec, _layer_workspace(layer, spec) if workspace is None else [workspace],
-                   rootless)
+                   rootless, layer=layer, skip=early)
     plan += _identity(root, spec, f"{layer}/etc" if rootless else None)
     if spec.workdir != "/workspace":
         plan.append(Op("mkdir", root + spec.workdir))
@@ -174,7 +181,8 @@ def image_plan(spec: ContainerSpec, state_dir: str, workspace: str | None, image
     plan += _proc(root) + _dev(root, rootless) + _sys(root, spec, rootless)
     plan += [Op("confine", root + m.target, root) for m in spec.mounts]
     plan += _binds(root, spec, [workspace] if workspace is not None else
-                   _layer_workspace(layer, spec, own_tmpfs=upper_dir is not None), rootless)
+                   _layer_workspace(layer, spec, own_tmpfs=upper_dir is not None), rootless,
+                   layer=layer)
     plan += _identity(root, spec)
     if spec.workdir != "/workspace":
         plan += [Op("confine", root + spec.workdir, root), Op("mkdir", root + spec.workdir)]
@@ -238,19 +246,91 @@ def _layer_workspace(layer: str, spec: ContainerSpec, own_tmpfs: bool = False) -
     return plan + [Op("chown", workspace, data=f"{uid}:{gid}"), workspace]
 
 
-def _binds(root: str, spec: ContainerSpec, workspace: list, rootless: bool = False) -> list[Op]:
-    """/workspace and the declared mounts (read-only where asked).  ``workspace``
-    is the steps that make it (if any), then its path."""
+def _binds(root: str, spec: ContainerSpec, workspace: list, rootless: bool = False,
+           layer: str | None = None, skip=()) -> list[Op]:
+    """/workspace and the declared mounts (read-only where asked), but those
+    in ``skip`` (planned already).  ``workspace`` is the steps that make it
+    (if any), then its path."""
     *plan, source = workspace
     nosuid_nodev = sc.MS_NOSUID | sc.MS_NODEV
     plan.append(Op("bind", root + "/workspace", source,
                    flags=nosuid_nodev | _locked_flags(source, rootless)))
-    for mount in spec.mounts:
-        flags = nosuid_nodev | _locked_flags(mount.source, rootless)
-        plan.append(Op("bind", root + mount.target, mount.source, flags=flags))
-        if mount.read_only:
-            plan.append(Op("remount_ro", root + mount.target, flags=flags))
+    return plan + _mounts(root, spec, [m for m in spec.mounts if m not in skip], layer, rootless)
+
+
+def _mounts(root: str, spec: ContainerSpec, mounts, layer: str | None, rootless: bool) -> list[Op]:
+    """The declared mounts, parents first (a parent bound after its child would hide it)."""
+    plan = []
+    for mount in sorted(mounts, key=lambda m: m.target.count("/")):
+        index = spec.mounts.index(mount)
+        if mount.overlay and layer is not None:
+            plan += _overlay_mount(root + mount.target, mount, layer, index, spec.user, rootless)
+        else:
+            plan += _bind_mount(root + mount.target, mount, spec.user, rootless)
     return plan
+
+
+def _bind_mount(target: str, mount, user: tuple[int, int], rootless: bool,
+                read_only: bool | None = None) -> list[Op]:
+    """A bind of ``mount.source`` at ``target``: idmapped where the mount asks
+    for its owner to be the workload's (as root), read-only where asked."""
+    read_only = mount.read_only if read_only is None else read_only
+    flags = sc.MS_NOSUID | sc.MS_NODEV | _locked_flags(mount.source, rootless)
+    if mount.map_owner is not None and not rootless:
+        return [Op("idmap_bind", target, mount.source, flags=flags | (sc.MS_RDONLY if read_only else 0),
+                   data=idmap_data(mount.map_owner, user))]
+    plan = [Op("bind", target, mount.source, flags=flags)]
+    if read_only:
+        plan.append(Op("remount_ro", target, flags=flags))
+    return plan
+
+
+def idmap_data(owner: tuple[int, int], user: tuple[int, int]) -> str:
+    """'OWNER_UID:OWNER_GID:UID:GID': the host owner's files show as the workload's."""
+    return f"{owner[0]}:{owner[1]}:{user[0]}:{user[1]}"
+
+
+def _overlay_mount(target: str, mount, layer: str, index: int, user: tuple[int, int],
+                   rootless: bool) -> list[Op]:
+    """The host directory as the read-only lower layer of an overlay whose
+    upper layer is on the tmpfs: writes stay in the container.  The lower is
+    first bound (idmapped as root) on the layer under a name of ours, which
+    overlayfs's option string can always hold.  Rootless, a directory with
+    mounts below it cannot be a lower layer (see _read_only_bind): it is
+    bound read-only instead."""
+    if rootless and any(p.startswith(mount.source.rstrip("/") + "/") for p in _mount_points()):
+        return _bind_mount(target, mount, user, rootless, read_only=True)
+    lower, upper, work = (f"{layer}/{kind}/m{index}" for kind in ("lower", "upper", "work"))
+    plan = [Op("mkdir", lower)] + _bind_mount(lower, mount, user, rootless, read_only=True)
+    plan += [Op("mkdir", upper, mode=_mode_of(mount.source)), Op("mkdir", work), Op("mkdir", target)]
+    owner = _upper_owner(mount, user, rootless)
+    if owner is not None:
+        # the overlay's top directory is its upper dir: owned as the lower's shows
+        plan.append(Op("chown", upper, data=f"{owner[0]}:{owner[1]}"))
+    data = f"lowerdir={lower},upperdir={upper},workdir={work}" + (",userxattr" if rootless else "")
+    return plan + [Op("mount", target, "overlay", "overlay", sc.MS_NOSUID | sc.MS_NODEV, data)]
+
+
+def _mode_of(path: str) -> int:
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        return 0o755
+
+
+def _upper_owner(mount, user: tuple[int, int], rootless: bool) -> tuple[int, int] | None:
+    """Who the overlay's top directory belongs to: the workload when the host
+    directory is the mapped owner's (root) or the user's own (rootless)."""
+    try:
+        st = os.stat(mount.source)
+    except OSError:
+        return None
+    own = os.getuid() if rootless else (mount.map_owner or (None,))[0]
+    return user if st.st_uid == own else None
+
+
+def _below(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
 # statvfs's ST_* bits and the mount flags a remount must repeat to keep them
@@ -461,14 +541,117 @@ def _unlink_if_there(path: str) -> None:
 
 
 def _bind(op: Op) -> None:
+    _make_target(op)
+    sc.mount(op.source, op.target, None, sc.MS_BIND | sc.MS_REC)
+    if op.flags:
+        sc.mount(None, op.target, None, sc.MS_REMOUNT | sc.MS_BIND | op.flags)
+
+
+# the new mount API (linux/mount.h, fcntl.h); the numbers are the same on every architecture
+_SYS_OPEN_TREE, _SYS_MOVE_MOUNT, _SYS_MOUNT_SETATTR = 428, 429, 442
+OPEN_TREE_CLONE, AT_RECURSIVE, AT_EMPTY_PATH, MOVE_MOUNT_F_EMPTY_PATH = 1, 0x8000, 0x1000, 0x4
+MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV, MOUNT_ATTR_IDMAP = 0x1, 0x2, 0x4, 0x100000
+_AT_FDCWD = -100
+# where the file system cannot be idmapped, or the kernel is older than 5.12
+_NO_IDMAP = (errno.EINVAL, errno.ENOSYS, errno.EPERM, errno.EOPNOTSUPP)
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def _idmap_bind(op: Op) -> None:
+    """A bind whose files of the host owner show as the workload's, and whose
+    new files are the owner's on the host (mount_setattr MOUNT_ATTR_IDMAP),
+    with op.flags' nosuid, nodev and read-only.  Where the file system (or a
+    mount below the source) cannot be idmapped, a plain bind: the workload
+    then reads what the host's permissions let any user read."""
+    owner_uid, owner_gid, uid, gid = (int(x) for x in op.data.split(":"))
+    _make_target(op)
+    try:
+        userns = _idmap_userns(f"{owner_uid} {uid} 1\n", f"{owner_gid} {gid} 1\n")
+    except OSError as error:
+        if error.errno not in _NO_IDMAP:
+            raise
+        return _bind(op)
+    try:
+        tree = _check_call(_SYS_OPEN_TREE, "open_tree", op.source, ctypes.c_int(_AT_FDCWD),
+                           os.fsencode(op.source),
+                           ctypes.c_uint(OPEN_TREE_CLONE | os.O_CLOEXEC | AT_RECURSIVE))
+        try:
+            attr = _MountAttr(attr_set=MOUNT_ATTR_IDMAP | _mount_attrs(op.flags), userns_fd=userns)
+            _check_call(_SYS_MOUNT_SETATTR, "mount_setattr", op.source, ctypes.c_int(tree), b"",
+                        ctypes.c_uint(AT_EMPTY_PATH | AT_RECURSIVE), ctypes.byref(attr),
+                        ctypes.c_size_t(ctypes.sizeof(attr)))
+            _check_call(_SYS_MOVE_MOUNT, "move_mount", op.target, ctypes.c_int(tree), b"",
+                        ctypes.c_int(_AT_FDCWD), os.fsencode(op.target),
+                        ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH))
+        finally:
+            os.close(tree)
+    except OSError as error:
+        if error.errno not in _NO_IDMAP:
+            raise
+        _bind(op)
+    finally:
+        os.close(userns)
+
+
+def _mount_attrs(flags: int) -> int:
+    attrs = 0
+    for ms_bit, attr in ((sc.MS_RDONLY, MOUNT_ATTR_RDONLY), (sc.MS_NOSUID, MOUNT_ATTR_NOSUID),
+                         (sc.MS_NODEV, MOUNT_ATTR_NODEV)):
+        if flags & ms_bit:
+            attrs |= attr
+    return attrs
+
+
+def _check_call(number: int, call: str, path: str, *args) -> int:
+    """A system call glibc may not wrap, by number; OSError naming it and ``path``."""
+    return sc._check(sc._libc.syscall(ctypes.c_long(number), *args), call, path)
+
+
+def _idmap_userns(uid_map: str, gid_map: str) -> int:
+    """An fd of a new user namespace with these maps, for MOUNT_ATTR_IDMAP.
+    A child unshares it and waits; we (root of the host's user namespace)
+    write its maps through the host's /proc (still mounted: this runs before
+    pivot_root), where the child's pid is the host's, read from /proc/self."""
+    to_parent_r, to_parent_w = os.pipe()
+    to_child_r, to_child_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(to_parent_r)
+            os.close(to_child_w)
+            sc.unshare(sc.CLONE_NEWUSER)
+            os.write(to_parent_w, os.readlink("/proc/self").encode())
+            os.close(to_parent_w)
+            os.read(to_child_r, 1)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(to_parent_w)
+    os.close(to_child_r)
+    try:
+        host_pid = os.read(to_parent_r, 32).decode()
+        if not host_pid.isdigit():
+            raise OSError(errno.EPERM, "idmap: the helper could not make a user namespace")
+        for name, text in (("uid_map", uid_map), ("gid_map", gid_map)):
+            sc.write_proc_file(f"/proc/{host_pid}/{name}", text)
+        return os.open(f"/proc/{host_pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(to_parent_r)
+        os.close(to_child_w)
+        os.waitpid(pid, 0)
+
+
+def _make_target(op: Op) -> None:
     if os.path.isdir(op.source) and not os.path.exists(op.target):
         os.makedirs(op.target)
     elif not os.path.exists(op.target):
         os.makedirs(os.path.dirname(op.target), exist_ok=True)
         open(op.target, "a").close()
-    sc.mount(op.source, op.target, None, sc.MS_BIND | sc.MS_REC)
-    if op.flags:
-        sc.mount(None, op.target, None, sc.MS_REMOUNT | sc.MS_BIND | op.flags)
 
 
 def _remount_ro(op: Op) -> None:
@@ -549,7 +732,7 @@ def _confine(op: Op) -> None:
 
 _APPLY = {"mkdir": _mkdir, "mount": _mount, "bind": _bind, "remount_ro": _remount_ro,
           "mask": _mask, "symlink": _symlink, "write": _write, "chown": _chown,
-          "append_passwd": _append_passwd, "confine": _confine}
+          "append_passwd": _append_passwd, "confine": _confine, "idmap_bind": _idmap_bind}
 
 
 def pivot(new_root: str) -> None:

@@ -41,10 +41,20 @@ class Limits:
 
 @dataclass(frozen=True)
 class Mount:
-    """A host path bound into the container."""
+    """A host path bound into the container.
+
+    ``overlay``: the host directory is the read-only lower layer of an
+    overlay whose upper layer is on the container's tmpfs: writes are seen
+    inside, count against the disk limit, and never reach the host.
+    ``map_owner`` (uid, gid): files of this host user show as the
+    workload's own (an idmapped mount), and what the workload creates is
+    that user's on the host: the container reads and writes there as the
+    kernel's user would.  Root only (rootless: a plain bind)."""
     source: str
     target: str
     read_only: bool = False
+    overlay: bool = False
+    map_owner: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
