@@ -217,7 +217,8 @@ def add_arguments(parser) -> None:
 POLICY_ARGUMENTS = {"policy": "name", "max_memory": "max_memory", "max_cpus": "max_cpus",
                     "max_pids": "max_pids", "max_timeout": "max_timeout", "max_disk": "max_disk",
                     "max_sessions": "max_sessions", "import_dir": "import_dirs",
-                    "pull_registry": "pull_registries", "build_network": "build_network"}
+                    "pull_registry": "pull_registries", "build_network": "build_network",
+                    "notebook_dir": "notebook_dir"}
 
 
 def _literal(text: str) -> str:
@@ -240,6 +241,8 @@ def _add_policy_arguments(parser) -> None:
                         help=_literal(kernel_settings.POLICY_HELP["pull_registries"]))
     policy.add_argument("--build-network", choices=("none", "host"),
                         help=_literal(kernel_settings.POLICY_HELP["build_network"]))
+    policy.add_argument("--notebook-dir", choices=("overlay", "ro", "rw", "none"),
+                        help=_literal(kernel_settings.POLICY_HELP["notebook_dir"]))
     policy.add_argument("--trust-output", action="store_true",
                         help="show the container's output as it is, scripts and HTML included "
                              "(default: sanitised): only for code you trust")

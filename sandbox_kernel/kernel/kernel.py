@@ -148,6 +148,8 @@ class SandboxPolicy(Configurable):
     images = _names("images")
     build_network = Unicode(None, allow_none=True, help=kernel_settings.POLICY_HELP["build_network"]
                             ).tag(config=True)
+    notebook_dir = Unicode(None, allow_none=True, help=kernel_settings.POLICY_HELP["notebook_dir"]
+                           ).tag(config=True)
 
     def options(self) -> dict:
         return {name: getattr(self, name) for name in kernel_settings.POLICY_OPTIONS}
@@ -202,7 +204,8 @@ class SandboxKernel(Kernel):
         self.policy, policy_errors = self._resolve_policy()
         self.sessions = commands.Sessions(
             policy=self.policy, trust_output=self.trust_output,
-            defaults={k: self.resolved.values[k] for k in kernel_settings.LIMITS})
+            defaults={k: self.resolved.values[k] for k in kernel_settings.LIMITS},
+            notebook_dir=kernel_settings.notebook_directory())
         self.sessions.footer = self.resolved.footer
         self.sessions.new_session_hint = (f"every cell runs in the session {SESSION!r}: "
                                           f"leave out --name")
@@ -385,7 +388,8 @@ class SandboxKernel(Kernel):
         self._follow_count(session, result)
         cell.conclude(result)
         if self.sessions.footer and not cell.silent:
-            cell.display(stats_contract.footer_bundle(result.stats), {"sandbox_kernel": {"footer": True}})
+            stats = stats_contract.with_notebook_dir(result.stats, commands.footer_dir(session))
+            cell.display(stats_contract.footer_bundle(stats), {"sandbox_kernel": {"footer": True}})
         return result.reply
 
     def _follow_count(self, session, result) -> None:

@@ -45,6 +45,7 @@ preset, the caps; the policy's own options::
     --import-dir /srv/images   c.SandboxPolicy.import_dirs = ["/srv/images"]
     --pull-registry HOST:PORT  c.SandboxPolicy.pull_registries = ["127.0.0.1:5000"]
     --build-network host       c.SandboxPolicy.build_network = "host"
+    --notebook-dir rw          c.SandboxPolicy.notebook_dir = "rw"     (overlay, ro, rw, none)
                                c.SandboxPolicy.build_bases = ["debian:12"]
                                c.SandboxPolicy.images = ["host", "debian:12"]
     --trust-output             c.SandboxKernel.trust_output = True
@@ -176,7 +177,8 @@ def _source_words(name: str, source: str) -> str:
 
 POLICY_CAPS = ("memory", "cpus", "pids", "timeout", "disk", "sessions")
 POLICY_LISTS = ("import_dirs", "pull_registries", "build_bases", "images")
-POLICY_OPTIONS = ("name", *(f"max_{c}" for c in POLICY_CAPS), *POLICY_LISTS, "build_network")
+POLICY_OPTIONS = ("name", *(f"max_{c}" for c in POLICY_CAPS), *POLICY_LISTS, "build_network",
+                  "notebook_dir")
 DEFAULT_POLICY = policies.CLASSROOM
 POLICY_HELP = {
     "name": "the policy's preset: classroom (caps, no imports, pulls or host-network builds) or "
@@ -193,7 +195,31 @@ POLICY_HELP = {
     "build_network": "the network of %container image build: none (the default) or host",
     "build_bases": "the images a build may start from (default: stored images not on the host)",
     "images": "the images a session may run (default: all there are)",
+    "notebook_dir": "the notebook's directory, the cells' working directory at the same path: "
+                    "overlay (read-only, writes stay in the container; the classroom default), "
+                    "ro, rw (writes reach the host; the trusted default) or none (a fresh /workspace)",
 }
+
+
+def notebook_directory(environ: Mapping = os.environ) -> str | None:
+    """The notebook's directory, learned as ipykernel has it: the working
+    directory the server started the kernel in (jupyter_server and nbclient
+    start it in the notebook's directory).  Only where that is not a
+    directory a container may have (the root, a system directory: a kernel
+    started from elsewhere), the directory of JPY_SESSION_NAME when the
+    server set it to the notebook's absolute path.  The cwd comes first: a
+    kernel started from inside another notebook's kernel inherits that
+    notebook's JPY_SESSION_NAME."""
+    try:
+        cwd = os.path.realpath(os.getcwd())
+    except FileNotFoundError:
+        cwd = None
+    if cwd is not None and policies.unsafe_directory(cwd) is None:
+        return cwd
+    name = environ.get("JPY_SESSION_NAME") or ""
+    if os.path.isabs(name) and os.path.isdir(os.path.dirname(name)):
+        return os.path.realpath(os.path.dirname(name))
+    return cwd
 
 
 def resolve_policy(resolved: Resolved, settings: Mapping, configured: Mapping) -> tuple:

@@ -20,7 +20,7 @@ from IPython.display import clear_output, publish_display_data
 from ..panel import NullStatsChannel
 from ..session import commands, image_agent
 from ..session.client import ImageNotFound, SessionError, SpecError, VariableError
-from ..session.stats import footer_bundle
+from ..session.stats import footer_bundle, with_notebook_dir
 
 RED, RESET = "\x1b[31m", "\x1b[0m"
 HOST_ONLY_PREFIXES = ("%container", "%%container", "%unload_ext", "%reload_ext", "%load_ext")
@@ -178,7 +178,8 @@ class ContainerMagics(Magics):
         if outputs and result.status == "ok" and (not args.shell or result.exit_code == 0):
             self._pull(session, outputs)
         if self.sessions.footer and not args.no_stats:
-            publish_display_data(footer_bundle(result.stats))
+            publish_display_data(footer_bundle(with_notebook_dir(result.stats,
+                                                                 commands.footer_dir(session))))
         self._end(result, shown, args)
 
     def _build_image(self, line: str, cell: str) -> None:

@@ -279,8 +279,12 @@ class Session:
     def __init__(self, name: str = "default", *, image: str = "host", limits: Limits = Limits(),
                  network: str = "none", mounts=(), output_limit=None, env=(),
                  timeout_grace: float = TIMEOUT_GRACE, interrupt_grace: float = INTERRUPT_GRACE,
-                 trust_output: bool = False):
+                 trust_output: bool = False, notebook_dir=None):
         images.resolve(image)                 # ImageNotFound lists the images there are
+        # the notebook's directory (runtime.spec.Mount, its target the working
+        # directory; policy.notebook_mount), or None: a fresh /workspace;
+        # settable until the container starts (commands.Sessions sets it)
+        self.notebook_dir = notebook_dir
         self.name = name
         self.image = image
         self.limits = limits
@@ -390,12 +394,14 @@ class Session:
     def _spec(self, fd: int) -> ContainerSpec:
         env = self.env + ((OUTPUT_LIMIT_ENV, str(self.output_limit)),)
         agent = image_agent.agent_launch(self.image, AGENT_MODULE, fd)  # the image's python3, or ours
+        notebook = (self.notebook_dir,) if self.notebook_dir is not None else ()
         return ContainerSpec(
             command=agent.command,
             # the time limit is per cell (ours), not the container's
             limits=dataclasses.replace(self.limits, timeout=None),
-            network=self.network, mounts=self.mounts + agent.mounts, env=env + agent.env, image=self.image,
-            pass_fds=(fd,))
+            network=self.network, mounts=self.mounts + agent.mounts + notebook, env=env + agent.env,
+            image=self.image, pass_fds=(fd,),
+            workdir=notebook[0].target if notebook else "/workspace")
 
     def restart(self) -> None:
         """A fresh container; the variables of the old one are lost."""

@@ -107,8 +107,14 @@ class Sessions:
     """
 
     def __init__(self, factory: Callable[..., Session] = Session, *, policy: Policy | None = None,
-                 defaults: dict | None = None, trust_output: bool = False):
+                 defaults: dict | None = None, trust_output: bool = False,
+                 notebook_dir: str | None = None):
         self.factory = factory
+        # the notebook's directory, the cells' working directory at the same
+        # path (policy.notebook_mount says how); None: this process's working
+        # directory when a session is made (the magics: ipykernel's, as the
+        # server started it in the notebook's directory, or after a %cd)
+        self.notebook_dir = notebook_dir
         self.policy = policy if policy is not None else policies.trusted()
         self.defaults = dict(defaults or {})      # a new session's limits as typed ("1G"), if not given
         self.trust_output = trust_output          # every session's output shown as is (session/client.py)
@@ -151,9 +157,11 @@ class Sessions:
         self.policy.check_limits({k: getattr(new_limits, k) for k in LIMIT_OPTIONS})
         self.policy.check_network(net)
         self.policy.check_image(image)
-        session = self._from_pool(name, image, net, wanted)
+        mount, words = self.notebook_mount()
+        session = self._from_pool(name, image, net, wanted, mount)
         if session is None:
             session = self.factory(name, image=image, limits=new_limits, network=net)
+            self._place(session, mount, words)
         self._trust(session)
         self.sessions[name] = session
         return session
@@ -165,6 +173,23 @@ class Sessions:
             self.policy.check_network(net)
         if image is not None:
             self.policy.check_image(image)
+
+    def notebook_mount(self):
+        """(runtime.spec.Mount or None, words for %container status): the
+        notebook's directory as the policy has it in a new session."""
+        path = self.notebook_dir
+        if path is None:
+            try:
+                path = os.getcwd()
+            except FileNotFoundError:   # the directory was removed under us
+                path = None
+        return self.policy.notebook_mount(path)
+
+    @staticmethod
+    def _place(session: Session, mount, words: str) -> None:
+        """The notebook's directory of a session not started yet."""
+        session.notebook_dir = mount
+        session.notebook_words = words
 
     def _trust(self, session: Session) -> None:
         """The kernel's trust_output on every session it makes (session/client.py
@@ -191,9 +216,11 @@ class Sessions:
         how many were started."""
         if self.sessions or self.pool:
             return 0
+        mount, words = self.notebook_mount()
         for _ in range(min(size, MAX_POOL)):
             session = self.factory(DEFAULT_SESSION, image=images.HOST, limits=parse_limits(self.defaults),
                                    network="none")
+            self._place(session, mount, words)
             self._trust(session)
             session.start_soon()
             self.pool.append(session)
@@ -205,12 +232,13 @@ class Sessions:
         for session in pool:
             session.stop()
 
-    def _from_pool(self, name: str, image: str, net: str, given: dict) -> Session | None:
+    def _from_pool(self, name: str, image: str, net: str, given: dict, mount=None) -> Session | None:
         """A warm session for the new session ``name``, with the limits it
         was asked for; None if none fits (the pool is then dropped: it was
-        started for sessions like this one)."""
+        started for sessions like this one, or in another directory)."""
         network = parse_network(net)
-        fits = [s for s in self.pool if s.image == image and s.network == network]
+        fits = [s for s in self.pool if s.image == image and s.network == network
+                and getattr(s, "notebook_dir", None) == mount]
         if not fits:
             self.drop_pool()
             return None
@@ -519,6 +547,7 @@ def _status(args, sessions: Sessions, namespace, on_output) -> Output:
             ("pid", str(info["pid"] or "-")),
             ("uptime", stats_contract.format_seconds(info["uptime"])),
             ("limits", describe_limits(sessions.get(args.name))),
+            ("notebook dir", notebook_words(sessions.get(args.name))),
             ("policy", sessions.policy.describe()),
             ("cells", str(info["cells"]))]
     figures = info["stats"] or {}
@@ -530,6 +559,24 @@ def _status(args, sessions: Sessions, namespace, on_output) -> Output:
                          f"{stats_contract.format_seconds(figures.get('cpu_system'))} sys"),
                  ("oom kills", str(figures.get("oom_kills")))]
     return _table_output(["", ""], rows, header=False)
+
+
+def notebook_words(session: Session) -> str:
+    """How the session has the notebook's directory, for status and the footer."""
+    words = getattr(session, "notebook_words", None)
+    if words:
+        return words
+    mount = getattr(session, "notebook_dir", None)
+    return f"{mount.target}" if mount is not None else "not mounted: cells start in /workspace"
+
+
+def footer_dir(session: Session) -> str:
+    """The footer's short words for the notebook's directory: PATH rw|ro|ro+overlay, or none."""
+    mount = getattr(session, "notebook_dir", None)
+    if mount is None:
+        return "none (cells start in /workspace)"
+    mode = "ro+overlay" if mount.overlay else "ro" if mount.read_only else "rw"
+    return f"{mount.target} {mode}"
 
 
 def _limits(args, sessions: Sessions, namespace, on_output) -> Output:

@@ -28,6 +28,8 @@ Two presets:
                             host's (the build runs as uid 0)
     image rm                only images this kernel made                    any image
     new image names         NAME[:TAG] of a-z 0-9 . _ -: no '/'             the store's rule
+    the notebook's dir      read-only, writes stay in the container         read-write
+                            (--notebook-dir overlay|ro|rw|none)
 
 Every refusal is ``PolicyRefused``: one line that names the rule, and who
 can change it and how.  A refusal happens before anything is done on the
@@ -40,11 +42,12 @@ from __future__ import annotations
 
 import os
 import re
+import pwd
 from dataclasses import dataclass, replace
 
 from ..runtime import images
-from ..runtime.spec import DEFAULT_DISK, SpecError, parse_cpus, parse_duration, parse_network, \
-    parse_pids, parse_size
+from ..runtime.spec import DEFAULT_DISK, Mount, SpecError, parse_cpus, parse_duration, \
+    parse_network, parse_pids, parse_size
 from . import stats as stats_contract
 
 CLASSROOM, TRUSTED = "classroom", "trusted"
@@ -55,6 +58,16 @@ INSTALL = "sandbox-kernel install"
 # a new image's name in the classroom: one path component, Docker's NAME[:TAG]
 _NEW_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$")
 DOCKER_HUB_ALIASES = ("docker.io", "index.docker.io", "registry-1.docker.io")
+# how the notebook's directory is in the container (see Policy.notebook_mount)
+NOTEBOOK_DIR_MODES = ("overlay", "ro", "rw", "none")
+NOTEBOOK_DIR_WORDS = {"overlay": "read-only; writes stay in the container", "ro": "read-only",
+                      "rw": "read-write", "none": "not mounted"}
+# never a notebook's directory, whatever the policy: the whole host, or its
+# system, shared or per-user trees; also below these
+SYSTEM_TREES = ("/proc", "/sys", "/dev", "/boot", "/etc", "/run")
+SYSTEM_DIRS = ("/", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/usr", "/usr/local",
+               "/var", "/var/tmp", "/home", "/root", "/tmp", "/opt", "/srv", "/mnt", "/media",
+               "/snap", "/nix")
 
 
 class PolicyRefused(ValueError):
@@ -85,6 +98,7 @@ class Policy:
     host_builds: bool = True               # with build_bases None: may a build start on the host?
     remove_any: bool = True                # False: rm only what this kernel made
     strict_names: bool = False             # new images: NAME[:TAG], no '/'
+    notebook_dir: str = "rw"               # the notebook's directory: overlay | ro | rw | none
 
     # -- limits ------------------------------------------------------------------
 
@@ -229,6 +243,33 @@ class Policy:
                          "may lift it", f"{INSTALL} --policy trusted")
         return name
 
+    # -- the notebook's directory ---------------------------------------------------
+
+    def notebook_mount(self, path: str | None) -> tuple[Mount | None, str]:
+        """How the notebook's directory ``path`` (the kernel's working
+        directory) is in the container: a Mount at the same path, or None,
+        and the words for %container status.  ``rw``: read-write, and what
+        the cells write is the host's; ``ro``: read-only; ``overlay``:
+        read-only, with a writable layer in the container (what the cells
+        write stays there and counts against --disk); ``none``: not there.
+        The files show as the workload's where they are the kernel's user's
+        (map_owner; an idmapped mount, as root).  Never the whole host, a
+        system directory or a home directory itself (its keys, shell start-up
+        files and Jupyter's connection files): cells then start in a fresh
+        /workspace and the words say why."""
+        fresh = "cells start in a fresh /workspace"
+        if self.notebook_dir == "none":
+            return None, f"not mounted (the {self.name} policy's notebook_dir none): {fresh}"
+        if not path:
+            return None, f"not mounted (the kernel's directory is unknown): {fresh}"
+        real = os.path.realpath(path)
+        why = unsafe_directory(real)
+        if why is not None:
+            return None, f"not mounted: {real} is {why}: {fresh}; keep the notebook in a folder of its own"
+        mount = Mount(real, real, read_only=self.notebook_dir == "ro",
+                      overlay=self.notebook_dir == "overlay", map_owner=(os.geteuid(), os.getegid()))
+        return mount, f"{real} ({NOTEBOOK_DIR_WORDS[self.notebook_dir]})"
+
     # -- what it says ------------------------------------------------------------
 
     def caps_text(self) -> str:
@@ -251,7 +292,8 @@ class Policy:
                 f"import from {listed(self.import_dirs, 'no directory')}",
                 f"pull from {listed(self.pull_registries, 'no registry')}",
                 f"build net {'/'.join(self.build_networks)} from {bases}",
-                f"rm {'any image' if self.remove_any else 'images this kernel made'}"]
+                f"rm {'any image' if self.remove_any else 'images this kernel made'}",
+                f"notebook dir {NOTEBOOK_DIR_WORDS[self.notebook_dir]}"]
 
     def as_dict(self) -> dict:
         """For the side panel: plain JSON."""
@@ -261,6 +303,7 @@ class Policy:
                 "import_dirs": _list(self.import_dirs), "pull_registries": _list(self.pull_registries),
                 "build_networks": list(self.build_networks), "build_bases": _list(self.build_bases),
                 "host_builds": self.host_builds, "remove_any": self.remove_any,
+                "notebook_dir": self.notebook_dir,
                 "text": self.describe()}
 
     def _refuse(self, rule: str, does: str, how: str) -> None:
@@ -286,7 +329,7 @@ def classroom(limits: dict, net: str = "none") -> Policy:
                   max_disk=limits.get("disk", DEFAULT_DISK), max_sessions=1,
                   networks=tuple(dict.fromkeys(("none", parse_network(net)))), import_dirs=(),
                   pull_registries=(), build_networks=("none",), host_builds=False,
-                  remove_any=False, strict_names=True)
+                  remove_any=False, strict_names=True, notebook_dir="overlay")
 
 
 def preset(name: str, limits: dict, net: str = "none") -> Policy:
@@ -315,7 +358,41 @@ def with_overrides(policy: Policy, overrides: dict) -> Policy:
     for key in ("images", "build_bases"):
         if overrides.get(key) is not None:
             fields[key] = tuple(check_reference(n) for n in overrides[key])
+    if overrides.get("notebook_dir"):
+        fields["notebook_dir"] = parse_notebook_dir(overrides["notebook_dir"])
     return replace(policy, **fields)
+
+
+def parse_notebook_dir(text) -> str:
+    value = str(text).strip().lower()
+    if value not in NOTEBOOK_DIR_MODES:
+        raise SpecError("notebook dir", text, "overlay (read-only, writes stay in the container), "
+                        "ro (read-only), rw (read-write) or none (not mounted)")
+    return value
+
+
+def unsafe_directory(real: str) -> str | None:
+    """Why the real path ``real`` may not be a notebook's directory in a
+    container, or None: the root, a system directory or tree, a home directory."""
+    if real in SYSTEM_DIRS:
+        return "the root" if real == "/" else "a system directory"
+    if any(_below(real, tree) for tree in SYSTEM_TREES):
+        return "a system directory"
+    if real in home_directories():
+        return "a home directory"
+    return None
+
+
+def home_directories() -> set[str]:
+    """The kernel's user's home (passwd and $HOME), as real paths."""
+    homes = set()
+    try:
+        homes.add(pwd.getpwuid(os.geteuid()).pw_dir)
+    except KeyError:
+        pass   # a uid without a passwd entry (a container's): $HOME only
+    if os.environ.get("HOME"):
+        homes.add(os.environ["HOME"])
+    return {os.path.realpath(h) for h in homes if os.path.isabs(h)}
 
 
 # ---------------------------------------------------------------------------

@@ -156,6 +156,8 @@ def footer_parts(stats: dict) -> list[tuple[str, str]]:
     ]
     if cell.get("disk_used") is not None or cell.get("disk_limit") is not None:
         parts.append(("disk", _disk_share(cell)))
+    if stats.get("notebook_dir"):
+        parts.append(("dir", str(stats["notebook_dir"])))
     if cell.get("oom_kills"):
         parts.append(("oom kills", str(cell["oom_kills"])))
     if stats.get("trusted_output") is True:
@@ -208,6 +210,14 @@ def footer_html(stats: dict) -> str:
         cells.append(f'<span{style}><b>{html.escape(label)}</b> {html.escape(text)}</span>')
     return ('<div class="sandbox-kernel-stats" style="font-family:monospace;font-size:11px;'
             'opacity:0.75;white-space:nowrap;overflow-x:auto">' + " &middot; ".join(cells) + "</div>")
+
+
+def with_notebook_dir(stats: dict, text: str | None) -> dict:
+    """The stats with the optional key ``notebook_dir``: the working
+    directory and how it is mounted, short ("/home/u/course rw", "... ro",
+    "... ro+overlay": read-only, writes stay in the container; "none"),
+    for the footer's "dir" part."""
+    return {**stats, "notebook_dir": text} if text else stats
 
 
 def footer_bundle(stats: dict) -> dict:
