@@ -36,7 +36,9 @@ without recursion.
 The build mount has metacopy and redirect_dir off, so that the upper dir
 stands alone.  The script runs as uid 0 without any capability (it can write
 what root owns in the image, and no more), with network ``host``.  The
-upper dir is on the host's disk: the build's disk limit is not enforced.
+upper dir is on the host's disk: the build's disk limit is not enforced
+while the script runs, but its layer is charged to the store's quota (as an
+import is) before it is kept, and refused past it.
 """
 from __future__ import annotations
 
@@ -83,14 +85,14 @@ def build(name: str, base: str, script: str, *, network: str = "host", limits: L
         upper = _host_layer(work) if below.on_host else os.path.join(work, "upper")
         _clean_setup_residue(upper, below, spec)
         _sanitize(upper, allow_setuid)
-        diff_id, size = layer_digest(upper)
+        diff_id, size, entries = layer_digest(upper)
         with store.lock():
             if store.image(name) is not None:
                 raise ImageError(f"an image named {name!r} exists: remove it first (images rm {name})")
             if base_image is not None and (store.image(base) is None
                                            or store.image(base).layers != base_image.layers):
                 raise ImageError(f"the base image {base!r} was removed or replaced during the build")
-            _commit_layer(store, work, upper, diff_id, size)
+            _commit_layer(store, work, upper, diff_id, size, entries)
             return store.write_image(_record(base_image, name, diff_id, script))
 
 
@@ -342,15 +344,17 @@ class _HashWriter:
         return len(data)
 
 
-def layer_digest(upper: str) -> tuple[str, int]:
-    """(diff_id, bytes of files) of the OCI tar this overlay upper dir stands
-    for: entries in os.walk order with sorted names, walked with safe_fs."""
-    sink, size = _HashWriter(), 0
+def layer_digest(upper: str) -> tuple[str, int, int]:
+    """(diff_id, bytes of files, entries) of the OCI tar this overlay upper
+    dir stands for: entries in os.walk order with sorted names, walked with
+    safe_fs."""
+    sink, size, entries = _HashWriter(), 0, 0
     with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as archive:
         for directory, dir_fd, names in safe_fs.walk(upper):
             for name in names:
                 size += _add(archive, dir_fd, os.path.join(directory, name), name)
-    return "sha256:" + sink.sha256.hexdigest(), size
+                entries += 1
+    return "sha256:" + sink.sha256.hexdigest(), size, entries
 
 
 def _add(archive: tarfile.TarFile, dir_fd: int, arcname: str, name: str) -> int:
@@ -385,10 +389,13 @@ def _is_opaque(dir_fd: int, name: str) -> bool:
         return False
 
 
-def _commit_layer(store: Store, work: str, upper: str, diff_id: str, size: int) -> None:
-    """The upper dir becomes the layer's root/ (a rename: nothing is copied)."""
+def _commit_layer(store: Store, work: str, upper: str, diff_id: str, size: int, entries: int) -> None:
+    """The upper dir becomes the layer's root/ (a rename: nothing is copied),
+    if the store quota has room for it (ImageError if not: the caller's work
+    dir goes, and nothing is kept).  Lock held."""
     if store.has_layer(diff_id):
         return
+    charge = _charge_layer(store, size, entries)
     layer_work = os.path.join(work, "layer")
     os.mkdir(layer_work)
     os.rename(upper, os.path.join(layer_work, "root"))
@@ -397,7 +404,22 @@ def _commit_layer(store: Store, work: str, upper: str, diff_id: str, size: int) 
         os.fchmod(root, 0o755)
     finally:
         os.close(root)
-    store.commit_layer(layer_work, diff_id, None, size)
+    store.commit_layer(layer_work, diff_id, None, size, charge)
+
+
+def _charge_layer(store: Store, size: int, entries: int) -> int:
+    """What the layer counts against the store, as an import's Budget counts
+    it (its files' sizes, ENTRY_BYTES an entry), checked against what the
+    store quota has left: the script wrote it already, in the store's tmp/,
+    so without this a build could fill the store past any quota.  (The
+    layer is on the store's file system already and the commit is a rename:
+    free space and inodes are not charged twice.)"""
+    charge = size + entries * layers.ENTRY_BYTES
+    room, where = store.quota_room()
+    if room is not None and charge > room:
+        raise ImageError(f"the build's layer ({images.format_size(charge)} in {entries} entries) is "
+                         f"past {where}: nothing was kept")
+    return charge
 
 
 def _record(base: Image | None, name: str, diff_id: str, script: str) -> Image:

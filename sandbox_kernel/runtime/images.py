@@ -452,17 +452,27 @@ class Store:
         """What one import may write: the quota less what is stored, and the
         file system's free space and inodes less FREE_RESERVE of them."""
         from .layers import Budget
-        quota, used = store_quota(), self.used()
         fs = os.statvfs(self._path("tmp"))
         free = fs.f_bavail * fs.f_frsize - int(fs.f_blocks * fs.f_frsize * FREE_RESERVE)
         inodes = fs.f_favail - int(fs.f_files * FREE_RESERVE) if fs.f_files else None
         limits = [(free, f"the free space of the store's file system ({format_size(max(free, 0))} "
                          f"usable, keeping {FREE_RESERVE:.0%} free)")]
-        if quota is not None:
-            limits.append((quota - used, f"the store quota ({QUOTA_ENV}={format_size(quota)}, "
-                                         f"{format_size(used)} used; raise it or images rm)"))
+        room, where = self.quota_room()
+        if room is not None:
+            limits.append((room, where))
         limit, where = min(limits, key=lambda pair: pair[0])
         return Budget(max(limit, 0), where, None if inodes is None else max(inodes, 0))
+
+    def quota_room(self) -> tuple[int | None, str]:
+        """What the store quota leaves for new layers (None: no quota), and
+        what an error says of it.  A build's layer, already on the store's
+        file system when it is committed, is held to this alone."""
+        quota = store_quota()
+        if quota is None:
+            return None, ""
+        used = self.used()
+        return quota - used, (f"the store quota ({QUOTA_ENV}={format_size(quota)}, "
+                              f"{format_size(used)} used; raise it or images rm)")
 
     def layers(self) -> list[str]:
         base = self._path("layers", "sha256")

@@ -160,3 +160,21 @@ def test_a_build_scripts_fork_bomb_meets_a_pids_limit(busybox):
     with pytest.raises(images.BuildError, match="can't fork"):
         image_build.build("bomb", busybox, script, network="none")
     assert images.Store().image("bomb") is None
+
+
+def test_a_build_layer_past_the_store_quota_is_refused_and_nothing_is_kept(busybox, store, monkeypatch):
+    """The layer a script wrote was committed whatever its size: a build
+    could fill the store past SANDBOX_KERNEL_STORE_QUOTA.  It is charged as
+    an import is; past the quota, one line, and the store is as it was."""
+    monkeypatch.setenv(images.QUOTA_ENV, "4M")            # busybox itself holds about 2 MiB
+    layers_before = store.layers()
+    write = "/bin/busybox dd if=/dev/zero of=/big bs=1048576 count={} 2>/dev/null"
+    with pytest.raises(images.ImageError) as refused:
+        images.build("big", busybox, write.format(8), network="none")
+    message = str(refused.value)
+    assert len(message.splitlines()) == 1 and "past the store quota" in message, message
+    assert "SANDBOX_KERNEL_STORE_QUOTA=4.0 MiB" in message and "nothing was kept" in message
+    assert store.image("big") is None and store.layers() == layers_before
+    assert [n for n in os.listdir(os.path.join(store.root, "tmp")) if n.startswith("sbk-")] == []
+    small = images.build("small", busybox, write.format(1), network="none")   # room for 1 MiB
+    assert store.layer_info(small.layers[-1])["charged"] >= 1 << 20
