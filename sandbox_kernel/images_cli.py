@@ -11,7 +11,11 @@
     sandbox-kernel images pull 127.0.0.1:5000/busybox:latest [--platform linux/arm64]
 
 Bad input (a missing file, a corrupt blob, an unknown media type, a name in
-use) is one line on stderr and exit status 2; a failed build script exit 1.
+use, a registry that redirects out of http/https or more than 5 times, an
+image or build layer past $SANDBOX_KERNEL_STORE_QUOTA) is one line on stderr
+and exit status 2; a failed build script exit 1.  Every command, listing
+included, first sweeps the work directories that killed imports, pulls and
+builds of this user left in the store.
 The store is /var/lib/sandbox-kernel as root, else the XDG data dir, or
 $SANDBOX_KERNEL_IMAGES.
 """

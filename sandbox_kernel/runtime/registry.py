@@ -98,6 +98,8 @@ def parse_reference(text: str) -> Reference:
         registry, rest = first, remainder
     else:
         registry = DOCKER_HUB
+    if registry.lower() in ("docker.io", "index.docker.io"):   # names of Docker Hub, whose API is here
+        registry = DOCKER_HUB
     tag = None
     if ":" in rest.rsplit("/", 1)[-1]:
         rest, tag = rest.rsplit(":", 1)

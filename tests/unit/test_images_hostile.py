@@ -634,3 +634,12 @@ def test_a_url_the_registry_names_is_http_or_https_with_a_host(url):
     client.check_url("https://cdn.example/blob", "a redirect")
     client.check_url("http://[::1]:5000/v2/", "a redirect")
     assert asked == [("cdn.example", 443), ("::1", 5000)]
+
+
+def test_docker_hub_names_reach_its_api_host():
+    """docker.io and index.docker.io name Docker Hub; its API is at
+    registry-1.docker.io (the host a policy lists as docker.io)."""
+    from sandbox_kernel.runtime import registry
+    for text in ("docker.io/busybox", "index.docker.io/library/busybox", "busybox"):
+        reference = registry.parse_reference(text)
+        assert (reference.registry, reference.repository) == ("registry-1.docker.io", "library/busybox")
