@@ -319,14 +319,17 @@ def _mode_of(path: str) -> int:
 
 
 def _upper_owner(mount, user: tuple[int, int], rootless: bool) -> tuple[int, int] | None:
-    """Who the overlay's top directory belongs to: the workload when the host
-    directory is the mapped owner's (root) or the user's own (rootless)."""
+    """Who the overlay's top directory belongs to, as the lower's shows: the
+    workload when the host directory is the mapped owner's (idmapped, as
+    root); else None: the mounter's, which rootless is the user's own id
+    inside, the same as the lower directory's."""
+    if rootless or mount.map_owner is None:
+        return None
     try:
         st = os.stat(mount.source)
     except OSError:
         return None
-    own = os.getuid() if rootless else (mount.map_owner or (None,))[0]
-    return user if st.st_uid == own else None
+    return user if st.st_uid == mount.map_owner[0] else None
 
 
 def _below(path: str, directory: str) -> bool:
