@@ -41,8 +41,17 @@ Decisions worth knowing:
   the cell ends (reaping.py), so they do not hold the container's pids
   limit; a child that a live subprocess.Popen or multiprocessing object
   will wait for is left alone, and keeps its exit code.
-* No input: ``input()`` and ``getpass`` raise StdinNotImplementedError, as
-  in a Jupyter frontend without stdin support.
+* Input: ``input()`` and ``getpass.getpass()`` send an ``input_request``
+  frame and wait for the host's ``input_reply`` (the frontend's answer),
+  when the execute request says allow_stdin; else they raise
+  StdinNotImplementedError, as ipykernel does for a frontend without stdin.
+  An interrupt ends the wait with KeyboardInterrupt.  Only the cell's own
+  (main) thread may ask.
+* As in ipykernel: cells are compiled under the names ipykernel gives them,
+  ``/tmp/ipykernel_PID/HASH.py`` (CellCompiler), so SyntaxErrors, warnings,
+  tracebacks and pdb read the same; ``sys.path`` is the container's: ''
+  (the working directory at each import) before site-packages, and no entry
+  that does not exist inside (the host's, inherited from a zygote).
 * History lives in memory (the container is thrown away with the session),
   and IPython's profile directory is a private temporary one unless
   IPYTHONDIR is set: the container's HOME may not exist or be writable.
@@ -71,6 +80,7 @@ from contextlib import contextmanager
 
 from IPython.core import page
 from IPython.core.autocall import ZMQExitAutocall
+from IPython.core.compilerop import CachingCompiler
 from IPython.core.completer import provisionalcompleter, rectify_completions
 from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
@@ -611,6 +621,7 @@ class AgentShell(InteractiveShell):
     exiter = Instance(ZMQExitAutocall)
     keepkernel_on_exit = None
     channel: Channel | None = None
+    stdin_forwarder: StdinForwarder | None = None    # builtins.input and getpass (make_shell)
 
     @default("exiter")
     def _default_exiter(self):
@@ -677,6 +688,74 @@ class AgentShell(InteractiveShell):
 
 
 # ---------------------------------------------------------------------------
+# input() and getpass(): asked of the host's frontend
+
+
+class StdinForwarder:
+    """``builtins.input`` and ``getpass.getpass`` of the cells, as ipykernel's
+    raw_input and getpass: an ``input_request`` frame, then the cell waits
+    for the host's ``input_reply``.
+
+    The wait is a select() on the socket while the cell's interrupt gate is
+    armed, so SIGINT ends it with KeyboardInterrupt; the frame itself is read
+    inside ``gate.deferred()``, so never half.  Each request has a number
+    (``n``): a reply that comes after its input() was interrupted does not
+    answer the next one, and one that comes after the cell ended is dropped
+    by Agent.serve.
+    """
+
+    REPLY_ERRORS = {"EOFError": EOFError, "KeyboardInterrupt": KeyboardInterrupt,
+                    "StdinNotImplementedError": StdinNotImplementedError}
+
+    def __init__(self, channel: Channel):
+        self.channel = channel
+        self.allowed = False          # this cell's execute request said allow_stdin
+        self.asked = 0
+
+    def input(self, prompt="") -> str:
+        return self.ask(str(prompt), False, "raw_input")
+
+    def getpass(self, prompt="Password: ", stream=None, **_terminal_only) -> str:
+        return self.ask(str(prompt), True, "getpass")
+
+    def ask(self, prompt: str, password: bool, what: str) -> str:
+        channel = self.channel
+        if not (self.allowed and channel.tagged and channel.gate.armed):
+            raise StdinNotImplementedError(
+                f"{what} was called, but this frontend does not support input requests.")
+        if threading.get_ident() != channel.gate._main:
+            raise StdinNotImplementedError(
+                f"{what} was called from a thread of the cell's; only the cell's own "
+                f"(main) thread can ask the frontend for input")
+        flush_std_streams()             # what the cell printed comes before the prompt
+        self.asked += 1
+        channel.emit(protocol.INPUT_REQUEST, n=self.asked, password=password,
+                     prompt=prompt[:protocol.INPUT_PROMPT_LIMIT])
+        return self._answer(self._wait(self.asked))
+
+    def _wait(self, number: int) -> dict:
+        channel = self.channel
+        while True:
+            select.select([channel.sock], [], [])   # SIGINT: KeyboardInterrupt here
+            with channel.gate.deferred():
+                msg = channel.recv()
+            if msg["type"] != protocol.INPUT_REPLY:
+                raise ProtocolError(f"the host sent a {msg['type']!r:.60} frame while the cell "
+                                    f"waited for an input_reply")
+            if msg.get("n") == number:
+                return msg                 # else the answer to an input() interrupted before
+
+    def _answer(self, msg: dict) -> str:
+        value = msg.get("value")
+        if isinstance(value, str):
+            return value
+        name, message = str(msg.get("error", "")), cut_text(str(msg.get("message", "")), 1000)
+        if name in self.REPLY_ERRORS:
+            raise self.REPLY_ERRORS[name](message) if message else self.REPLY_ERRORS[name]()
+        raise RuntimeError(f"the host could not ask the frontend for input: {name}: {message}")
+
+
+# ---------------------------------------------------------------------------
 # Requests
 
 
@@ -726,6 +805,8 @@ class Agent:
                 request = self.channel.recv()
             except ConnectionClosed:
                 return 0
+            if request["type"] == protocol.INPUT_REPLY:
+                continue                  # the answer to an input() that was interrupted
             self._reply(request.get("id"), self.handle(request), request["type"])
             self.channel.request_id = self.last_execute_id
             if request["type"] == "shutdown" or self.shell.exit_now:
@@ -768,6 +849,8 @@ class Agent:
         self.shell.reset_error_state()
         self.reaper.reap()                # zombies made between cells (a thread of the user's)
         result, escaped, evaluated = None, None, {}
+        stdin = self.shell.stdin_forwarder
+        stdin.allowed = request.get("allow_stdin") is True
         try:
             with self.channel.gate.cell():
                 result = self.shell.run_cell(code, store_history=store_history, silent=silent)
@@ -778,6 +861,8 @@ class Agent:
             # hook, say), outside the cell's try: show it like one in the cell.
             escaped = exc
             self.shell.showtraceback()
+        finally:
+            stdin.allowed = False
         self.reaper.reap()                # before the reply: the next cell has its pids back
         self._end_of_cell_output()
         return self._execute_reply(result, escaped, evaluated)
@@ -933,9 +1018,67 @@ def format_size(n: int) -> str:
     return f"{n} bytes"
 
 
-def _no_stdin(*args, **kwargs):
-    raise StdinNotImplementedError(
-        "raw_input was called, but this frontend does not support input requests.")
+class CellCompiler(CachingCompiler):
+    """Cells named as ipykernel 6+ names them (ipykernel/compiler.py,
+    XCachingCompiler): ``/tmp/ipykernel_PID/HASH.py``, HASH the murmur2 of
+    the cell's code, or IPYKERNEL_CELL_NAME.  IPython's own name,
+    ``<ipython-input-N-hash>``, shows in SyntaxErrors, warnings and pdb, and
+    stack_data formats a traceback of such a name differently (other
+    context lines, other highlighting).  A copy, not an import: importing
+    ipykernel would bring ZeroMQ and jupyter_client into every container."""
+
+    def get_code_name(self, raw_code, code, number):
+        return ipykernel_cell_name(raw_code)
+
+
+def ipykernel_cell_name(code: str) -> str:
+    name = os.environ.get("IPYKERNEL_CELL_NAME")
+    if name is None:
+        folder = os.path.join(tempfile.gettempdir(), f"ipykernel_{os.getpid()}")
+        name = os.path.join(folder, f"{murmur2_x86(code, 0xC70F6907)}.py")
+    return name
+
+
+def murmur2_x86(text: str, seed: int) -> int:
+    """ipykernel's compiler.murmur2_x86, over the UTF-8 bytes of ``text``."""
+    m, data = 0x5BD1E995, text.encode("utf-8")
+    length = len(data)
+    h = seed ^ length
+    rounded_end = length & 0xFFFFFFFC
+    for i in range(0, rounded_end, 4):
+        k = int.from_bytes(data[i:i + 4], "little")
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> 24
+        k = (k * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    tail = data[rounded_end:]
+    if tail:
+        h ^= int.from_bytes(tail, "little")
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h
+
+
+def container_sys_path(path: list[str], safe_path: bool) -> list[str]:
+    """``sys.path`` for the cells, as ipykernel's: the entry ``python -m``
+    put first (the directory the interpreter started in: for an agent
+    forked from a zygote, a folder of the host) goes, entries that do not
+    exist in this container go, and '' (the working directory at each
+    import, so ``%%file mod.py`` then ``import mod`` works, also after %cd)
+    is inserted before the first site-packages, as IPython's
+    InteractiveShellApp.init_path does; not with PYTHONSAFEPATH."""
+    entries = list(path[1:] if path and not safe_path else path)
+    kept: list[str] = []
+    for entry in entries:
+        if entry and entry not in kept and os.path.exists(entry):
+            kept.append(entry)
+    if safe_path:
+        return kept
+    at = next((i for i, entry in enumerate(kept)
+               if os.path.basename(entry) in ("site-packages", "dist-packages")), 0)
+    return kept[:at] + [""] + kept[at:]
 
 
 def make_shell(channel: Channel, ipython_dir: str) -> AgentShell:
@@ -946,10 +1089,12 @@ def make_shell(channel: Channel, ipython_dir: str) -> AgentShell:
         os.environ["MPLBACKEND"] = INLINE_BACKEND
     config = Config()
     config.HistoryManager.hist_file = ":memory:"
-    shell = AgentShell.instance(config=config, ipython_dir=ipython_dir)
+    shell = AgentShell.instance(config=config, ipython_dir=ipython_dir,
+                                compiler_class=CellCompiler)
     shell.attach(channel)
-    builtins.input = _no_stdin
-    getpass.getpass = _no_stdin
+    shell.stdin_forwarder = StdinForwarder(channel)
+    builtins.input = shell.stdin_forwarder.input
+    getpass.getpass = shell.stdin_forwarder.getpass
     return shell
 
 
@@ -993,6 +1138,7 @@ def main(argv=None) -> int:
     gate.install()
     channel = Channel(sock, gate, args.max_frame, protocol.cell_frame_limit(limit))
     saved = sys.stdout, sys.stderr
+    sys.path[:] = container_sys_path(sys.path, bool(sys.flags.safe_path))
     try:
         shell = make_shell(channel, private_dir or os.environ["IPYTHONDIR"])
         budget = OutputBudget(limit)

@@ -87,6 +87,7 @@ INTERRUPT_GRACE = 5.0         # after a user's interrupt: this long to stop, the
 GROUP_SIGNAL_DELAY = 0.5      # see _Exchange._forward_host_sigint
 DEATH_WAIT = 5.0              # EOF on the socket to the container's exit
 POLL_INTERVAL = 0.2           # longest select(); a signal handler's flag is seen this fast
+INPUT_SEND_WAIT = 10.0        # seconds an agent may take to read an input_reply
 HOST_OUTPUT_SLACK = 1 << 20   # see host_output_cap
 LOG_PIPE_SIZE = 1 << 20
 HISTORY_SIZE = 100
@@ -94,6 +95,8 @@ HISTORY_SIZE = 100
 _DISPLAY_KINDS = ("display_data", "update_display_data", "execute_result")
 
 OnOutput = Callable[[str, dict], None]
+# on_input(prompt, password) -> the frontend's answer: input() and getpass() in a cell
+OnInput = Callable[[str, bool], str]
 
 
 class SessionError(RuntimeError):
@@ -454,13 +457,21 @@ class Session:
 
     def execute(self, code: str, *, silent: bool = False, store_history: bool = True,
                 on_output: OnOutput | None = None, timeout: float | None = None,
-                user_expressions: dict | None = None) -> CellResult:
+                user_expressions: dict | None = None, on_input: OnInput | None = None) -> CellResult:
         """Run a cell; outputs go to on_output(msg_type, content) as they come.
-        ``timeout`` (seconds) overrides the session's per-cell limit."""
+        ``timeout`` (seconds) overrides the session's per-cell limit.
+
+        ``on_input(prompt, password)`` answers the cell's input() and
+        getpass() (the frontend's stdin); it may raise EOFError or
+        KeyboardInterrupt (ipykernel's _input_request does), which the cell
+        then gets.  SIGINT interrupts it (KeyboardInterrupt, in the main
+        thread), and the time it waits does not count against the cell's
+        time limit.  None: the frontend has no stdin, and input() raises
+        StdinNotImplementedError as in ipykernel."""
         request = {"type": "execute", "code": code, "silent": silent,
                    "store_history": store_history and not silent,
-                   "user_expressions": user_expressions or {}, "allow_stdin": False}
-        return self._run_cell(request, on_output, timeout)
+                   "user_expressions": user_expressions or {}, "allow_stdin": on_input is not None}
+        return self._run_cell(request, on_output, timeout, on_input=on_input)
 
     def run_command(self, argv, *, on_output: OnOutput | None = None,
                     timeout: float | None = None) -> CellResult:
@@ -486,14 +497,16 @@ class Session:
                                f"{result.reply.get('ename')}: {result.reply.get('evalue')}")
         return result.exit_code, "".join(chunks)
 
-    def _run_cell(self, request: dict, on_output, timeout, command: bool = False) -> CellResult:
+    def _run_cell(self, request: dict, on_output, timeout, command: bool = False,
+                  on_input: OnInput | None = None) -> CellResult:
         with self._busy():
             self.start()
             self._used = True
             before, peaks_reset = self._cell_baseline()
             started = time.monotonic()
             limit = timeout if timeout is not None else self.limits.timeout
-            outcome = _Exchange(self, request, on_output, limit, cell=True, command=command).run()
+            outcome = _Exchange(self, request, on_output, limit, cell=True, command=command,
+                                on_input=on_input).run()
             wall = time.monotonic() - started
             return self._conclude(outcome, before, peaks_reset, wall, limit, command)
 
@@ -856,11 +869,12 @@ class _Exchange:
     """
 
     def __init__(self, session: Session, request: dict, on_output, timeout, *, cell: bool,
-                 command: bool = False):
+                 command: bool = False, on_input: OnInput | None = None):
         self.session = session
         self.id = session._new_id()
         self.request = {**request, "id": self.id}
         self.on_output = on_output
+        self.on_input = on_input
         self.timeout = timeout
         self.cell = cell
         self.command = command
@@ -1028,6 +1042,9 @@ class _Exchange:
                 raise ProtocolError("a reply without a content object")
             self.outcome = _Outcome("reply", reply=msg["content"])
             return
+        if kind == protocol.INPUT_REQUEST:
+            self._answer_input(msg)
+            return
         if kind not in protocol.OUTPUT_TYPES:
             raise ProtocolError(f"unknown message type {kind!r:.60}")
         content = clean_output(msg)
@@ -1037,6 +1054,63 @@ class _Exchange:
             self._take_exit_code(content["data"][EXIT_MIME])
             return
         self._pass_on(kind, content)
+
+    # -- input() in the cell ------------------------------------------------------
+
+    def _answer_input(self, msg: dict) -> None:
+        """The frontend's answer to the cell's input() or getpass(), sent back
+        at once: the agent waits for nothing else.  The prompt is the
+        agent's (untrusted): plain text, cut to INPUT_PROMPT_LIMIT."""
+        prompt, password, number = msg.get("prompt"), msg.get("password"), msg.get("n")
+        if msg.get("id") != self.id or not self.cell:
+            raise ProtocolError(f"an input_request for request {msg.get('id')!r} while request "
+                                f"{self.id} ({self.request['type']}) was waiting")
+        if not (isinstance(prompt, str) and type(password) is bool and type(number) is int):
+            raise ProtocolError("an input_request needs a str prompt, a bool password and an int n")
+        answer = self._ask_frontend(prompt[:protocol.INPUT_PROMPT_LIMIT], password)
+        self._send_now({"type": protocol.INPUT_REPLY, "id": self.id, "n": number, **answer})
+
+    def _ask_frontend(self, prompt: str, password: bool) -> dict:
+        if self.on_input is None:
+            return {"error": "StdinNotImplementedError", "message": protocol.NO_STDIN}
+        started = time.monotonic()
+        try:
+            with _SigintRaises():
+                value = self.on_input(prompt, password)
+        except KeyboardInterrupt:       # the user interrupted the wait: so is the cell
+            return {"error": "KeyboardInterrupt", "message": "Interrupted by user"}
+        except Exception as exc:        # EOFError, StdinNotImplementedError...: the cell's to see
+            return {"error": type(exc).__name__, "message": str(exc)[:1000]}
+        finally:
+            if self.deadline is not None:   # a person typing is not the cell running
+                self.deadline += time.monotonic() - started
+        if not isinstance(value, str):
+            return {"error": "TypeError", "message": f"the answer is a {type(value).__name__}, not str"}
+        if len(value) > protocol.INPUT_VALUE_LIMIT:
+            return {"error": "ValueError", "message": (
+                f"the answer is {len(value)} characters, more than input() takes "
+                f"({protocol.INPUT_VALUE_LIMIT})")}
+        return {"value": value}
+
+    def _send_now(self, msg: dict) -> None:
+        """One small frame, written whole before anything else is read (the
+        socket is non-blocking); an agent that takes none of it within
+        INPUT_SEND_WAIT is stuck, and its stream lost: the container goes."""
+        frame = memoryview(protocol.encode(msg))
+        give_up = time.monotonic() + INPUT_SEND_WAIT
+        sock = self.session._sock
+        while frame and sock is not None:
+            remaining = give_up - time.monotonic()
+            try:
+                if remaining <= 0 or not select.select([], [sock], [], remaining)[1]:
+                    break
+                frame = frame[sock.send(frame):]
+            except BlockingIOError:
+                continue
+            except OSError:
+                break
+        if frame:
+            raise ProtocolError(f"the agent did not take the input_reply within {INPUT_SEND_WAIT} s")
 
     def _take_exit_code(self, value) -> None:
         code = value.get("exit_code") if isinstance(value, dict) else None
@@ -1081,6 +1155,26 @@ class _Exchange:
             self.on_output("stream", {"name": "stderr", "text": (
                 f"[output cut: the cell sent more than {stats_contract.format_bytes(self.output_cap)}"
                 f" of output; {self.dropped_frames} messages dropped]\n")})
+
+
+class _SigintRaises:
+    """While the frontend is asked for input (main thread only), SIGINT raises
+    KeyboardInterrupt, as it does in a kernel waiting in ipykernel's
+    _input_request: the wait must end on an interrupt, and _SigintToFlag's
+    flag would leave it waiting."""
+
+    def __init__(self):
+        self.previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
 
 
 class _SigintToFlag:

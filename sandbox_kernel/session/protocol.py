@@ -19,6 +19,8 @@ the agent sends about that request carries the same id, and exactly one
       |                                                |
       |== SIGINT (a signal, not a frame) =============>|  KeyboardInterrupt in the
       |                                                |  running cell; ignored idle
+      |<------- input_request {id:7, n, prompt, ...} --|  input() / getpass() in the cell
+      |-- input_reply {id:7, n, value} --------------->|  (the frontend's answer)
       |-- complete / inspect / is_complete / history ->|
       |<------------------------- reply {id, content} -|
       |-- push {id, values} / pull {id, names} ------->|
@@ -48,6 +50,15 @@ Host -> agent (requests), with the fields each carries:
     pull         id, names: a list of variable names
     shutdown     id, restart (optional, default false)
 
+Host -> agent, not a request (the answer to an input_request; the agent
+drops one that comes when it is not waiting for that n):
+
+    input_reply  id, n, and one of: value (str, at most INPUT_VALUE_LIMIT
+                 characters), or error (the exception's name) and message:
+                 "EOFError", "KeyboardInterrupt", "StdinNotImplementedError"
+                 are raised as they are in the cell, any other name as a
+                 RuntimeError that says it
+
 Agent -> host (the content of Jupyter's iopub messages, plus the id):
 
     stream               id, name ("stdout" | "stderr"), text
@@ -56,6 +67,13 @@ Agent -> host (the content of Jupyter's iopub messages, plus the id):
     execute_result       id, execution_count, data, metadata
     error                id, ename, evalue, traceback
     clear_output         id, wait
+    input_request        id, n (counts the cell's requests), prompt (at most
+                         INPUT_PROMPT_LIMIT characters), password (bool):
+                         the cell waits in input() or getpass() for the
+                         input_reply with the same n.  Only when the execute
+                         request said allow_stdin (else the agent raises
+                         StdinNotImplementedError, as ipykernel does); an
+                         interrupt ends the wait (KeyboardInterrupt).
     reply                id, content: exactly the content of Jupyter's
                          execute_reply, complete_reply, inspect_reply,
                          is_complete_reply, history_reply or shutdown_reply;
@@ -115,6 +133,11 @@ OUTPUT_TYPES = (
     "stream", "display_data", "update_display_data", "execute_result", "error", "clear_output",
 )
 REPLY = "reply"
+INPUT_REQUEST = "input_request"   # agent -> host, while a cell runs
+INPUT_REPLY = "input_reply"       # host -> agent, the answer
+INPUT_PROMPT_LIMIT = 4096         # characters of a prompt shown in the frontend's input box
+INPUT_VALUE_LIMIT = 1 << 20       # characters of an answer
+NO_STDIN = "raw_input was called, but this frontend does not support input requests."
 
 
 class ProtocolError(Exception):
