@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import json
 import re
 import urllib.error
 import urllib.parse
@@ -187,6 +186,9 @@ class Client:
                 reason = getattr(error, "reason", error)
                 raise ImageError(f"cannot reach {_shown(url)} ({what} of the registry "
                                  f"{self.reference.registry}): {reason}") from None
+            except ValueError as error:    # http.client's InvalidURL: control characters...
+                raise ImageError(f"{self.reference.registry}: {what} leads to {_shown(url)}, "
+                                 f"which cannot be opened ({error}); refused") from None
         raise ImageError(f"{self.reference.registry}: {what}: more than {MAX_REDIRECTS} redirects; "
                          f"refused")
 
@@ -227,11 +229,8 @@ class Client:
             raise ImageError(f"{failed}: {error.code} {error.reason}") from None
         except OSError as error:       # a connection that broke while the answer was read
             raise ImageError(f"{failed}: {error}") from None
-        try:
-            answer = json.loads(raw)
-        except ValueError as error:
-            raise ImageError(f"{failed}: not JSON ({error})") from None
-        token = answer.get("token") or answer.get("access_token") if isinstance(answer, dict) else None
+        answer = image_sources._json(raw, f"{failed}: the answer")   # bounded depth too
+        token = answer.get("token") or answer.get("access_token")
         if not token or not isinstance(token, str):
             raise ImageError(f"{self.reference.registry}: the token answer holds no token")
         return token

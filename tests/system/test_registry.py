@@ -536,3 +536,19 @@ def test_answers_are_bounded(hostile, store):
     hostile.bend = endless
     message = one_line_refusal(hostile)
     assert "past its descriptor's size" in message and store.layers() == []
+
+
+def test_a_token_answer_nested_too_deeply_is_one_line(hostile, store):
+    """json.loads raised RecursionError (no ValueError) on the token answer."""
+    def challenge(handler) -> bool:
+        if handler.path.startswith("/token"):
+            handler.send(200, b"[" * 200_000)
+            return True
+        if handler.headers.get("Authorization"):
+            return False
+        realm = f"http://{hostile.address}/token"
+        handler.send(401, b"{}", {"WWW-Authenticate": f'Bearer realm="{realm}",service="x"'})
+        return True
+    hostile.bend = challenge
+    message = one_line_refusal(hostile)
+    assert "no token from" in message and "nested too deeply" in message, message
