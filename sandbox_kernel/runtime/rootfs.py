@@ -319,17 +319,17 @@ def _mode_of(path: str) -> int:
 
 
 def _upper_owner(mount, user: tuple[int, int], rootless: bool) -> tuple[int, int] | None:
-    """Who the overlay's top directory belongs to, as the lower's shows: the
-    workload when the host directory is the mapped owner's (idmapped, as
-    root); else None: the mounter's, which rootless is the user's own id
-    inside, the same as the lower directory's."""
-    if rootless or mount.map_owner is None:
-        return None
+    """Who the overlay's top directory belongs to: the workload when the host
+    directory is the mapped owner's (idmapped, as root: the lower shows it as
+    the workload's) or, rootless, the user's own (where the workload is a
+    subordinate id, it may then at least add files at the top, as writes
+    stay in the container anyway); else None: root's."""
+    owner = os.getuid() if rootless else (mount.map_owner or (None,))[0]
     try:
         st = os.stat(mount.source)
     except OSError:
         return None
-    return user if st.st_uid == mount.map_owner[0] else None
+    return user if owner is not None and st.st_uid == owner else None
 
 
 def _below(path: str, directory: str) -> bool:

@@ -15,9 +15,9 @@ import pytest
 
 from sandbox_kernel.runtime.spec import Mount
 
-pytestmark = [pytest.mark.usefixtures("no_leftovers"),
-              pytest.mark.skipif(os.geteuid() != 0, reason="idmapped mounts need root; "
-                                 "the rootless tier binds without them")]
+pytestmark = pytest.mark.usefixtures("no_leftovers")
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="idmapped mounts need root; rootless, "
+                                "the workload reads what the host's modes let others read")
 
 PROBE = ("cd {d} && cat data/x.csv && echo written > new.txt && cat new.txt && "
          "echo changed > data/x.csv && cat data/x.csv && stat -c %u new.txt")
@@ -37,6 +37,7 @@ def _mount(path, **how):
     return Mount(path, path, map_owner=(os.geteuid(), os.getegid()), **how)
 
 
+@needs_root
 def test_read_write_the_host_sees_the_writes_as_the_kernels_users(run, notebook_dir):
     ran = run(PROBE.format(d=notebook_dir), mounts=(_mount(notebook_dir),), workdir=notebook_dir)
     assert ran.result.status == "ok", ran.stderr
@@ -46,6 +47,7 @@ def test_read_write_the_host_sees_the_writes_as_the_kernels_users(run, notebook_
     assert os.stat(os.path.join(notebook_dir, "new.txt")).st_uid == os.geteuid()   # the owner's, outside
 
 
+@needs_root
 def test_overlay_writes_stay_in_the_container(run, notebook_dir):
     ran = run(PROBE.format(d=notebook_dir), mounts=(_mount(notebook_dir, overlay=True),),
               workdir=notebook_dir)
@@ -56,6 +58,7 @@ def test_overlay_writes_stay_in_the_container(run, notebook_dir):
         assert handle.read() == "a,b\n"
 
 
+@needs_root
 def test_read_only_refuses_writes_and_reads(run, notebook_dir):
     ran = run(f"cd {notebook_dir} && cat data/x.csv && (echo x > new.txt) 2>&1; pwd",
               mounts=(_mount(notebook_dir, read_only=True),), workdir=notebook_dir)
@@ -65,8 +68,25 @@ def test_read_only_refuses_writes_and_reads(run, notebook_dir):
     assert sorted(os.listdir(notebook_dir)) == ["data"]
 
 
+@needs_root
 def test_a_symlink_in_the_directory_resolves_inside_the_container(run, notebook_dir):
     os.symlink("/etc/hostname", os.path.join(notebook_dir, "name"))
     ran = run(f"cat {notebook_dir}/name", mounts=(_mount(notebook_dir),))
     assert ran.result.status == "ok", ran.stderr
     assert ran.stdout.strip() == "sandbox"     # the container's /etc/hostname, not the host's
+
+
+def test_rootless_or_not_a_readable_directory_is_read_and_overlay_writes_stay_inside(run, tmp_path):
+    """Rootless no mount is idmapped: files readable by others (the usual
+    644 and 755) are read, and new files at the overlay's top stay inside."""
+    directory = tmp_path / "course"
+    (directory / "data").mkdir(parents=True)
+    (directory / "data" / "x.csv").write_text("a,b\n")
+    for path in (tmp_path, directory, directory / "data"):
+        path.chmod(0o755)
+    d = str(directory)
+    ran = run(f"cd {d} && cat data/x.csv && echo mine > new.txt && cat new.txt",
+              mounts=(Mount(d, d, overlay=True, map_owner=(os.geteuid(), os.getegid())),), workdir=d)
+    assert ran.result.status == "ok", ran.stderr
+    assert ran.stdout.split() == ["a,b", "mine"]
+    assert sorted(os.listdir(d)) == ["data"]
