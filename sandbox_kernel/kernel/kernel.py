@@ -205,7 +205,8 @@ class SandboxKernel(Kernel):
         self.sessions = commands.Sessions(
             policy=self.policy, trust_output=self.trust_output,
             defaults={k: self.resolved.values[k] for k in kernel_settings.LIMITS},
-            notebook_dir=kernel_settings.notebook_directory())
+            notebook_dir=kernel_settings.notebook_directory(
+                trust_environment=self.policy.name != policies.CLASSROOM))
         self.sessions.footer = self.resolved.footer
         self.sessions.new_session_hint = (f"every cell runs in the session {SESSION!r}: "
                                           f"leave out --name")
@@ -341,6 +342,7 @@ class SandboxKernel(Kernel):
         cell = _Cell(self, silent)
         self._interrupted = False
         self._cell_running = True
+        self._allow_stdin = bool(allow_stdin)     # ipykernel's raw_input and getpass read it
         try:
             return self._execute(code, cell, store_history, user_expressions or {})
         except Exception as error:       # the frontend waits for a reply: it must get one
@@ -378,7 +380,8 @@ class SandboxKernel(Kernel):
         result = None
         try:
             result = session.execute(code, silent=cell.silent, store_history=store_history,
-                                     on_output=cell.relay, user_expressions=user_expressions)
+                                     on_output=cell.relay, user_expressions=user_expressions,
+                                     on_input=self._frontend_input if self._allow_stdin else None)
         except SessionBusy as error:
             return cell.fail("SessionBusy", str(error), [])
         except (SessionError, SpecError, images.ImageNotFound, OSError, RuntimeError) as error:
@@ -391,6 +394,12 @@ class SandboxKernel(Kernel):
             stats = stats_contract.with_notebook_dir(result.stats, commands.footer_dir(session))
             cell.display(stats_contract.footer_bundle(stats), {"sandbox_kernel": {"footer": True}})
         return result.reply
+
+    def _frontend_input(self, prompt: str, password: bool) -> str:
+        """The container cell's input() and getpass(), asked of the frontend
+        by ipykernel's own machinery (an input_request on the stdin channel;
+        SIGINT ends the wait with KeyboardInterrupt, "\x04" is EOFError)."""
+        return self.getpass(prompt) if password else self.raw_input(prompt)
 
     def _follow_count(self, session, result) -> None:
         """The agent's count; 0 when the next cell gets a fresh container."""

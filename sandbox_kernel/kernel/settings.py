@@ -201,22 +201,25 @@ POLICY_HELP = {
 }
 
 
-def notebook_directory(environ: Mapping = os.environ) -> str | None:
+def notebook_directory(environ: Mapping = os.environ, *, trust_environment: bool = True) -> str | None:
     """The notebook's directory, learned as ipykernel has it: the working
     directory the server started the kernel in (jupyter_server and nbclient
     start it in the notebook's directory).  Only where that is not a
     directory a container may have (the root, a system directory: a kernel
     started from elsewhere), the directory of JPY_SESSION_NAME when the
-    server set it to the notebook's absolute path.  The cwd comes first: a
-    kernel started from inside another notebook's kernel inherits that
-    notebook's JPY_SESSION_NAME."""
+    server set it to the notebook's absolute path, and only where the
+    launch's environment is trusted (``trust_environment``: not under the
+    classroom policy, for the reason no environment variable sets the
+    policy: a gateway may pass a client's variables, which would then name
+    any host directory).  The cwd comes first: a kernel started from inside
+    another notebook's kernel inherits that notebook's JPY_SESSION_NAME."""
     try:
         cwd = os.path.realpath(os.getcwd())
     except FileNotFoundError:
         cwd = None
     if cwd is not None and policies.unsafe_directory(cwd) is None:
         return cwd
-    name = environ.get("JPY_SESSION_NAME") or ""
+    name = (environ.get("JPY_SESSION_NAME") or "") if trust_environment else ""
     if os.path.isabs(name) and os.path.isdir(os.path.dirname(name)):
         return os.path.realpath(os.path.dirname(name))
     return cwd

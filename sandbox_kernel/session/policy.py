@@ -64,10 +64,10 @@ NOTEBOOK_DIR_WORDS = {"overlay": "read-only; writes stay in the container", "ro"
                       "rw": "read-write", "none": "not mounted"}
 # never a notebook's directory, whatever the policy: the whole host, or its
 # system, shared or per-user trees; also below these
-SYSTEM_TREES = ("/proc", "/sys", "/dev", "/boot", "/etc", "/run")
-SYSTEM_DIRS = ("/", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/usr", "/usr/local",
-               "/var", "/var/tmp", "/home", "/root", "/tmp", "/opt", "/srv", "/mnt", "/media",
-               "/snap", "/nix")
+SYSTEM_TREES = ("/proc", "/sys", "/dev", "/boot", "/etc", "/run", "/usr", "/bin", "/sbin", "/lib",
+                "/lib32", "/lib64", "/libx32")
+SYSTEM_DIRS = ("/", "/var", "/var/tmp", "/var/lib", "/home", "/root", "/tmp", "/opt", "/srv", "/mnt",
+               "/media", "/snap", "/nix")
 
 
 class PolicyRefused(ValueError):

@@ -25,6 +25,7 @@ from sandbox_kernel.kernel import install
 
 CLASSROOM = "sbk-test-nbdir-classroom"
 READ_WRITE = "sbk-test-nbdir-rw"
+TRUSTED = "sbk-test-nbdir-trusted"
 STATS_MIME = kf.STATS_MIME
 
 
@@ -45,7 +46,8 @@ def make_notebook_dir(parent) -> str:
 @pytest.fixture(scope="module")
 def jupyter_data(tmp_path_factory):
     data = str(tmp_path_factory.mktemp("jupyter-data"))
-    for name, policy in ((CLASSROOM, {}), (READ_WRITE, {"notebook_dir": "rw"})):
+    for name, policy in ((CLASSROOM, {}), (READ_WRITE, {"notebook_dir": "rw"}),
+                         (TRUSTED, {"name": "trusted"})):
         spec = install.kernel_json({}, footer=True, policy=install.checked_policy({}, policy))
         install.write_kernelspec(os.path.join(data, "kernels", name), spec)
     with kf.jupyter_path(data):
@@ -111,8 +113,10 @@ def test_read_write_policy_writes_reach_the_host(jupyter_data, tmp_path):
     assert os.stat(path).st_uid == os.geteuid()       # the kernel's user's file, as on ipykernel
 
 
-def test_a_kernel_started_at_the_root_mounts_nothing_and_says_why(jupyter_data):
-    kernel = kf.SandboxKernel(CLASSROOM, cwd="/")
+def test_a_kernel_started_at_the_root_mounts_nothing_and_says_why(jupyter_data, tmp_path):
+    # nor does the classroom take the directory a launch's environment names
+    kernel = kf.SandboxKernel(CLASSROOM, cwd="/",
+                              env={"JPY_SESSION_NAME": os.path.join(make_notebook_dir(tmp_path), "x.ipynb")})
     try:
         assert kf.ok(kernel.run("import os\nprint(os.getcwd())")).stdout == "/workspace\n"
         assert "/ is the root" in shown(kf.ok(kernel.run("%container status")))
@@ -120,9 +124,9 @@ def test_a_kernel_started_at_the_root_mounts_nothing_and_says_why(jupyter_data):
         kernel.shutdown()
 
 
-def test_from_the_root_jpy_session_name_gives_the_notebooks_directory(jupyter_data, tmp_path):
+def test_trusted_from_the_root_jpy_session_name_gives_the_notebooks_directory(jupyter_data, tmp_path):
     course = make_notebook_dir(tmp_path)
-    kernel = kf.SandboxKernel(CLASSROOM, cwd="/",
+    kernel = kf.SandboxKernel(TRUSTED, cwd="/",
                               env={"JPY_SESSION_NAME": os.path.join(course, "lesson.ipynb")})
     try:
         assert kf.ok(kernel.run("print(open('data/x.csv').read(), end='')")).stdout == "a,b\n1,2\n"

@@ -133,8 +133,8 @@ def test_none_mounts_nothing_and_says_so(tmp_path):
     assert mount is None and "notebook_dir none" in text and "/workspace" in text
 
 
-@pytest.mark.parametrize("path", ["/", "/etc", "/etc/ssh", "/usr", "/tmp", "/home", "/proc/1",
-                                  "/sys/fs", "/dev", "/run/user", "/root", "/var"])
+@pytest.mark.parametrize("path", ["/", "/etc", "/etc/ssh", "/usr", "/usr/local/lib", "/tmp", "/home",
+                                  "/proc/1", "/sys/fs", "/dev", "/run/user", "/root", "/var"])
 def test_the_root_and_system_dirs_are_never_a_notebook_dir(path):
     for policy in (policies.trusted(), policies.classroom({})):
         mount, text = policy.notebook_mount(path)
@@ -179,6 +179,9 @@ def test_from_the_root_the_kernel_takes_jpy_session_name(tmp_path, monkeypatch):
     found = kernel_settings.notebook_directory({"JPY_SESSION_NAME": str(tmp_path / "n.ipynb")})
     assert found == os.path.realpath(tmp_path)
     assert kernel_settings.notebook_directory({"JPY_SESSION_NAME": "n.ipynb"}) == "/"
+    # the classroom does not take a directory from the launch's environment
+    assert kernel_settings.notebook_directory({"JPY_SESSION_NAME": str(tmp_path / "n.ipynb")},
+                                              trust_environment=False) == "/"
 
 
 def test_install_writes_the_notebook_dir_option_and_refuses_a_bad_one():
