@@ -218,7 +218,7 @@ POLICY_ARGUMENTS = {"policy": "name", "max_memory": "max_memory", "max_cpus": "m
                     "max_pids": "max_pids", "max_timeout": "max_timeout", "max_disk": "max_disk",
                     "max_sessions": "max_sessions", "import_dir": "import_dirs",
                     "pull_registry": "pull_registries", "build_network": "build_network",
-                    "notebook_dir": "notebook_dir"}
+                    "notebook_dir": "notebook_dir", "notebook_root": "notebook_root"}
 
 
 def _literal(text: str) -> str:
@@ -243,6 +243,8 @@ def _add_policy_arguments(parser) -> None:
                         help=_literal(kernel_settings.POLICY_HELP["build_network"]))
     policy.add_argument("--notebook-dir", choices=("overlay", "ro", "rw", "none"),
                         help=_literal(kernel_settings.POLICY_HELP["notebook_dir"]))
+    policy.add_argument("--notebook-root", metavar="DIR|parent",
+                        help=_literal(kernel_settings.POLICY_HELP["notebook_root"]))
     policy.add_argument("--trust-output", action="store_true",
                         help="show the container's output as it is, scripts and HTML included "
                              "(default: sanitised): only for code you trust")

@@ -150,6 +150,8 @@ class SandboxPolicy(Configurable):
                             ).tag(config=True)
     notebook_dir = Unicode(None, allow_none=True, help=kernel_settings.POLICY_HELP["notebook_dir"]
                            ).tag(config=True)
+    notebook_root = Unicode(None, allow_none=True, help=kernel_settings.POLICY_HELP["notebook_root"]
+                            ).tag(config=True)
 
     def options(self) -> dict:
         return {name: getattr(self, name) for name in kernel_settings.POLICY_OPTIONS}

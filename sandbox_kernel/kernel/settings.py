@@ -46,6 +46,7 @@ preset, the caps; the policy's own options::
     --pull-registry HOST:PORT  c.SandboxPolicy.pull_registries = ["127.0.0.1:5000"]
     --build-network host       c.SandboxPolicy.build_network = "host"
     --notebook-dir rw          c.SandboxPolicy.notebook_dir = "rw"     (overlay, ro, rw, none)
+    --notebook-root /srv/c     c.SandboxPolicy.notebook_root = "/srv/c" (or "parent")
                                c.SandboxPolicy.build_bases = ["debian:12"]
                                c.SandboxPolicy.images = ["host", "debian:12"]
     --trust-output             c.SandboxKernel.trust_output = True
@@ -178,7 +179,7 @@ def _source_words(name: str, source: str) -> str:
 POLICY_CAPS = ("memory", "cpus", "pids", "timeout", "disk", "sessions")
 POLICY_LISTS = ("import_dirs", "pull_registries", "build_bases", "images")
 POLICY_OPTIONS = ("name", *(f"max_{c}" for c in POLICY_CAPS), *POLICY_LISTS, "build_network",
-                  "notebook_dir")
+                  "notebook_dir", "notebook_root")
 DEFAULT_POLICY = policies.CLASSROOM
 POLICY_HELP = {
     "name": "the policy's preset: classroom (caps, no imports, pulls or host-network builds) or "
@@ -198,6 +199,9 @@ POLICY_HELP = {
     "notebook_dir": "the notebook's directory, the cells' working directory at the same path: "
                     "overlay (read-only, writes stay in the container; the classroom default), "
                     "ro, rw (writes reach the host; the trusted default) or none (a fresh /workspace)",
+    "notebook_root": "a directory mounted whole (as --notebook-dir says) when the notebook's "
+                     "directory is below it, so that ../images and ../data resolve; parent: the "
+                     "notebook's directory's parent (default: the notebook's directory alone)",
 }
 
 

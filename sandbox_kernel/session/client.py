@@ -282,12 +282,14 @@ class Session:
     def __init__(self, name: str = "default", *, image: str = "host", limits: Limits = Limits(),
                  network: str = "none", mounts=(), output_limit=None, env=(),
                  timeout_grace: float = TIMEOUT_GRACE, interrupt_grace: float = INTERRUPT_GRACE,
-                 trust_output: bool = False, notebook_dir=None):
+                 trust_output: bool = False, notebook_dir=None, workdir: str | None = None):
         images.resolve(image)                 # ImageNotFound lists the images there are
-        # the notebook's directory (runtime.spec.Mount, its target the working
-        # directory; policy.notebook_mount), or None: a fresh /workspace;
-        # settable until the container starts (commands.Sessions sets it)
+        # the notebook's directory (runtime.spec.Mount; policy.notebook_mount),
+        # or None: a fresh /workspace; and the cells' working directory, at or
+        # below its target (None: the target); settable until the container
+        # starts (commands.Sessions sets them)
         self.notebook_dir = notebook_dir
+        self.workdir = workdir
         self.name = name
         self.image = image
         self.limits = limits
@@ -404,7 +406,7 @@ class Session:
             limits=dataclasses.replace(self.limits, timeout=None),
             network=self.network, mounts=self.mounts + agent.mounts + notebook, env=env + agent.env,
             image=self.image, pass_fds=(fd,),
-            workdir=notebook[0].target if notebook else "/workspace")
+            workdir=(self.workdir or notebook[0].target) if notebook else "/workspace")
 
     def restart(self) -> None:
         """A fresh container; the variables of the old one are lost."""

@@ -56,6 +56,9 @@ from .policy import Policy, PolicyRefused
 DEFAULT_SESSION = "default"
 LIMIT_OPTIONS = ("memory", "cpus", "pids", "timeout", "disk")
 POOL_ENV = "SANDBOX_KERNEL_POOL"
+# the trusted policy's notebook directory, from the host user's own environment
+NOTEBOOK_ENV = {"notebook_dir": "SANDBOX_KERNEL_NOTEBOOK_DIR",
+                "notebook_root": "SANDBOX_KERNEL_NOTEBOOK_ROOT"}
 DEFAULT_POOL = 1
 MAX_POOL = 4
 
@@ -157,11 +160,11 @@ class Sessions:
         self.policy.check_limits({k: getattr(new_limits, k) for k in LIMIT_OPTIONS})
         self.policy.check_network(net)
         self.policy.check_image(image)
-        mount, words = self.notebook_mount()
-        session = self._from_pool(name, image, net, wanted, mount)
+        notebook = self.notebook_mount()
+        session = self._from_pool(name, image, net, wanted, notebook)
         if session is None:
             session = self.factory(name, image=image, limits=new_limits, network=net)
-            self._place(session, mount, words)
+            self._place(session, notebook)
         self._trust(session)
         self.sessions[name] = session
         return session
@@ -174,22 +177,35 @@ class Sessions:
         if image is not None:
             self.policy.check_image(image)
 
-    def notebook_mount(self):
-        """(runtime.spec.Mount or None, words for %container status): the
-        notebook's directory as the policy has it in a new session."""
+    def notebook_mount(self) -> policies.NotebookDir:
+        """The notebook's directory as the policy has it in a new session.
+        Under the trusted policy (the magics: the host user's own kernel)
+        SANDBOX_KERNEL_NOTEBOOK_DIR (overlay|ro|rw|none) and
+        SANDBOX_KERNEL_NOTEBOOK_ROOT (DIR|parent) change it; UsageError,
+        one line, for a bad value."""
         path = self.notebook_dir
         if path is None:
             try:
                 path = os.getcwd()
             except FileNotFoundError:   # the directory was removed under us
                 path = None
-        return self.policy.notebook_mount(path)
+        return self._notebook_policy().notebook_mount(path)
+
+    def _notebook_policy(self) -> Policy:
+        if self.policy.name != policies.TRUSTED:
+            return self.policy
+        given = {key: os.environ.get(variable) for key, variable in NOTEBOOK_ENV.items()}
+        try:
+            return policies.with_overrides(self.policy, {k: v for k, v in given.items() if v})
+        except SpecError as error:
+            raise UsageError(f"{error} (from {' or '.join(NOTEBOOK_ENV.values())})") from None
 
     @staticmethod
-    def _place(session: Session, mount, words: str) -> None:
+    def _place(session: Session, notebook: policies.NotebookDir) -> None:
         """The notebook's directory of a session not started yet."""
-        session.notebook_dir = mount
-        session.notebook_words = words
+        session.notebook_dir = notebook.mount
+        session.workdir = notebook.workdir
+        session.notebook_words = notebook.words
 
     def _trust(self, session: Session) -> None:
         """The kernel's trust_output on every session it makes (session/client.py
@@ -216,11 +232,11 @@ class Sessions:
         how many were started."""
         if self.sessions or self.pool:
             return 0
-        mount, words = self.notebook_mount()
+        notebook = self.notebook_mount()
         for _ in range(min(size, MAX_POOL)):
             session = self.factory(DEFAULT_SESSION, image=images.HOST, limits=parse_limits(self.defaults),
                                    network="none")
-            self._place(session, mount, words)
+            self._place(session, notebook)
             self._trust(session)
             session.start_soon()
             self.pool.append(session)
@@ -232,13 +248,15 @@ class Sessions:
         for session in pool:
             session.stop()
 
-    def _from_pool(self, name: str, image: str, net: str, given: dict, mount=None) -> Session | None:
+    def _from_pool(self, name: str, image: str, net: str, given: dict,
+                   notebook: policies.NotebookDir | None = None) -> Session | None:
         """A warm session for the new session ``name``, with the limits it
         was asked for; None if none fits (the pool is then dropped: it was
         started for sessions like this one, or in another directory)."""
         network = parse_network(net)
+        mount, workdir = (notebook.mount, notebook.workdir) if notebook else (None, None)
         fits = [s for s in self.pool if s.image == image and s.network == network
-                and getattr(s, "notebook_dir", None) == mount]
+                and getattr(s, "notebook_dir", None) == mount and getattr(s, "workdir", None) == workdir]
         if not fits:
             self.drop_pool()
             return None
@@ -576,7 +594,7 @@ def footer_dir(session: Session) -> str:
     if mount is None:
         return "none (cells start in /workspace)"
     mode = "ro+overlay" if mount.overlay else "ro" if mount.read_only else "rw"
-    return f"{mount.target} {mode}"
+    return f"{getattr(session, 'workdir', None) or mount.target} {mode}"
 
 
 def _limits(args, sessions: Sessions, namespace, on_output) -> Output:

@@ -29,7 +29,8 @@ Two presets:
     image rm                only images this kernel made                    any image
     new image names         NAME[:TAG] of a-z 0-9 . _ -: no '/'             the store's rule
     the notebook's dir      read-only, writes stay in the container         read-write
-                            (--notebook-dir overlay|ro|rw|none)
+                            (--notebook-dir overlay|ro|rw|none; --notebook-root DIR|parent
+                            mounts DIR whole when the notebook's is below it)
 
 Every refusal is ``PolicyRefused``: one line that names the rule, and who
 can change it and how.  A refusal happens before anything is done on the
@@ -99,6 +100,8 @@ class Policy:
     remove_any: bool = True                # False: rm only what this kernel made
     strict_names: bool = False             # new images: NAME[:TAG], no '/'
     notebook_dir: str = "rw"               # the notebook's directory: overlay | ro | rw | none
+    notebook_root: str | None = None       # bound instead when the notebook's dir is below it:
+                                           # a real path, or "parent"; None: the dir alone
 
     # -- limits ------------------------------------------------------------------
 
@@ -245,30 +248,49 @@ class Policy:
 
     # -- the notebook's directory ---------------------------------------------------
 
-    def notebook_mount(self, path: str | None) -> tuple[Mount | None, str]:
+    def notebook_mount(self, path: str | None) -> "NotebookDir":
         """How the notebook's directory ``path`` (the kernel's working
-        directory) is in the container: a Mount at the same path, or None,
-        and the words for %container status.  ``rw``: read-write, and what
-        the cells write is the host's; ``ro``: read-only; ``overlay``:
-        read-only, with a writable layer in the container (what the cells
-        write stays there and counts against --disk); ``none``: not there.
-        The files show as the workload's where they are the kernel's user's
+        directory) is in the container: a Mount at the same path, the cells'
+        working directory, and the words for %container status.  ``rw``:
+        read-write, and what the cells write is the host's; ``ro``:
+        read-only; ``overlay``: read-only, with a writable layer in the
+        container (what the cells write stays there and counts against
+        --disk); ``none``: not there.  With a notebook root (an installer's
+        directory the notebook's is below, or "parent": the one above it)
+        that root is mounted instead, so that ``../images`` resolves as on
+        the host; the working directory stays the notebook's.  The files
+        show as the workload's where they are the kernel's user's
         (map_owner; an idmapped mount, as root).  Never the whole host, a
-        system directory or a home directory itself (its keys, shell start-up
-        files and Jupyter's connection files): cells then start in a fresh
-        /workspace and the words say why."""
+        system directory or a home directory itself (its keys, shell
+        start-up files and Jupyter's connection files): cells then start in
+        a fresh /workspace and the words say why."""
         fresh = "cells start in a fresh /workspace"
         if self.notebook_dir == "none":
-            return None, f"not mounted (the {self.name} policy's notebook_dir none): {fresh}"
+            return NotebookDir(None, None, f"not mounted (the {self.name} policy's notebook_dir none): "
+                                           f"{fresh}")
         if not path:
-            return None, f"not mounted (the kernel's directory is unknown): {fresh}"
+            return NotebookDir(None, None, f"not mounted (the kernel's directory is unknown): {fresh}")
         real = os.path.realpath(path)
         why = unsafe_directory(real)
         if why is not None:
-            return None, f"not mounted: {real} is {why}: {fresh}; keep the notebook in a folder of its own"
-        mount = Mount(real, real, read_only=self.notebook_dir == "ro",
+            return NotebookDir(None, None, f"not mounted: {real} is {why}: {fresh}; keep the notebook "
+                                           f"in a folder of its own")
+        root = self._notebook_root_of(real)
+        mount = Mount(root, root, read_only=self.notebook_dir == "ro",
                       overlay=self.notebook_dir == "overlay", map_owner=(os.geteuid(), os.getegid()))
-        return mount, f"{real} ({NOTEBOOK_DIR_WORDS[self.notebook_dir]})"
+        words = f"{real} ({NOTEBOOK_DIR_WORDS[self.notebook_dir]})"
+        if root != real:
+            words += f", in {root}, mounted whole"
+        return NotebookDir(mount, real, words)
+
+    def _notebook_root_of(self, real: str) -> str:
+        """The directory to mount for the notebook's directory ``real``."""
+        if self.notebook_root == "parent":
+            parent = os.path.dirname(real)
+            return parent if unsafe_directory(parent) is None else real
+        if self.notebook_root is not None and _below(real, self.notebook_root):
+            return self.notebook_root
+        return real
 
     # -- what it says ------------------------------------------------------------
 
@@ -293,7 +315,8 @@ class Policy:
                 f"pull from {listed(self.pull_registries, 'no registry')}",
                 f"build net {'/'.join(self.build_networks)} from {bases}",
                 f"rm {'any image' if self.remove_any else 'images this kernel made'}",
-                f"notebook dir {NOTEBOOK_DIR_WORDS[self.notebook_dir]}"]
+                f"notebook dir {NOTEBOOK_DIR_WORDS[self.notebook_dir]}"
+                + (f" (root {self.notebook_root})" if self.notebook_root else "")]
 
     def as_dict(self) -> dict:
         """For the side panel: plain JSON."""
@@ -303,7 +326,7 @@ class Policy:
                 "import_dirs": _list(self.import_dirs), "pull_registries": _list(self.pull_registries),
                 "build_networks": list(self.build_networks), "build_bases": _list(self.build_bases),
                 "host_builds": self.host_builds, "remove_any": self.remove_any,
-                "notebook_dir": self.notebook_dir,
+                "notebook_dir": self.notebook_dir, "notebook_root": self.notebook_root,
                 "text": self.describe()}
 
     def _refuse(self, rule: str, does: str, how: str) -> None:
@@ -360,7 +383,32 @@ def with_overrides(policy: Policy, overrides: dict) -> Policy:
             fields[key] = tuple(check_reference(n) for n in overrides[key])
     if overrides.get("notebook_dir"):
         fields["notebook_dir"] = parse_notebook_dir(overrides["notebook_dir"])
+    if overrides.get("notebook_root"):
+        fields["notebook_root"] = parse_notebook_root(overrides["notebook_root"])
     return replace(policy, **fields)
+
+
+@dataclass(frozen=True)
+class NotebookDir:
+    """The notebook's directory in a new session (Policy.notebook_mount)."""
+    mount: Mount | None          # None: not mounted
+    workdir: str | None          # the cells' working directory; None: a fresh /workspace
+    words: str                   # for %container status
+
+
+def parse_notebook_root(text) -> str:
+    """'parent', or an absolute directory that may be mounted whole: its real path."""
+    value = str(text).strip()
+    if value == "parent":
+        return value
+    accepted = ("parent (the notebook's directory's parent) or an absolute directory, not the "
+                "root, a system or a home directory, e.g. /srv/course")
+    if not os.path.isabs(value) or not os.path.isdir(value):
+        raise SpecError("notebook root", text, accepted)
+    real = os.path.realpath(value)
+    if unsafe_directory(real) is not None:
+        raise SpecError("notebook root", text, accepted)
+    return real
 
 
 def parse_notebook_dir(text) -> str:

@@ -26,6 +26,7 @@ from sandbox_kernel.kernel import install
 CLASSROOM = "sbk-test-nbdir-classroom"
 READ_WRITE = "sbk-test-nbdir-rw"
 TRUSTED = "sbk-test-nbdir-trusted"
+PARENT = "sbk-test-nbdir-parent"
 STATS_MIME = kf.STATS_MIME
 
 
@@ -47,7 +48,7 @@ def make_notebook_dir(parent) -> str:
 def jupyter_data(tmp_path_factory):
     data = str(tmp_path_factory.mktemp("jupyter-data"))
     for name, policy in ((CLASSROOM, {}), (READ_WRITE, {"notebook_dir": "rw"}),
-                         (TRUSTED, {"name": "trusted"})):
+                         (TRUSTED, {"name": "trusted"}), (PARENT, {"notebook_root": "parent"})):
         spec = install.kernel_json({}, footer=True, policy=install.checked_policy({}, policy))
         install.write_kernelspec(os.path.join(data, "kernels", name), spec)
     with kf.jupyter_path(data):
@@ -111,6 +112,18 @@ def test_read_write_policy_writes_reach_the_host(jupyter_data, tmp_path):
     with open(path) as handle:
         assert handle.read() == "42"
     assert os.stat(path).st_uid == os.geteuid()       # the kernel's user's file, as on ipykernel
+
+
+def test_a_notebook_root_makes_sibling_folders_resolve_as_on_the_host(jupyter_data, tmp_path):
+    course = make_notebook_dir(tmp_path)
+    (tmp_path / "images" / "logo.png").write_bytes(b"png")
+    kernel = kf.SandboxKernel(PARENT, cwd=course)
+    try:
+        ran = kf.ok(kernel.run("import os\nprint(os.getcwd(), open('../images/logo.png').read(),"
+                               " open('data/x.csv').read().split()[0])"))
+        assert ran.stdout == f"{course} png a,b\n"
+    finally:
+        kernel.shutdown()
 
 
 def test_a_kernel_started_at_the_root_mounts_nothing_and_says_why(jupyter_data, tmp_path):

@@ -114,8 +114,10 @@ def test_the_idmap_bind_is_an_op_apply_knows():
 ])
 def test_the_policy_says_how_the_directory_is_mounted(tmp_path, mode, read_only, overlay, words):
     policy = policies.with_overrides(policies.trusted(), {"notebook_dir": mode})
-    mount, text = policy.notebook_mount(str(tmp_path))
+    notebook = policy.notebook_mount(str(tmp_path))
+    mount, text = notebook.mount, notebook.words
     real = os.path.realpath(tmp_path)
+    assert notebook.workdir == real
     assert (mount.source, mount.target, mount.read_only, mount.overlay) == (real, real, read_only, overlay)
     assert mount.map_owner == (os.geteuid(), os.getegid())
     assert text.startswith(real) and words in text
@@ -129,32 +131,77 @@ def test_the_presets_classroom_overlay_and_trusted_read_write():
 
 def test_none_mounts_nothing_and_says_so(tmp_path):
     policy = policies.with_overrides(policies.classroom({}), {"notebook_dir": "none"})
-    mount, text = policy.notebook_mount(str(tmp_path))
-    assert mount is None and "notebook_dir none" in text and "/workspace" in text
+    notebook = policy.notebook_mount(str(tmp_path))
+    mount, text = notebook.mount, notebook.words
+    assert mount is None and notebook.workdir is None and "notebook_dir none" in text and "/workspace" in text
 
 
 @pytest.mark.parametrize("path", ["/", "/etc", "/etc/ssh", "/usr", "/usr/local/lib", "/tmp", "/home",
                                   "/proc/1", "/sys/fs", "/dev", "/run/user", "/root", "/var"])
 def test_the_root_and_system_dirs_are_never_a_notebook_dir(path):
     for policy in (policies.trusted(), policies.classroom({})):
-        mount, text = policy.notebook_mount(path)
+        notebook = policy.notebook_mount(path)
+        mount, text = notebook.mount, notebook.words
         assert mount is None and text.startswith("not mounted:") and "/workspace" in text
 
 
 def test_a_home_directory_itself_is_never_mounted_but_a_folder_in_it_is(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
-    mount, text = policies.trusted().notebook_mount(str(tmp_path))
-    assert mount is None and "a home directory" in text
+    notebook = policies.trusted().notebook_mount(str(tmp_path))
+    assert notebook.mount is None and "a home directory" in notebook.words
     (tmp_path / "course").mkdir()
-    mount, _ = policies.trusted().notebook_mount(str(tmp_path / "course"))
-    assert mount is not None
+    assert policies.trusted().notebook_mount(str(tmp_path / "course")).mount is not None
 
 
 def test_a_symlink_to_a_system_dir_is_judged_by_where_it_leads(tmp_path):
     link = tmp_path / "etc"
     link.symlink_to("/etc")
-    mount, text = policies.trusted().notebook_mount(str(link))
-    assert mount is None and "/etc is a system directory" in text
+    notebook = policies.trusted().notebook_mount(str(link))
+    assert notebook.mount is None and "/etc is a system directory" in notebook.words
+
+
+def test_a_notebook_root_is_mounted_whole_and_the_working_directory_stays(tmp_path):
+    course = tmp_path / "course"
+    lesson = course / "lessons" / "one"
+    lesson.mkdir(parents=True)
+    policy = policies.with_overrides(policies.classroom({}), {"notebook_root": str(course)})
+    notebook = policy.notebook_mount(str(lesson))
+    assert notebook.mount.source == notebook.mount.target == os.path.realpath(course)
+    assert notebook.mount.overlay and notebook.workdir == os.path.realpath(lesson)
+    assert f"in {os.path.realpath(course)}, mounted whole" in notebook.words
+    # a notebook elsewhere: its directory alone
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert policy.notebook_mount(str(elsewhere)).mount.source == os.path.realpath(elsewhere)
+
+
+def test_the_parent_root_is_taken_only_where_it_is_safe(tmp_path, monkeypatch):
+    lesson = tmp_path / "examples" / "kernel"
+    lesson.mkdir(parents=True)
+    policy = policies.with_overrides(policies.trusted(), {"notebook_root": "parent"})
+    assert policy.notebook_mount(str(lesson)).mount.source == os.path.realpath(tmp_path / "examples")
+    monkeypatch.setenv("HOME", str(tmp_path / "examples"))      # the parent is a home: not it
+    assert policy.notebook_mount(str(lesson)).mount.source == os.path.realpath(lesson)
+
+
+@pytest.mark.parametrize("root", ["/", "/etc", "relative/dir", "/nonexistent-sbk", "/tmp"])
+def test_a_bad_notebook_root_is_one_line(root):
+    with pytest.raises(SpecError, match="notebook root"):
+        policies.with_overrides(policies.classroom({}), {"notebook_root": root})
+
+
+def test_the_magics_take_the_notebook_dir_from_the_users_environment(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SANDBOX_KERNEL_NOTEBOOK_DIR", "overlay")
+    assert Sessions(factory=FakeSession).notebook_mount().mount.overlay
+    monkeypatch.setenv("SANDBOX_KERNEL_NOTEBOOK_DIR", "sideways")
+    with pytest.raises(commands.UsageError, match="SANDBOX_KERNEL_NOTEBOOK_DIR"):
+        Sessions(factory=FakeSession).notebook_mount()
+    # the classroom's installer decides, never a launch's environment
+    classroom = Sessions(factory=FakeSession, policy=policies.classroom({}))
+    assert classroom.notebook_mount().mount.overlay
+    monkeypatch.setenv("SANDBOX_KERNEL_NOTEBOOK_DIR", "rw")
+    assert classroom.notebook_mount().mount.overlay
 
 
 def test_a_bad_notebook_dir_mode_is_one_line():
@@ -184,9 +231,13 @@ def test_from_the_root_the_kernel_takes_jpy_session_name(tmp_path, monkeypatch):
                                               trust_environment=False) == "/"
 
 
-def test_install_writes_the_notebook_dir_option_and_refuses_a_bad_one():
-    policy = install.checked_policy({}, {"notebook_dir": "rw"})
-    assert "--SandboxPolicy.notebook_dir=rw" in install.kernel_argv({}, policy=policy)
+def test_install_writes_the_notebook_dir_option_and_refuses_a_bad_one(tmp_path):
+    policy = install.checked_policy({}, {"notebook_dir": "rw", "notebook_root": str(tmp_path)})
+    argv = install.kernel_argv({}, policy=policy)
+    assert "--SandboxPolicy.notebook_dir=rw" in argv
+    assert f"--SandboxPolicy.notebook_root={tmp_path}" in argv
+    with pytest.raises(install.InstallError, match="notebook root"):
+        install.checked_policy({}, {"notebook_root": "/"})
     with pytest.raises(install.InstallError, match="notebook dir"):
         install.checked_policy({}, {"notebook_dir": "writable"})
 
