@@ -184,9 +184,17 @@ def image_plan(spec: ContainerSpec, state_dir: str, workspace: str | None, image
                    _layer_workspace(layer, spec, own_tmpfs=upper_dir is not None), rootless,
                    layer=layer)
     plan += _identity(root, spec)
-    if spec.workdir != "/workspace":
+    if spec.workdir != "/workspace" and not _in_a_mount(spec):
         plan += [Op("confine", root + spec.workdir, root), Op("mkdir", root + spec.workdir)]
     return plan
+
+
+def _in_a_mount(spec: ContainerSpec) -> bool:
+    """Is the working directory in a declared mount (the notebook's directory)?
+    Then it is the host's, there already, and ``confine`` must not walk it:
+    it would remove a symlink of the host's directory (the image's symlinks
+    on the way to the mount were confined before the mount)."""
+    return any(_below(spec.workdir, m.target) for m in spec.mounts)
 
 
 def _layers_over(layers: tuple[str, ...], directory: str) -> list[str]:

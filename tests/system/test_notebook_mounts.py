@@ -90,3 +90,38 @@ def test_rootless_or_not_a_readable_directory_is_read_and_overlay_writes_stay_in
     assert ran.result.status == "ok", ran.stderr
     assert ran.stdout.split() == ["a,b", "mine"]
     assert sorted(os.listdir(d)) == ["data"]
+
+
+def _archives():
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).parents[1] / "image_archives.py"
+    spec = importlib.util.spec_from_file_location("sbk_image_archives_nbdir", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.skipif(not os.path.exists("/bin/busybox"), reason="no /bin/busybox (scripts/install "
+                    "installs busybox-static)")
+def test_on_a_stored_image_the_directory_and_its_path_entries_are_there(run, tmp_path, monkeypatch):
+    from sandbox_kernel.runtime import images
+    monkeypatch.setenv(images.STORE_ENV, str(tmp_path / "store"))
+    images.import_image(_archives().busybox_rootfs(str(tmp_path / "busybox")), "busybox")
+    course = tmp_path / "course"
+    (course / "bin").mkdir(parents=True)
+    (course / "bin" / "sbk-tool").write_text("#!/bin/sh\necho tool\n")
+    (course / "bin" / "sbk-tool").chmod(0o755)
+    for path in (tmp_path, course, course / "bin"):
+        path.chmod(0o755)
+    d = str(course)
+    monkeypatch.setenv("PATH", f"{d}/bin:/usr/bin:/nonexistent-sbk")
+    ran = run("pwd; sbk-tool; echo $PATH", image="busybox", workdir=d,
+              mounts=(Mount(d, d, overlay=True, map_owner=(os.geteuid(), os.getegid())),))
+    assert ran.result.status == "ok", ran.stderr
+    cwd, said, path = ran.stdout.split()
+    assert (cwd, said) == (d, "tool")
+    entries = path.split(":")
+    assert entries[0] == f"{d}/bin" and "/nonexistent-sbk" not in entries
+    # the host's /usr/bin is not the image's: it comes from the image's own PATH, after
+    assert entries.index("/usr/bin") > 0

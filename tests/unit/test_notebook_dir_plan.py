@@ -99,6 +99,19 @@ def test_mounts_are_planned_parents_first(tmp_path):
     assert order.index(ROOT + str(tmp_path)) < order.index(ROOT + str(child))
 
 
+def test_a_stored_images_plan_never_confines_inside_the_notebook_mount(tmp_path):
+    from types import SimpleNamespace
+    lesson = tmp_path / "lessons" / "one"
+    lesson.mkdir(parents=True)
+    spec = ContainerSpec(command=("sh",), mounts=(Mount(str(tmp_path), str(tmp_path)),),
+                         workdir=str(lesson))
+    image = SimpleNamespace(lower_dirs=["/store/layer0"], base="")
+    plan = rootfs.image_plan(spec, STATE, None, image)
+    confined = [op.target for op in plan if op.kind == "confine"]
+    assert ROOT + str(tmp_path) in confined              # the way to the mount: the image's
+    assert not any(t.startswith(ROOT + str(tmp_path) + "/") for t in confined)
+
+
 def test_the_idmap_bind_is_an_op_apply_knows():
     assert "idmap_bind" in rootfs._APPLY
     assert rootfs.idmap_data((1, 2), (3, 4)) == "1:2:3:4"
