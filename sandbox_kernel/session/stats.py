@@ -212,18 +212,26 @@ def footer_html(stats: dict) -> str:
             'opacity:0.75;white-space:nowrap;overflow-x:auto">' + " &middot; ".join(cells) + "</div>")
 
 
+FOOTER_ONLY = ("notebook_dir",)
+"""Keys the footer shows that are not the contract's: its JSON leaves them out."""
+
+
 def with_notebook_dir(stats: dict, text: str | None) -> dict:
-    """The stats with the optional key ``notebook_dir``: the working
+    """The stats with the footer-only key ``notebook_dir``: the working
     directory and how it is mounted, short ("/home/u/course rw", "... ro",
     "... ro+overlay": read-only, writes stay in the container; "none"),
-    for the footer's "dir" part."""
+    for the footer's "dir" part.  Not in the footer's JSON: the contract's
+    shape is the side panel's and usage_request's too, which %container
+    status already tells."""
     return {**stats, "notebook_dir": text} if text else stats
 
 
 def footer_bundle(stats: dict) -> dict:
-    """The mime bundle of the footer: text/plain, text/html and the JSON itself."""
+    """The mime bundle of the footer: text/plain, text/html and the JSON
+    itself (the contract's keys only)."""
+    contract = {key: value for key, value in stats.items() if key not in FOOTER_ONLY}
     return {"text/plain": footer_text(stats), "text/html": footer_html(stats),
-            MIME_TYPE: _json_safe(stats)}
+            MIME_TYPE: _json_safe(contract)}
 
 
 def _json_safe(value):

@@ -293,6 +293,9 @@ def test_the_footer_names_the_directory_and_how():
     stats = stats_contract.with_notebook_dir({"cell": {}, "limits": {}}, "/srv/course ro+overlay")
     assert "dir /srv/course ro+overlay" in stats_contract.footer_text(stats)
     assert "dir" not in [label for label, _ in stats_contract.footer_parts({"cell": {}})]
+    bundle = stats_contract.footer_bundle(stats)
+    assert "dir /srv/course ro+overlay" in bundle["text/plain"] and "/srv/course" in bundle["text/html"]
+    assert "notebook_dir" not in bundle[stats_contract.MIME_TYPE]     # not the contract's
 
 
 # -- PATH ---------------------------------------------------------------------------------------
