@@ -448,10 +448,10 @@ def _environment(spec: ContainerSpec, host_path: str | None = None) -> dict:
 
 
 def inside_path(host_path: str, spec: ContainerSpec, image_path: str | None = None) -> str:
-    """The container's PATH: the owner's (the kernel's) absolute PATH entries
-    that exist inside as the host's own directories, in their order, then
-    the image's defaults (its PATH, or the interpreter's venv bin and the
-    usual directories for the host image), without duplicates.  Inside are
+    """The container's PATH: on the host image the interpreter's venv bin
+    first; then the owner's (the kernel's) absolute PATH entries that exist
+    inside as the host's own directories, in their order; then the image's
+    defaults (its PATH, or the usual directories), without duplicates.  Inside are
     the host image's directories (host_image_dirs: /usr, the interpreter's
     prefix and venv...) and the mounts (the notebook's directory, --mount,
     --workspace); an entry elsewhere (~/.local/bin, a pyenv shims directory
@@ -463,12 +463,15 @@ def inside_path(host_path: str, spec: ContainerSpec, image_path: str | None = No
     if _on_host_files(spec.image):
         shown += [(d, d) for d in rootfs.host_image_dirs()]
     entries = [_inside(entry, shown) for entry in host_path.split(":") if os.path.isabs(entry)]
+    first = []
     if image_path is None:
         image_path = DEFAULT_PATH
         if sys.prefix != sys.base_prefix and _on_host_files(spec.image):
-            image_path = f"{os.path.join(sys.prefix, 'bin')}:{image_path}"
+            # python3 and pip inside are the kernel's own interpreter, as in an
+            # activated venv, even where the caller's PATH names the system's first
+            first = [os.path.join(sys.prefix, "bin")]
     defaults = [p for p in image_path.split(":") if p]
-    return ":".join(dict.fromkeys(e for e in entries + defaults if e))
+    return ":".join(dict.fromkeys(e for e in first + entries + defaults if e))
 
 
 def _inside(entry: str, shown: list[tuple[str, str]]) -> str | None:

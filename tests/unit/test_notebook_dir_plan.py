@@ -306,15 +306,22 @@ def test_path_keeps_host_entries_seen_inside_in_order_then_the_defaults(tmp_path
     tools.mkdir()
     spec = ContainerSpec(command=("sh",), mounts=(Mount(str(tmp_path), str(tmp_path)),))
     host = f"{tools}:/nonexistent-sbk/bin:{tmp_path}/missing:.::relative/bin:/usr/bin:{tools}"
-    entries = inside_path(host, spec).split(":")
+    entries = _owners(inside_path(host, spec))
     assert entries[:2] == [str(tools), "/usr/bin"]
     assert not any(e.startswith("/nonexistent") or "missing" in e or not e.startswith("/")
                    for e in entries)
     assert len(entries) == len(set(entries))
-    defaults = DEFAULT_PATH.split(":")
-    if sys.prefix != sys.base_prefix:            # the host image's interpreter's venv
-        defaults.insert(0, os.path.join(sys.prefix, "bin"))
-    assert entries[2:] == [e for e in defaults if e not in entries[:2]]
+    assert entries[2:] == [e for e in DEFAULT_PATH.split(":") if e not in entries[:2]]
+
+
+def _owners(path: str) -> list[str]:
+    """PATH without the host image's venv bin, which comes first (python3 and pip
+    inside are the kernel's interpreter, as in an activated venv)."""
+    entries = path.split(":")
+    if sys.prefix != sys.base_prefix:
+        assert entries[0] == os.path.join(sys.prefix, "bin"), path
+        entries = entries[1:]
+    return entries
 
 
 def test_path_drops_a_host_dir_no_mount_shows(tmp_path):
@@ -328,11 +335,11 @@ def test_path_follows_a_host_symlink_to_where_it_is_seen(tmp_path):
     link = tmp_path / "link"
     link.symlink_to(real)
     spec = ContainerSpec(command=("sh",), mounts=(Mount(str(real), "/opt/tools"),))
-    assert inside_path(str(link), spec).split(":")[0] == "/opt/tools"
+    assert _owners(inside_path(str(link), spec))[0] == "/opt/tools"
 
 
 def test_path_of_a_mount_at_another_target_is_the_target_path(tmp_path):
     (tmp_path / "bin").mkdir()
     spec = ContainerSpec(command=("sh",), mounts=(Mount(str(tmp_path), "/data"),))
     # the host path itself is not inside; its real path lies below the mount's source
-    assert inside_path(f"{tmp_path}/bin", spec).split(":")[0] == "/data/bin"
+    assert _owners(inside_path(f"{tmp_path}/bin", spec))[0] == "/data/bin"
