@@ -9,6 +9,8 @@ renders it and nothing of this side), unless --no-raise-error.
 """
 from __future__ import annotations
 
+import builtins
+import getpass
 import shlex
 import sys
 
@@ -73,6 +75,14 @@ class Republisher:
         sys.stderr.write("\n".join(content.get("traceback") or
                                    [f"{content.get('ename')}: {content.get('evalue')}"]) + "\n")
         sys.stderr.flush()
+
+
+def _host_input(prompt: str, password: bool) -> str:
+    """A container cell's input() and getpass(), asked through this kernel's
+    own: ipykernel forwards them to the frontend (StdinNotImplementedError
+    when it has no stdin; an interrupt ends the wait), a terminal reads them.
+    Looked up at each call: ipykernel swaps them in for each cell."""
+    return getpass.getpass(prompt) if password else builtins.input(prompt)
 
 
 @magics_class
@@ -172,7 +182,7 @@ class ContainerMagics(Magics):
             if args.shell:
                 result = session.run_command(["/bin/sh", "-c", cell], on_output=shown)
             else:
-                result = session.execute(cell, on_output=shown)
+                result = session.execute(cell, on_output=shown, on_input=_host_input)
         finally:
             self.stats_channel.cell_finished(session, result.stats if result is not None else None)
         if outputs and result.status == "ok" and (not args.shell or result.exit_code == 0):
