@@ -46,7 +46,6 @@ container through init, or write init's other owner-writable /proc files.
 """
 from __future__ import annotations
 
-import ctypes
 import importlib
 import json
 import mmap
@@ -443,10 +442,10 @@ def replace_command_line(title: str, with_environ: bool = False) -> None:
         return   # no area (a kernel thread's), or no room for a title
     # the kernel shows one page of a title at most
     text = title.encode(errors="replace")[:min(size - 2, mmap.PAGESIZE - 1)]
-    ctypes.memset(arg_start, 0, size)
-    ctypes.memmove(arg_start, text, len(text))
+    sc.fill_memory(arg_start, 0, size)
+    sc.write_memory(arg_start, text)
     if arg_start + len(text) < arg_end - 1:   # else the title's own byte is there
-        ctypes.memset(arg_end - 1, ord(" "), 1)
+        sc.fill_memory(arg_end - 1, ord(" "), 1)
 
 
 def _argv_and_environ_areas() -> tuple[int, int, int, int]:

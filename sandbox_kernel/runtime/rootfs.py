@@ -49,7 +49,6 @@ host's own /proc and /dev.
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import sys
@@ -558,18 +557,8 @@ def _bind(op: Op) -> None:
         sc.mount(None, op.target, None, sc.MS_REMOUNT | sc.MS_BIND | op.flags)
 
 
-# the new mount API (linux/mount.h, fcntl.h); the numbers are the same on every architecture
-_SYS_OPEN_TREE, _SYS_MOVE_MOUNT, _SYS_MOUNT_SETATTR = 428, 429, 442
-OPEN_TREE_CLONE, AT_RECURSIVE, AT_EMPTY_PATH, MOVE_MOUNT_F_EMPTY_PATH = 1, 0x8000, 0x1000, 0x4
-MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV, MOUNT_ATTR_IDMAP = 0x1, 0x2, 0x4, 0x100000
-_AT_FDCWD = -100
 # where the file system cannot be idmapped, or the kernel is older than 5.12
 _NO_IDMAP = (errno.EINVAL, errno.ENOSYS, errno.EPERM, errno.EOPNOTSUPP)
-
-
-class _MountAttr(ctypes.Structure):
-    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
-                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
 
 
 def _idmap_bind(op: Op) -> None:
@@ -587,17 +576,10 @@ def _idmap_bind(op: Op) -> None:
             raise
         return _bind(op)
     try:
-        tree = _check_call(_SYS_OPEN_TREE, "open_tree", op.source, ctypes.c_int(_AT_FDCWD),
-                           os.fsencode(op.source),
-                           ctypes.c_uint(OPEN_TREE_CLONE | os.O_CLOEXEC | AT_RECURSIVE))
+        tree = sc.open_tree_clone(op.source)
         try:
-            attr = _MountAttr(attr_set=MOUNT_ATTR_IDMAP | _mount_attrs(op.flags), userns_fd=userns)
-            _check_call(_SYS_MOUNT_SETATTR, "mount_setattr", op.source, ctypes.c_int(tree), b"",
-                        ctypes.c_uint(AT_EMPTY_PATH | AT_RECURSIVE), ctypes.byref(attr),
-                        ctypes.c_size_t(ctypes.sizeof(attr)))
-            _check_call(_SYS_MOVE_MOUNT, "move_mount", op.target, ctypes.c_int(tree), b"",
-                        ctypes.c_int(_AT_FDCWD), os.fsencode(op.target),
-                        ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH))
+            sc.mount_setattr_idmap(tree, op.source, userns, _mount_attrs(op.flags))
+            sc.move_mount_to(tree, op.target)
         finally:
             os.close(tree)
     except OSError as error:
@@ -610,16 +592,11 @@ def _idmap_bind(op: Op) -> None:
 
 def _mount_attrs(flags: int) -> int:
     attrs = 0
-    for ms_bit, attr in ((sc.MS_RDONLY, MOUNT_ATTR_RDONLY), (sc.MS_NOSUID, MOUNT_ATTR_NOSUID),
-                         (sc.MS_NODEV, MOUNT_ATTR_NODEV)):
+    for ms_bit, attr in ((sc.MS_RDONLY, sc.MOUNT_ATTR_RDONLY), (sc.MS_NOSUID, sc.MOUNT_ATTR_NOSUID),
+                         (sc.MS_NODEV, sc.MOUNT_ATTR_NODEV)):
         if flags & ms_bit:
             attrs |= attr
     return attrs
-
-
-def _check_call(number: int, call: str, path: str, *args) -> int:
-    """A system call glibc may not wrap, by number; OSError naming it and ``path``."""
-    return sc._check(sc._libc.syscall(ctypes.c_long(number), *args), call, path)
 
 
 def _idmap_userns(uid_map: str, gid_map: str) -> int:

@@ -191,3 +191,52 @@ def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = 0) 
     result = _libc.syscall(ctypes.c_long(_OPENAT2_NR), ctypes.c_int(dirfd), _b(path),
                            ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
     return _check(result, "openat2", path)
+
+
+# --- the new mount API (linux/mount.h, fcntl.h); the numbers are the same on every architecture
+_OPEN_TREE_NR, _MOVE_MOUNT_NR, _MOUNT_SETATTR_NR = 428, 429, 442
+OPEN_TREE_CLONE, AT_RECURSIVE, AT_EMPTY_PATH, MOVE_MOUNT_F_EMPTY_PATH = 1, 0x8000, 0x1000, 0x4
+MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV, MOUNT_ATTR_IDMAP = 0x1, 0x2, 0x4, 0x100000
+_AT_FDCWD = -100
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def _syscall(number: int, call: str, path: str, *args) -> int:
+    return _check(_libc.syscall(ctypes.c_long(number), *args), call, path)
+
+
+def open_tree_clone(source: str) -> int:
+    """open_tree(OPEN_TREE_CLONE | AT_RECURSIVE): a detached copy of the mount
+    tree at ``source``, as an fd (Linux 5.2+)."""
+    return _syscall(_OPEN_TREE_NR, "open_tree", source, ctypes.c_int(_AT_FDCWD), _b(source),
+                    ctypes.c_uint(OPEN_TREE_CLONE | os.O_CLOEXEC | AT_RECURSIVE))
+
+
+def mount_setattr_idmap(tree: int, source: str, userns_fd: int, attrs: int = 0) -> None:
+    """mount_setattr(MOUNT_ATTR_IDMAP | attrs) on a detached tree, mapping its
+    ids through the user namespace ``userns_fd`` (Linux 5.12+)."""
+    attr = _MountAttr(attr_set=MOUNT_ATTR_IDMAP | attrs, userns_fd=userns_fd)
+    _syscall(_MOUNT_SETATTR_NR, "mount_setattr", source, ctypes.c_int(tree), b"",
+             ctypes.c_uint(AT_EMPTY_PATH | AT_RECURSIVE), ctypes.byref(attr),
+             ctypes.c_size_t(ctypes.sizeof(attr)))
+
+
+def move_mount_to(tree: int, target: str) -> None:
+    """move_mount of a detached tree onto ``target``."""
+    _syscall(_MOVE_MOUNT_NR, "move_mount", target, ctypes.c_int(tree), b"",
+             ctypes.c_int(_AT_FDCWD), _b(target), ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH))
+
+
+def fill_memory(address: int, byte: int, size: int) -> None:
+    """memset of this process's own memory at ``address`` (an area /proc/self/stat
+    names, such as argv's): no system call, but ctypes belongs here."""
+    ctypes.memset(address, byte, size)
+
+
+def write_memory(address: int, data: bytes) -> None:
+    """memmove of ``data`` into this process's own memory at ``address``."""
+    ctypes.memmove(address, data, len(data))
