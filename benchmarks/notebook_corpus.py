@@ -1,13 +1,21 @@
 """Real public notebooks on plain ipykernel and on the sandbox kernel, compared
 cell by cell (issue 25's corpus test).
 
-    sudo .venv/bin/python benchmarks/notebook_corpus.py [--json FILE] [-k TEXT] [--memory 2G]
+    sudo .venv/bin/python benchmarks/notebook_corpus.py [--json FILE] [-k TEXT] [-v]
+    sudo .venv/bin/python benchmarks/notebook_corpus.py --self-check   # ipykernel against itself
+
+Options: -k TEXT runs the notebooks whose project/path contains TEXT; -v prints
+both kernels' normalised outputs of each differing cell; --jobs N runs N
+notebooks at a time (default 2, one per core here; about 2 minutes for the
+corpus); --memory sets the sandbox kernel's memory limit (default 2G);
+--self-check runs ipykernel twice instead: the cells that differ then are
+the volatile ones, to list in the MANIFEST.
 
 The corpus is tests/corpus: notebooks of three public projects, with the files
 they read, pinned by commit in tests/corpus/MANIFEST.toml.  Each notebook runs
 with nbclient twice, on this venv's ipykernel ("python3") and on the sandbox
-kernel (a kernelspec written by the project's installer, with --memory 2G and
-no footer), each time in a fresh copy of its project's tree in a temporary
+kernel (a kernelspec written by the project's installer, with --memory 2G, no
+footer, and the policy options a notebook's MANIFEST entry asks for), each time in a fresh copy of its project's tree in a temporary
 directory, with the notebook's directory as the working directory, as
 Jupyter starts a kernel.  Errors do not stop a run (allow_errors).
 
@@ -164,17 +172,30 @@ class Run:
     failure: str = ""        # the run itself failed (kernel died, timeout)
 
 
-def kernelspecs(data_dir: str, memory: str) -> None:
+def kernelspecs(data_dir: str, memory: str, policies: list[dict] = ()) -> None:
     """This venv's plain ipykernel and the sandbox kernel (project installer,
-    no footer) in data_dir; a private IPython profile (no user's startup files)."""
+    no footer) in data_dir, and one sandbox kernelspec more per policy a
+    notebook asks for (its MANIFEST sandbox_policy, as an admin would install
+    it: e.g. notebook_root "parent" for a notebook that reads ../images); a
+    private IPython profile (no user's startup files)."""
     from sandbox_kernel.kernel import install
     plain = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
              "display_name": "Python 3", "language": "python"}
     install.write_kernelspec(os.path.join(data_dir, "kernels", PLAIN), plain)
-    spec = install.kernel_json(install.checked_settings({"memory": memory}), footer=False)
-    install.write_kernelspec(os.path.join(data_dir, "kernels", SANDBOX), spec)
+    settings = install.checked_settings({"memory": memory})
+    for policy in [{}, *policies]:
+        spec = install.kernel_json(settings, footer=False,
+                                   policy=install.checked_policy(settings, policy))
+        install.write_kernelspec(os.path.join(data_dir, "kernels", sandbox_name(policy)), spec)
     os.environ["JUPYTER_PATH"] = data_dir
     os.environ["IPYTHONDIR"] = os.path.join(data_dir, "ipython")
+
+
+def sandbox_name(policy: dict) -> str:
+    """The sandbox kernelspec's name for a notebook's policy options."""
+    if not policy:
+        return SANDBOX
+    return SANDBOX + "-" + hashlib.sha1(json.dumps(policy, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def run_notebook(entry: dict, kernel_name: str, scratch: str) -> Run:
@@ -262,6 +283,10 @@ def compare(entry: dict, plain: Run, sandbox: Run) -> NotebookResult:
     return result
 
 
+def other_kernel(entry: dict, against: str) -> str:
+    return sandbox_name(entry.get("sandbox_policy", {})) if against == SANDBOX else against
+
+
 def _run_job(job: tuple) -> Run:
     """One notebook on one kernel, in a worker process (nbclient and
     jupyter_client keep their event loops and sockets to themselves there)."""
@@ -280,11 +305,11 @@ def run_corpus(select: str | None = None, memory: str = "2G", log=print, verbose
     saved = {k: os.environ.get(k) for k in ("JUPYTER_PATH", "IPYTHONDIR")}
     results = []
     try:
-        kernelspecs(scratch, memory)
+        kernelspecs(scratch, memory, [e["sandbox_policy"] for e in entries if e.get("sandbox_policy")])
         with concurrent.futures.ProcessPoolExecutor(
                 jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             runs = pool.map(_run_job, [(entry, kernel, scratch) for entry in entries
-                                       for kernel in (PLAIN, against)])
+                                       for kernel in (PLAIN, other_kernel(entry, against))])
             for entry in entries:
                 plain, other = next(runs), next(runs)
                 result = compare(entry, plain, other)
