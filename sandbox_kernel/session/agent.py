@@ -92,6 +92,7 @@ from traitlets.config import Config
 
 from . import protocol
 from .protocol import ConnectionClosed, ProtocolError
+from .plain_agent import container_sys_path
 from .reaping import ChildReaper
 
 DEFAULT_OUTPUT_LIMIT = 1 << 20
@@ -1059,26 +1060,6 @@ def murmur2_x86(text: str, seed: int) -> int:
     h = (h * m) & 0xFFFFFFFF
     h ^= h >> 15
     return h
-
-
-def container_sys_path(path: list[str], safe_path: bool) -> list[str]:
-    """``sys.path`` for the cells, as ipykernel's: the entry ``python -m``
-    put first (the directory the interpreter started in: for an agent
-    forked from a zygote, a folder of the host) goes, entries that do not
-    exist in this container go, and '' (the working directory at each
-    import, so ``%%file mod.py`` then ``import mod`` works, also after %cd)
-    is inserted before the first site-packages, as IPython's
-    InteractiveShellApp.init_path does; not with PYTHONSAFEPATH."""
-    entries = list(path[1:] if path and not safe_path else path)
-    kept: list[str] = []
-    for entry in entries:
-        if entry and entry not in kept and os.path.exists(entry):
-            kept.append(entry)
-    if safe_path:
-        return kept
-    at = next((i for i, entry in enumerate(kept)
-               if os.path.basename(entry) in ("site-packages", "dist-packages")), 0)
-    return kept[:at] + [""] + kept[at:]
 
 
 def make_shell(channel: Channel, ipython_dir: str) -> AgentShell:

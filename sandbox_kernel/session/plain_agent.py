@@ -26,17 +26,23 @@ needs IPython, nor Python in the image.
 Protocol, interrupts and bounds are those of protocol.py and agent.py: one
 request at a time, SIGINT raises KeyboardInterrupt only inside a cell and
 never while a frame is half written, and stream text beyond
-SANDBOX_KERNEL_OUTPUT_LIMIT is dropped with one notice.
+SANDBOX_KERNEL_OUTPUT_LIMIT is dropped with one notice.  As in agent.py:
+input() and getpass() are asked of the frontend (input_request, when the
+execute request allows stdin), and sys.path is the container's
+(container_sys_path, which agent.py uses too).
 """
 from __future__ import annotations
 
 import argparse
 import ast
+import builtins
 import codecs
+import getpass
 import importlib.util
 import io
 import linecache
 import os
+import select
 import selectors
 import signal
 import socket
@@ -92,6 +98,18 @@ class Channel:
 
     def recv(self) -> dict:
         return protocol.recv(self.sock)
+
+    def recv_in_cell(self) -> dict:
+        """A frame read while a cell runs: SIGINT waits until it is whole."""
+        self.sending = True
+        try:
+            msg = protocol.recv(self.sock)
+        finally:
+            self.sending = False
+        if self.interrupted and self.in_cell:
+            self.interrupted = False
+            raise KeyboardInterrupt
+        return msg
 
     def send(self, msg: dict, max_frame: int = protocol.DEFAULT_MAX_FRAME) -> None:
         frame = protocol.encode(msg, max_frame)
@@ -176,6 +194,85 @@ class Stream(io.TextIOBase):
         text = self.budget.admit(text) if text else ""
         for start in range(0, len(text), STREAM_CHUNK):   # each frame well within the cell's bound
             self.channel.emit("stream", name=self.name, text=text[start:start + STREAM_CHUNK])
+
+
+# ---------------------------------------------------------------------------
+# input() and getpass(), sys.path
+
+
+class StdinNotImplementedError(NotImplementedError):
+    """IPython's name for it, without IPython: the frontend has no stdin."""
+
+
+class Stdin:
+    """``builtins.input`` and ``getpass.getpass`` of the cells: an
+    input_request frame, then the host's input_reply with the same ``n``
+    (agent.py's StdinForwarder, without IPython).  SIGINT ends the wait."""
+
+    REPLY_ERRORS = {"EOFError": EOFError, "KeyboardInterrupt": KeyboardInterrupt,
+                    "StdinNotImplementedError": StdinNotImplementedError}
+
+    def __init__(self, channel: Channel, streams: dict):
+        self.channel, self.streams = channel, streams
+        self.allowed = False          # this cell's execute request said allow_stdin
+        self.asked = 0
+
+    def input(self, prompt="") -> str:
+        return self.ask(str(prompt), False, "raw_input")
+
+    def getpass(self, prompt="Password: ", stream=None, **_terminal_only) -> str:
+        return self.ask(str(prompt), True, "getpass")
+
+    def ask(self, prompt: str, password: bool, what: str) -> str:
+        if not (self.allowed and self.channel.in_cell):
+            raise StdinNotImplementedError(
+                f"{what} was called, but this frontend does not support input requests.")
+        if threading.current_thread() is not threading.main_thread():
+            raise StdinNotImplementedError(
+                f"{what} was called from a thread of the cell's; only the cell's own "
+                f"(main) thread can ask the frontend for input")
+        for stream in self.streams.values():
+            stream.flush()
+        self.asked += 1
+        self.channel.emit(protocol.INPUT_REQUEST, n=self.asked, password=password,
+                          prompt=prompt[:protocol.INPUT_PROMPT_LIMIT])
+        while True:
+            select.select([self.channel.sock], [], [])   # SIGINT: KeyboardInterrupt here
+            msg = self.channel.recv_in_cell()
+            if msg["type"] != protocol.INPUT_REPLY:
+                raise ProtocolError(f"the host sent a {msg['type']!r:.60} frame while the "
+                                    f"cell waited for an input_reply")
+            if msg.get("n") == self.asked:
+                return self._answer(msg)
+
+    def _answer(self, msg: dict) -> str:
+        value = msg.get("value")
+        if isinstance(value, str):
+            return value
+        name, message = str(msg.get("error", "")), _cut(str(msg.get("message", "")), 1000)
+        if name in self.REPLY_ERRORS:
+            raise self.REPLY_ERRORS[name](message) if message else self.REPLY_ERRORS[name]()
+        raise RuntimeError(f"the host could not ask the frontend for input: {name}: {message}")
+
+
+def container_sys_path(path: list[str], safe_path: bool) -> list[str]:
+    """``sys.path`` for the cells, as ipykernel's: the entry ``python -m``
+    put first (the directory the interpreter started in: for an agent
+    forked from a zygote, a folder of the host) goes, entries that do not
+    exist in this container go, and '' (the working directory at each
+    import, so ``%%file mod.py`` then ``import mod`` works, also after %cd)
+    is inserted before the first site-packages, as IPython's
+    InteractiveShellApp.init_path does; not with PYTHONSAFEPATH."""
+    entries = list(path[1:] if path and not safe_path else path)
+    kept: list[str] = []
+    for entry in entries:
+        if entry and entry not in kept and os.path.exists(entry):
+            kept.append(entry)
+    if safe_path:
+        return kept
+    at = next((i for i, entry in enumerate(kept)
+               if os.path.basename(entry) in ("site-packages", "dist-packages")), 0)
+    return kept[:at] + [""] + kept[at:]
 
 
 # ---------------------------------------------------------------------------
@@ -270,6 +367,8 @@ class PlainAgent:
         self.image, self.shell_only = image, shell_only
         self.streams = {name: Stream(name, channel, budget) for name in ("stdout", "stderr")}
         self.namespace = {"__name__": "__main__", "__builtins__": __builtins__}
+        self.stdin = Stdin(channel, self.streams)
+        builtins.input, getpass.getpass = self.stdin.input, self.stdin.getpass
         self.execution_count = 1
         self.noted = False
         self.last_execute_id = None
@@ -282,6 +381,8 @@ class PlainAgent:
                 request = self.channel.recv()
             except ConnectionClosed:
                 return 0
+            if request["type"] == protocol.INPUT_REPLY:
+                continue                  # the answer to an input() that was interrupted
             content = self.handle(request)
             self._reply(request, content)
             self.channel.request_id = self.last_execute_id
@@ -317,9 +418,11 @@ class PlainAgent:
         self.last_execute_id = request.get("id")
         self.budget.reset()
         self.reaper.reap()
+        self.stdin.allowed = request.get("allow_stdin") is True
         try:
             return self._execute(code, silent)
         finally:
+            self.stdin.allowed = False
             self._end_of_cell()
 
     def _execute(self, code: str, silent: bool) -> dict:
@@ -530,6 +633,8 @@ def main(argv=None) -> int:
     if args.shell_only:                  # the borrowed interpreter's settings are not the image's
         for name in ("PYTHONHOME", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE"):
             os.environ.pop(name, None)
+    if not args.shell_only:
+        sys.path[:] = container_sys_path(sys.path, bool(sys.flags.safe_path))
     channel = Channel(sock, protocol.cell_frame_limit(limit))
     try:
         return PlainAgent(channel, Budget(limit), args.image, args.shell_only).serve()

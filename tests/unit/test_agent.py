@@ -641,3 +641,198 @@ def test_a_display_too_big_for_what_is_left_shows_its_text_head(fresh_agent):
         assert stdout_text(outputs) == "after\n"
     finally:
         agent.close()
+
+
+# -- issue 25: input() and getpass(), cell names as ipykernel's, sys.path ----------------
+
+BOTH_AGENTS = pytest.mark.parametrize("which", ["agent", "plain agent"])
+
+
+def _started(fresh_agent, which):
+    return fresh_agent() if which == "agent" else PlainAgentProcess()
+
+
+def _until_input_request(agent, request_id):
+    """(the outputs before it, the input_request) of request_id."""
+    deadline = time.monotonic() + REQUEST_TIMEOUT
+    before = []
+    while True:
+        _, msg = agent.next_message(deadline)
+        assert msg is not None and msg["type"] != "reply", f"no input_request: {msg}"
+        if msg["type"] == protocol.INPUT_REQUEST:
+            assert msg["id"] == request_id
+            return before, msg
+        before.append(msg)
+
+
+def _answer(agent, request_id, number, **fields):
+    protocol.send(agent.sock, {"type": protocol.INPUT_REPLY, "id": request_id, "n": number, **fields})
+
+
+def _send_cell(agent, code, allow_stdin=True):
+    return agent.send("execute", code=code, silent=False, store_history=True,
+                      user_expressions={}, allow_stdin=allow_stdin)
+
+
+@BOTH_AGENTS
+def test_input_is_asked_of_the_host_and_its_answer_returned(fresh_agent, which):
+    agent = _started(fresh_agent, which)
+    try:
+        request_id = _send_cell(agent, "print('before')\nname = input('name? ')\nprint('hi', name)")
+        before, asked = _until_input_request(agent, request_id)
+        assert stdout_text(before) == "before\n"          # printed before the prompt shows
+        assert (asked["prompt"], asked["password"]) == ("name? ", False)
+        _answer(agent, request_id, asked["n"], value="ada")
+        outputs, reply, _ = agent.until_reply(request_id)
+        assert reply["status"] == "ok", reply
+        assert stdout_text(m for _, m in outputs) == "hi ada\n"
+    finally:
+        agent.close()
+
+
+@BOTH_AGENTS
+def test_getpass_asks_for_a_password(fresh_agent, which):
+    agent = _started(fresh_agent, which)
+    try:
+        request_id = _send_cell(agent, "import getpass\nprint(len(getpass.getpass()))")
+        _, asked = _until_input_request(agent, request_id)
+        assert (asked["prompt"], asked["password"]) == ("Password: ", True)
+        _answer(agent, request_id, asked["n"], value="s3cret")
+        outputs, reply, _ = agent.until_reply(request_id)
+        assert reply["status"] == "ok" and stdout_text(m for _, m in outputs) == "6\n"
+    finally:
+        agent.close()
+
+
+@BOTH_AGENTS
+def test_without_allow_stdin_input_raises_as_in_ipykernel(fresh_agent, which):
+    agent = _started(fresh_agent, which)
+    try:
+        for code in ("input('name? ')", "import getpass; getpass.getpass()"):
+            _, reply = agent.execute(code)
+            assert reply["ename"] == "StdinNotImplementedError"
+            assert reply["evalue"].endswith(
+                "was called, but this frontend does not support input requests.")
+    finally:
+        agent.close()
+
+
+@BOTH_AGENTS
+@pytest.mark.parametrize("error, raised", [("EOFError", "EOFError"),
+                                           ("KeyboardInterrupt", "KeyboardInterrupt"),
+                                           ("StdinNotImplementedError", "StdinNotImplementedError"),
+                                           ("SomethingElse", "RuntimeError")])
+def test_an_answer_that_is_an_error_is_raised_in_the_cell(fresh_agent, which, error, raised):
+    agent = _started(fresh_agent, which)
+    try:
+        request_id = _send_cell(agent, "input()")
+        _, asked = _until_input_request(agent, request_id)
+        _answer(agent, request_id, asked["n"], error=error, message="why")
+        _, reply, _ = agent.until_reply(request_id)
+        assert reply["ename"] == raised
+        _, reply = agent.execute("print('still serving')")
+        assert reply["status"] == "ok"
+    finally:
+        agent.close()
+
+
+@BOTH_AGENTS
+def test_stale_input_replies_are_dropped(fresh_agent, which):
+    """A reply that comes after its input() was interrupted answers nothing:
+    neither between requests nor the cell's next input()."""
+    agent = _started(fresh_agent, which)
+    try:
+        _answer(agent, 99, 1, value="between requests")
+        _, reply = agent.execute("print('served')")
+        assert reply["status"] == "ok"
+        request_id = _send_cell(agent, "print(input('a? '))")
+        _, asked = _until_input_request(agent, request_id)
+        _answer(agent, request_id, asked["n"] - 1, value="stale")
+        _answer(agent, request_id, asked["n"], value="fresh")
+        outputs, reply, _ = agent.until_reply(request_id)
+        assert stdout_text(m for _, m in outputs) == "fresh\n"
+    finally:
+        agent.close()
+
+
+@BOTH_AGENTS
+def test_sigint_ends_the_wait_for_input_and_the_agent_goes_on(fresh_agent, which):
+    agent = _started(fresh_agent, which)
+    try:
+        request_id = _send_cell(agent, "input('never answered: ')")
+        _, asked = _until_input_request(agent, request_id)
+        agent.proc.send_signal(signal.SIGINT)
+        _, reply, _ = agent.until_reply(request_id, timeout=10)
+        assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt"
+        _answer(agent, request_id, asked["n"], value="too late")    # dropped
+        outputs, reply = agent.execute("print('next cell')")
+        assert reply["status"] == "ok" and stdout_text(outputs) == "next cell\n"
+    finally:
+        agent.close()
+
+
+@BOTH_AGENTS
+def test_a_long_prompt_is_cut(fresh_agent, which):
+    agent = _started(fresh_agent, which)
+    try:
+        request_id = _send_cell(agent, "input('x' * 100_000)")
+        _, asked = _until_input_request(agent, request_id)
+        assert asked["prompt"] == "x" * protocol.INPUT_PROMPT_LIMIT
+        _answer(agent, request_id, asked["n"], value="")
+        assert agent.until_reply(request_id)[1]["status"] == "ok"
+    finally:
+        agent.close()
+
+
+def test_cells_are_named_as_ipykernel_names_them(fresh_agent):
+    """/tmp/ipykernel_PID/HASH.py (ipykernel.compiler), in warnings and SyntaxErrors."""
+    from ipykernel.compiler import murmur2_x86
+    agent = fresh_agent()
+    try:
+        outputs, _ = agent.execute("import os, tempfile\nprint(tempfile.gettempdir(), os.getpid())")
+        folder, pid = stdout_text(outputs).split()
+        code = "import warnings\nwarnings.warn('careful')"
+        outputs, _ = agent.execute(code)
+        name = f"{folder}/ipykernel_{pid}/{murmur2_x86(code, 0xC70F6907)}.py"
+        assert of_type(outputs, "stream")[0]["text"].startswith(f"{name}:2: UserWarning: careful")
+        _, reply = agent.execute("x = (1,")
+        assert reply["ename"] == "SyntaxError"
+        assert f"({murmur2_x86('x = (1,', 0xC70F6907)}.py, line 1)" in reply["evalue"]
+    finally:
+        agent.close()
+
+
+def test_murmur2_is_ipykernels():
+    from ipykernel.compiler import murmur2_x86
+    for text in ("", "a", "ab", "abc", "abcd", "print('é')", "x = 1\n" * 37, "\U0001f600" * 5):
+        assert agent_module.murmur2_x86(text, 0xC70F6907) == murmur2_x86(text, 0xC70F6907)
+
+
+def test_container_sys_path_is_built_for_the_container(tmp_path):
+    from sandbox_kernel.session.plain_agent import container_sys_path
+    stdlib, packages = tmp_path / "lib", tmp_path / "site-packages"
+    stdlib.mkdir()
+    packages.mkdir()
+    host_only = str(tmp_path / "not-inside")
+    start = [str(tmp_path), str(stdlib), host_only, str(packages), str(stdlib)]
+    assert container_sys_path(start, safe_path=False) == [str(stdlib), "", str(packages)]
+    assert container_sys_path(start[1:], safe_path=True) == [str(stdlib), str(packages)]
+    assert container_sys_path([str(tmp_path), str(stdlib)], safe_path=False) == ["", str(stdlib)]
+
+
+@BOTH_AGENTS
+def test_a_module_written_in_the_working_directory_imports(fresh_agent, which):
+    """'' on sys.path follows the working directory; no entry is missing."""
+    agent = _started(fresh_agent, which)
+    try:
+        code = ("import os, sys, tempfile\n"
+                "os.chdir(tempfile.mkdtemp())\n"
+                "open('issue25_mod.py', 'w').write('VALUE = 7\\n')\n"
+                "import issue25_mod\n"
+                "print(issue25_mod.VALUE, '' in sys.path, "
+                "[p for p in sys.path if p and not os.path.exists(p)])")
+        outputs, reply = agent.execute(code)
+        assert reply["status"] == "ok", reply
+        assert stdout_text(outputs).endswith("7 True []\n")
+    finally:
+        agent.close()

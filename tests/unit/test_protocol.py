@@ -230,3 +230,90 @@ def test_the_frame_reader_turns_a_deep_frame_into_a_protocol_error_and_stays_bro
         reader.feed(raw_frame(_typed(b"[" * 50_000 + b"]" * 50_000)) + raw_frame(b'{"type": "x"}'))
     with pytest.raises(ProtocolError, match="earlier bad frame"):
         reader.feed(raw_frame(b'{"type": "x"}'))
+
+
+# -- issue 25: input() ------------------------------------------------------------------
+
+
+def test_input_frames_are_neither_requests_nor_outputs():
+    """The agent drops a stray input_reply instead of answering it as a request,
+    and the host handles input_request apart from the outputs it passes on."""
+    assert protocol.INPUT_REPLY not in protocol.REQUEST_TYPES
+    assert protocol.INPUT_REQUEST not in protocol.OUTPUT_TYPES
+
+
+def test_the_largest_input_frames_fit_their_limits():
+    prompt = "\u2028" * protocol.INPUT_PROMPT_LIMIT          # the worst JSON escape: 6 bytes
+    request = {"type": protocol.INPUT_REQUEST, "id": 1, "n": 1, "password": False, "prompt": prompt}
+    assert len(protocol.encode(request)) < protocol.cell_frame_limit(1 << 10)
+    reply = {"type": protocol.INPUT_REPLY, "id": 1, "n": 1,
+             "value": "\u2028" * protocol.INPUT_VALUE_LIMIT}
+    assert len(protocol.encode(reply)) < protocol.DEFAULT_MAX_FRAME
+
+
+class _HostSide:
+    """The host's _Exchange for one cell (client.py), on a socketpair: what
+    it does with an agent's input_request, which the agent's user code can
+    forge (it can write to the socket)."""
+
+    def __init__(self, on_input):
+        from sandbox_kernel.session import client
+        self.ours, self.agent = socket.socketpair()
+        session = type("FakeSession", (), {})()
+        session.output_limit, session._sock = 1 << 20, self.ours
+        session._new_id = lambda: 7
+        self.exchange = client._Exchange(session, {"type": "execute"}, None, 30.0, cell=True,
+                                         on_input=on_input)
+        self.exchange.deadline = 1000.0
+
+    def ask(self, **fields) -> dict:
+        self.exchange._dispatch({"type": protocol.INPUT_REQUEST, "id": 7, "n": 3, **fields})
+        self.agent.settimeout(10)
+        return protocol.recv(self.agent)
+
+    def close(self):
+        self.ours.close()
+        self.agent.close()
+
+
+def test_the_host_answers_an_input_request_with_a_bounded_prompt():
+    asked = []
+    host = _HostSide(lambda prompt, password: asked.append((prompt, password)) or "answer")
+    try:
+        reply = host.ask(prompt="p" * 100_000, password=True)
+        assert asked == [("p" * protocol.INPUT_PROMPT_LIMIT, True)]
+        assert reply == {"type": protocol.INPUT_REPLY, "id": 7, "n": 3, "value": "answer"}
+        assert host.exchange.deadline >= 1000.0     # the wait does not count against the cell
+    finally:
+        host.close()
+
+
+@pytest.mark.parametrize("on_input, error", [
+    (None, "StdinNotImplementedError"),
+    (lambda prompt, password: "x" * (protocol.INPUT_VALUE_LIMIT + 1), "ValueError"),
+    (lambda prompt, password: 42, "TypeError"),
+    (lambda prompt, password: (_ for _ in ()).throw(EOFError()), "EOFError"),
+    (lambda prompt, password: (_ for _ in ()).throw(KeyboardInterrupt()), "KeyboardInterrupt"),
+])
+def test_the_host_answers_with_an_error_the_cell_raises(on_input, error):
+    host = _HostSide(on_input)
+    try:
+        reply = host.ask(prompt="", password=False)
+        assert reply["error"] == error and "value" not in reply
+    finally:
+        host.close()
+
+
+@pytest.mark.parametrize("fields", [
+    {"prompt": ["not", "text"], "password": False},
+    {"prompt": "", "password": "yes"},
+    {"prompt": "", "password": False, "id": 8},         # not the request that is waiting
+    {"prompt": "", "password": False, "n": "3"},
+])
+def test_a_forged_input_request_is_a_protocol_error(fields):
+    host = _HostSide(lambda prompt, password: "never asked")
+    try:
+        with pytest.raises(ProtocolError):
+            host.ask(**fields)
+    finally:
+        host.close()
