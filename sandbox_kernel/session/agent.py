@@ -988,6 +988,12 @@ class Agent:
                               name=name)
         return _error("PicklingError", "the variables pickle one by one but not together")
 
+    def do_update_environ(self, request: dict) -> dict:
+        try:
+            return {"status": "ok", "values": protocol.update_environ(os.environ, request.get("changes"))}
+        except ProtocolError as exc:
+            raise RequestError(str(exc)) from None
+
     def do_shutdown(self, request: dict) -> dict:
         return {"status": "ok", "restart": bool(request.get("restart", False))}
 

@@ -65,6 +65,7 @@ from dataclasses import dataclass
 
 from ..runtime import images, zygote
 from ..runtime.container import Container, LifecycleError, State
+from ..runtime.cgroups.cpus import thread_environment
 from ..runtime.images import ImageNotFound  # noqa: F401 -- re-exported (below)
 from ..runtime.spec import ContainerSpec, Limits, SpecError, parse_cpus, parse_duration, parse_env, \
     parse_mount, parse_network, parse_pids, parse_size
@@ -714,6 +715,8 @@ class Session:
         if self.running and any(k in changed for k in ("memory", "cpus", "pids")):
             self._container.update_limits(dataclasses.replace(
                 limits, timeout=None, disk=self._container.spec.limits.disk))
+            if "cpus" in changed:
+                self._follow_thread_variables(self.limits.cpus, limits.cpus)
         restart = [key for key in changed if key == "disk"]
         restart += self._set_placement(strings.get("net"), strings.get("image"))
         self.limits = limits
@@ -724,6 +727,21 @@ class Session:
         if not self.running:
             return {"changed": changed + restart, "restart_needed": []}
         return {"changed": [k for k in changed if k not in restart], "restart_needed": restart}
+
+    def _follow_thread_variables(self, old_cpus, new_cpus) -> None:
+        """The agent's thread variables (OMP_NUM_THREADS...) follow a live
+        cpus change, so that the processes cells start from now on size
+        their pools to it; those the user set (-e, the image, a cell) stay."""
+        old, new = thread_environment(old_cpus), thread_environment(new_cpus)
+        chosen = {name for name, _ in self.env} | set(images.environment(self.image))
+        changes = {name: [old.get(name), new.get(name)] for name in sorted({*old, *new})
+                   if old.get(name) != new.get(name) and name not in chosen}
+        if not changes:
+            return
+        try:
+            self._request({"type": "update_environ", "changes": changes}, timeout=10)
+        except SessionBusy:          # a cell runs (another thread): its variables stay
+            pass
 
     def _set_placement(self, net, image) -> list[str]:
         changed = []

@@ -550,6 +550,12 @@ class PlainAgent:
             return _error("NameError", f"name {missing[0]!r} is not defined", name=missing[0])
         return {"status": "ok", "values": protocol.pack_values({n: self.namespace[n] for n in names})}
 
+    def do_update_environ(self, request: dict) -> dict:
+        try:
+            return {"status": "ok", "values": protocol.update_environ(os.environ, request.get("changes"))}
+        except ProtocolError as exc:
+            return _error("ProtocolError", str(exc))
+
     def do_shutdown(self, request: dict) -> dict:
         return {"status": "ok", "restart": bool(request.get("restart", False))}
 

@@ -49,6 +49,10 @@ Host -> agent (requests), with the fields each carries:
     push         id, values: base64 of a pickle of a dict {name: value}
     pull         id, names: a list of variable names
     shutdown     id, restart (optional, default false)
+    update_environ  id, changes: {name: [expected, new]}: os.environ[name]
+                 becomes new (a str; null unsets it) only where it is still
+                 expected (null: unset now).  After a live cpus change: the
+                 thread variables that still hold the old automatic count.
 
 Host -> agent, not a request (the answer to an input_request; the agent
 drops one that comes when it is not waiting for that n):
@@ -128,6 +132,7 @@ MAX_VALUES = 4_000_000         # values in a frame's JSON, lists and objects cou
 
 REQUEST_TYPES = (
     "execute", "complete", "inspect", "is_complete", "history", "push", "pull", "shutdown",
+    "update_environ",
 )
 OUTPUT_TYPES = (
     "stream", "display_data", "update_display_data", "execute_result", "error", "clear_output",
@@ -244,6 +249,28 @@ def cell_frame_limit(output_limit: int) -> int:
     its size (buffer, body, text, objects), so a cell's frames stay a few MB.
     Only push and pull, whose values are the point, use DEFAULT_MAX_FRAME."""
     return min(output_limit, DEFAULT_MAX_FRAME - CELL_FRAME_ROOM) + CELL_FRAME_ROOM
+
+
+def update_environ(environ, changes) -> list[str]:
+    """An update_environ request's changes applied to ``environ`` (the
+    agent's os.environ); the names changed.  A name whose value is no
+    longer the expected one was set by the user: it stays."""
+    if not isinstance(changes, dict):
+        raise ProtocolError("update_environ: 'changes' must be an object {name: [expected, new]}")
+    changed = []
+    for name, pair in changes.items():
+        if not (isinstance(pair, list) and len(pair) == 2
+                and all(v is None or isinstance(v, str) for v in pair) and name and "=" not in name):
+            raise ProtocolError(f"update_environ: {name!r:.60} needs [expected, new], str or null")
+        expected, new = pair
+        if environ.get(name) != expected:
+            continue
+        if new is None:
+            environ.pop(name, None)
+        else:
+            environ[name] = new
+        changed.append(name)
+    return changed
 
 
 def send(sock: socket.socket, msg: dict, max_frame: int = DEFAULT_MAX_FRAME) -> None:

@@ -203,3 +203,22 @@ def test_tracebacks_and_warnings_read_as_on_ipykernel(data_dir, tmp_path):
     assert plain[1][0][0][0] == "ZeroDivisionError" and plain[3][0][0][0] == "SyntaxError"
     for cell, expected, actual in zip(CELLS, plain, sandboxed):
         assert actual == expected, f"cell {cell!r}"
+
+
+# -- a live cpus change reaches the thread variables of the running agent ------------------
+
+THREADS = ("import os, subprocess\n"
+           "print(os.environ.get('OMP_NUM_THREADS'), os.environ.get('MKL_NUM_THREADS'), "
+           "subprocess.run(['sh', '-c', 'echo $OPENBLAS_NUM_THREADS'], capture_output=True, "
+           "text=True).stdout.strip())")
+
+
+def test_a_live_cpus_change_rewrites_the_automatic_thread_variables(host):
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs 2 CPUs for a 2-cpu limit")
+    prefix = "%%container --name causes-threads\n"
+    kf.ok(host.run("%%container --name causes-threads --cpus 1\n"
+                   "import os\nos.environ['MKL_NUM_THREADS'] = '3'"))     # the user's choice
+    assert kf.ok(host.run(prefix + THREADS)).stdout.endswith("1 3 1\n")
+    kf.ok(host.run("%container limits --name causes-threads --cpus 2"))
+    assert kf.ok(host.run(prefix + THREADS)).stdout.endswith("2 3 2\n")

@@ -836,3 +836,24 @@ def test_a_module_written_in_the_working_directory_imports(fresh_agent, which):
         assert stdout_text(outputs).endswith("7 True []\n")
     finally:
         agent.close()
+
+
+@BOTH_AGENTS
+def test_update_environ_changes_only_what_still_holds_the_expected_value(fresh_agent, which):
+    """After a live cpus change the host rewrites the automatic thread
+    variables; one the user set in a cell stays."""
+    agent = _started(fresh_agent, which)
+    try:
+        agent.execute("import os\nos.environ['OMP_NUM_THREADS'] = '1'\n"
+                      "os.environ['MKL_NUM_THREADS'] = '5'\nos.environ.pop('BLIS_NUM_THREADS', None)")
+        _, reply = agent.request("update_environ", changes={
+            "OMP_NUM_THREADS": ["1", "2"], "MKL_NUM_THREADS": ["1", "2"],
+            "BLIS_NUM_THREADS": [None, "2"]})
+        assert reply == {"status": "ok", "values": ["OMP_NUM_THREADS", "BLIS_NUM_THREADS"]}
+        outputs, _ = agent.execute("import os\nprint([os.environ.get(n) for n in "
+                                   "('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'BLIS_NUM_THREADS')])")
+        assert stdout_text(outputs) == "['2', '5', '2']\n"
+        _, reply = agent.request("update_environ", changes={"A": "not a pair"})
+        assert reply["status"] == "error" and reply["ename"] == "ProtocolError"
+    finally:
+        agent.close()

@@ -317,3 +317,13 @@ def test_a_forged_input_request_is_a_protocol_error(fields):
             host.ask(**fields)
     finally:
         host.close()
+
+
+def test_update_environ_unsets_with_null_and_refuses_bad_changes():
+    environ = {"OMP_NUM_THREADS": "2", "KEEP": "x"}
+    assert protocol.update_environ(environ, {"OMP_NUM_THREADS": ["2", None],
+                                             "KEEP": ["y", "z"]}) == ["OMP_NUM_THREADS"]
+    assert environ == {"KEEP": "x"}
+    for bad in ([], {"A": ["1"]}, {"A": [1, "2"]}, {"A=B": ["1", "2"]}, {"": [None, "1"]}):
+        with pytest.raises(ProtocolError):
+            protocol.update_environ(environ, bad)
