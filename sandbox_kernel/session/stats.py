@@ -37,11 +37,12 @@ STATUSES = ("ok", "error", "timeout", "oom", "killed")
 CELL_FIELDS = (
     "execution_count", "wall", "cpu_user", "cpu_system",
     "memory_current", "memory_peak", "memory_limit",
-    "pids_current", "pids_peak", "pids_limit",
+    "pids_current", "pids_peak", "pids_limit", "pids_refused",
     "io_read", "io_write", "net_rx", "net_tx",
     "oom_kills", "throttled_time", "disk_used", "disk_limit", "status",
 )
-CUMULATIVE = ("cpu_user", "cpu_system", "io_read", "io_write", "oom_kills", "throttled_time")
+CUMULATIVE = ("cpu_user", "cpu_system", "io_read", "io_write", "oom_kills", "throttled_time",
+              "pids_refused")   # forks and threads the pids limit refused (pids.events "max")
 LEVELS = ("memory_current", "memory_limit", "pids_current", "pids_limit", "disk_used", "disk_limit")
 PEAKS = ("memory_peak", "pids_peak")
 
@@ -144,6 +145,8 @@ def footer_parts(stats: dict) -> list[tuple[str, str]]:
     pids = _fmt_count(cell.get("pids_current"))
     if cell.get("pids_peak") is not None:
         pids += f" (peak {cell['pids_peak']})"
+    if cell.get("pids_refused"):
+        pids += f", {cell['pids_refused']} refused at the limit"
     parts = [
         ("container", f"{stats.get('session', '?')} [{stats.get('image', '?')}]"),
         ("status", str(cell.get("status") or NA)),

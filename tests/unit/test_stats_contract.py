@@ -120,3 +120,14 @@ def test_the_writable_layers_figures_are_levels_at_the_cells_end_and_null_when_u
     assert "disk" not in stats.footer_text(contract(stats.cell_figures(None, counters(), peaks_reset=True)))
     assert "disk 300 MiB / 512 MiB" in stats.footer_text(contract(
         stats.cell_figures(before, after, peaks_reset=True)))
+
+
+def test_forks_refused_at_the_pids_limit_are_the_cells_own_and_shown():
+    before = counters(pids_refused=5)
+    after = counters(pids_refused=11)
+    cell = stats.cell_figures(before, after, peaks_reset=True)
+    assert cell["pids_refused"] == 6
+    assert stats.cell_figures(before, counters(pids_refused=None), peaks_reset=True)["pids_refused"] is None
+    contract = stats.build_stats(session="s", image="host", limits=Limits(pids=64), execution_count=1,
+                                 wall=1.0, figures=cell, status="error")
+    assert "6 refused at the limit" in dict(stats.footer_parts(contract))["pids"]
