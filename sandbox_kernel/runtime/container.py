@@ -457,7 +457,7 @@ def inside_path(host_path: str, spec: ContainerSpec, image_path: str | None = No
     --workspace); an entry elsewhere (~/.local/bin, a pyenv shims directory
     not below a mount) does not exist there and is dropped, and so is a
     relative one ('' or '.': the working directory)."""
-    shown = [(m.target, m.source) for m in spec.mounts]
+    shown = [(m.target, m.source) for m in spec.mounts if m.on_path]
     if spec.workspace:
         shown.append(("/workspace", spec.workspace))
     if _on_host_files(spec.image):

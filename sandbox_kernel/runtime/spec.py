@@ -49,12 +49,16 @@ class Mount:
     ``map_owner`` (uid, gid): files of this host user show as the
     workload's own (an idmapped mount), and what the workload creates is
     that user's on the host: the container reads and writes there as the
-    kernel's user would.  Root only (rootless: a plain bind)."""
+    kernel's user would.  Root only (rootless: a plain bind).
+    ``on_path``: the caller's PATH entries below ``source`` are found here
+    (container.inside_path); False for what the runtime binds for its own
+    use, such as the host's /usr that an agent borrows off PATH."""
     source: str
     target: str
     read_only: bool = False
     overlay: bool = False
     map_owner: tuple[int, int] | None = None
+    on_path: bool = True
 
 
 @dataclass(frozen=True)

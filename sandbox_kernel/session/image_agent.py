@@ -54,7 +54,9 @@ def agent_launch(image_name: str, module: str, fd: int) -> AgentLaunch:
     image = images.get(image_name)
     if image.base == images.HOST:      # built FROM host: the host's python and venv, with its layers
         return AgentLaunch((sys.executable, "-m", module, "--fd", str(fd)))
-    package = Mount(os.path.realpath(PACKAGE_DIR), f"{PACKAGE_MOUNT}/sandbox_kernel", read_only=True)
+    # on_path=False: the agent's own files, never where the caller's PATH is looked up
+    package = Mount(os.path.realpath(PACKAGE_DIR), f"{PACKAGE_MOUNT}/sandbox_kernel", read_only=True,
+                    on_path=False)
     env = (("PYTHONPATH", PACKAGE_MOUNT), ("PYTHONDONTWRITEBYTECODE", "1"))
     arguments = ("-m", PLAIN_AGENT, "--fd", str(fd), "--image", image_name, "--agent", module)
     python = image.which("python3")
@@ -68,7 +70,7 @@ def agent_launch(image_name: str, module: str, fd: int) -> AgentLaunch:
             f"for it (it must live under /usr with its dynamic loader): run commands on this "
             f"image with: sandbox-kernel run --image {image_name} -- /bin/sh -c '...'")
     loader, library_path, interpreter = host
-    usr = Mount("/usr", HOST_USR_MOUNT, read_only=True)
+    usr = Mount("/usr", HOST_USR_MOUNT, read_only=True, on_path=False)
     command = (loader, "--library-path", library_path, interpreter, "-S", *arguments, "--shell-only")
     return AgentLaunch(command, (package, usr), env + (("PYTHONHOME", HOST_USR_MOUNT),))
 

@@ -343,3 +343,13 @@ def test_path_of_a_mount_at_another_target_is_the_target_path(tmp_path):
     spec = ContainerSpec(command=("sh",), mounts=(Mount(str(tmp_path), "/data"),))
     # the host path itself is not inside; its real path lies below the mount's source
     assert _owners(inside_path(f"{tmp_path}/bin", spec))[0] == "/data/bin"
+
+
+def test_path_is_never_looked_up_in_a_mount_the_runtime_made_for_itself():
+    """An image without python borrows the host's /usr at /opt/sandbox-kernel/usr,
+    off PATH: the host's /usr/bin must not come through there."""
+    borrowed = Mount("/usr", "/opt/sandbox-kernel/usr", read_only=True, on_path=False)
+    spec = ContainerSpec(command=("sh",), image="busybox-like", mounts=(borrowed,))
+    entries = inside_path("/usr/bin:/usr/local/bin", spec, image_path="/bin:/sbin").split(":")
+    assert not any(e.startswith("/opt/sandbox-kernel") for e in entries)
+    assert entries == ["/bin", "/sbin"]
