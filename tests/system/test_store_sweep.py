@@ -19,6 +19,14 @@ from sandbox_kernel.runtime import cleanup, images
 BIG = 1 << 30          # apparent size of the tar's one member: a sparse file, no disk spent
 
 
+def member_size(path: str) -> int:
+    """BIG, or a quarter of the room where the store lives if that is less: the
+    import must get well under way before it is killed, and must not be refused
+    for space first (the v2 guest's /tmp is a small tmpfs)."""
+    room = os.statvfs(path)
+    return min(BIG, room.f_bavail * room.f_frsize // 4)
+
+
 @pytest.fixture
 def store(tmp_path, monkeypatch):
     root = tmp_path / "store"
@@ -28,14 +36,14 @@ def store(tmp_path, monkeypatch):
 
 
 def big_tar(path: str) -> str:
-    """A rootfs tar whose one member holds BIG zero bytes; the tar itself is
+    """A rootfs tar whose one member holds up to BIG zero bytes; the tar itself is
     sparse (its data blocks are holes), so it costs nothing to make."""
     info = tarfile.TarInfo("big")
-    info.size = BIG
+    info.size = size = member_size(os.path.dirname(path))
     header = info.tobuf(tarfile.PAX_FORMAT)
     with open(path, "wb") as handle:
         handle.write(header)
-        handle.truncate(len(header) + BIG + 2 * tarfile.RECORDSIZE)   # data, then the end blocks
+        handle.truncate(len(header) + size + 2 * tarfile.RECORDSIZE)   # data, then the end blocks
     return path
 
 
