@@ -292,7 +292,8 @@ def new_scope() -> str:
     return SCOPE_PREFIX + secrets.token_hex(6)
 
 HTML_TAGS = (set(nh3.ALLOWED_TAGS) | {"tfoot", "font", "section", "main", "label", "meter",
-                                      "progress", "output"}) - {"area", "map"}
+                                      "progress", "output", "audio", "video", "source"}) \
+    - {"area", "map"}
 # removed with their content: script and style bodies, embedded documents, raw text
 DROPPED_WITH_CONTENT = {"script", "style", "template", "noscript", "iframe", "frame", "frameset",
                         "object", "embed", "applet", "svg", "math", "xmp", "noembed",
@@ -304,6 +305,22 @@ HTML_ATTRIBUTES["*"] = _GLOBAL_ATTRIBUTES
 HTML_ATTRIBUTES.setdefault("table", set()).update({"border", "cellpadding", "cellspacing"})
 HTML_ATTRIBUTES.setdefault("font", set()).update({"color", "size", "face"})
 HTML_ATTRIBUTES.setdefault("img", set()).update({"src", "alt"})
+# IPython's ProgressBar and meters: numbers only
+NUMERIC_ATTRIBUTES = {"progress": {"max", "value"},
+                      "meter": {"min", "max", "low", "high", "optimum", "value"}}
+for _tag, _names in NUMERIC_ATTRIBUTES.items():
+    HTML_ATTRIBUTES.setdefault(_tag, set()).update(_names)
+# IPython's Audio and Video(embed=True): the media inline as data: URLs of audio
+# or video only (never a URL the browser would fetch: that would tell a server
+# the notebook was opened), no poster, no track; <source> is for them
+_MEDIA_FLAGS = {"src", "controls", "autoplay", "loop", "muted", "preload"}
+HTML_ATTRIBUTES["audio"] = set(_MEDIA_FLAGS)
+HTML_ATTRIBUTES["video"] = _MEDIA_FLAGS | {"playsinline"}
+HTML_ATTRIBUTES["source"] = {"src", "type"}
+MEDIA_TAGS = frozenset({"audio", "video", "source"})
+_DATA_MEDIA = re.compile(r"data:(?:audio|video)/[\w.+\-]+;base64,[A-Za-z0-9+/=\s]*", re.I)
+_MEDIA_TYPE = re.compile(r"(?:audio|video)/[\w.+\-]+", re.I)
+_NUMBER = re.compile(r"\s*[+\-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+\-]?\d+)?\s*")
 URL_SCHEMES = {"http", "https", "mailto", "ftp", "data"}
 _DATA_IMAGE = re.compile(r"data:image/(png|jpeg|gif|webp|bmp);", re.I)
 _URL_ATTRIBUTES = {"href", "src", "cite", "action", "background", "poster", "longdesc"}
@@ -326,7 +343,13 @@ def _style_blocks(text: str) -> list[str]:
 
 
 def _attribute_filter(tag: str, attribute: str, value: str):
-    """nh3 checked the scheme; data: is for images only, styles are filtered."""
+    """nh3 checked the scheme; data: is for images, and audio and video in
+    their own elements (their only source); styles are filtered."""
+    if tag in MEDIA_TAGS and attribute in ("src", "type"):
+        pattern = _DATA_MEDIA if attribute == "src" else _MEDIA_TYPE
+        return value if pattern.fullmatch(value.strip()) else None
+    if attribute in NUMERIC_ATTRIBUTES.get(tag, ()):
+        return value if _NUMBER.fullmatch(value) else None
     if attribute in _URL_ATTRIBUTES and value.strip().lower().startswith("data:"):
         return value if tag == "img" and attribute == "src" and _DATA_IMAGE.match(value.strip()) else None
     if attribute == "style":

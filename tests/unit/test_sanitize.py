@@ -12,7 +12,7 @@ import re
 import pytest
 
 from sandbox_kernel.session import sanitize
-from sandbox_kernel.session.client import Session, _Exchange
+from sandbox_kernel.session.client import Session, _Exchange, host_output_cap
 from sandbox_kernel.session.stats import build_stats, footer_html, footer_text
 
 HANDLER = re.compile(r"<[^>]*\son[a-z]+\s*=", re.I)
@@ -90,6 +90,13 @@ HOSTILE_HTML = {
     "unclosed attribute": '<img src="x" onerror="alert(1)',
     "null in tag": "<scr\x00ipt>alert(1)</scr\x00ipt>",
     "nested script": "<scr<script>ipt>alert(1)</scr</script>ipt>",
+    "audio onerror": '<audio controls onerror="alert(1)" src="data:audio/wav;base64,AA"></audio>',
+    "audio onplay": '<audio autoplay onplay=alert(1)><source src="data:audio/wav;base64,AA"></audio>',
+    "source javascript": '<audio><source src="javascript:alert(1)"></audio>',
+    "source data html": '<video><source src="data:text/html;base64,PHNjcmlwdD4=" type="text/html"></video>',
+    "source data html as audio type": '<audio><source src="data:text/html,<script>alert(1)</script>" type="audio/wav"></audio>',
+    "video poster javascript": '<video poster="javascript:alert(1)" controls></video>',
+    "progress handler": '<progress max=10 value=3 onclick=alert(1)></progress>',
 }
 
 
@@ -378,6 +385,7 @@ def _pass_through_exchange(trust_output: bool, kind: str, content: dict) -> list
     exchange.session = _FakeSession(trust_output)
     exchange.on_output = lambda k, c: seen.append((k, c))
     exchange.passed_bytes = exchange.dropped_frames = 0
+    exchange.output_cap = host_output_cap(1 << 20)       # as _Exchange.__init__ sets it
     exchange._pass_on(kind, content)
     return seen
 
@@ -409,6 +417,7 @@ def test_the_note_about_dropped_output_comes_once_per_session():
         exchange.session = session
         exchange.on_output = lambda k, c: seen.append(k)
         exchange.passed_bytes = exchange.dropped_frames = 0
+        exchange.output_cap = host_output_cap(1 << 20)   # as _Exchange.__init__ sets it
         exchange._pass_on("display_data", {"data": {"application/javascript": "x"}, "metadata": {},
                                            "transient": {}})
     assert seen.count("stream") == 1 and seen.count("display_data") == 3
@@ -441,3 +450,42 @@ def test_the_stats_say_when_output_is_trusted():
 
 class _Limits:
     memory = cpus = pids = timeout = None
+
+
+# -- IPython's ProgressBar, Audio and Video: kept, inert (issue 25's corpus) ----------------
+
+
+def test_progress_and_meter_keep_their_numbers_only():
+    bar = "<progress style='width:60ex' max='10' value='3'></progress>"
+    assert sanitize.clean_html(bar) == '<progress style="width: 60ex" max="10" value="3"></progress>'
+    assert sanitize.clean_html('<meter min="0" max="1.5" low=".2" value="1e-1"></meter>') == \
+        '<meter min="0" max="1.5" low=".2" value="1e-1"></meter>'
+    assert sanitize.clean_html('<progress max="javascript:1" value="x"></progress>') == \
+        "<progress></progress>"
+
+
+def test_audio_and_video_keep_inline_media_of_their_kind_only():
+    audio = ('<audio controls="controls" autoplay="autoplay"><source '
+             'src="data:audio/wav;base64,UklGRuwA" type="audio/wav">no audio</audio>')
+    assert sanitize.clean_html(audio) == audio
+    video = '<video controls="" loop="" muted="" src="data:video/mp4;base64,AAAAIGZ0eXA="></video>'
+    assert sanitize.clean_html(video) == video
+
+
+@pytest.mark.parametrize("src", [
+    "http://evil.example/track.wav",            # the browser would fetch it: a beacon
+    "//evil.example/track.wav", "track.wav", "/files/track.wav",
+    "data:text/html;base64,PHNjcmlwdD4=", "data:image/svg+xml;base64,PHN2Zz4=",
+    "data:audio/wav,not-base64<script>", "javascript:alert(1)", "data:audio/wav;base64,A<b>",
+])
+def test_media_sources_that_load_or_are_not_inline_media_are_removed(src):
+    for markup in (f'<audio src="{src}"></audio>', f'<video src="{src}"></video>',
+                   f'<audio><source src="{src}"></audio>'):
+        cleaned = sanitize.clean_html(markup)
+        assert "src" not in cleaned and "onerror" not in cleaned, cleaned
+
+
+def test_media_keep_no_poster_track_or_odd_type():
+    cleaned = sanitize.clean_html('<video poster="data:image/png;base64,AA"><track src="x.vtt">'
+                                  '<source src="data:video/mp4;base64,AA" type="text/html"></video>')
+    assert "poster" not in cleaned and "track" not in cleaned and "text/html" not in cleaned
