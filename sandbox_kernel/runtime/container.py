@@ -440,6 +440,19 @@ def _environment(spec: ContainerSpec, host_path: str | None = None) -> dict:
     env.update(image_env)
     env["PATH"] = inside_path(os.environ.get("PATH", "") if host_path is None else host_path,
                               spec, image_env.get("PATH"))
+    # The owner's login shell ($SHELL: %%bash, tools that start a shell) where
+    # its directory is seen inside, as the host spells it when that resolves
+    # the same inside (the host image keeps the host's /bin -> usr/bin), else
+    # where the mount shows it; elsewhere the shell every image has.
+    shell = os.environ.get("SHELL", "")
+    seen_at = inside_path(os.path.dirname(shell), spec, "") if os.path.isabs(shell) \
+        and os.path.isfile(shell) else ""
+    if not seen_at:
+        env.setdefault("SHELL", "/bin/sh")
+    elif _on_host_files(spec.image) and os.path.realpath(os.path.dirname(shell)) == seen_at:
+        env.setdefault("SHELL", shell)
+    else:
+        env.setdefault("SHELL", os.path.join(seen_at, os.path.basename(shell)))
     env.update(dict(spec.env))
     # thread pools sized to the cpus limit, unless the user or the image chose
     for name, value in thread_environment(spec.limits.cpus).items():

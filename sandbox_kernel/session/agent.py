@@ -79,6 +79,7 @@ import traceback
 from contextlib import contextmanager
 
 from IPython.core import page
+from IPython.utils import openpy
 from IPython.core.autocall import ZMQExitAutocall
 from IPython.core.compilerop import CachingCompiler
 from IPython.core.completer import provisionalcompleter, rectify_completions
@@ -86,6 +87,8 @@ from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
 from IPython.core.error import StdinNotImplementedError, UsageError
 from IPython.core.interactiveshell import InteractiveShell
+from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.display import Javascript, display
 from IPython.utils.tokenutil import token_at_cursor
 from traitlets import CBool, Instance, Type, default
 from traitlets.config import Config
@@ -97,6 +100,7 @@ from .reaping import ChildReaper
 
 DEFAULT_OUTPUT_LIMIT = 1 << 20
 OUTPUT_LIMIT_ENV = "SANDBOX_KERNEL_OUTPUT_LIMIT"
+OWNER_HOME_ENV = "SANDBOX_KERNEL_OWNER_HOME"   # the kernel owner's HOME (client.py); not a cell's
 FLUSH_INTERVAL = 0.05          # seconds a partial line may wait before it is sent
 STREAM_CHUNK = 64 << 10        # characters: send at this size, and never more in one frame
 CUT_HEAD = 16 << 10            # characters of text/plain kept of a display or result that is cut
@@ -646,6 +650,10 @@ class AgentShell(InteractiveShell):
         os.environ.update(TERM="xterm-color", CLICOLOR="1", FORCE_COLOR="1",
                           CLICOLOR_FORCE="1", PAGER="cat", GIT_PAGER="cat")
 
+    def init_magics(self):
+        super().init_magics()
+        self.register_magics(KernelMagics)
+
     def init_hooks(self):
         super().init_hooks()
         self.set_hook("show_in_pager", page.as_hook(self._page_as_payload), 99)
@@ -688,6 +696,91 @@ class AgentShell(InteractiveShell):
         yield
 
 
+@magics_class
+class KernelMagics(Magics):
+    """ipykernel's own magics (its zmqshell.KernelMagics), so that %lsmagic and
+    the notebooks that use them read the same; the pager is the payload's."""
+
+    @line_magic
+    def clear(self, arg_s):
+        """Clear the terminal."""
+        self.shell.system("clear")
+
+    @line_magic
+    def less(self, arg_s):
+        """Show a file through the pager.  Files ending in .py are syntax-highlighted."""
+        if not arg_s:
+            raise UsageError("Missing filename.")
+        if arg_s.endswith(".py"):
+            text = self.shell.pycolorize(openpy.read_py_file(arg_s, skip_encoding_cookie=False))
+        else:
+            with open(arg_s) as handle:
+                text = handle.read()
+        page.page(text)
+
+    more = line_magic("more")(less)
+
+    @line_magic
+    def man(self, arg_s):
+        """Find the man page for the given command and display in pager."""
+        page.page(self.shell.getoutput(f"man {arg_s} | col -b", split=False))
+
+    @line_magic
+    def autosave(self, arg_s):
+        """Set the autosave interval in the notebook (in seconds); 0 disables it.
+        As ipykernel: a Javascript display, which reaches the frontend only
+        when the kernelspec says --trust-output (else it is dropped, with a note)."""
+        try:
+            interval = int(arg_s)
+        except ValueError as exc:
+            raise UsageError(f"%autosave requires an integer, got {arg_s!r}") from exc
+        display(Javascript(f"IPython.notebook.set_autosave_interval({1000 * interval})"),
+                include=["application/javascript"])
+        print(f"Autosaving every {interval} seconds" if interval else "Autosave disabled")
+
+    @line_magic
+    def connect_info(self, arg_s):
+        """Information for connecting other clients to this kernel: none here."""
+        print(NO_CONNECTION_FILE, file=sys.stderr)
+
+    @line_magic
+    def qtconsole(self, arg_s):
+        """Open a qtconsole connected to this kernel: not from a container."""
+        print(NO_CONNECTION_FILE, file=sys.stderr)
+
+    @line_magic
+    def subshell(self, arg_s):
+        """List all current subshells."""
+        print("Kernel does not support subshells")   # ipykernel's words for such a kernel
+
+
+NO_CONNECTION_FILE = ("the cells run in a container, which never sees the kernel's connection "
+                      "file (its key would let cell code drive the kernel): connect to the "
+                      "kernel from the host")
+
+
+def compress_owner_home(owner_home: str) -> None:
+    """File names in tracebacks and ``obj?`` abbreviate the kernel owner's home
+    to ~, as ipykernel running as that user does (IPython's compress_user
+    uses HOME, which inside is the container's).  The host's interpreter and
+    the notebook's directory are seen inside at their host paths, so their
+    frames read as on ipykernel; ~ means the owner's home, as there."""
+    if not os.path.isabs(owner_home) or os.path.normpath(owner_home) == "/":
+        return
+    from IPython.core import oinspect
+    from IPython.utils import path as ipython_path
+    home = os.path.normpath(owner_home)
+    prefix = os.path.join(home, "")
+
+    def compress_user(path: str) -> str:
+        if path == home:
+            return "~"
+        return "~" + os.sep + path[len(prefix):] if path.startswith(prefix) else path
+
+    ipython_path.compress_user = compress_user   # tbtools looks it up at each call
+    oinspect.compress_user = compress_user       # imported by name
+
+
 # ---------------------------------------------------------------------------
 # input() and getpass(): asked of the host's frontend
 
@@ -713,21 +806,35 @@ class StdinForwarder:
         self.allowed = False          # this cell's execute request said allow_stdin
         self.asked = 0
 
+    # A refusal is raised here, in the one frame the cell called, as
+    # ipykernel raises it in Kernel.raw_input: its traceback shows one
+    # frame of the kernel's, not the forwarder's inner workings.
     def input(self, prompt="") -> str:
-        return self.ask(str(prompt), False, "raw_input")
+        refusal = self.refusal("raw_input")
+        if refusal:
+            raise refusal
+        return self.ask(str(prompt), False)
 
     def getpass(self, prompt="Password: ", stream=None, **_terminal_only) -> str:
-        return self.ask(str(prompt), True, "getpass")
+        refusal = self.refusal("getpass")
+        if refusal:
+            raise refusal
+        return self.ask(str(prompt), True)
 
-    def ask(self, prompt: str, password: bool, what: str) -> str:
+    def refusal(self, what: str) -> StdinNotImplementedError | None:
+        """Why this call cannot ask the frontend (None: it can)."""
         channel = self.channel
         if not (self.allowed and channel.tagged and channel.gate.armed):
-            raise StdinNotImplementedError(
+            return StdinNotImplementedError(
                 f"{what} was called, but this frontend does not support input requests.")
         if threading.get_ident() != channel.gate._main:
-            raise StdinNotImplementedError(
+            return StdinNotImplementedError(
                 f"{what} was called from a thread of the cell's; only the cell's own "
                 f"(main) thread can ask the frontend for input")
+        return None
+
+    def ask(self, prompt: str, password: bool) -> str:
+        channel = self.channel
         flush_std_streams()             # what the cell printed comes before the prompt
         self.asked += 1
         channel.emit(protocol.INPUT_REQUEST, n=self.asked, password=password,
@@ -1079,6 +1186,7 @@ def make_shell(channel: Channel, ipython_dir: str) -> AgentShell:
     shell = AgentShell.instance(config=config, ipython_dir=ipython_dir,
                                 compiler_class=CellCompiler)
     shell.attach(channel)
+    shell.extension_manager.load_extension("storemagic")   # %store, as ipykernel's default
     shell.stdin_forwarder = StdinForwarder(channel)
     builtins.input = shell.stdin_forwarder.input
     getpass.getpass = shell.stdin_forwarder.getpass
@@ -1126,6 +1234,7 @@ def main(argv=None) -> int:
     channel = Channel(sock, gate, args.max_frame, protocol.cell_frame_limit(limit))
     saved = sys.stdout, sys.stderr
     sys.path[:] = container_sys_path(sys.path, bool(sys.flags.safe_path))
+    compress_owner_home(os.environ.pop(OWNER_HOME_ENV, ""))
     try:
         shell = make_shell(channel, private_dir or os.environ["IPYTHONDIR"])
         budget = OutputBudget(limit)

@@ -398,7 +398,9 @@ class Session:
         return self._used
 
     def _spec(self, fd: int) -> ContainerSpec:
-        env = self.env + ((OUTPUT_LIMIT_ENV, str(self.output_limit)),)
+        # the owner's home: the agent writes it as ~ in tracebacks, as ipykernel does
+        env = self.env + ((OUTPUT_LIMIT_ENV, str(self.output_limit)),
+                          ("SANDBOX_KERNEL_OWNER_HOME", os.path.expanduser("~")))
         agent = image_agent.agent_launch(self.image, AGENT_MODULE, fd)  # the image's python3, or ours
         notebook = (self.notebook_dir,) if self.notebook_dir is not None else ()
         return ContainerSpec(

@@ -140,6 +140,35 @@ def test_adjacent_streams_merge_and_volatile_cells_compare_types_only():
                                    shapes(stream("0.7\n"), with_text=False)) == ""
 
 
+# ---- causes fixed outside the agent (no kernel) ---------------------------------------------
+
+@pytest.mark.parametrize("owner_shell, inside", [
+    ("/bin/bash", "/bin/bash"),                  # %%bash's "My shell is:" as on ipykernel
+    ("/usr/bin/bash", "/usr/bin/bash"),
+    ("/root/.local/bin/not-a-shell", "/bin/sh"),   # not a file, or not seen inside
+    ("bash", "/bin/sh"),                         # relative: no path inside
+    ("", "/bin/sh"),
+])
+def test_the_containers_shell_is_the_owners_where_it_is_seen_inside(monkeypatch, owner_shell, inside):
+    from sandbox_kernel.runtime import container
+    from sandbox_kernel.runtime.spec import ContainerSpec
+    if inside != "/bin/sh" and not os.path.isfile(owner_shell):
+        pytest.skip(f"{owner_shell} is not on this host")
+    monkeypatch.setenv("SHELL", owner_shell)
+    assert container._environment(ContainerSpec(command=["true"]))["SHELL"] == inside
+
+
+def test_the_containers_shell_follows_a_mount_and_the_users_choice(monkeypatch, tmp_path):
+    from sandbox_kernel.runtime import container
+    from sandbox_kernel.runtime.spec import ContainerSpec, Mount
+    (tmp_path / "zsh").write_text("")
+    monkeypatch.setenv("SHELL", str(tmp_path / "zsh"))
+    spec = ContainerSpec(command=["true"], mounts=(Mount(str(tmp_path), "/tools"),))
+    assert container._environment(spec)["SHELL"] == "/tools/zsh"
+    chosen = ContainerSpec(command=["true"], env=(("SHELL", "/bin/dash"),))
+    assert container._environment(chosen)["SHELL"] == "/bin/dash"
+
+
 # ---- the comparison (root) ----------------------------------------------------------------
 
 def unexplained(result: dict, design: dict) -> list[str]:

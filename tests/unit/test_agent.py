@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import select
 import signal
 import socket
@@ -857,3 +858,60 @@ def test_update_environ_changes_only_what_still_holds_the_expected_value(fresh_a
         assert reply["status"] == "error" and reply["ename"] == "ProtocolError"
     finally:
         agent.close()
+
+
+# -- as ipykernel: its magics, ~ for the owner's home, input()'s one frame (issue 25) ----
+
+
+def test_lsmagic_lists_ipykernels_magics_and_store(agent):
+    outputs, reply = agent.execute("%lsmagic")
+    assert reply["status"] == "ok"
+    [result] = of_type(outputs, "execute_result")
+    listed = result["data"]["text/plain"]
+    for name in ("%autosave", "%clear", "%less", "%more", "%man", "%store", "%subshell",
+                 "%connect_info", "%qtconsole"):
+        assert name + " " in listed or listed.rstrip().endswith(name), name
+
+
+def test_store_magic_keeps_a_value(agent):
+    outputs, reply = agent.execute("issue25_kept = 41\n%store issue25_kept")
+    assert reply["status"] == "ok", reply
+    assert "Stored 'issue25_kept' (int)" in stdout_text(outputs)
+
+
+def test_less_shows_a_file_in_the_pager_payload(agent, tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("a note for the pager\n")
+    _, reply = agent.execute(f"%less {path}")
+    [page] = reply["payload"]
+    assert page["source"] == "page" and "a note for the pager" in page["data"]["text/plain"]
+
+
+def test_connect_info_says_why_there_is_none(agent):
+    outputs, reply = agent.execute("%connect_info")
+    assert reply["status"] == "ok"
+    errors = "".join(m["text"] for m in of_type(outputs, "stream") if m["name"] == "stderr")
+    assert "connection file" in errors
+
+
+def test_the_input_refusal_shows_one_frame_of_the_agent(agent):
+    outputs, reply = agent.execute("input('name? ')")
+    [error] = of_type(outputs, "error")
+    frames = [line for line in error["traceback"] if "agent.py" in line]
+    assert len(frames) == 1 and "StdinForwarder.input" in frames[0], error["traceback"]
+
+
+def test_tracebacks_write_the_owners_home_as_tilde(fresh_agent, tmp_path):
+    home = tmp_path / "owner"
+    (home / "lib").mkdir(parents=True)
+    (home / "lib" / "issue25_fails.py").write_text("def fail():\n    raise ValueError('x')\n")
+    agent = fresh_agent(extra_env={agent_module.OWNER_HOME_ENV: str(home),
+                                   "HOME": str(tmp_path / "inside")})
+    code = (f"import sys, os\nsys.path.insert(0, {str(home / 'lib')!r})\n"
+            f"print(os.environ.get({agent_module.OWNER_HOME_ENV!r}))\n"
+            "import issue25_fails\nissue25_fails.fail()")
+    outputs, reply = agent.execute(code)
+    assert reply["status"] == "error"
+    assert stdout_text(outputs) == "None\n"           # the setting is the agent's, not the cells'
+    text = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(of_type(outputs, "error")[0]["traceback"]))
+    assert "File ~/lib/issue25_fails.py:2" in text and f"File {home}" not in text, text
