@@ -80,8 +80,6 @@ def test_by_design_cells_name_a_known_reason_and_notebook():
         assert cell["notebook"] in names, cell
 
 
-@pytest.mark.xfail(strict=False, reason="the README section '## Real notebooks' is the lead's "
-                                         "to add (text in issue 25's corpus report)")
 def test_the_readme_lists_every_by_design_reason():
     with open(os.path.join(REPO, "README.md")) as handle:
         readme = handle.read()
@@ -184,12 +182,9 @@ def unexplained(result: dict, design: dict) -> list[str]:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the sandbox kernel runs cells in containers as root")
 @pytest.mark.timeout(900)
-@pytest.mark.xfail(strict=False, reason="issue 25: 14 cells differ while fixes land: tracebacks "
-                                         "(~ vs /root: HOME; input()'s frames), ipykernel's magics "
-                                         "in the container, <progress>/<audio> sanitised away")
 def test_every_difference_is_fixed_or_by_design():
     result = corpus.run_corpus(log=print)
     print(corpus.footer(result))
     left = unexplained(result, by_design())
-    print("\n".join(["not by design:"] + left))       # shown with -rA / -s while this is xfail
+    print("\n".join(["not by design:"] + left))       # shown with -rA / -s
     assert not left, f"{len(left)} cells differ, not by design:\n" + "\n".join(left)
