@@ -299,7 +299,8 @@ def test_the_launcher_removes_a_deep_state_dir_when_its_owner_lets_go():
 def test_a_deep_leftover_of_a_dead_owner_is_reaped_and_the_next_container_starts():
     from sandbox_kernel.runtime.cgroups import detect_driver
     from sandbox_kernel.runtime.cleanup import reap_stale
-    left = f"/run/sbk-{dead_pid()}-deadbeef"
+    from sandbox_kernel.runtime.container import _state_parent
+    left = os.path.join(_state_parent(), f"sbk-{dead_pid()}-deadbeef")   # /run, or a user's TMPDIR
     try:
         plant_deep_leftover(left)
         removed = reap_stale(detect_driver())
