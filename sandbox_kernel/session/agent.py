@@ -52,6 +52,14 @@ Decisions worth knowing:
   tracebacks and pdb read the same; ``sys.path`` is the container's: ''
   (the working directory at each import) before site-packages, and no entry
   that does not exist inside (the host's, inherited from a zygote).
+* Also as in ipykernel: its own magics (%autosave %clear %less %more %man
+  %subshell; the pager is the reply's payload) and storemagic's %store, so
+  %lsmagic lists the same; %connect_info and %qtconsole say on stderr that
+  the container never sees the connection file.  File names under the
+  kernel owner's home (SANDBOX_KERNEL_OWNER_HOME, from the host, removed
+  from the cells' environment) read ~/... in tracebacks, as the owner's
+  ipykernel writes them; the container's own HOME is not abbreviated.  A
+  refused input() raises in the one frame the cell called.
 * History lives in memory (the container is thrown away with the session),
   and IPython's profile directory is a private temporary one unless
   IPYTHONDIR is set: the container's HOME may not exist or be writable.
