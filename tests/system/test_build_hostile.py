@@ -7,7 +7,6 @@ holding files of those names: after the build they are byte for byte as
 they were, and the next container starts.  (Issue 14, item 2.)"""
 from __future__ import annotations
 
-import importlib.util
 import os
 import pathlib
 import subprocess
@@ -16,6 +15,7 @@ import sys
 import pytest
 
 from sandbox_kernel.runtime import images, safe_fs
+import image_archives as archives   # tests/ is on pytest's pythonpath
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
 
@@ -26,16 +26,6 @@ if os.geteuid() != 0:
     pytest.skip("builds keep layers in trusted.* xattrs: they need root", allow_module_level=True)
 
 
-def _load_archives():
-    path = pathlib.Path(__file__).parents[1] / "image_archives.py"
-    spec = importlib.util.spec_from_file_location("sbk_image_archives", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-archives = _load_archives()
 SANDBOX_PASSWD = "sandbox:x:0:0:sandbox:/home/sandbox:/bin/sh\n"   # what the build's setup appends
 
 

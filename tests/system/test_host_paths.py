@@ -14,10 +14,8 @@ needs them there: README); a stored image shows nothing of them.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import pathlib
 import subprocess
 import sys
 import uuid
@@ -25,6 +23,7 @@ import uuid
 import pytest
 
 from sandbox_kernel.runtime import images
+import image_archives as archives   # tests/ is on pytest's pythonpath
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
 
@@ -94,21 +93,11 @@ def test_the_in_process_agent_shows_its_own_command_line_not_the_zygotes():
     assert " -m timeit " in seen["own"] and "zygote" not in seen["own"], seen["own"]
 
 
-def _load_archives():
-    path = pathlib.Path(__file__).parents[1] / "image_archives.py"
-    spec = importlib.util.spec_from_file_location("sbk_image_archives", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
 def busybox(tmp_path, monkeypatch):
     if not os.path.exists("/bin/busybox"):
         pytest.skip("no /bin/busybox: apt-get install busybox-static (scripts/install does)")
     monkeypatch.setenv(images.STORE_ENV, str(tmp_path / "store"))   # the owner inherits it
-    archives = _load_archives()
     images.import_image(archives.busybox_rootfs(str(tmp_path / "busybox")), "busybox")
     return "busybox"
 

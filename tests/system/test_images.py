@@ -5,7 +5,6 @@ of its own (SANDBOX_KERNEL_IMAGES), never the machine's."""
 from __future__ import annotations
 
 import http.server
-import importlib.util
 import json
 import os
 import pathlib
@@ -19,6 +18,7 @@ import pytest
 from sandbox_kernel.runtime import images
 from sandbox_kernel.runtime.container import Container
 from sandbox_kernel.runtime.spec import ContainerSpec
+import image_archives as archives   # tests/ is on pytest's pythonpath
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
 
@@ -27,16 +27,6 @@ if not os.path.exists("/bin/busybox"):
                 allow_module_level=True)
 
 
-def _load_archives():
-    path = pathlib.Path(__file__).parents[1] / "image_archives.py"
-    spec = importlib.util.spec_from_file_location("sbk_image_archives", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-archives = _load_archives()
 member = archives.member
 
 

@@ -4,16 +4,15 @@ root mean in a container what they mean in the OCI spec.  Every test uses a
 store of its own (SANDBOX_KERNEL_IMAGES), never the machine's."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import pathlib
 import subprocess
 import sys
 
 import pytest
 
 from sandbox_kernel.runtime import images, layers
+import image_archives as archives   # tests/ is on pytest's pythonpath
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
 
@@ -22,16 +21,6 @@ if not os.path.exists("/bin/busybox"):
                 allow_module_level=True)
 
 
-def _load_archives():
-    path = pathlib.Path(__file__).parents[1] / "image_archives.py"
-    spec = importlib.util.spec_from_file_location("sbk_image_archives", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-archives = _load_archives()
 member = archives.member
 
 

@@ -14,6 +14,7 @@ import os
 import pytest
 
 from sandbox_kernel.runtime.spec import Mount
+import image_archives as archives   # tests/ is on pytest's pythonpath
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="idmapped mounts need root; rootless, "
@@ -92,22 +93,12 @@ def test_rootless_or_not_a_readable_directory_is_read_and_overlay_writes_stay_in
     assert sorted(os.listdir(d)) == ["data"]
 
 
-def _archives():
-    import importlib.util
-    import pathlib
-    path = pathlib.Path(__file__).parents[1] / "image_archives.py"
-    spec = importlib.util.spec_from_file_location("sbk_image_archives_nbdir", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.skipif(not os.path.exists("/bin/busybox"), reason="no /bin/busybox (scripts/install "
                     "installs busybox-static)")
 def test_on_a_stored_image_the_directory_and_its_path_entries_are_there(run, tmp_path, monkeypatch):
     from sandbox_kernel.runtime import images
     monkeypatch.setenv(images.STORE_ENV, str(tmp_path / "store"))
-    images.import_image(_archives().busybox_rootfs(str(tmp_path / "busybox")), "busybox")
+    images.import_image(archives.busybox_rootfs(str(tmp_path / "busybox")), "busybox")
     course = tmp_path / "course"
     (course / "bin").mkdir(parents=True)
     (course / "bin" / "sbk-tool").write_text("#!/bin/sh\necho tool\n")

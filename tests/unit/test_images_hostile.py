@@ -5,7 +5,6 @@ names that could look like paths.  Each is refused with one clear line, and
 the store is left as it was: no layer, no image, no work directory."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -17,18 +16,9 @@ import sys
 import pytest
 
 from sandbox_kernel.runtime import image_sources, images, layers, safe_fs
+import image_archives as archives   # tests/ is on pytest's pythonpath
 
 
-def _load_archives():
-    path = pathlib.Path(__file__).parents[1] / "image_archives.py"
-    spec = importlib.util.spec_from_file_location("sbk_image_archives", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-archives = _load_archives()
 member = archives.member
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="whiteouts need root (mknod, trusted.* xattrs)")
 REFUSED = (layers.LayerError, images.ImageError)

@@ -3,7 +3,6 @@ json and hashlib), whiteouts, layer sharing, digests, the lock, removal, and
 the mount plan of a stored image."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import multiprocessing
 import os
@@ -16,18 +15,9 @@ import pytest
 
 from sandbox_kernel.runtime import images, layers, rootfs
 from sandbox_kernel.runtime.spec import ContainerSpec, Limits, Mount
+import image_archives as archives   # tests/ is on pytest's pythonpath
 
 
-def _load_archives():
-    path = pathlib.Path(__file__).parents[1] / "image_archives.py"
-    spec = importlib.util.spec_from_file_location("sbk_image_archives", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-archives = _load_archives()
 member = archives.member
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="whiteouts need root (mknod, trusted.* xattrs)")
 

@@ -2,27 +2,15 @@
 is left in the store (no layer, no image, no work directory)."""
 from __future__ import annotations
 
-import importlib.util
 import os
-import pathlib
 import stat
-import sys
 
 import pytest
 
 from sandbox_kernel.runtime import images, layers
+import image_archives as archives   # tests/ is on pytest's pythonpath
 
 
-def _load_archives():
-    path = pathlib.Path(__file__).parents[1] / "image_archives.py"
-    spec = importlib.util.spec_from_file_location("sbk_image_archives", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-archives = _load_archives()
 member = archives.member
 
 
