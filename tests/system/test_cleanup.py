@@ -327,6 +327,9 @@ def plant_deep_leftover(path: str) -> None:
         force_remove(building)
 
 
+CANNOT_WRITE_THERE = 77
+
+
 def as_nobody_make(top: str, link: str, victim: str, depth: int) -> None:
     """In a forked child that is uid/gid 65534 (nobody): a deep tree at top,
     and a symlink at link to victim."""
@@ -337,13 +340,21 @@ def as_nobody_make(top: str, link: str, victim: str, depth: int) -> None:
             os.setgroups([])
             os.setresgid(65534, 65534, 65534)
             os.setresuid(65534, 65534, 65534)
-            os.mkdir(top, 0o755)
+            try:
+                os.mkdir(top, 0o755)
+            except PermissionError:
+                status = CANNOT_WRITE_THERE
+                raise
             make_deep(top, depth)
             os.symlink(victim, link)
             status = 0
         finally:
             os._exit(status)
     _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) == CANNOT_WRITE_THERE:
+        # the v2 guest's /tmp is the host's through UML hostfs when the checkout is under
+        # /tmp: ownership does not hold there, and nobody may not make a directory
+        pytest.skip(f"nobody cannot make a directory in {os.path.dirname(top)} here")
     assert os.waitstatus_to_exitcode(status) == 0, "nobody could not make its tree"
 
 
