@@ -342,19 +342,20 @@ def as_nobody_make(top: str, link: str, victim: str, depth: int) -> None:
             os.setresuid(65534, 65534, 65534)
             try:
                 os.mkdir(top, 0o755)
+                make_deep(top, depth)
+                os.symlink(victim, link)
             except PermissionError:
                 status = CANNOT_WRITE_THERE
                 raise
-            make_deep(top, depth)
-            os.symlink(victim, link)
             status = 0
         finally:
             os._exit(status)
     _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) == CANNOT_WRITE_THERE:
         # the v2 guest's /tmp is the host's through UML hostfs when the checkout is under
-        # /tmp: ownership does not hold there, and nobody may not make a directory
-        pytest.skip(f"nobody cannot make a directory in {os.path.dirname(top)} here")
+        # /tmp: ownership does not hold there (nobody's new directory is not nobody's);
+        # the caller's finally removes what was made
+        pytest.skip(f"nobody cannot make its own tree in {os.path.dirname(top)} here")
     assert os.waitstatus_to_exitcode(status) == 0, "nobody could not make its tree"
 
 
