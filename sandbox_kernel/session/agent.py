@@ -103,7 +103,10 @@ from traitlets.config import Config
 
 from . import protocol
 from .protocol import ConnectionClosed, ProtocolError
-from .plain_agent import container_sys_path
+# the plain agent is stdlib-only and runs on images' own pythons; what both
+# agents do the same way is written once, there
+from .plain_agent import ERROR_TEXT, ERROR_TRACEBACK, container_sys_path
+from .plain_agent import _bounded_traceback as bounded_traceback, _cut as cut_text
 from .reaping import ChildReaper
 
 DEFAULT_OUTPUT_LIMIT = 1 << 20
@@ -113,8 +116,6 @@ FLUSH_INTERVAL = 0.05          # seconds a partial line may wait before it is se
 STREAM_CHUNK = 64 << 10        # characters: send at this size, and never more in one frame
 CUT_HEAD = 16 << 10            # characters of text/plain kept of a display or result that is cut
 CUT_MIN_ROOM = 1 << 10         # bytes of budget below which a display that does not fit is dropped
-ERROR_TEXT = 64 << 10          # characters of an error's value, and of one traceback line
-ERROR_TRACEBACK = 256 << 10    # characters of a traceback in all
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 COMPLETION_TYPES_KEY = "_jupyter_types_experimental"
 ZYGOTE_PRELOAD = (
@@ -430,26 +431,6 @@ def _size_at_least(content: dict) -> int:
     if not isinstance(data, dict):
         return 0
     return sum(len(value) for value in data.values() if isinstance(value, (str, bytes)))
-
-
-def cut_text(text: str, limit: int) -> str:
-    """``text``, or its first ``limit`` characters and how many more there were."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}... [{len(text) - limit} more characters cut]"
-
-
-def bounded_traceback(lines: list) -> list[str]:
-    """A traceback of at most ERROR_TRACEBACK characters, ERROR_TEXT a line."""
-    kept, total = [], 0
-    for index, line in enumerate(lines):
-        line = cut_text(str(line), ERROR_TEXT)
-        if total + len(line) > ERROR_TRACEBACK:
-            kept.append(f"[traceback cut: {len(lines) - index} more lines]")
-            break
-        kept.append(line)
-        total += len(line)
-    return kept
 
 
 class OutputStream(io.TextIOBase):
