@@ -285,10 +285,12 @@ def _run_init(config: dict) -> int:
 def _init_setup(config: dict) -> int:
     """The container's setup, top to bottom, as named steps.  Returns the
     workload's pid."""
+    # Named first: until then ps, the tests and containers_stacking see a
+    # second "sbk-launcher".
+    _step(config, "name init", sc.set_process_name, "sbk-init")
     _step(config, "die with the launcher", sc.set_pdeathsig, signal.SIGKILL)
     _step(config, "join cgroup", _join_cgroup, config["join_files"])
     _step(config, "bind to CPUs", _bind_to_cpus, config.get("cpus"))
-    _step(config, "name init", sc.set_process_name, "sbk-init")
     _step(config, "hide the owner's command line", replace_command_line, "sbk-init")
     _step(config, "unshare namespaces", sc.unshare, _namespace_flags(config["network"]))
     _step(config, "mount plan", rootfs.apply,

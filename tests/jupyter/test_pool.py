@@ -33,17 +33,20 @@ ok = kf.ok
 
 
 def below(pid: int, comm: str) -> list[int]:
-    """Live processes under pid named comm."""
-    found = []
+    """Live processes under pid named comm, except a child of one of them
+    that still bears its parent's name (a launcher's init between fork and
+    naming itself is not a second container)."""
+    named = {}
     for child in kf.descendants(pid):
         try:
             with open(f"/proc/{child}/stat") as handle:
                 name, rest = handle.read().rsplit(")", 1)
         except OSError:
             continue
-        if name.endswith(f"({comm}") and rest.split()[0] != "Z":
-            found.append(child)
-    return sorted(found)
+        state, parent = rest.split()[:2]
+        if name.endswith(f"({comm}") and state != "Z":
+            named[child] = int(parent)
+    return sorted(child for child, parent in named.items() if parent not in named)
 
 
 def wait_for(condition, timeout: float = 30):
