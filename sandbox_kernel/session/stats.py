@@ -25,12 +25,15 @@ Optional keys: ``warnings`` (see build_stats) and ``"trusted_output": true``
 when the session passes the container's display data to the browser as it is
 (``Session.trust_output``); absent, the output was made inert (sanitize.py).
 
-Pure functions: nothing here reads the host.
+Pure functions and one frozen record (SessionSnapshot): nothing here reads
+the host, and nothing of the project is imported (the panel imports this
+module and only this one).
 """
 from __future__ import annotations
 
 import html
 import math
+from dataclasses import dataclass
 
 MIME_TYPE = "application/vnd.sandbox-kernel.stats+json"
 STATUSES = ("ok", "error", "timeout", "oom", "killed")
@@ -45,6 +48,33 @@ CUMULATIVE = ("cpu_user", "cpu_system", "io_read", "io_write", "oom_kills", "thr
               "pids_refused")   # forks and threads the pids limit refused (pids.events "max")
 LEVELS = ("memory_current", "memory_limit", "pids_current", "pids_limit", "disk_used", "disk_limit")
 PEAKS = ("memory_peak", "pids_peak")
+
+
+@dataclass(frozen=True)
+class SessionSnapshot:
+    """A session as a reader outside it sees it, every field read at once
+    under the session's state lock (Session.snapshot()): the side panel's
+    ticker thread and a cell's thread never read /proc/PID/net/dev together,
+    and the panel needs nothing else of a session.
+
+    ``limits``: the session's runtime ``Limits`` (runtime/spec.py; not
+    imported here, so that the panel, which imports only this module, pulls
+    in nothing of the runtime).  ``state``: "running", "not started",
+    "stopped", "starting", ...  ``uptime``: seconds since its container
+    started, None when none has.  ``counters``: what Session._counters()
+    returns (CgroupStats.as_dict() plus net_rx/net_tx), None when no
+    container runs.  ``warnings``: the container's (limits no cgroup
+    enforces), empty when none runs."""
+    name: str
+    image: str
+    network: str
+    limits: "Limits"  # noqa: F821 -- runtime.spec.Limits, deliberately not imported (see above)
+    state: str
+    uptime: float | None
+    execution_count: int
+    counters: dict | None
+    trust_output: bool
+    warnings: tuple[str, ...]
 
 
 def limits_dict(limits) -> dict:
