@@ -4,9 +4,11 @@ A Jupyter kernel has threads, so it must never fork; starting each launcher
 as a fresh interpreter costs a Python start, and the agent inside then
 imports IPython again (about 0.3 s together).  The zygote is a helper
 process per owner, started once, single-threaded for its whole life, with
-the agent's modules imported.  On request it forks a launcher exactly as the
+the modules its starter names imported (the agent's, for a session).  On request it forks a launcher exactly as the
 fork path does (launcher.py), and for a ``python -m MODULE`` command with
 this interpreter the workload runs the module in-process instead of exec.
+What the zygote imports is its starter's choice (``shared(preload=...)``):
+this module names no module of the layers above the runtime.
 
     owner                                   zygote (single-threaded)
       | -- request: config JSON + fds ------>  |  fork
@@ -54,7 +56,6 @@ import threading
 from . import launcher
 from . import syscalls as sc
 
-PRELOAD = ("sandbox_kernel.session.agent",)
 MAX_REQUEST = 1 << 22
 MAX_FDS = 64
 _FD_FIELDS = ("status_fd", "result_fd", "lifeline_fd")
@@ -80,7 +81,8 @@ class ZygoteError(RuntimeError):
 class Zygote:
     """The owner's handle on its fork server."""
 
-    def __init__(self, preload: tuple[str, ...] = PRELOAD):
+    def __init__(self, preload: tuple[str, ...] = ()):
+        self.preload = tuple(preload)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "sandbox_kernel.runtime.zygote", str(theirs.fileno()),
@@ -143,12 +145,18 @@ _shared: Zygote | None = None
 _shared_lock = threading.Lock()
 
 
-def shared() -> Zygote:
-    """This process's zygote, started on first use (and again if it died)."""
+def shared(preload: tuple[str, ...] = ()) -> Zygote:
+    """This process's zygote, started on first use (and again if it died).
+
+    The call that starts it decides what it imports: ``preload`` (module
+    names, and the names those modules list in ZYGOTE_PRELOAD).  Later calls
+    return the same zygote whatever they pass.  One started again after a
+    death imports what the dead one did, unless this call names modules."""
     global _shared
     with _shared_lock:
         if _shared is None or not _shared.alive():
-            _shared = Zygote()
+            previous = _shared.preload if _shared is not None else ()
+            _shared = Zygote(tuple(preload) or previous)
         return _shared
 
 
