@@ -1,5 +1,5 @@
 """sandbox-kernel: notebook cells in resource-limited Linux containers."""
-__version__ = "0.1.0"
+from .version import __version__  # noqa: F401
 
 
 def load_ipython_extension(ip):
