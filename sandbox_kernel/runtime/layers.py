@@ -107,7 +107,7 @@ class Budget:
 
 
 def _size(count: int) -> str:
-    from .images import format_size
+    from .image_basics import format_size
     return format_size(count) if count >= 1024 else f"{count} B"
 
 

@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from sandbox_kernel import progress
 from sandbox_kernel.runtime import images
 from sandbox_kernel.session.commands import NotebookProgress
 
@@ -79,8 +80,8 @@ def test_terminal_progress_picks_tqdm_only_for_a_terminal():
     class Terminal(io.StringIO):
         def isatty(self):
             return True
-    assert isinstance(images.terminal_progress(Terminal()), images.TqdmProgress)
-    assert isinstance(images.terminal_progress(io.StringIO()), images.LineProgress)
+    assert isinstance(progress.terminal_progress(Terminal()), progress.TqdmProgress)
+    assert isinstance(progress.terminal_progress(io.StringIO()), progress.LineProgress)
 
 
 def test_the_notebook_bar_is_one_display_updated_in_place(tmp_path, big_rootfs, monkeypatch):
