@@ -18,9 +18,15 @@ When each message goes (messages.py has their shape)::
       every ``interval`` s while the cell runs, from the ticker thread -> tick
     cell_finished          ->  cell_end (the cell's row)
 
-Why it never blocks a cell: the ticker is its own thread and only reads the
-cgroup files (Session.status) and hands a message to ipykernel's iopub
-thread, which sends it without waiting for anyone to read it.  Nothing is
+What it reads of a session: ``session.snapshot()`` (a frozen
+``SessionSnapshot``, session/stats.py), taken by the session under its own
+state lock, and nothing else: the ticker thread and a cell's thread never
+read the session's files at once.  The names in ``running`` and in a
+cell's row come from the snapshot and from the cell's stats contract.
+
+Why it never blocks a cell: the ticker is its own thread and only takes
+snapshots (one read of the cgroup files each) and hands a message to
+ipykernel's iopub thread, which sends it without waiting for anyone to read it.  Nothing is
 queued here: with no comm open nothing is built or sent; when a frontend
 goes away without closing its comm, ZeroMQ's PUB socket drops what nobody
 reads.  The ticker sleeps on an Event while no cell runs: an idle kernel has
@@ -33,7 +39,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
+from ..session import stats as stats_contract
 from . import messages
 
 HISTORY_SIZE = 100          # cell rows kept for a frontend that opens later
@@ -42,6 +50,18 @@ TICK_INTERVAL = 1.0         # seconds between ticks while a cell runs
 log = logging.getLogger(__name__)
 
 SessionProvider = Callable[[], Iterable]
+"""The sessions to show: objects with ``snapshot() -> SessionSnapshot``."""
+
+
+@dataclass(frozen=True)
+class _RunningCell:
+    """The cell that runs now; replaced as a whole, so the ticker never sees
+    half of one.  ``session``: the object whose snapshot names it (taken
+    only when a message is built: nothing is read while nobody listens)."""
+    session: object
+    cell_id: str | None
+    execution_count: int | None
+    started_at: float
 
 
 class StatsChannel:
@@ -60,8 +80,7 @@ class StatsChannel:
         self.history: collections.deque[dict] = collections.deque(maxlen=HISTORY_SIZE)
         self._comms: dict[str, object] = {}
         self._lock = threading.Lock()
-        self._running: dict | None = None          # the cell that runs now
-        self._started_at = 0.0
+        self._running: _RunningCell | None = None  # the cell that runs now
         self._cell_running = threading.Event()     # the ticker waits on it while idle
         self._closing = threading.Event()
         self._ticker: threading.Thread | None = None
@@ -111,22 +130,23 @@ class StatsChannel:
     def cell_started(self, session, *, execution_count: int | None = None) -> None:
         """A cell of ``session`` starts now.  ``execution_count``: the number
         the notebook shows, when it is not the container's (the magics)."""
-        self._running = {"session": session.name, "cell_id": self._parent_cell_id(),
-                         "execution_count": execution_count}
-        self._started_at = time.monotonic()
+        self._running = _RunningCell(session, self._parent_cell_id(), execution_count,
+                                     time.monotonic())
         self._cell_running.set()
         self._start_ticker()
         self._push("cell_start")
 
     def cell_finished(self, session, stats: dict | None) -> None:
-        """The cell ended; ``stats`` is its CellResult.stats (None: no result)."""
-        running, self._running = self._running or {}, None
+        """The cell ended; ``stats`` is its CellResult.stats (None: no result),
+        whose ``session`` is the session's name (the contract's)."""
+        running, self._running = self._running, None
         self._cell_running.clear()
         if stats is None:
             self._push("cell_end")
             return
-        record = messages.cell_record(session.name, stats, cell_id=running.get("cell_id"),
-                                      execution_count=running.get("execution_count"))
+        record = messages.cell_record(
+            stats.get("session"), stats, cell_id=running.cell_id if running else None,
+            execution_count=running.execution_count if running else None)
         self.history.append(record)
         self._push("cell_end", cell=record)
 
@@ -159,15 +179,26 @@ class StatsChannel:
 
     # -- sending -----------------------------------------------------------------
 
-    def _running_now(self) -> dict | None:
+    def _running_now(self, sessions: list, snapshots: list) -> dict | None:
+        """The running cell for a message; its session's name from the
+        snapshot just taken of it (one more only when the provider no longer
+        lists that session)."""
         running = self._running
         if running is None:
             return None
-        return {**running, "elapsed": round(time.monotonic() - self._started_at, 3)}
+        snapshot = next((snap for session, snap in zip(sessions, snapshots)
+                         if session is running.session), None)
+        if snapshot is None:
+            snapshot = _snapshot_of(running.session)
+        return {"session": snapshot.name, "cell_id": running.cell_id,
+                "execution_count": running.execution_count,
+                "elapsed": round(time.monotonic() - running.started_at, 3)}
 
     def _snapshot(self, reason: str) -> dict:
-        return messages.message("snapshot", kind=self.kind, sessions=self._sessions(),
-                                running=self._running_now(), history=self.history, reason=reason,
+        sessions, snapshots = self._sessions()
+        return messages.message("snapshot", kind=self.kind, sessions=snapshots,
+                                running=self._running_now(sessions, snapshots),
+                                history=self.history, reason=reason,
                                 policy=self.policy() if self.policy is not None else None)
 
     def _push(self, event: str, cell: dict | None = None) -> None:
@@ -176,13 +207,17 @@ class StatsChannel:
             comms = list(self._comms.values())
         if not comms:
             return
-        data = messages.message(event, kind=self.kind, sessions=self._sessions(),
-                                running=self._running_now(), cell=cell)
+        sessions, snapshots = self._sessions()
+        data = messages.message(event, kind=self.kind, sessions=snapshots,
+                                running=self._running_now(sessions, snapshots), cell=cell)
         for comm in comms:
             self._send_to(comm, data)
 
-    def _sessions(self) -> list:
-        return list(self.session_provider())
+    def _sessions(self) -> tuple[list, list]:
+        """The sessions and one snapshot of each, taken now: all the panel
+        reads of them."""
+        sessions = list(self.session_provider())
+        return sessions, [_snapshot_of(session) for session in sessions]
 
     @staticmethod
     def _send_to(comm, data: dict) -> None:
@@ -216,6 +251,22 @@ class StatsChannel:
                 self._push("tick")
             except (OSError, RuntimeError, ValueError, KeyError) as error:
                 log.warning("sandbox_kernel.stats: a tick failed: %s", error)
+
+
+def _snapshot_of(session) -> stats_contract.SessionSnapshot:
+    """session.snapshot().  TRANSITIONAL (issue 16): until Session.snapshot()
+    is in session/client.py, the same record from status() and the session's
+    attributes, unlocked as before; removed once it is."""
+    snapshot = getattr(session, "snapshot", None)
+    if snapshot is not None:
+        return snapshot()
+    info = session.status()
+    container = getattr(session, "_container", None)
+    return stats_contract.SessionSnapshot(
+        name=info["name"], image=info["image"], network=info["network"], limits=session.limits,
+        state=info["state"], uptime=info["uptime"], execution_count=info["execution_count"],
+        counters=info["stats"], trust_output=session.trust_output,
+        warnings=tuple(container.warnings) if container is not None else ())
 
 
 class NullStatsChannel:

@@ -1,6 +1,8 @@
 """What the side panel's comm carries: the stats contract in a small envelope.
 
-Pure functions of sessions and records; channel.py sends them.
+Pure functions of session snapshots (``SessionSnapshot``, session/stats.py)
+and records; channel.py takes the snapshots and sends the messages.  Of the
+project this imports only the stats contract (session/stats.py).
 
 Kernel -> frontend (``comm_msg`` data; metadata ``{"event": ...}`` says the same)::
 
@@ -41,6 +43,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterable
 
 from ..session import stats as stats_contract
 
@@ -49,16 +52,17 @@ TARGET = "sandbox_kernel.stats"
 EVENTS = ("snapshot", "cell_start", "tick", "cell_end")
 
 
-def session_entry(session) -> dict:
-    """One session's current figures: one read of its cgroup (Session.status)."""
-    info = session.status()
-    figures = stats_contract.cell_figures(None, info["stats"], peaks_reset=True)
+def session_entry(snapshot: stats_contract.SessionSnapshot) -> dict:
+    """One session's current figures, from one Session.snapshot(): the
+    contract for the session as a whole (cell.wall is its uptime, cpu/io since
+    its container started, status null), its state, uptime and network."""
+    figures = stats_contract.cell_figures(None, snapshot.counters, peaks_reset=True)
     contract = stats_contract.build_stats(
-        session=info["name"], image=info["image"], limits=session.limits,
-        execution_count=info["execution_count"], wall=info["uptime"], figures=figures, status=None,
-        trusted_output=session.trust_output)
-    return {"stats": contract, "state": info["state"], "uptime": info["uptime"],
-            "network": info["network"]}
+        session=snapshot.name, image=snapshot.image, limits=snapshot.limits,
+        execution_count=snapshot.execution_count, wall=snapshot.uptime, figures=figures,
+        status=None, trusted_output=snapshot.trust_output)
+    return {"stats": contract, "state": snapshot.state, "uptime": snapshot.uptime,
+            "network": snapshot.network}
 
 
 def cell_record(session_name: str, stats: dict, *, cell_id: str | None,
@@ -70,9 +74,11 @@ def cell_record(session_name: str, stats: dict, *, cell_id: str | None,
             "stats": json_safe(stats)}
 
 
-def message(event: str, *, kind: str, sessions, running: dict | None = None,
-            cell: dict | None = None, history=None, reason: str | None = None,
-            policy: dict | None = None) -> dict:
+def message(event: str, *, kind: str, sessions: Iterable[stats_contract.SessionSnapshot],
+            running: dict | None = None, cell: dict | None = None, history=None,
+            reason: str | None = None, policy: dict | None = None) -> dict:
+    """The comm's data for ``event``; ``sessions``: one Session.snapshot() of
+    each session (the channel takes them; nothing here touches a session)."""
     if event not in EVENTS:
         raise ValueError(f"event {event!r} is not one of {', '.join(EVENTS)}")
     data = {"protocol": PROTOCOL_VERSION, "event": event, "kernel": kind, "time": time.time(),

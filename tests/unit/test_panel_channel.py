@@ -1,6 +1,8 @@
 """The side panel's comm, kernel side (sandbox_kernel.panel), with fake comms
 and sessions: what is sent when, the envelope, ticks only while a cell runs,
-nothing built while nobody listens, history bounded, nulls kept null."""
+nothing built while nobody listens, history bounded, nulls kept null.  The
+fake sessions answer snapshot() and raise on every other attribute: the panel
+reads a session through Session.snapshot() and nothing else."""
 from __future__ import annotations
 
 import json
@@ -74,8 +76,8 @@ class FakeKernel:
         return self.parent
 
 
-class FakeSession:
-    """Session.status() as client.py returns it; counters may be None."""
+class SessionState:
+    """What a fake session's snapshot() shows; the tests change it here."""
 
     def __init__(self, name="default", counters=None, trust_output=False):
         self.name = name
@@ -86,14 +88,37 @@ class FakeSession:
             "pids_current": 2, "pids_peak": 3, "pids_limit": 64, "cpu_user": 1.5, "cpu_system": 0.25,
             "io_read": None, "io_write": 0, "oom_kills": 0, "throttled_time": None,
             "net_rx": None, "net_tx": None}
-        self.status_calls = 0
+        self.snapshot_calls = 0
 
-    def status(self):
-        self.status_calls += 1
-        return {"name": self.name, "image": "host", "network": "none",
-                "limits": stats_contract.limits_dict(self.limits), "state": "running",
-                "container": "sbk-x", "pid": 1, "uptime": 12.5, "cells": 0, "execution_count": 3,
-                "stats": self.counters}
+    def snapshot(self) -> stats_contract.SessionSnapshot:
+        self.snapshot_calls += 1
+        return stats_contract.SessionSnapshot(
+            name=self.name, image="host", network="none", limits=self.limits, state="running",
+            uptime=12.5, execution_count=3, counters=self.counters,
+            trust_output=self.trust_output, warnings=())
+
+
+class FakeSession:
+    """A session the panel may only call snapshot() of: any other attribute
+    (name, limits, status(), trust_output, its lock, ...) fails the test."""
+
+    def __init__(self, name="default", counters=None, trust_output=False):
+        object.__setattr__(self, "_state", SessionState(name, counters, trust_output))
+
+    def __getattribute__(self, attribute):
+        if attribute == "snapshot":
+            return object.__getattribute__(self, "_state").snapshot
+        if attribute.startswith("__") and attribute.endswith("__"):
+            return object.__getattribute__(self, attribute)
+        raise AssertionError(f"the panel read session.{attribute}: it may only call snapshot()")
+
+    def __setattr__(self, attribute, value):
+        raise AssertionError(f"the panel set session.{attribute}")
+
+
+def state(session: FakeSession) -> SessionState:
+    """The test's handle on a fake session's figures (the panel has none)."""
+    return object.__getattribute__(session, "_state")
 
 
 def cell_stats(session="default", status="ok", **cell):
@@ -141,7 +166,7 @@ def test_open_sends_a_snapshot_with_sessions_and_history(setup):
 
 def test_nulls_stay_null_never_0(setup):
     kernel, session, channel = setup
-    session.counters["memory_peak"] = None
+    state(session).counters["memory_peak"] = None
     comm = open_comm(kernel)
     channel.cell_started(session)
     channel.cell_finished(session, cell_stats(memory_peak=None))
@@ -194,7 +219,7 @@ def test_nothing_is_built_while_nobody_listens(setup):
     channel.cell_started(session)
     time.sleep(0.2)
     channel.cell_finished(session, cell_stats())
-    assert session.status_calls == 0
+    assert state(session).snapshot_calls == 0
     assert len(channel.history) == 1
 
 
@@ -259,9 +284,9 @@ def test_an_idle_ticker_does_not_wake(setup):
     open_comm(kernel)
     channel.cell_started(session)
     channel.cell_finished(session, cell_stats())
-    calls = session.status_calls
+    calls = state(session).snapshot_calls
     time.sleep(0.3)
-    assert session.status_calls == calls
+    assert state(session).snapshot_calls == calls
 
 
 def test_several_sessions_each_have_an_entry():
@@ -299,3 +324,70 @@ def test_null_channel_takes_the_same_calls():
     channel.cell_finished(FakeSession(), None)
     channel.close()
     assert not channel.listening
+
+
+# -- the panel reads a session through snapshot() only ----------------------------
+
+def test_the_channel_reads_a_session_only_through_its_snapshot(setup):
+    """Every call the faces make, with a comm open and ticks while the cell
+    runs: the fake session raises on anything but snapshot()."""
+    kernel, session, channel = setup
+    comm = open_comm(kernel)
+    channel.cell_started(session, execution_count=4)
+    time.sleep(0.2)
+    comm.frontend_sends({"request": "stats"})
+    channel.cell_finished(session, cell_stats())
+    channel.cell_started(session)
+    channel.cell_finished(session, None)
+    events = comm.events()
+    assert events[0] == "snapshot" and "tick" in events and events[-1] == "cell_end"
+    assert comm.sent[1][0]["running"]["session"] == "default"      # from the snapshot
+    assert channel.history[-1]["session"] == "default"             # from the cell's contract
+    assert state(session).snapshot_calls >= 3
+
+
+def test_the_running_cells_session_is_named_from_its_snapshot_when_no_longer_listed():
+    """A session the provider no longer lists (closed while its cell ran)
+    is still named in ``running``: from a snapshot of it."""
+    kernel, session = FakeKernel(), FakeSession("gone")
+    listed: list = [session]
+    channel = StatsChannel(kernel, lambda: listed, kind="magics")
+    channel.register()
+    comm = open_comm(kernel)
+    channel.cell_started(session)
+    listed.clear()
+    comm.frontend_sends({"request": "stats"})
+    assert comm.sent[-1][0]["sessions"] == []
+    assert comm.sent[-1][0]["running"]["session"] == "gone"
+    channel.close()
+
+
+def test_a_session_entry_is_built_from_a_snapshot_alone():
+    snapshot = stats_contract.SessionSnapshot(
+        name="grader", image="python:3.12", network="none",
+        limits=Limits(memory=256 << 20, cpus=0.5, pids=32, timeout=10.0), state="running",
+        uptime=3.5, execution_count=7, counters={"memory_current": 10 << 20, "cpu_user": 0.5},
+        trust_output=True, warnings=("pids not enforced",))
+    entry = messages.session_entry(snapshot)
+    assert (entry["state"], entry["uptime"], entry["network"]) == ("running", 3.5, "none")
+    expected = stats_contract.build_stats(
+        session="grader", image="python:3.12", limits=snapshot.limits, execution_count=7,
+        wall=3.5, figures=stats_contract.cell_figures(None, snapshot.counters, peaks_reset=True),
+        status=None, trusted_output=True)
+    assert entry["stats"] == expected
+    assert entry["stats"]["limits"] == {"memory": 256 << 20, "cpus": 0.5, "pids": 32,
+                                        "timeout": 10.0}
+    assert entry["stats"]["cell"]["memory_current"] == 10 << 20
+    assert entry["stats"]["cell"]["net_rx"] is None and entry["stats"]["cell"]["status"] is None
+
+
+def test_a_session_not_started_has_a_null_figured_entry():
+    snapshot = stats_contract.SessionSnapshot(
+        name="default", image="host", network="none", limits=Limits(), state="not started",
+        uptime=None, execution_count=0, counters=None, trust_output=False, warnings=())
+    data = messages.message("tick", kind="sandbox", sessions=[snapshot])
+    [entry] = data["sessions"]
+    assert entry["state"] == "not started" and entry["uptime"] is None
+    assert entry["stats"]["cell"]["wall"] is None
+    assert all(entry["stats"]["cell"][key] is None for key in stats_contract.CUMULATIVE)
+    assert "trusted_output" not in entry["stats"]

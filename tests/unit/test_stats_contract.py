@@ -131,3 +131,32 @@ def test_forks_refused_at_the_pids_limit_are_the_cells_own_and_shown():
     contract = stats.build_stats(session="s", image="host", limits=Limits(pids=64), execution_count=1,
                                  wall=1.0, figures=cell, status="error")
     assert "6 refused at the limit" in dict(stats.footer_parts(contract))["pids"]
+
+
+# -- SessionSnapshot: what Session.snapshot() returns and the panel reads -----------
+
+def test_a_session_snapshot_is_frozen_and_has_the_contracts_fields():
+    import dataclasses
+    snapshot = stats.SessionSnapshot(
+        name="s", image="host", network="none", limits=Limits(memory=256 * MiB), state="running",
+        uptime=1.5, execution_count=2, counters=counters(memory_current=MiB), trust_output=False,
+        warnings=("pids not enforced",))
+    assert [f.name for f in dataclasses.fields(stats.SessionSnapshot)] == [
+        "name", "image", "network", "limits", "state", "uptime", "execution_count", "counters",
+        "trust_output", "warnings"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        snapshot.state = "stopped"
+    assert stats.limits_dict(snapshot.limits)["memory"] == 256 * MiB
+
+
+def test_the_stats_contract_imports_nothing_of_the_project():
+    """The panel imports this module and only this one of the project: what
+    it imports, the panel would too."""
+    import ast
+    import inspect
+    tree = ast.parse(inspect.getsource(stats))
+    imported = [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                if node.level or (node.module or "").startswith("sandbox_kernel")]
+    imported += [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                 for alias in node.names if alias.name.startswith("sandbox_kernel")]
+    assert imported == []
