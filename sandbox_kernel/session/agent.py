@@ -107,6 +107,7 @@ from .protocol import ConnectionClosed, ProtocolError
 # agents do the same way is written once, there
 from .plain_agent import ERROR_TEXT, ERROR_TRACEBACK, container_sys_path
 from .plain_agent import _bounded_traceback as bounded_traceback, _cut as cut_text
+from .agent_command import COMMAND, refused, request_argv, run_command
 from .reaping import ChildReaper
 
 DEFAULT_OUTPUT_LIMIT = 1 << 20
@@ -911,7 +912,7 @@ class Agent:
 
     def handle(self, request: dict) -> dict:
         kind = request["type"]
-        if kind not in protocol.REQUEST_TYPES:
+        if kind not in protocol.REQUEST_TYPES and kind != COMMAND:
             return _error("ProtocolError", f"unknown request type {kind!r}")
         self.channel.request_id = request.get("id")
         try:
@@ -963,6 +964,19 @@ class Agent:
         self.reaper.reap()                # before the reply: the next cell has its pids back
         self._end_of_cell_output()
         return self._execute_reply(result, escaped, evaluated)
+
+    def do_command(self, request: dict) -> dict:
+        """A program run in the container (agent_command.py); not a cell."""
+        try:
+            argv = request_argv(request)
+        except ValueError as exc:
+            return refused(exc)
+        self.budget.reset()
+        self.reaper.reap()
+        code = run_command(argv, self.streams[0], self.streams[1], self.channel.gate.cell)
+        self.reaper.reap()
+        self._end_of_cell_output()
+        return {"status": "ok", "exit_code": code}
 
     def _end_of_cell_output(self) -> None:
         for stream in self.streams:

@@ -36,23 +36,20 @@ from __future__ import annotations
 import argparse
 import ast
 import builtins
-import codecs
 import getpass
 import importlib.util
 import io
 import linecache
 import os
 import select
-import selectors
 import signal
 import socket
-import subprocess
 import sys
 import threading
-import time
 import traceback
 
 from . import protocol
+from .agent_command import COMMAND, refused, request_argv, run_command
 from .protocol import ConnectionClosed, ProtocolError
 from .reaping import ChildReaper
 
@@ -302,59 +299,6 @@ def command_argv(code: str) -> tuple[list[str], str] | None:
     return argv, mime
 
 
-def run_command(argv: list[str], channel: Channel, streams: dict) -> int:
-    """Run argv, streaming its output; SIGINT goes on to its process group
-    (then SIGKILL after 2 s).  Its exit code, or 128+N for signal N, 126/127 if it did not start."""
-    try:
-        # its own process group: an interrupt goes to all of it, as Ctrl-C in a terminal
-        # does (sh waits for `sleep 60` if only sh gets SIGINT)
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, start_new_session=True)
-    except OSError as exc:
-        streams["stderr"].write(f"{argv[0]}: {exc.strerror}\n")
-        return 127 if isinstance(exc, FileNotFoundError) else 126
-    with proc:
-        _pump(proc, streams)
-        code = proc.wait()
-    return 128 - code if code < 0 else code
-
-
-def _pump(proc: subprocess.Popen, streams: dict) -> None:
-    selector = selectors.DefaultSelector()
-    outputs = {proc.stdout: streams["stdout"], proc.stderr: streams["stderr"]}
-    decoders = {pipe: codecs.getincrementaldecoder("utf-8")("replace") for pipe in outputs}
-    for pipe in outputs:
-        selector.register(pipe, selectors.EVENT_READ)
-    kill_at = None
-    while outputs:
-        try:
-            events = selector.select(0.1)
-            for key, _ in events:
-                data = os.read(key.fd, 65536)
-                out = outputs[key.fileobj]
-                out.write(decoders[key.fileobj].decode(data, final=not data))
-                out.flush()
-                if not data:
-                    selector.unregister(key.fileobj)
-                    del outputs[key.fileobj]
-            if not events and proc.poll() is not None:
-                break                    # exited; a background child may hold the pipes
-            if kill_at is not None and time.monotonic() > kill_at and proc.poll() is None:
-                _signal_group(proc, signal.SIGKILL)
-        except KeyboardInterrupt:
-            if proc.poll() is None:
-                _signal_group(proc, signal.SIGINT if kill_at is None else signal.SIGKILL)
-            kill_at = kill_at or time.monotonic() + 2
-    selector.close()
-
-
-def _signal_group(proc: subprocess.Popen, signum: int) -> None:
-    try:
-        os.killpg(proc.pid, signum)
-    except ProcessLookupError:
-        pass
-
-
 # ---------------------------------------------------------------------------
 # Cells
 
@@ -401,7 +345,7 @@ class PlainAgent:
 
     def handle(self, request: dict) -> dict:
         kind = request["type"]
-        if kind not in protocol.REQUEST_TYPES:
+        if kind not in protocol.REQUEST_TYPES and kind != COMMAND:
             return _error("ProtocolError", f"unknown request type {kind!r}")
         self.channel.request_id = request.get("id")
         try:
@@ -440,9 +384,25 @@ class PlainAgent:
             self.execution_count += 1
         return self._run_cell(code, count, silent)
 
+    def do_command(self, request: dict) -> dict:
+        """A program run in the container (agent_command.py); not a cell."""
+        try:
+            argv = request_argv(request)
+        except ValueError as exc:
+            return refused(exc)
+        self.budget.reset()
+        self.reaper.reap()
+        try:
+            code = self._run(argv)
+        finally:
+            self._end_of_cell()
+        return {"status": "ok", "exit_code": code}
+
+    def _run(self, argv: list) -> int:
+        return run_command(argv, self.streams["stdout"], self.streams["stderr"], self._cell)
+
     def _command(self, argv: list[str], mime: str) -> dict:
-        with self._cell():
-            code = run_command(argv, self.channel, self.streams)
+        code = self._run(argv)
         self.channel.emit("display_data", data={mime: {"exit_code": code}}, metadata={},
                           transient={})
         return {"status": "ok", "execution_count": self.execution_count - 1,

@@ -915,3 +915,102 @@ def test_tracebacks_write_the_owners_home_as_tilde(fresh_agent, tmp_path):
     assert stdout_text(outputs) == "None\n"           # the setting is the agent's, not the cells'
     text = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(of_type(outputs, "error")[0]["traceback"]))
     assert "File ~/lib/issue25_fails.py:2" in text and f"File {home}" not in text, text
+
+
+# -- the command request (issue 16, HOUSE.md contract 1) ---------------------------------
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie (a reparented one waits for its new parent's reaping)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _gone_within(pids, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while any(_alive(pid) for pid in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@BOTH_AGENTS
+def test_a_command_streams_its_output_with_the_id_and_replies_its_exit_code(fresh_agent, which):
+    agent = _started(fresh_agent, which)
+    try:
+        _, before = agent.execute("pass")
+        outputs, reply = agent.request("command", argv=["sh", "-c", "echo out; echo err >&2; exit 3"])
+        assert reply == {"status": "ok", "exit_code": 3}
+        streams = {m["name"]: m["text"] for m in of_type(outputs, "stream")}
+        assert streams == {"stdout": "out\n", "stderr": "err\n"}
+        assert [m["type"] for m in outputs] == ["stream", "stream"]   # no display, no result
+        _, after = agent.execute("pass")                 # not a cell: the count goes on
+        assert after["execution_count"] == before["execution_count"] + 1
+    finally:
+        agent.close()
+
+
+@BOTH_AGENTS
+def test_a_missing_program_is_127_with_a_line_on_stderr(fresh_agent, which):
+    agent = _started(fresh_agent, which)
+    try:
+        outputs, reply = agent.request("command", argv=["/no/such/program", "x"])
+        assert reply == {"status": "ok", "exit_code": 127}
+        assert of_type(outputs, "stream") == [{"type": "stream", "id": agent.last_id, "name": "stderr",
+                                               "text": "/no/such/program: No such file or directory\n"}]
+        _, reply = agent.request("command", argv=["/"])          # a directory: cannot start
+        assert reply == {"status": "ok", "exit_code": 126}
+    finally:
+        agent.close()
+
+
+@BOTH_AGENTS
+@pytest.mark.parametrize("argv", [None, [], "ls", ["ls", 3], ["l\0s"]])
+def test_a_bad_argv_is_a_value_error_and_the_agent_goes_on(fresh_agent, which, argv):
+    agent = _started(fresh_agent, which)
+    try:
+        _, reply = agent.request("command", argv=argv)
+        assert reply["status"] == "error" and reply["ename"] == "ValueError", reply
+        assert "non-empty list of str" in reply["evalue"] and reply["traceback"] == []
+        _, reply = agent.request("command", argv=["true"])
+        assert reply == {"status": "ok", "exit_code": 0}
+    finally:
+        agent.close()
+
+
+@BOTH_AGENTS
+def test_sigint_stops_the_commands_whole_process_group(fresh_agent, which):
+    """sh's background sleep ignores SIGINT (a non-interactive shell's `&`):
+    it stops by the group's SIGKILL, after the grace."""
+    agent = _started(fresh_agent, which)
+    try:
+        request_id = agent.send("command", argv=["sh", "-c", "sleep 30 & echo $$ $!; wait"])
+        _, first = agent.next_message(time.monotonic() + REQUEST_TIMEOUT)
+        assert first["type"] == "stream" and first["id"] == request_id, first
+        pids = [int(pid) for pid in first["text"].split()]
+        assert all(_alive(pid) for pid in pids)
+        agent.proc.send_signal(signal.SIGINT)
+        _, reply, _ = agent.until_reply(request_id, timeout=20)
+        assert reply == {"status": "ok", "exit_code": 128 + signal.SIGINT}
+        assert _gone_within(pids, 10), [pid for pid in pids if _alive(pid)]
+        outputs, reply = agent.execute("print('next cell')")
+        assert reply["status"] == "ok" and stdout_text(outputs) == "next cell\n"
+    finally:
+        agent.close()
+
+
+@BOTH_AGENTS
+def test_a_commands_output_is_within_the_cells_budget(fresh_agent, which):
+    agent = _started(fresh_agent, which)
+    try:
+        outputs, reply = agent.request("command", argv=["head", "-c", "3000000", "/dev/zero"])
+        assert reply == {"status": "ok", "exit_code": 0}
+        streams = of_type(outputs, "stream")
+        assert sum(len(m["text"]) for m in streams) < 2 * agent_module.DEFAULT_OUTPUT_LIMIT
+        assert streams[-1]["text"].startswith("[output cut: the cell printed more than")
+    finally:
+        agent.close()
