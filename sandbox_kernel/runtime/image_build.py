@@ -39,6 +39,9 @@ what root owns in the image, and no more), with network ``host``.  The
 upper dir is on the host's disk: the build's disk limit is not enforced
 while the script runs, but its layer is charged to the store's quota (as an
 import is) before it is kept, and refused past it.
+
+Imports container (a build's container is a Container), image_basics,
+image_store, layers, rootfs, safe_fs and spec; images.build calls it.
 """
 from __future__ import annotations
 
@@ -51,9 +54,10 @@ import subprocess
 import tarfile
 import threading
 
-from . import images, layers, rootfs, safe_fs
+from . import image_basics, image_store, layers, rootfs, safe_fs
 from .container import Container, ContainerStartError
-from .images import BuildError, Image, ImageError, Store
+from .image_basics import BuildError, ImageError
+from .image_store import Image, Store
 from .spec import ContainerSpec, Limits, parse_mount
 
 BUILD_USER = (0, 0)          # root without capabilities
@@ -71,8 +75,8 @@ def build(name: str, base: str, script: str, *, network: str = "host", limits: L
     ``mounts`` (Mount or "SRC:DST[:ro]") are bound for the build only: what
     the script reads there is not kept, only what it writes elsewhere."""
     store = store or Store()
-    images.check_name(name)
-    base_image = None if base == images.HOST else images.get(base, store)
+    image_basics.check_name(name)
+    base_image = None if base == image_basics.HOST else image_store.get(base, store)
     if store.image(name) is not None:
         raise ImageError(f"an image named {name!r} exists: remove it first (images rm {name})")
     below = _Below(base_image)
@@ -109,7 +113,7 @@ class _Below:
 
     def __init__(self, base: Image | None):
         self.lower_dirs = base.lower_dirs if base is not None else []
-        self.on_host = base is None or base.base == images.HOST
+        self.on_host = base is None or base.base == image_basics.HOST
 
     def text(self, path: str) -> str | None:
         """The text of ``path`` in the topmost layer that has it, if a regular
@@ -149,7 +153,7 @@ class BuildContainer(Container):
 
     def _launch_config(self) -> dict:
         config = super()._launch_config()
-        if self.image is None or self.image.base == images.HOST:
+        if self.image is None or self.image.base == image_basics.HOST:
             layers = tuple(self.image.lower_dirs) if self.image is not None else ()
             plan = rootfs.host_image_plan(self.spec, self._state_dir, self._workspace(), layers=layers)
             config["plan"] = _uppers_kept_in(plan, f"{self._state_dir}/layer", self.upper_dir)
@@ -417,22 +421,22 @@ def _charge_layer(store: Store, size: int, entries: int) -> int:
     charge = size + entries * layers.ENTRY_BYTES
     room, where = store.quota_room()
     if room is not None and charge > room:
-        raise ImageError(f"the build's layer ({images.format_size(charge)} in {entries} entries) is "
+        raise ImageError(f"the build's layer ({image_basics.format_size(charge)} in {entries} entries) is "
                          f"past {where}: nothing was kept")
     return charge
 
 
 def _record(base: Image | None, name: str, diff_id: str, script: str) -> Image:
     if base is None:                   # FROM host: the host's directories are not layers
-        base = Image(name="host", id="", layers=(), base=images.HOST, source="host",
-                     architecture=images.host_architecture(),
-                     config={"architecture": images.host_architecture(), "os": "linux", "config": {}})
+        base = Image(name="host", id="", layers=(), base=image_basics.HOST, source="host",
+                     architecture=image_basics.host_architecture(),
+                     config={"architecture": image_basics.host_architecture(), "os": "linux", "config": {}})
     config = dict(base.config)
     config["rootfs"] = {"type": "layers", "diff_ids": [*base.layers, diff_id]}
     history = list(config.get("history") or [])
-    history.append({"created": images.now(), "created_by": f"/bin/sh -c {script}",
+    history.append({"created": image_basics.now(), "created_by": f"/bin/sh -c {script}",
                     "comment": "sandbox-kernel build"})
     config["history"] = history
-    return dataclasses.replace(base, name=name, id=images.config_digest(config),
-                               layers=(*base.layers, diff_id), created=images.now(),
+    return dataclasses.replace(base, name=name, id=image_basics.config_digest(config),
+                               layers=(*base.layers, diff_id), created=image_basics.now(),
                                source=f"built from {base.name}", config=config)

@@ -17,10 +17,12 @@ digests and the archive's safety) and writes the image.
 An image (a directory or a tar) is hostile input like its layers:
 * every file it names (index.json, manifest.json, blobs, the layer.tar paths
   of manifest.json) is read beneath it, never through a symlink out of it;
-* every digest it gives (index and manifest descriptors, the config's
-  diff_ids) is ``sha256:`` and 64 hex digits; an image whose manifest names
-  layers gives a diff_id for each, so both checks always run: the blob's
-  digest as it is read, the diff_id of the tar inside it.
+* every digest it gives is checked as image_manifests.py says (the documents
+  themselves, the index's choice by platform and the Source every image
+  becomes are there, shared with registry.py).
+
+Imports image_basics, image_store (the store's tmp/ and budget), image_manifests,
+layers and safe_fs; images.py imports it.
 """
 from __future__ import annotations
 
@@ -33,53 +35,20 @@ import stat
 import posixpath
 import re
 import tarfile
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from . import layers, safe_fs
-from .images import (DEFAULT_PATH, Image, ImageError, Progress, Store, config_digest,
-                     host_architecture, now)
+from .image_basics import DEFAULT_PATH, ImageError, host_architecture
+# the documents' names, re-exported: the tests and older callers read them here
+from .image_manifests import (  # noqa: F401
+    DOCUMENT_MAX, DOCKER_LIST, DOCKER_MANIFEST, INDEX_TYPES, LAYER_TYPES, MANIFEST_TYPES, OCI_INDEX,
+    OCI_MANIFEST, LayerBlob, Source, check_digest, config_diff_ids, json_object, manifest_source,
+    parse_platform, pick_manifest)
+from .image_store import Store
+from .layer_stream import check_match
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
-MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
-LAYER_TYPES = {
-    "application/vnd.oci.image.layer.v1.tar",
-    "application/vnd.oci.image.layer.v1.tar+gzip",
-    "application/vnd.oci.image.layer.v1.tar+zstd",
-    "application/vnd.oci.image.layer.nondistributable.v1.tar",
-    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
-    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
-    "application/vnd.docker.image.rootfs.diff.tar",
-    "application/vnd.docker.image.rootfs.diff.tar.gzip",
-    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
-}
 ROOTFS_TOP = {"bin", "boot", "dev", "etc", "home", "lib", "lib32", "lib64", "media", "mnt",
               "opt", "proc", "root", "run", "sbin", "srv", "sys", "tmp", "usr", "var"}
 _HEX64 = re.compile(r"^[0-9a-f]{64}")
-_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-DOCUMENT_MAX = 4 << 20     # an index, manifest or config: as registry.MANIFEST_MAX
-
-
-@dataclass
-class LayerBlob:
-    open: Callable[[], contextlib.AbstractContextManager]   # -> a readable binary file
-    digest: str | None = None      # of the blob as stored (compressed)
-    diff_id: str | None = None     # of the uncompressed tar (from the config)
-    size: int | None = None
-    media_type: str | None = None
-
-
-@dataclass
-class Source:
-    name: str                      # the name it suggests (a tag, the file's name)
-    description: str               # where it came from, for `inspect`
-    config: dict                   # the OCI image config
-    config_digest: str | None
-    layers: list[LayerBlob] = field(default_factory=list)
 
 
 def open_source(path: str) -> Source:
@@ -363,10 +332,10 @@ def _made_up_config() -> dict:
 
 
 def oci_layout_source(archive, path: str, platform_name: str | None = None) -> Source:
-    index = _json(archive.read("index.json"), f"{path}: index.json")
-    descriptor = pick_manifest(index, platform_name, lambda d: _json(read_blob(archive, d), d["digest"]),
+    index = json_object(archive.read("index.json"), f"{path}: index.json")
+    descriptor = pick_manifest(index, platform_name, lambda d: json_object(read_blob(archive, d), d["digest"]),
                                where=path)
-    manifest = _json(read_blob(archive, descriptor), descriptor["digest"])
+    manifest = json_object(read_blob(archive, descriptor), descriptor["digest"])
     name = (descriptor.get("annotations") or {}).get("io.containerd.image.name") or default_name(path)
     source = manifest_source(manifest, lambda d: read_blob(archive, d),
                              lambda d: _blob_opener(archive, d), name, f"OCI layout {os.path.abspath(path)}")
@@ -382,96 +351,9 @@ def _check_present(archive, path: str, names: list[str]) -> None:
             raise ImageError(f"{path}: {name} is missing")
 
 
-def pick_manifest(index: dict, platform_name: str | None, fetch: Callable[[dict], dict],
-                  where: str) -> dict:
-    """The image manifest's descriptor in an index (nested indexes too), by platform."""
-    wanted = parse_platform(platform_name)
-    entries = _descriptors(index.get("manifests") or [], f"{where}: the index's manifests")
-    images = [d for d in entries if d.get("mediaType", OCI_MANIFEST) in MANIFEST_TYPES + INDEX_TYPES]
-    matching = [d for d in images if _platform_matches(d.get("platform"), wanted)]
-    if not matching:
-        offered = sorted({_platform_text(d.get("platform")) for d in images})
-        raise ImageError(f"{where}: no image for {_platform_text(wanted)} "
-                         f"(offered: {', '.join(offered) or 'nothing'}); try --platform")
-    chosen = matching[0]
-    if chosen.get("mediaType") in INDEX_TYPES:
-        return pick_manifest(fetch(chosen), platform_name, fetch, where)
-    return chosen
-
-
-def parse_platform(text: str | None) -> dict:
-    if not text:
-        return {"os": "linux", "architecture": host_architecture()}
-    parts = text.split("/")
-    if len(parts) not in (2, 3) or not all(parts):
-        raise ImageError(f"invalid platform {text!r}: expected OS/ARCH[/VARIANT], e.g. linux/amd64")
-    return dict(zip(("os", "architecture", "variant"), parts))
-
-
-def _platform_matches(offered: dict | None, wanted: dict) -> bool:
-    if not offered:
-        return True     # an index without platforms (a single-image layout)
-    return all(offered.get(key) == value for key, value in wanted.items()
-               if key != "variant" or offered.get("variant"))
-
-
-def _platform_text(platform: dict | None) -> str:
-    if not platform:
-        return "any"
-    return "/".join(platform.get(k) for k in ("os", "architecture", "variant") if platform.get(k))
-
-
-def manifest_source(manifest: dict, read: Callable[[dict], bytes], opener: Callable,
-                    name: str, description: str) -> Source:
-    """A Source from an image manifest; ``read``/``opener`` get blobs by descriptor."""
-    media_type = manifest.get("mediaType", OCI_MANIFEST)
-    if media_type not in MANIFEST_TYPES:
-        raise ImageError(f"{description}: unsupported manifest media type {media_type!r}")
-    config_descriptor = _descriptors([manifest.get("config")], f"{description}: the manifest's config")[0]
-    config = _json(read(config_descriptor), "the image config")
-    blobs = _descriptors(manifest.get("layers") or [], f"{description}: the manifest's layers")
-    diff_ids = config_diff_ids(config, len(blobs), f"{description}: the config")
-    found = []
-    for index, descriptor in enumerate(blobs):
-        kind = descriptor.get("mediaType")
-        if kind not in LAYER_TYPES:
-            raise ImageError(f"{description}: layer {index + 1} has an unknown media type {kind!r}")
-        size = descriptor.get("size") if isinstance(descriptor.get("size"), int) else None
-        found.append(LayerBlob(opener(descriptor), descriptor["digest"], diff_ids[index], size, kind))
-    return Source(name, description, config, config_descriptor["digest"], found)
-
-
-def check_digest(value, what: str) -> str:
-    """``value`` if it is a digest this store checks (sha256, 64 hex digits); else ImageError."""
-    if not isinstance(value, str) or not _DIGEST.fullmatch(value):
-        raise ImageError(f"{what}: digest {str(value)[:100]!r} is empty or malformed: "
-                         f"expected sha256: and 64 hex digits")
-    return value
-
-
-def _descriptors(entries, what: str) -> list[dict]:
-    """Descriptors (objects with a valid digest), each checked."""
-    if not isinstance(entries, list) or not all(isinstance(d, dict) for d in entries):
-        raise ImageError(f"{what}: expected a list of descriptors (JSON objects)")
-    for number, descriptor in enumerate(entries, 1):
-        check_digest(descriptor.get("digest"), f"{what} #{number}")
-    return entries
-
-
-def config_diff_ids(config: dict, count: int, what: str) -> list[str]:
-    """The config's rootfs.diff_ids: one valid digest for each of ``count`` layers."""
-    rootfs = config.get("rootfs")
-    diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
-    if not isinstance(diff_ids, list) or len(diff_ids) != count:
-        given = len(diff_ids) if isinstance(diff_ids, list) else "no"
-        raise ImageError(f"{what} names {given} layers in rootfs.diff_ids, the manifest {count}: "
-                         f"each layer needs its diff_id")
-    return [check_digest(d, f"{what}: rootfs.diff_ids #{n}") for n, d in enumerate(diff_ids, 1)]
-
-
 def read_blob(archive, descriptor: dict) -> bytes:
     data = archive.read(_blob_name(descriptor["digest"]))
-    layers._check("blob", descriptor["digest"], "sha256:" + hashlib.sha256(data).hexdigest())
+    check_match("blob", descriptor["digest"], "sha256:" + hashlib.sha256(data).hexdigest())
     return data
 
 
@@ -481,18 +363,6 @@ def _blob_opener(archive, descriptor: dict):
 
 def _blob_name(digest: str) -> str:
     return f"blobs/sha256/{check_digest(digest, 'a blob')[7:]}"
-
-
-def _json(raw: bytes, what: str) -> dict:
-    try:
-        value = json.loads(raw)
-    except ValueError as error:
-        raise ImageError(f"{what} is not valid JSON ({error})") from None
-    except RecursionError:
-        raise ImageError(f"{what}: JSON nested too deeply") from None
-    if not isinstance(value, dict):
-        raise ImageError(f"{what} is not a JSON object")
-    return value
 
 
 # ---------------------------------------------------------------------------
@@ -505,8 +375,8 @@ def docker_save_source(archive, path: str) -> Source:
     config_raw = archive.read(entry["Config"])
     config_id = _digest_of_name(entry["Config"])
     if config_id:
-        layers._check("config", config_id, "sha256:" + hashlib.sha256(config_raw).hexdigest())
-    config = _json(config_raw, f"{path}: {entry['Config']}")
+        check_match("config", config_id, "sha256:" + hashlib.sha256(config_raw).hexdigest())
+    config = json_object(config_raw, f"{path}: {entry['Config']}")
     diff_ids = config_diff_ids(config, len(entry["Layers"]), f"{path}: {entry['Config']}")
     # a layer named blobs/sha256/<hex> has its digest checked; an old <id>/layer.tar is
     # an uncompressed tar, whose digest is its diff_id (checked)
@@ -548,60 +418,4 @@ def _digest_of_name(name: str) -> str | None:
     """blobs/sha256/<hex> and <hex>.json name their digest; <id>/layer.tar does not."""
     match = re.fullmatch(r"(?:blobs/sha256/)?([0-9a-f]{64})(?:\.json)?", posixpath.normpath(name))
     return f"sha256:{match.group(1)}" if match else None
-
-
-# ---------------------------------------------------------------------------
-# Into the store
-
-
-def store_layer(store: Store, blob: LayerBlob, index: int, count: int, progress: Progress,
-                allow_setuid: bool, budget: layers.Budget | None = None) -> str:
-    """The layer's diff_id, unpacking it unless the store has it.  Lock held."""
-    label = f"layer {index + 1}/{count}"
-    if store.has_layer(blob.diff_id):
-        progress.start(f"{label} {blob.diff_id[7:19]}", blob.size)
-        progress.end("already stored")
-        return blob.diff_id
-    short = (blob.digest or blob.diff_id or "")[7:19]
-    progress.start(f"{label} {short}".rstrip(), blob.size)
-    with store.work_dir() as work:
-        os.mkdir(os.path.join(work, "root"), 0o755)
-        with blob.open() as stream:
-            unpacked = layers.unpack(stream, os.path.join(work, "root"), expect_digest=blob.digest,
-                                     expect_diff_id=blob.diff_id, allow_setuid=allow_setuid,
-                                     progress=progress.advance, budget=budget)
-        store.commit_layer(work, unpacked.diff_id, unpacked.digest, unpacked.size, unpacked.charged,
-                           opaque_root=unpacked.opaque_root)
-    progress.end("; ".join(unpacked.notes))
-    return unpacked.diff_id
-
-
-def image_record(source: Source, name: str, diff_ids: list[str]) -> Image:
-    config = dict(source.config)
-    if not (config.get("rootfs") or {}).get("diff_ids"):
-        config["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
-    settings = config.get("config") or {}
-    if not isinstance(settings, dict):
-        raise ImageError(f"{source.description}: the config's 'config' is not a JSON object")
-    return Image(
-        name=name, id=source.config_digest or config_digest(config), layers=tuple(diff_ids),
-        env=_strings(settings, "Env", source), workdir=_string(settings, "WorkingDir", source),
-        cmd=_strings(settings, "Cmd", source), entrypoint=_strings(settings, "Entrypoint", source),
-        user=_string(settings, "User", source), created=now(), source=source.description,
-        architecture=_string(config, "architecture", source), os=_string(config, "os", source) or "linux",
-        config=config)
-
-
-def _strings(settings: dict, key: str, source: Source) -> tuple[str, ...]:
-    value = settings.get(key) or []
-    if not isinstance(value, list) or not all(isinstance(v, str) and "\0" not in v for v in value):
-        raise ImageError(f"{source.description}: the config's {key} is not a list of strings")
-    return tuple(value)
-
-
-def _string(settings: dict, key: str, source: Source) -> str:
-    value = settings.get(key) or ""
-    if not isinstance(value, str) or "\0" in value:
-        raise ImageError(f"{source.description}: the config's {key} is not a string")
-    return value
 

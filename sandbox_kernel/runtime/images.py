@@ -22,6 +22,9 @@ that only starts containers does not load tarfile and urllib.request.
 """
 from __future__ import annotations
 
+import os
+from typing import TYPE_CHECKING
+
 # The store's names, re-exported: the CLI, the session, the kernel's settings and
 # the tests read them here (images.HOST, images.Store, images.load, ...).
 from .image_basics import (  # noqa: F401
@@ -30,6 +33,10 @@ from .image_basics import (  # noqa: F401
     format_size, host_architecture, now, store_quota, store_root)
 from .image_store import (  # noqa: F401
     Image, Store, available, containers_using, environment, get, layer_root, load, resolve)
+
+if TYPE_CHECKING:
+    from .image_manifests import LayerBlob, Source
+    from .layers import Budget
 
 
 def terminal_progress(stream=None) -> Progress:
@@ -82,7 +89,6 @@ def add_image(source, name: str | None, *, progress: Progress | None = None,
               allow_setuid: bool = False, replace: bool = False,
               store: Store | None = None) -> Image:
     """Store the layers ``source`` offers that the store lacks, then the image."""
-    from . import image_sources
     store = store or Store()
     name = _name_for(name, source.name)
     progress = progress or Progress()
@@ -93,15 +99,67 @@ def add_image(source, name: str | None, *, progress: Progress | None = None,
         before = set(store.layers())
         try:
             budget = store.import_budget()
-            diff_ids = [image_sources.store_layer(store, layer, index, len(source.layers), progress,
-                                                  allow_setuid, budget)
+            diff_ids = [store_layer(store, layer, index, len(source.layers), progress,
+                                    allow_setuid, budget)
                         for index, layer in enumerate(source.layers)]
-            return store.write_image(image_sources.image_record(source, name,
-                                                                store.visible_layers(diff_ids)))
+            return store.write_image(image_record(source, name, store.visible_layers(diff_ids)))
         except BaseException:
             # the layers this import stored before one failed: no image names them
             store.collect_garbage([d for d in store.layers() if d not in before])
             raise
+
+
+def store_layer(store: Store, blob: LayerBlob, index: int, count: int, progress: Progress,
+                allow_setuid: bool, budget: Budget | None = None) -> str:
+    """The layer's diff_id, unpacking it unless the store has it.  Lock held."""
+    from . import layers
+    label = f"layer {index + 1}/{count}"
+    if store.has_layer(blob.diff_id):
+        progress.start(f"{label} {blob.diff_id[7:19]}", blob.size)
+        progress.end("already stored")
+        return blob.diff_id
+    short = (blob.digest or blob.diff_id or "")[7:19]
+    progress.start(f"{label} {short}".rstrip(), blob.size)
+    with store.work_dir() as work:
+        os.mkdir(os.path.join(work, "root"), 0o755)
+        with blob.open() as stream:
+            unpacked = layers.unpack(stream, os.path.join(work, "root"), expect_digest=blob.digest,
+                                     expect_diff_id=blob.diff_id, allow_setuid=allow_setuid,
+                                     progress=progress.advance, budget=budget)
+        store.commit_layer(work, unpacked.diff_id, unpacked.digest, unpacked.size, unpacked.charged,
+                           opaque_root=unpacked.opaque_root)
+    progress.end("; ".join(unpacked.notes))
+    return unpacked.diff_id
+
+
+def image_record(source: Source, name: str, diff_ids: list[str]) -> Image:
+    config = dict(source.config)
+    if not (config.get("rootfs") or {}).get("diff_ids"):
+        config["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
+    settings = config.get("config") or {}
+    if not isinstance(settings, dict):
+        raise ImageError(f"{source.description}: the config's 'config' is not a JSON object")
+    return Image(
+        name=name, id=source.config_digest or config_digest(config), layers=tuple(diff_ids),
+        env=_strings(settings, "Env", source), workdir=_string(settings, "WorkingDir", source),
+        cmd=_strings(settings, "Cmd", source), entrypoint=_strings(settings, "Entrypoint", source),
+        user=_string(settings, "User", source), created=now(), source=source.description,
+        architecture=_string(config, "architecture", source), os=_string(config, "os", source) or "linux",
+        config=config)
+
+
+def _strings(settings: dict, key: str, source: Source) -> tuple[str, ...]:
+    value = settings.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) and "\0" not in v for v in value):
+        raise ImageError(f"{source.description}: the config's {key} is not a list of strings")
+    return tuple(value)
+
+
+def _string(settings: dict, key: str, source: Source) -> str:
+    value = settings.get(key) or ""
+    if not isinstance(value, str) or "\0" in value:
+        raise ImageError(f"{source.description}: the config's {key} is not a string")
+    return value
 
 
 def _name_for(given: str | None, suggested: str) -> str:

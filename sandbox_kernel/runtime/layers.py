@@ -1,12 +1,9 @@
 """Layer tarballs become directories that overlayfs can stack, safely.
 
-One pass over the blob, however it arrives (a file, an HTTP response)::
-
-    blob bytes --sha256--> the blob digest (the manifest's "digest")
-      gzip | zstd | plain (xz, bzip2 for rootfs tarballs), told apart by magic bytes
-    tar bytes  --sha256--> the diff_id (the config's rootfs.diff_ids; the
-                           store's content address of the layer)
-      tarfile in stream mode, one member at a time -> unpack into a new dir
+One pass over the blob (layer_stream.py: decompression, the blob digest
+and the diff_id, the store's content address of the layer, hashed as the
+bytes go by; tar headers bounded), tarfile in stream mode, one member at a
+time -> unpack into a new dir.
 
 OCI whiteouts become what overlayfs reads: ``a/.wh.b`` is a character device
 0/0 at ``a/b``, and ``a/.wh..wh..opq`` the xattr trusted.overlay.opaque=y on
@@ -45,44 +42,38 @@ The caller unpacks into a fresh private directory and removes it when
 Extended attributes of members (security.capability and friends) are not
 restored, on purpose.  A member the file system refuses (ENOSPC, a name too
 long...) is a LayerError naming it, like any other bad member.
+
+Imports layer_stream, image_basics (format_size) and safe_fs; the image
+modules import it, never the reverse.
 """
 from __future__ import annotations
 
 import errno
-import gzip
-import hashlib
 import io
 import os
 import posixpath
 import stat
 import tarfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import safe_fs
+from .image_basics import format_size
+# the stream's names, re-exported: the image modules and the tests read them here
+from .layer_stream import (  # noqa: F401
+    BZIP2_MAGIC, CHUNK, GZIP_MAGIC, HEADER_BYTES, HEADER_CHAIN, SPARSE_EXTENTS, XZ_MAGIC,
+    ZSTD_MAGIC, BoundedTarInfo, Counting, Hashing, LayerError, Progress, check_match,
+    decompressed, format_errors)
 
-CHUNK = 1 << 20
 OPAQUE_XATTR = "trusted.overlay.opaque"
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 # what aufs-era docker kept at a layer's root (hard link targets, its own state): skipped
 AUFS_DIRS = (".wh..wh.plnk", ".wh..wh.aufs", ".wh..wh.orph")
-GZIP_MAGIC, ZSTD_MAGIC = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
-XZ_MAGIC, BZIP2_MAGIC = b"\xfd7zXZ\x00", b"BZh"   # rootfs tarballs (.tar.xz, .tar.bz2)
 
 MAX_DEPTH = 128          # path components of a member; see the module docstring
 NAME_BYTES = 255         # one component (NAME_MAX)
 PATH_BYTES = 3072        # a whole member path: with the store's path it stays under PATH_MAX
 ENTRY_BYTES = 512        # what an entry costs besides its data: at least its tar header
-HEADER_BYTES = 1 << 20   # a pax or GNU long-name header, and all global pax headers together
-HEADER_CHAIN = 16        # extended headers before one member (tarfile reads them recursively)
-SPARSE_EXTENTS = 1 << 16 # extents of a sparse member's map
-
-Progress = Callable[[int], None]   # called with the number of blob bytes just read
-
-
-class LayerError(ValueError):
-    """An archive that cannot become a layer; the message names the member."""
 
 
 class Budget:
@@ -107,77 +98,7 @@ class Budget:
 
 
 def _size(count: int) -> str:
-    from .image_basics import format_size
     return format_size(count) if count >= 1024 else f"{count} B"
-
-
-class BoundedTarInfo(tarfile.TarInfo):
-    """tarfile's TarInfo with what it reads into memory bounded: tarfile reads
-    an extended header (pax, GNU long name) whole, a sparse map whole, and a
-    chain of extended headers by recursion.  A gzip of 1 MiB can hold a pax
-    header of 1 GiB; each of these is a LayerError here instead."""
-
-    _EXTENDED = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE,
-                 tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
-
-    def _proc_member(self, tarfile_):
-        if self.type not in self._EXTENDED:
-            return super()._proc_member(tarfile_)
-        chain = getattr(tarfile_, "_sbk_chain", 0) + 1
-        globals_ = getattr(tarfile_, "_sbk_global_bytes", 0) + (self.size if self.type == tarfile.XGLTYPE else 0)
-        if self.size > HEADER_BYTES or globals_ > HEADER_BYTES:
-            raise LayerError(f"an extended tar header of {self.size} bytes (at most {HEADER_BYTES})")
-        if chain > HEADER_CHAIN:
-            raise LayerError(f"more than {HEADER_CHAIN} extended tar headers before one member")
-        tarfile_._sbk_chain, tarfile_._sbk_global_bytes = chain, globals_
-        try:
-            return super()._proc_member(tarfile_)
-        finally:
-            tarfile_._sbk_chain = chain - 1
-
-    def _proc_sparse(self, tarfile_):
-        """An old GNU sparse member ('S'): its map, at most SPARSE_EXTENTS long."""
-        structs, isextended, origsize = self._sparse_structs
-        del self._sparse_structs
-        while isextended:
-            if len(structs) > SPARSE_EXTENTS:
-                raise LayerError(f"sparse member {self.name!r}: more than {SPARSE_EXTENTS} extents")
-            buf = tarfile_.fileobj.read(tarfile.BLOCKSIZE)
-            if len(buf) < tarfile.BLOCKSIZE:
-                raise tarfile.ReadError("unexpected end of data in a sparse map")
-            for pos in range(0, 21 * 24, 24):
-                try:
-                    offset, numbytes = tarfile.nti(buf[pos:pos + 12]), tarfile.nti(buf[pos + 12:pos + 24])
-                except ValueError:
-                    break
-                if offset and numbytes:
-                    structs.append((offset, numbytes))
-            isextended = bool(buf[504])
-        self.sparse = structs
-        self.offset_data = tarfile_.fileobj.tell()
-        tarfile_.offset = self.offset_data + self._block(self.size)
-        self.size = origsize
-        return self
-
-    def _proc_gnusparse_10(self, next_, pax_headers, tarfile_):
-        """A pax sparse member (format 1.0): its map, at most SPARSE_EXTENTS long."""
-        buf = tarfile_.fileobj.read(tarfile.BLOCKSIZE)
-        fields, buf = buf.split(b"\n", 1)
-        if not fields.isdigit() or int(fields) > SPARSE_EXTENTS:
-            raise LayerError(f"sparse member: a map of {fields[:20]!r} extents (at most {SPARSE_EXTENTS})")
-        numbers: list[int] = []
-        while len(numbers) < int(fields) * 2:
-            if b"\n" not in buf:
-                more = tarfile_.fileobj.read(tarfile.BLOCKSIZE)
-                if not more or len(buf) > 64:
-                    raise tarfile.ReadError("a malformed sparse map")
-                buf += more
-            number, buf = buf.split(b"\n", 1)
-            if not number.isdigit():
-                raise tarfile.ReadError("a malformed sparse map")
-            numbers.append(int(number))
-        next_.offset_data = tarfile_.fileobj.tell()
-        next_.sparse = list(zip(numbers[::2], numbers[1::2]))
 
 
 @dataclass
@@ -190,74 +111,6 @@ class Unpacked:
     notes: list[str] = field(default_factory=list)
 
 
-class _Hashing(io.RawIOBase):
-    """A reader that hashes (and counts) what passes through it."""
-
-    def __init__(self, source, progress: Progress | None = None):
-        self.source, self.progress = source, progress
-        self.sha256 = hashlib.sha256()
-        self.count = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        data = self.source.read(len(buffer))
-        if not data:
-            return 0
-        buffer[:len(data)] = data
-        self.sha256.update(data)
-        self.count += len(data)
-        if self.progress is not None:
-            self.progress(len(data))
-        return len(data)
-
-    def drain(self) -> None:
-        while self.read(CHUNK):
-            pass
-
-    def digest(self) -> str:
-        return "sha256:" + self.sha256.hexdigest()
-
-
-class _Counting(_Hashing):
-    """The tar of an uncompressed blob: the blob's hash is its hash too."""
-
-    def __init__(self, source, blob: _Hashing):
-        super().__init__(source)
-        self.blob = blob
-
-    def readinto(self, buffer) -> int:
-        data = self.source.read(len(buffer))
-        buffer[:len(data)] = data
-        self.count += len(data)
-        return len(data)
-
-    def digest(self) -> str:
-        return self.blob.digest()     # read to the end by then (unpack drains both)
-
-
-def decompressed(blob: io.BufferedReader):
-    """The tar stream inside ``blob``: gzip and zstd by their magic bytes."""
-    head = blob.peek(6)[:6]
-    if head.startswith(GZIP_MAGIC):
-        return gzip.GzipFile(fileobj=blob, mode="rb")
-    if head.startswith(XZ_MAGIC):
-        import lzma
-        return lzma.LZMAFile(blob)
-    if head.startswith(BZIP2_MAGIC):
-        import bz2
-        return bz2.BZ2File(blob)
-    if head.startswith(ZSTD_MAGIC):
-        try:
-            import zstandard
-        except ImportError:
-            raise LayerError("this layer is zstd-compressed and the zstandard package is not "
-                             "installed: pip install zstandard") from None
-        return zstandard.ZstdDecompressor().stream_reader(blob, read_across_frames=True)
-    return blob
-
-
 def unpack(source, dest: str, *, expect_digest: str | None = None,
            expect_diff_id: str | None = None, allow_setuid: bool = False,
            progress: Progress | None = None, budget: Budget | None = None) -> Unpacked:
@@ -265,11 +118,11 @@ def unpack(source, dest: str, *, expect_digest: str | None = None,
     ``dest``; check the digests it is expected to have (each that is given:
     the caller decides which a source must give).  LayerError if the archive
     is hostile, corrupt, too big for ``budget`` or not what was expected."""
-    blob = _Hashing(source, progress)
+    blob = Hashing(source, progress)
     buffered = io.BufferedReader(blob, CHUNK)
     tar = decompressed(buffered)
     # an uncompressed blob is its own tar: its digest is the diff_id, hash it once
-    plain = _Hashing(tar) if tar is not buffered else _Counting(tar, blob)
+    plain = Hashing(tar) if tar is not buffered else Counting(tar, blob)
     budget = budget or Budget(None)
     before = budget.used
     writer = _Writer(dest, allow_setuid, budget)
@@ -280,7 +133,7 @@ def unpack(source, dest: str, *, expect_digest: str | None = None,
                 _add_member(writer, member, archive)
         plain.drain()      # the end-of-archive blocks belong to the diff_id too
         buffered.read()    # and whatever follows the compressed stream to the digest
-    except _format_errors() as error:
+    except format_errors() as error:
         raise LayerError(f"not a valid layer archive: {error or type(error).__name__}") from None
     try:
         writer.finish()
@@ -288,8 +141,8 @@ def unpack(source, dest: str, *, expect_digest: str | None = None,
         raise LayerError(f"cannot finish the layer's directories: {_os_error(error)}") from None
     found = Unpacked(plain.digest(), blob.digest(), writer.size, budget.used - before,
                      writer.opaque_root, writer.notes())
-    _check("blob", expect_digest, found.digest)
-    _check("layer (diff_id)", expect_diff_id, found.diff_id)
+    check_match("blob", expect_digest, found.digest)
+    check_match("layer (diff_id)", expect_diff_id, found.diff_id)
     return found
 
 
@@ -305,25 +158,6 @@ def _os_error(error: OSError) -> str:
     name = errno.errorcode.get(error.errno, "") if error.errno else ""
     where = f" ({error.filename})" if error.filename else ""
     return f"{error.strerror or error}{f' [{name}]' if name else ''}{where}"
-
-
-def _format_errors() -> tuple[type[BaseException], ...]:
-    """What a truncated or corrupt tar, gzip or zstd stream raises."""
-    import zlib
-    import lzma
-    errors: list = [tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError]
-    try:
-        import zstandard
-        errors.append(zstandard.ZstdError)
-    except ImportError:
-        pass
-    return tuple(errors)
-
-
-def _check(what: str, expected: str | None, found: str) -> None:
-    if expected and expected != found:
-        raise LayerError(f"{what} digest mismatch: expected {expected}, got {found} "
-                         f"(a corrupt or tampered file?)")
 
 
 def member_path(name: str) -> str:

@@ -39,6 +39,9 @@ www-authenticate and jwcrypto.  Either would still leave platform selection,
 digest checks, streaming into the unpacker and layer sharing to us, and the
 runtime takes only the standard library and pyroute2 (DESIGN "Layout").
 What the client needs is the few requests above.
+
+Imports image_basics and image_manifests only: what it makes is a Source,
+which images.pull hands to images.add_image.
 """
 from __future__ import annotations
 
@@ -51,9 +54,9 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import image_sources
-from .images import ImageError, format_size
-from .image_sources import INDEX_TYPES, MANIFEST_TYPES, Source
+from . import image_manifests
+from .image_basics import ImageError, format_size
+from .image_manifests import INDEX_TYPES, MANIFEST_TYPES, Source
 
 DOCKER_HUB = "registry-1.docker.io"
 ACCEPT = ", ".join(MANIFEST_TYPES + INDEX_TYPES)
@@ -229,7 +232,7 @@ class Client:
             raise ImageError(f"{failed}: {error.code} {error.reason}") from None
         except OSError as error:       # a connection that broke while the answer was read
             raise ImageError(f"{failed}: {error}") from None
-        answer = image_sources._json(raw, f"{failed}: the answer")   # bounded depth too
+        answer = image_manifests.json_object(raw, f"{failed}: the answer")   # bounded depth too
         token = answer.get("token") or answer.get("access_token")
         if not token or not isinstance(token, str):
             raise ImageError(f"{self.reference.registry}: the token answer holds no token")
@@ -244,7 +247,7 @@ class Client:
         expected = ref if ref.startswith("sha256:") else said
         if expected and expected != digest:
             raise ImageError(f"{self.reference}: manifest digest mismatch: expected {expected}, got {digest}")
-        document = image_sources._json(raw, f"{self.reference}: the manifest")
+        document = image_manifests.json_object(raw, f"{self.reference}: the manifest")
         document.setdefault("mediaType", response.headers.get("Content-Type", "").split(";")[0])
         return document, digest
 
@@ -340,10 +343,10 @@ def source(text: str, platform_name: str | None = None, *, may_contact: ContactC
     client = Client(reference, may_contact, blob_limit)
     document, digest = client.manifest(reference.ref)
     if document.get("mediaType") in INDEX_TYPES or "manifests" in document:
-        chosen = image_sources.pick_manifest(
+        chosen = image_manifests.pick_manifest(
             document, platform_name, lambda d: client.manifest(d["digest"])[0], where=str(reference))
         document, digest = client.manifest(chosen["digest"])
     name = text if "@" not in text else text.split("@")[0]
     description = f"pulled from {reference.registry}/{reference.repository}@{digest}"
-    return image_sources.manifest_source(
+    return image_manifests.manifest_source(
         document, client.blob_bytes, client.blob_opener, name, description)
