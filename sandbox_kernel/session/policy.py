@@ -38,37 +38,34 @@ host: no file read, no socket opened, no container started.
 
 ``%%container`` in an ordinary kernel runs ``trusted``: there the notebook's
 author is the host user.
+
+The parts::
+
+    policy.py           Policy: the rules and their checks, the presets, the installer's overrides
+    policy_notebook.py  the notebook's directory in a container: which one, how mounted
+    policy_values.py    limits, registries, image names and directories as typed, and shown
 """
 from __future__ import annotations
 
 import os
 import re
-import pwd
 from dataclasses import dataclass, replace
 
 from ..runtime import images
-from ..runtime.spec import DEFAULT_DISK, Mount, SpecError, parse_cpus, parse_duration, \
-    parse_network, parse_pids, parse_size
-from . import stats as stats_contract
+from ..runtime.spec import DEFAULT_DISK, SpecError, parse_network
+from .policy_notebook import (  # noqa: F401 -- moved; commands, settings and tests use policy's names
+    NOTEBOOK_DIR_MODES, NOTEBOOK_DIR_WORDS, SYSTEM_DIRS, SYSTEM_TREES, NotebookDir, home_directories,
+    notebook_dir_for, parse_notebook_dir, parse_notebook_root, unsafe_directory)
+from .policy_values import (  # noqa: F401 -- moved; commands, settings and tests use policy's names
+    DOCKER_HUB_ALIASES, NO_LIMIT, below, check_reference, normal_registry, on_host, parse_limit,
+    real_dir, show, typed)
 
 CLASSROOM, TRUSTED = "classroom", "trusted"
 PRESETS = (CLASSROOM, TRUSTED)
 CAPPED = ("memory", "cpus", "pids", "timeout", "disk")
-NO_LIMIT = ("", "none", "unlimited")
 INSTALL = "sandbox-kernel install"
 # a new image's name in the classroom: one path component, Docker's NAME[:TAG]
 _NEW_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$")
-DOCKER_HUB_ALIASES = ("docker.io", "index.docker.io", "registry-1.docker.io")
-# how the notebook's directory is in the container (see Policy.notebook_mount)
-NOTEBOOK_DIR_MODES = ("overlay", "ro", "rw", "none")
-NOTEBOOK_DIR_WORDS = {"overlay": "read-only; writes stay in the container", "ro": "read-only",
-                      "rw": "read-write", "none": "not mounted"}
-# never a notebook's directory, whatever the policy: the whole host, or its
-# system, shared or per-user trees; also below these
-SYSTEM_TREES = ("/proc", "/sys", "/dev", "/boot", "/etc", "/run", "/usr", "/bin", "/sbin", "/lib",
-                "/lib32", "/lib64", "/libx32")
-SYSTEM_DIRS = ("/", "/var", "/var/tmp", "/var/lib", "/home", "/root", "/tmp", "/opt", "/srv", "/mnt",
-               "/media", "/snap", "/nix")
 
 
 class PolicyRefused(ValueError):
@@ -179,7 +176,7 @@ class Policy:
             self._refuse(f"the import path {path!r} has '..': give a path below "
                          f"{self._dirs()}", "lists the directories", f"{INSTALL} --import-dir DIR")
         real = os.path.realpath(path)
-        if not any(_below(real, allowed) for allowed in self.import_dirs):
+        if not any(below(real, allowed) for allowed in self.import_dirs):
             where = real if real == os.path.abspath(path) else f"{real} (where {path!r} leads)"
             self._refuse(f"import reads only below {self._dirs()}, not {where}",
                          "lists the directories", f"{INSTALL} --import-dir DIR")
@@ -248,49 +245,12 @@ class Policy:
 
     # -- the notebook's directory ---------------------------------------------------
 
-    def notebook_mount(self, path: str | None) -> "NotebookDir":
+    def notebook_mount(self, path: str | None) -> NotebookDir:
         """How the notebook's directory ``path`` (the kernel's working
-        directory) is in the container: a Mount at the same path, the cells'
-        working directory, and the words for %container status.  ``rw``:
-        read-write, and what the cells write is the host's; ``ro``:
-        read-only; ``overlay``: read-only, with a writable layer in the
-        container (what the cells write stays there and counts against
-        --disk); ``none``: not there.  With a notebook root (an installer's
-        directory the notebook's is below, or "parent": the one above it)
-        that root is mounted instead, so that ``../images`` resolves as on
-        the host; the working directory stays the notebook's.  The files
-        show as the workload's where they are the kernel's user's
-        (map_owner; an idmapped mount, as root).  Never the whole host, a
-        system directory or a home directory itself (its keys, shell
-        start-up files and Jupyter's connection files): cells then start in
-        a fresh /workspace and the words say why."""
-        fresh = "cells start in a fresh /workspace"
-        if self.notebook_dir == "none":
-            return NotebookDir(None, None, f"not mounted (the {self.name} policy's notebook_dir none): "
-                                           f"{fresh}")
-        if not path:
-            return NotebookDir(None, None, f"not mounted (the kernel's directory is unknown): {fresh}")
-        real = os.path.realpath(path)
-        why = unsafe_directory(real)
-        if why is not None:
-            return NotebookDir(None, None, f"not mounted: {real} is {why}: {fresh}; keep the notebook "
-                                           f"in a folder of its own")
-        root = self._notebook_root_of(real)
-        mount = Mount(root, root, read_only=self.notebook_dir == "ro",
-                      overlay=self.notebook_dir == "overlay", map_owner=(os.geteuid(), os.getegid()))
-        words = f"{real} ({NOTEBOOK_DIR_WORDS[self.notebook_dir]})"
-        if root != real:
-            words += f", in {root}, mounted whole"
-        return NotebookDir(mount, real, words)
-
-    def _notebook_root_of(self, real: str) -> str:
-        """The directory to mount for the notebook's directory ``real``."""
-        if self.notebook_root == "parent":
-            parent = os.path.dirname(real)
-            return parent if unsafe_directory(parent) is None else real
-        if self.notebook_root is not None and _below(real, self.notebook_root):
-            return self.notebook_root
-        return real
+        directory) is in the container under this policy's notebook_dir and
+        notebook_root (policy_notebook.notebook_dir_for says how)."""
+        return notebook_dir_for(path, mode=self.notebook_dir, root=self.notebook_root,
+                                policy_name=self.name)
 
     # -- what it says ------------------------------------------------------------
 
@@ -388,148 +348,6 @@ def with_overrides(policy: Policy, overrides: dict) -> Policy:
     return replace(policy, **fields)
 
 
-@dataclass(frozen=True)
-class NotebookDir:
-    """The notebook's directory in a new session (Policy.notebook_mount)."""
-    mount: Mount | None          # None: not mounted
-    workdir: str | None          # the cells' working directory; None: a fresh /workspace
-    words: str                   # for %container status
-
-
-def parse_notebook_root(text) -> str:
-    """'parent', or an absolute directory that may be mounted whole: its real path."""
-    value = str(text).strip()
-    if value == "parent":
-        return value
-    accepted = ("parent (the notebook's directory's parent) or an absolute directory, not the "
-                "root, a system or a home directory, e.g. /srv/course")
-    if not os.path.isabs(value) or not os.path.isdir(value):
-        raise SpecError("notebook root", text, accepted)
-    real = os.path.realpath(value)
-    if unsafe_directory(real) is not None:
-        raise SpecError("notebook root", text, accepted)
-    return real
-
-
-def parse_notebook_dir(text) -> str:
-    value = str(text).strip().lower()
-    if value not in NOTEBOOK_DIR_MODES:
-        raise SpecError("notebook dir", text, "overlay (read-only, writes stay in the container), "
-                        "ro (read-only), rw (read-write) or none (not mounted)")
-    return value
-
-
-def unsafe_directory(real: str) -> str | None:
-    """Why the real path ``real`` may not be a notebook's directory in a
-    container, or None: the root, a system directory or tree, a home directory."""
-    if real in SYSTEM_DIRS:
-        return "the root" if real == "/" else "a system directory"
-    if any(_below(real, tree) for tree in SYSTEM_TREES):
-        return "a system directory"
-    if real in home_directories():
-        return "a home directory"
-    return None
-
-
-def home_directories() -> set[str]:
-    """The kernel's user's home (passwd and $HOME), as real paths."""
-    homes = set()
-    try:
-        homes.add(pwd.getpwuid(os.geteuid()).pw_dir)
-    except KeyError:
-        pass   # a uid without a passwd entry (a container's): $HOME only
-    if os.environ.get("HOME"):
-        homes.add(os.environ["HOME"])
-    return {os.path.realpath(h) for h in homes if os.path.isabs(h)}
-
-
-# ---------------------------------------------------------------------------
-# Values
-
-
-def parse_limit(setting: str, text):
-    """A limit as typed; None for no limit ("", none, unlimited)."""
-    if text is None or str(text).strip().lower() in NO_LIMIT:
-        return None
-    if setting in ("memory", "disk"):
-        return parse_size(text, setting)
-    if setting == "cpus":
-        return parse_cpus(text)
-    if setting == "pids":
-        return parse_pids(text)
-    if setting == "sessions":
-        return _parse_count(text)
-    return parse_duration(text, setting)
-
-
-def _parse_count(text) -> int:
-    try:
-        value = int(str(text).strip())
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise SpecError("sessions", text, "a whole number of at least 1, e.g. 1")
-    return value
-
-
-def show(setting: str, value) -> str:
-    if value is None:
-        return "no limit"
-    if setting in ("memory", "disk"):
-        return stats_contract.format_bytes(value)
-    if setting == "timeout":
-        return stats_contract.format_seconds(value)
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def typed(setting: str, value) -> str:
-    """A value as an install option takes it: 100G, 512M, 2.5, 30s."""
-    if setting in ("memory", "disk"):
-        mib = -(-value // (1 << 20))
-        return f"{mib >> 10}G" if mib % 1024 == 0 else f"{mib}M"
-    if setting == "timeout":
-        return f"{value:g}s"
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def check_reference(name: str) -> str:
-    """An image name as the store takes it (no '..', no odd characters), or
-    host; PolicyRefused-free: the store's own one-line ImageError."""
-    if name == images.HOST:
-        return name
-    return images.check_name(name)
-
-
-def normal_registry(text: str) -> str:
-    """host[:port], lower case; Docker Hub's aliases are one."""
-    value = str(text).strip().lower().rstrip("/")
-    if not value or "/" in value or "@" in value or any(c.isspace() for c in value):
-        raise SpecError("registry", text, "HOST or HOST:PORT, e.g. 127.0.0.1:5000 or docker.io")
-    return "registry-1.docker.io" if value in DOCKER_HUB_ALIASES else value
-
-
-def real_dir(path: str) -> str:
-    """An import directory as the installer gives it: absolute, existing; its real path."""
-    if not os.path.isabs(path):
-        raise SpecError("import dir", path, "an absolute path of a directory, e.g. /srv/images")
-    real = os.path.realpath(path)
-    if not os.path.isdir(real):
-        raise SpecError("import dir", path, f"an existing directory ({real} is not one)")
-    return real
-
-
-def on_host(name: str) -> bool:
-    """The host image, or an image built on it (its layers go over the host's dirs)."""
-    if name == images.HOST:
-        return True
-    image = images.load(name)
-    return image is not None and image.base == images.HOST
-
-
-def _below(path: str, directory: str) -> bool:
-    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
-
 
 def _list(values):
     return None if values is None else list(values)
-
