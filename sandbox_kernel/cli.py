@@ -12,15 +12,20 @@ Bad input gets one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import signal
 import sys
 
+from .session import options
 
-# A container must not be able to use up the host's pids (kernel.pid_max is
-# often 32768, below a root's RLIMIT_NPROC): the same default as the kernel's.
-DEFAULT_RUN_PIDS = "256"
-NO_LIMIT = ("none", "unlimited")
+
+# The options of ``run`` (their help, defaults, parsers) are declared once in
+# session/options.py, with those of %%container, %container limits and the
+# kernel's settings.  The pids default protects the host: a container must not
+# be able to use up its pids (kernel.pid_max is often 32768, below a root's
+# RLIMIT_NPROC), the same default as the kernel's.
+DEFAULT_RUN_PIDS = options.get("pids").defaults[options.RUN]
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -36,24 +41,7 @@ def _run_parser(sub) -> None:
         description="Run CMD in a fresh container with limits; exit with its exit code "
                     "(128+N if killed by signal N).",
         epilog="example: sandbox-kernel run --memory 256M --cpus 0.5 -- python3 -c 'print(1)'")
-    run.add_argument("--memory", help="memory limit, e.g. 512M or 1.5G (no swap beyond it)")
-    run.add_argument("--cpus", help="CPU limit in cores, e.g. 0.5 or 2")
-    run.add_argument("--pids", default=DEFAULT_RUN_PIDS,
-                     help=f"process and thread limit (default {DEFAULT_RUN_PIDS}; "
-                          "none: no limit besides the host's)")
-    run.add_argument("--timeout", help="wall time limit, e.g. 30s or 2m")
-    run.add_argument("--disk", help="size of the writable layer, e.g. 1G (default 1G)")
-    run.add_argument("--net", default="none", help="none (loopback only, default) or host")
-    run.add_argument("--mount", action="append", default=[], metavar="SRC:DST[:ro]",
-                     help="bind a host path into the container (repeatable)")
-    run.add_argument("--workdir", help="working directory inside (default /workspace)")
-    run.add_argument("--workspace", help="host directory shown at /workspace (default: a fresh one)")
-    run.add_argument("--image", default="host", help="the image (default: host); see sandbox-kernel images")
-    run.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                     help="set an environment variable (repeatable)")
-    run.add_argument("--report", action="store_true",
-                     help="print an isolate-style report to stderr when the command ends")
-    run.add_argument("--report-json", metavar="FILE", help="write the report as JSON to FILE")
+    options.add_arguments(run, options.RUN)
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
 
 
@@ -80,12 +68,11 @@ def cmd_run(args, parser) -> int:
 
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     try:
+        limits = options.limits(vars(args), options.RUN)     # "none" lifts --pids here
         spec = ContainerSpec.from_strings(
-            command, memory=args.memory, cpus=args.cpus,
-            pids=None if str(args.pids).strip().lower() in NO_LIMIT else args.pids,
-            timeout=args.timeout, disk=args.disk, net=args.net, mounts=args.mount,
-            env=args.env, workdir=args.workdir, workspace=args.workspace,
-            image=images.resolve(args.image))
+            command, net=args.net, mounts=args.mount, env=args.env, workdir=args.workdir,
+            workspace=args.workspace, image=images.resolve(args.image))
+        spec = dataclasses.replace(spec, limits=limits)
     except (SpecError, images.ImageNotFound) as error:
         parser.exit(2, f"sandbox-kernel run: {error}\n")
     with Container(spec) as box:

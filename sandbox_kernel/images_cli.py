@@ -24,38 +24,40 @@ from __future__ import annotations
 import json
 import sys
 
+from .progress import terminal_progress
 from .runtime import images
+from .session import options
 
 
 def add_arguments(sub) -> None:
-    """The ``images`` subparser of the sandbox-kernel command."""
+    """The ``images`` subparser of the sandbox-kernel command; the actions'
+    help is options.py's, shared with ``%container image``."""
+    helps, arguments = options.IMAGE_ACTIONS, options.IMAGE_ARGUMENTS
     parser = sub.add_parser("images", help="list, import, inspect, remove, build and pull images",
                             description=__doc__.split("\n\n")[0],
                             epilog="example: sandbox-kernel images import busybox.tar --name busybox")
     actions = parser.add_subparsers(dest="images_action", metavar="ACTION",
                                     parser_class=type(parser))
-    actions.add_parser("list", aliases=["ls"], help="the images there are")
-    imp = actions.add_parser("import", help="import a rootfs dir/tar, an OCI layout or a docker save tar")
-    imp.add_argument("path", help="directory or tar file")
+    actions.add_parser("list", aliases=["ls"], help=helps["ls"])
+    imp = actions.add_parser("import", help=helps["import"])
+    imp.add_argument("path", help=arguments["path"])
     imp.add_argument("--name", help="the image's name (default: from the archive or file name)")
     imp.add_argument("--allow-setuid", action="store_true",
                      help="keep setuid/setgid bits (dropped by default)")
-    inspect = actions.add_parser("inspect", help="layers, config and sizes of an image")
+    inspect = actions.add_parser("inspect", help=helps["inspect"])
     inspect.add_argument("name")
     inspect.add_argument("--json", action="store_true", help="print it as JSON")
-    rm = actions.add_parser("rm", help="remove an image (and the layers only it used)")
-    rm.add_argument("name")
-    build = actions.add_parser("build", help="run a script in a container of BASE, keep its "
-                                             "writes as a new layer (docker commit)")
+    actions.add_parser("rm", help=helps["rm"]).add_argument("name")
+    build = actions.add_parser("build", help=helps["build"])
     build.add_argument("name")
-    build.add_argument("--from", dest="base", required=True, help="the base image")
-    build.add_argument("--run", required=True, help="the /bin/sh script, e.g. 'apk add curl'")
+    build.add_argument("--from", dest="base", required=True, help=arguments["base"])
+    build.add_argument("--run", required=True, help=arguments["script"])
     build.add_argument("--mount", action="append", default=[], metavar="SRC:DST[:ro]",
                        help="bind a host path for the build only (not kept), e.g. ./wheels:/wheels:ro")
     build.add_argument("--net", default="host", choices=("host", "none"),
                        help="the build's network (default: host)")
-    pull = actions.add_parser("pull", help="pull from a registry (OCI distribution API)")
-    pull.add_argument("reference", help="[REGISTRY/]NAME[:TAG][@DIGEST]")
+    pull = actions.add_parser("pull", help=helps["pull"])
+    pull.add_argument("reference", help=arguments["reference"])
     pull.add_argument("--name", help="store it under this name (default: the reference)")
     pull.add_argument("--platform", help="OS/ARCH[/VARIANT] (default: this machine's)")
 
@@ -89,7 +91,7 @@ def table(columns, rows) -> str:
 
 
 def _import(args) -> int:
-    image = images.import_image(args.path, args.name, progress=images.terminal_progress(),
+    image = images.import_image(args.path, args.name, progress=terminal_progress(),
                                 allow_setuid=args.allow_setuid)
     print(f"imported {image.name} ({len(image.layers)} layer(s), {image.id[:19]})")
     return 0
@@ -123,7 +125,7 @@ def _build(args) -> int:
 
 def _pull(args) -> int:
     image = images.pull(args.reference, args.name, platform_name=args.platform,
-                        progress=images.terminal_progress())
+                        progress=terminal_progress())
     print(f"pulled {image.name} ({len(image.layers)} layer(s), {image.id[:19]})")
     return 0
 

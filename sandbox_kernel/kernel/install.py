@@ -54,6 +54,7 @@ import shutil
 import sys
 import tempfile
 
+from ..session import options
 from . import settings as kernel_settings
 
 DEFAULT_NAME = "python3-sandbox"
@@ -76,7 +77,7 @@ def kernel_argv(settings: dict, *, footer: bool = True, executable: str | None =
     argv = [executable or sys.executable, "-m", KERNEL_MODULE, "-f", "{connection_file}"]
     if systemd_scope:
         argv = SYSTEMD_SCOPE + argv
-    for name in kernel_settings.SETTINGS:
+    for name in kernel_settings.names():
         if name in settings:
             value = settings[name]
             argv.append(f"--SandboxKernel.{name}={'none' if value is None else value}")
@@ -93,7 +94,7 @@ def kernel_argv(settings: dict, *, footer: bool = True, executable: str | None =
 def kernel_json(settings: dict, *, display_name: str = DEFAULT_DISPLAY_NAME, footer: bool = True,
                 executable: str | None = None, systemd_scope: bool = False,
                 policy: dict | None = None, trust_output: bool = False) -> dict:
-    effective = {**kernel_settings.DEFAULTS, **settings}
+    effective = {**kernel_settings.defaults(), **settings}
     policy = policy or {}
     return {
         "argv": kernel_argv(settings, footer=footer, executable=executable,
@@ -200,10 +201,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--name", default=DEFAULT_NAME, help="the kernelspec's name (default: %(default)s)")
     parser.add_argument("--display-name", default=DEFAULT_DISPLAY_NAME,
                         help="the name shown in the launcher (default: %(default)s)")
-    for setting in kernel_settings.SETTINGS:
-        default = kernel_settings.DEFAULTS[setting]
-        parser.add_argument(f"--{setting}", help=_literal(f"{kernel_settings.HELP[setting]} "
-                                                          f"(default: {default or 'none'})"))
+    options.add_arguments(parser, options.KERNEL)     # --memory, --cpus...: the settings
     parser.add_argument("--no-footer", action="store_true",
                         help="no stats footer under each cell (%%container stats on shows it again)")
     _add_policy_arguments(parser)
@@ -252,7 +250,7 @@ def _add_policy_arguments(parser) -> None:
 
 def run(args) -> str:
     """Install from parsed arguments; InstallError on a bad value."""
-    given = {name: getattr(args, name) for name in kernel_settings.SETTINGS}
+    given = {name: getattr(args, name) for name in kernel_settings.names()}
     policy = {trait: getattr(args, option) for option, trait in POLICY_ARGUMENTS.items()}
     prefix = args.prefix if args.prefix else (None if args.user else sys.prefix)
     return install(given, name=args.name, display_name=args.display_name, user=args.user,

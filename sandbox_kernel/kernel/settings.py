@@ -30,9 +30,11 @@ site-wide config file says, and an environment variable overrides both.
 ``%container limits`` then changes a running kernel's limits.
 
 "none" (or "unlimited", or an empty string) lifts a limit: memory, cpus,
-pids and timeout.  Values are checked by the runtime's parsers
-(runtime/spec.py); a bad one names its source, so that the kernel can say
-which file or variable to fix.
+pids and timeout.  The settings, their help, defaults and parsers are the
+KERNEL face of session/options.py, where each option is declared once for
+every face; a value is checked there (options.parse, the runtime's parsers);
+a bad one names its source, so that the kernel can say which file or
+variable to fix.
 
 The policy (session/policy.py): what the notebook's author may ask of the
 host.  The settings above are both the defaults and, in the classroom
@@ -70,25 +72,29 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..runtime import images
+from ..session import options
 from ..session import policy as policies
-from ..runtime.spec import SpecError, parse_cpus, parse_duration, parse_network, parse_pids, \
-    parse_size
+from ..runtime.spec import SpecError
 
-SETTINGS = ("memory", "cpus", "pids", "timeout", "net", "image")
-LIMITS = ("memory", "cpus", "pids", "timeout")
-DEFAULTS = {"memory": "1G", "cpus": "1", "pids": "256", "timeout": None, "net": "none",
-            "image": images.HOST}
+# The settings are the options of the KERNEL face of session/options.py, which
+# declares each once (its parser, help, default): read at call time below, and
+# kept here as names for the kernel (kernel.py, config.py) and the installer.
+SETTINGS = options.names(options.KERNEL)                 # memory cpus pids timeout net image
+LIMITS = options.limit_names(options.KERNEL)             # those "none" lifts
+DEFAULTS = options.defaults(options.KERNEL)
 ENV_PREFIX = "SANDBOX_KERNEL_"
 FOOTER_ENV = ENV_PREFIX + "FOOTER"
-NO_LIMIT = ("", "none", "unlimited")
-HELP = {
-    "memory": "memory limit of the container, swap included, e.g. 512M, 2G (none: no limit)",
-    "cpus": "CPU time of the container, in cores, e.g. 0.5, 2 (none: no limit)",
-    "pids": "most processes and threads in the container, e.g. 256 (none: no limit)",
-    "timeout": "time limit of each cell, e.g. 30s, 5m: interrupted, then killed (none: no limit)",
-    "net": "network: none (loopback only) or host",
-    "image": "the container's image (sandbox-kernel images lists them)",
-}
+NO_LIMIT = options.NO_LIMIT
+HELP = {name: options.help_for(name, options.KERNEL, with_default=False) for name in SETTINGS}
+
+
+def names() -> tuple[str, ...]:
+    """The settings, as options.py has them now."""
+    return options.names(options.KERNEL)
+
+
+def defaults() -> dict:
+    return options.defaults(options.KERNEL)
 
 
 def env_name(setting: str) -> str:
@@ -98,29 +104,23 @@ def env_name(setting: str) -> str:
 def check(setting: str, value) -> str | None:
     """The value as the kernel keeps it (a string, or None: no limit);
     SpecError (or ImageNotFound, for an image) when it is not valid."""
-    if setting in LIMITS and (value is None or str(value).strip().lower() in NO_LIMIT):
+    if setting not in names():
+        raise KeyError(f"unknown setting {setting!r}: one of {', '.join(names())}")
+    text = None if value is None else str(value).strip()
+    parsed = options.parse(setting, text, options.KERNEL)
+    if parsed is None and setting in options.limit_names(options.KERNEL):
         return None
-    text = str(value).strip()
-    if setting == "memory":
-        parse_size(text, "memory")
-    elif setting == "cpus":
-        parse_cpus(text)
-    elif setting == "pids":
-        parse_pids(text)
-    elif setting == "timeout":
-        parse_duration(text, "timeout")
-    elif setting == "net":
-        text = parse_network(text)
-    elif setting == "image":
-        images.resolve(text)
-    else:
-        raise KeyError(f"unknown setting {setting!r}: one of {', '.join(SETTINGS)}")
-    return text
+    return parsed if setting == "net" else text
 
 
-def check_all(values: Mapping) -> dict:
-    """Every given setting checked; the first bad one raises."""
-    return {name: check(name, value) for name, value in values.items() if value is not None}
+def setting_traits() -> dict:
+    """name -> the traitlets trait of each setting (``c.SandboxKernel.NAME``,
+    ``--SandboxKernel.NAME``): a string or a number, None when not set."""
+    from traitlets import Float, Int, Unicode, Union
+    return {name: Union([Unicode(), Int(), Float()], default_value=None, allow_none=True,
+                        help=options.help_for(name, options.KERNEL, with_default=False)
+                        ).tag(config=True)
+            for name in names()}
 
 
 @dataclass
@@ -138,8 +138,9 @@ def resolve(configured: Mapping, *, from_command_line=(), environ: Mapping = os.
     values (None: not set), which already rank kernelspec argv over config
     files; ``from_command_line`` names those that came from argv."""
     resolved = Resolved(footer=footer)
-    for name in SETTINGS:
-        value, source = DEFAULTS[name], "default"
+    builtin = defaults()
+    for name in names():
+        value, source = builtin[name], "default"
         if configured.get(name) is not None:
             value = configured[name]
             source = "kernelspec" if name in from_command_line else "config"
@@ -148,7 +149,7 @@ def resolve(configured: Mapping, *, from_command_line=(), environ: Mapping = os.
         try:
             resolved.values[name] = check(name, value)
         except (SpecError, images.ImageNotFound) as error:
-            resolved.values[name] = DEFAULTS[name]
+            resolved.values[name] = builtin[name]
             resolved.errors.append(f"{error} (from {_source_words(name, source)})")
         resolved.sources[name] = source
     switch = environ.get(FOOTER_ENV)
@@ -176,7 +177,8 @@ def _source_words(name: str, source: str) -> str:
 # The policy
 
 
-POLICY_CAPS = ("memory", "cpus", "pids", "timeout", "disk", "sessions")
+# the caps: of each option with one (options.py), and of how many sessions
+POLICY_CAPS = (*(option.name for option in options.OPTIONS if option.cap), "sessions")
 POLICY_LISTS = ("import_dirs", "pull_registries", "build_bases", "images")
 POLICY_OPTIONS = ("name", *(f"max_{c}" for c in POLICY_CAPS), *POLICY_LISTS, "build_network",
                   "notebook_dir", "notebook_root")

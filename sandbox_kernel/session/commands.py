@@ -5,24 +5,14 @@ The magics (``%container``) and the sandbox kernel are both thin faces over
 returns.  Nothing here imports IPython (the sandbox kernel has no host-side
 IPython shell).
 
-    %container status [--name N]           name, image, limits, state, pid, uptime, figures
-    %container limits [--name N] [--memory 512M] [--cpus 1] [--pids 128] [--timeout 30s]
-                      [--disk 1G] [--net none|host] [--image NAME]
-                                           show the limits, or change them (live where
-                                           the cgroup allows; net and image on restart)
-    %container restart [--name N]          a fresh container (variables are lost)
-    %container stop [--name N]             destroy the container
-    %container stats [--name N] [on|off]   the last cells' figures; on/off: the footer
-    %container push NAMES [--name N]       copy variables into the container (pickled)
-    %container pull NAMES [--name N]       copy variables out of it (restricted unpickler)
-    %container exec [--name N] -- CMD...   run a program in the container, like docker exec
-    %container sessions                    the sessions of this kernel
-    %container on [--name N] / off         every following cell runs in the container
-    %container images                      the images there are (= %container image ls)
-    %container image import PATH [--name N]      a rootfs dir/tar, an OCI layout, a docker save tar
-    %container image inspect NAME | rm NAME | pull REF [--name N]
-    %container image build NAME --from BASE --run SCRIPT [--net none|host]
-                                           (or %%container build NAME --from BASE)
+    %container status | limits | restart | stop | stats | push | pull | exec |
+               sessions | on | off | images | image ...
+
+Each subcommand's help is declared once, in options.py (SUBCOMMANDS,
+IMAGE_ACTIONS), and so are the options of ``%container limits``, shared
+with ``sandbox-kernel run``, ``%%container`` and the kernel's settings:
+``%container -h`` and ``%container limits -h`` show them.  The sessions and
+the warm pool are registry.py's; the one-line usage errors usage.py's.
 
 Every action on the host asks the sessions' policy first (policy.py): the
 sandbox kernel's installer sets it (classroom by default there), the magics
@@ -33,13 +23,14 @@ A mistake (unknown subcommand or option, a missing or bad value) raises
 accepted (``unknown subcommand 'frobnicate'; usage: %container
 status|limits|... ...``).  No traceback, no SystemExit, no usage block: ``-h``
 shows the help.
+
+Imports runtime.images/layers/spec and, of the session: client, options,
+policy, registry, stats and usage.  Nothing of IPython.
 """
 from __future__ import annotations
 
 import argparse
 import html
-import os
-import re
 import secrets
 import shlex
 import time
@@ -47,28 +38,20 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..runtime import images, layers
-from ..runtime.spec import ContainerSpec, Limits, SpecError, parse_network
+from ..runtime.spec import Limits, SpecError
+from . import options
 from . import policy as policies
 from . import stats as stats_contract
 from .client import Session, SessionError
-from .policy import Policy, PolicyRefused
-
-DEFAULT_SESSION = "default"
-LIMIT_OPTIONS = ("memory", "cpus", "pids", "timeout", "disk")
-POOL_ENV = "SANDBOX_KERNEL_POOL"
-# the trusted policy's notebook directory, from the host user's own environment
-NOTEBOOK_ENV = {"notebook_dir": "SANDBOX_KERNEL_NOTEBOOK_DIR",
-                "notebook_root": "SANDBOX_KERNEL_NOTEBOOK_ROOT"}
-DEFAULT_POOL = 1
-MAX_POOL = 4
-
-
-class UsageError(Exception):
-    """A command line that cannot be run; the message is for the user as is."""
-
-
-class HelpRequested(Exception):
-    """-h: the message is the help text (shown, not an error)."""
+from .options import DEFAULT_SESSION  # noqa: F401 -- the magics and the kernel import it here
+from .policy import PolicyRefused  # noqa: F401 -- the magics import it here
+# moved (issue 16): the sessions and the warm pool to registry.py, the one-line
+# usage errors to usage.py; the magics, the kernel and the tests import them here
+from .registry import (  # noqa: F401
+    DEFAULT_POOL, LIMIT_OPTIONS, MAX_POOL, NOTEBOOK_ENV, POOL_ENV, Sessions, change_notes,
+    describe_limits, parse_limits, pool_size)
+from .usage import (  # noqa: F401
+    HelpRequested, OneLineParser, UsageError, one_line, one_line_usage, split_names, unexpected)
 
 
 @dataclass
@@ -81,364 +64,22 @@ class Output:
 
 
 # ---------------------------------------------------------------------------
-# The sessions of one kernel
+# Parsing: the subcommands' help and the options of %container limits come
+# from options.py, as do the CLI's and the kernel's
 
 
-class Sessions:
-    """The named sessions of one kernel, and the faces' shared switches:
-    ``auto`` (the session every cell runs in, or None) and ``footer``.
-
-    The warm pool: ``warm_up`` starts containers ahead, in the background,
-    with the defaults of a new session (host image, no network, the default
-    limits), so that the first ``%%container`` cell finds its container
-    running.  A new session takes one whose image and network match and
-    gets its limits set live (memory, cpus and pids through the cgroup, as
-    ``%container limits`` does); when none matches, the pool is dropped.
-    Bounded (MAX_POOL), never refilled, private to this process (each
-    container's launcher lives only as long as its owner), and closed with
-    the sessions.  A warm container is an ordinary container: its own
-    cgroup with the limits, counted like any other.
-
-    The policy (policy.py) is asked before every action on the host: a new
-    session (how many, its limits, network and image), a change of limits,
-    and every image action but ls and inspect.  ``defaults`` are a new
-    session's limits when none are given (the sandbox kernel's settings: a
-    second session is not unlimited); ``made`` the images this process
-    built, imported or pulled (a classroom kernel removes only those);
-    ``trust_output`` is set on every session made here.  The magics'
-    Sessions are ``trusted`` with no defaults: as before.
-    """
-
-    def __init__(self, factory: Callable[..., Session] = Session, *, policy: Policy | None = None,
-                 defaults: dict | None = None, trust_output: bool = False,
-                 notebook_dir: str | None = None):
-        self.factory = factory
-        # the notebook's directory, the cells' working directory at the same
-        # path (policy.notebook_mount says how); None: this process's working
-        # directory when a session is made (the magics: ipykernel's, as the
-        # server started it in the notebook's directory, or after a %cd)
-        self.notebook_dir = notebook_dir
-        self.policy = policy if policy is not None else policies.trusted()
-        self.defaults = dict(defaults or {})      # a new session's limits as typed ("1G"), if not given
-        self.trust_output = trust_output          # every session's output shown as is (session/client.py)
-        self.made: set[str] = set()               # images this kernel built, imported or pulled
-        self.sessions: dict[str, Session] = {}
-        self.pool: list[Session] = []
-        self.auto: str | None = None
-        self.auto_options: dict = {}
-        self.footer = True
-        self.new_session_hint = "a %%container cell creates one"   # the sandbox kernel says its own
-
-    def get(self, name: str) -> Session:
-        """An existing session; UsageError naming the ones there are."""
-        try:
-            return self.sessions[name]
-        except KeyError:
-            there = ", ".join(sorted(self.sessions)) or "none yet"
-            raise UsageError(f"no session named {name!r} (sessions: {there}); "
-                             f"{self.new_session_hint}") from None
-
-    def open(self, name: str = DEFAULT_SESSION, *, image=None, net=None, **limits) -> tuple[Session, list[str]]:
-        """The session ``name``, created with these options if new; if it
-        exists, given options change it.  Returns it and notes for the user."""
-        given = {k: v for k, v in limits.items() if v is not None}
-        session = self.sessions.get(name)
-        if session is None:
-            return self._new_session(name, image or images.HOST, net or "none", given), []
-        if not given and image is None and net is None:
-            return session, []
-        self.check_changes(given, image, net)
-        changes = session.set_limits(**given, image=image, net=net)
-        return session, change_notes(session, changes)
-
-    def _new_session(self, name: str, image: str, net: str, given: dict) -> Session:
-        """A session with the given limits and the defaults for the others,
-        after the policy said yes; a bad value raises before anything starts."""
-        self.policy.check_sessions(len(self.sessions))
-        wanted = {**{k: v for k, v in self.defaults.items() if k in LIMIT_OPTIONS}, **given}
-        new_limits = parse_limits(wanted)
-        self.policy.check_limits({k: getattr(new_limits, k) for k in LIMIT_OPTIONS})
-        self.policy.check_network(net)
-        self.policy.check_image(image)
-        notebook = self.notebook_mount()
-        session = self._from_pool(name, image, net, wanted, notebook)
-        if session is None:
-            session = self.factory(name, image=image, limits=new_limits, network=net)
-            self._place(session, notebook)
-        self._trust(session)
-        self.sessions[name] = session
-        return session
-
-    def check_changes(self, given: dict, image: str | None, net: str | None) -> None:
-        """What ``%container limits`` (or the magics' options) would change, asked of the policy."""
-        self.policy.check_limit_strings(given)
-        if net is not None:
-            self.policy.check_network(net)
-        if image is not None:
-            self.policy.check_image(image)
-
-    def notebook_mount(self) -> policies.NotebookDir:
-        """The notebook's directory as the policy has it in a new session.
-        Under the trusted policy (the magics: the host user's own kernel)
-        SANDBOX_KERNEL_NOTEBOOK_DIR (overlay|ro|rw|none) and
-        SANDBOX_KERNEL_NOTEBOOK_ROOT (DIR|parent) change it; UsageError,
-        one line, for a bad value."""
-        path = self.notebook_dir
-        if path is None:
-            try:
-                path = os.getcwd()
-            except FileNotFoundError:   # the directory was removed under us
-                path = None
-        return self._notebook_policy().notebook_mount(path)
-
-    def _notebook_policy(self) -> Policy:
-        if self.policy.name != policies.TRUSTED:
-            return self.policy
-        given = {key: os.environ.get(variable) for key, variable in NOTEBOOK_ENV.items()}
-        try:
-            return policies.with_overrides(self.policy, {k: v for k, v in given.items() if v})
-        except SpecError as error:
-            raise UsageError(f"{error} (from {' or '.join(NOTEBOOK_ENV.values())})") from None
-
-    @staticmethod
-    def _place(session: Session, notebook: policies.NotebookDir) -> None:
-        """The notebook's directory of a session not started yet."""
-        session.notebook_dir = notebook.mount
-        session.workdir = notebook.workdir
-        session.notebook_words = notebook.words
-
-    def _trust(self, session: Session) -> None:
-        """The kernel's trust_output on every session it makes (session/client.py
-        shows such a session's output unsanitised)."""
-        if self.trust_output:
-            session.trust_output = True
-
-    def close(self, name: str) -> None:
-        session = self.sessions.pop(name, None)
-        if session is not None:
-            session.stop()
-
-    def close_all(self) -> None:
-        """Destroy every container (kernel shutdown, extension unload)."""
-        self.drop_pool()
-        for name in list(self.sessions):
-            self.close(name)
-
-    # -- the warm pool ---------------------------------------------------------
-
-    def warm_up(self, size: int = DEFAULT_POOL) -> int:
-        """Start ``size`` containers ahead for the sessions to come (at most
-        MAX_POOL); only while there is no session and no pool yet.  Returns
-        how many were started."""
-        if self.sessions or self.pool:
-            return 0
-        notebook = self.notebook_mount()
-        for _ in range(min(size, MAX_POOL)):
-            session = self.factory(DEFAULT_SESSION, image=images.HOST, limits=parse_limits(self.defaults),
-                                   network="none")
-            self._place(session, notebook)
-            self._trust(session)
-            session.start_soon()
-            self.pool.append(session)
-        return len(self.pool)
-
-    def drop_pool(self) -> None:
-        """Destroy the containers started ahead that no session took."""
-        pool, self.pool = self.pool, []
-        for session in pool:
-            session.stop()
-
-    def _from_pool(self, name: str, image: str, net: str, given: dict,
-                   notebook: policies.NotebookDir | None = None) -> Session | None:
-        """A warm session for the new session ``name``, with the limits it
-        was asked for; None if none fits (the pool is then dropped: it was
-        started for sessions like this one, or in another directory)."""
-        network = parse_network(net)
-        mount, workdir = (notebook.mount, notebook.workdir) if notebook else (None, None)
-        fits = [s for s in self.pool if s.image == image and s.network == network
-                and getattr(s, "notebook_dir", None) == mount and getattr(s, "workdir", None) == workdir]
-        if not fits:
-            self.drop_pool()
-            return None
-        session = fits[0]
-        self.pool.remove(session)
-        session.name = name
-        try:
-            session.set_limits(**given)
-        except (OSError, RuntimeError):   # the cgroup refused: start one cold instead
-            session.stop()
-            return None
-        return session
-
-
-def pool_size(environ=os.environ) -> int:
-    """How many containers the magics start ahead: SANDBOX_KERNEL_POOL
-    (0 turns the pool off); UsageError for a value that is not 0..MAX_POOL."""
-    text = environ.get(POOL_ENV, "").strip()
-    if not text:
-        return DEFAULT_POOL
-    if not text.isdigit() or int(text) > MAX_POOL:
-        raise UsageError(f"{POOL_ENV}={text!r}: not a pool size; accepted: 0 (no containers "
-                         f"started ahead) to {MAX_POOL}; the default is {DEFAULT_POOL}")
-    return int(text)
-
-
-def parse_limits(strings: dict) -> Limits:
-    """Limits from what a user typed ("512M", "1.5", "30s"); SpecError if bad."""
-    spec = ContainerSpec.from_strings(("-",), **{k: strings.get(k) for k in LIMIT_OPTIONS})
-    return spec.limits
-
-
-def change_notes(session: Session, changes: dict) -> list[str]:
-    notes = []
-    if changes.get("changed"):
-        notes.append(f"session {session.name!r}: {', '.join(changes['changed'])} changed "
-                     f"({describe_limits(session)})")
-    if changes.get("restart_needed"):
-        notes.append(f"session {session.name!r}: {', '.join(changes['restart_needed'])} take effect on "
-                     f"restart: run %container restart --name {session.name} (variables are lost)")
-    return notes
-
-
-def describe_limits(session: Session) -> str:
-    limits = session.limits
-    return ", ".join([
-        f"memory {stats_contract.format_bytes(limits.memory) if limits.memory else 'unlimited'}",
-        f"cpus {limits.cpus:g}" if limits.cpus else "cpus unlimited",
-        f"pids {limits.pids}" if limits.pids else "pids unlimited",
-        f"timeout {stats_contract.format_seconds(limits.timeout)}" if limits.timeout else "no timeout",
-        f"net {session.network}", f"image {session.image}",
-    ])
-
-
-# ---------------------------------------------------------------------------
-# Parsing
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises instead of printing and exiting: one line, what
-    was wrong and what is accepted (``-h`` still shows the whole help)."""
-
-    def parse_known_args(self, args=None, namespace=None):
-        self.given = list(args or [])          # what this (sub)command was given, for error()
-        return super().parse_known_args(args, namespace)
-
-    def error(self, message: str):
-        unknown = [word for word in getattr(self, "given", []) if word.startswith("-")
-                   and word != "--" and word.split("=")[0] not in self._option_string_actions]
-        if unknown and message.startswith(_REQUIRED):     # the likelier mistake comes first
-            message = f"unrecognized arguments: {' '.join(unknown)}"
-        raise UsageError(f"{self.prog}: {_plain(self, message)}")
-
-    def exit(self, status: int = 0, message: str | None = None):
-        raise UsageError(f"{self.prog}: {' '.join((message or 'cannot read this line').split())}; "
-                         f"usage: {one_line_usage(self)}")
-
-    def print_help(self, file=None):
-        raise HelpRequested(self.format_help())
-
-
-_REQUIRED = "the following arguments are required: "
-_NEEDS_VALUE = re.compile(r"^argument (\S+?)(?:/\S+)?: expected one argument$")
-_BAD_CHOICE = re.compile(r"^argument (\S+): invalid choice: (.*?) \(choose from .*\)$")
-_NOUNS = {"command": "subcommand", "action": "action", "switch": "switch"}
-
-
-def _plain(parser: argparse.ArgumentParser, message: str) -> str:
-    """argparse's message in plain words, with the usage as what is accepted:
-    one line (argparse's own is the usage, a newline, then the message)."""
-    usage = one_line_usage(parser)
-    if message.startswith(_REQUIRED):
-        missing = message[len(_REQUIRED):]
-        if missing in ("SUBCOMMAND", "ACTION"):
-            return f"no {missing.lower()} given; usage: {usage}"
-        named = {name: _usage_part(a).strip("[]").removesuffix("...") for a in parser._actions
-                 for name in (a.option_strings[:1] or [a.metavar or a.dest])}
-        return f"missing {', '.join(named.get(m, m) for m in missing.split(', '))}; usage: {usage}"
-    needs_value = _NEEDS_VALUE.match(message)
-    if needs_value:
-        option = needs_value.group(1)
-        action = next((a for a in parser._actions if option in a.option_strings), None)
-        if action is None or not action.help:
-            return f"{option} needs a value; usage: {usage}"
-        return f"{option} needs a value: {parser._get_formatter()._expand_help(action)}"
-    bad_choice = _BAD_CHOICE.match(message)
-    if bad_choice:
-        dest = next((a.dest for a in parser._actions
-                     if a.choices and bad_choice.group(1) in (a.metavar, a.dest)), "")
-        return f"unknown {_NOUNS.get(dest, 'value')} {bad_choice.group(2)}; usage: {usage}"
-    if message.startswith("unrecognized arguments: "):
-        return f"{_unexpected(message.split(': ', 1)[1].split())}; usage: {usage}"
-    return f"{message}; usage: {usage}"
-
-
-def one_line_usage(parser: argparse.ArgumentParser) -> str:
-    """``%container limits [--name NAME] [--memory MEMORY] ...``: the
-    accepted forms on one line, choices spelled out (a|b), without -h."""
-    parts = [parser.prog]
-    for action in parser._actions:
-        if isinstance(action, argparse._HelpAction):
-            continue
-        parts.append(_usage_part(action))
-    return " ".join(parts)
-
-
-def _usage_part(action: argparse.Action) -> str:
-    if isinstance(action, argparse._SubParsersAction):
-        return "|".join(action.choices) + " ..."
-    shown = "|".join(action.choices) if action.choices else (action.metavar or action.dest.upper())
-    if not action.option_strings:
-        if action.nargs == argparse.REMAINDER:
-            return f"{shown} [ARGS...]"
-        if action.nargs == "+":
-            return f"{shown}..."
-        return f"[{shown}]" if action.nargs == "?" else shown
-    if action.nargs == 0:
-        form = action.option_strings[0]
-    else:
-        form = f"{action.option_strings[0]} {shown}"
-    return form if action.required else f"[{form}]"
-
-
-def _add_name(parser) -> None:
-    parser.add_argument("--name", default=DEFAULT_SESSION, help="the session (default: %(default)s)")
-
-
-def _add_limits(parser) -> None:
-    parser.add_argument("--memory", help="memory limit, e.g. 512M, 2G")
-    parser.add_argument("--cpus", help="CPU cores, e.g. 0.5, 2")
-    parser.add_argument("--pids", help="most processes and threads, e.g. 128")
-    parser.add_argument("--timeout", help="per-cell time limit, e.g. 30s, 2m")
-    parser.add_argument("--disk", help="size of the writable layer, e.g. 1G (on restart)")
-
-
-def build_parser() -> _Parser:
-    parser = _Parser(prog="%container", description="Manage the sandbox sessions of this kernel.",
-                     epilog="Examples: %container status | %container limits --memory 1G | "
-                            "%container exec -- ps aux | %container pull result")
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="%container", description="Manage the sandbox sessions of this kernel.",
+                           epilog="Examples: %container status | %container limits --memory 1G | "
+                                  "%container exec -- ps aux | %container pull result")
     sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True,
-                                parser_class=_Parser)
-    helps = {
-        "status": "name, image, limits, state, pid, uptime, current figures",
-        "limits": "show the limits, or change them",
-        "restart": "a fresh container (its variables are lost)",
-        "stop": "destroy the container",
-        "stats": "the last cells' figures; on/off turns the footer on or off",
-        "push": "copy variables of this kernel into the container",
-        "pull": "copy variables of the container into this kernel",
-        "exec": "run a program in the container: exec -- CMD ARGS",
-        "sessions": "the sessions of this kernel",
-        "on": "every following cell runs in the container",
-        "off": "cells run in this kernel again",
-        "images": "the images there are",
-        "image": "manage images: ls, import PATH, inspect NAME, rm NAME, pull REF, build NAME",
-    }
-    commands = {name: sub.add_parser(name, help=text, description=text) for name, text in helps.items()}
+                                parser_class=OneLineParser)
+    commands = {name: sub.add_parser(name, help=text, description=text)
+                for name, text in options.SUBCOMMANDS.items()}
     for name in ("status", "limits", "restart", "stop", "stats", "push", "pull", "exec", "on"):
-        _add_name(commands[name])
-    _add_limits(commands["limits"])
-    commands["limits"].add_argument("--net", help="none (loopback only) or host")
-    commands["limits"].add_argument("--image", help="the image (see %%container images)")
+        commands[name].add_argument("--name", default=DEFAULT_SESSION,
+                                    help="the session (default: %(default)s)")
+    options.add_arguments(commands["limits"], options.LIMITS)
     commands["stats"].add_argument("switch", nargs="?", choices=("on", "off"),
                                    help="show the footer under each cell, or not")
     for name in ("push", "pull"):
@@ -451,21 +92,22 @@ def build_parser() -> _Parser:
 
 
 def _add_image_actions(parser) -> None:
+    helps, arguments = options.IMAGE_ACTIONS, options.IMAGE_ARGUMENTS
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True,
-                                    parser_class=_Parser)
-    actions.add_parser("ls", help="the images there are")
-    imp = actions.add_parser("import", help="import a rootfs dir/tar, an OCI layout or a docker save tar")
-    imp.add_argument("path", help="a directory or tar file on this machine")
+                                    parser_class=OneLineParser)
+    actions.add_parser("ls", help=helps["ls"])
+    imp = actions.add_parser("import", help=helps["import"])
+    imp.add_argument("path", help=arguments["path"])
     imp.add_argument("--name", dest="image_name", help="the image's name (default: from the file)")
     for action in ("inspect", "rm"):
-        actions.add_parser(action, help=f"{action} an image").add_argument("image")
-    pull = actions.add_parser("pull", help="pull from a registry (OCI distribution API)")
-    pull.add_argument("reference", help="[REGISTRY/]NAME[:TAG][@DIGEST]")
+        actions.add_parser(action, help=helps[action]).add_argument("image")
+    pull = actions.add_parser("pull", help=helps["pull"])
+    pull.add_argument("reference", help=arguments["reference"])
     pull.add_argument("--name", dest="image_name", help="store it under this name")
-    build = actions.add_parser("build", help="run a script in a container of BASE; keep its writes")
+    build = actions.add_parser("build", help=helps["build"])
     build.add_argument("image", help="the new image's name")
-    build.add_argument("--from", dest="base", required=True, help="the base image")
-    build.add_argument("--run", dest="script", required=True, help="the /bin/sh script")
+    build.add_argument("--from", dest="base", required=True, help=arguments["base"])
+    build.add_argument("--run", dest="script", required=True, help=arguments["script"])
     build.add_argument("--net", help="the build's network: none or host (default: the policy's)")
 
 
@@ -486,7 +128,7 @@ def parse(line: str | list[str]) -> argparse.Namespace:
     args, extra = parser.parse_known_args(argv)
     innermost = _innermost(parser, args)
     if extra:
-        raise UsageError(f"{innermost.prog}: {_unexpected(extra)}; usage: {one_line_usage(innermost)}")
+        raise UsageError(f"{innermost.prog}: {unexpected(extra)}; usage: {one_line_usage(innermost)}")
     if args.command == "exec":
         if args.argv[:1] == ["--"]:
             args.argv = args.argv[1:]
@@ -512,23 +154,6 @@ def _innermost(parser: argparse.ArgumentParser, args: argparse.Namespace) -> arg
     return parser
 
 
-def _unexpected(extra: list[str]) -> str:
-    options = [item for item in extra if item.startswith("-")]
-    if options:
-        return f"unknown option{'s' if len(options) > 1 else ''} {', '.join(options)}"
-    return f"unexpected {'arguments' if len(extra) > 1 else 'argument'} {', '.join(map(repr, extra))}"
-
-
-def split_names(items) -> list[str]:
-    """["a,b", "c"] -> ["a", "b", "c"]; UsageError for what is not a name."""
-    names = [n for item in items for n in str(item).split(",") if n.strip()]
-    names = [n.strip() for n in names]
-    bad = [n for n in names if not n.isidentifier()]
-    if bad or not names:
-        raise UsageError(f"not variable names: {', '.join(map(repr, bad)) or 'none given'}")
-    return names
-
-
 # ---------------------------------------------------------------------------
 # Running
 
@@ -551,11 +176,6 @@ def run(line, sessions: Sessions, *, namespace: dict | None = None,
             images.BuildError) as exc:
         text = str(exc.args[0]) if isinstance(exc, LookupError) else str(exc)
         raise UsageError(one_line(text)) from None
-
-
-def one_line(text: str) -> str:
-    """A message of several lines (a build's error, say) as one line."""
-    return "; ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 def _status(args, sessions: Sessions, namespace, on_output) -> Output:
