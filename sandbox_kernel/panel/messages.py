@@ -41,7 +41,6 @@ data) asks for a snapshot.
 """
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterable
 
@@ -71,7 +70,7 @@ def cell_record(session_name: str, stats: dict, *, cell_id: str | None,
     if execution_count is None:
         execution_count = (stats.get("cell") or {}).get("execution_count")
     return {"session": session_name, "cell_id": cell_id, "execution_count": execution_count,
-            "stats": json_safe(stats)}
+            "stats": stats_contract.json_safe(stats)}
 
 
 def message(event: str, *, kind: str, sessions: Iterable[stats_contract.SessionSnapshot],
@@ -87,15 +86,5 @@ def message(event: str, *, kind: str, sessions: Iterable[stats_contract.SessionS
         data["reason"] = reason
         data["history"] = list(history or ())
         data["policy"] = policy
-    return json_safe(data)
+    return stats_contract.json_safe(data)
 
-
-def json_safe(value):
-    """NaN and infinities are not JSON: null, as the contract has it."""
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

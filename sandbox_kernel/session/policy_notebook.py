@@ -2,11 +2,7 @@
 (the notebook's, or a root above it), how (rw, ro, overlay, none), and the
 directories that never are (the root, system trees, home directories).
 
-Part of the sandbox kernel's policy (policy.py says what it is)::
-
-    policy.py           Policy: the rules and their checks, the presets, the installer's overrides
-    policy_notebook.py  the notebook's directory in a container: which one, how mounted
-    policy_values.py    limits, registries, image names and directories as typed, and shown
+Part of the sandbox kernel's policy (policy.py says what it is, and lists its parts).
 
 Imports runtime.spec and policy_values.
 """

@@ -2,11 +2,7 @@
 references and import directories as the installer gives them, and whether
 an image is on the host's files.
 
-Part of the sandbox kernel's policy (policy.py says what it is)::
-
-    policy.py           Policy: the rules and their checks, the presets, the installer's overrides
-    policy_notebook.py  the notebook's directory in a container: which one, how mounted
-    policy_values.py    limits, registries, image names and directories as typed, and shown
+Part of the sandbox kernel's policy (policy.py says what it is, and lists its parts).
 
 Imports runtime.images, runtime.spec and session.stats (its formats).
 """

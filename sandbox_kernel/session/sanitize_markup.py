@@ -2,13 +2,7 @@
 parser, an allowlist, re-serialised), their <style> blocks through
 sanitize_css and their URLs through sanitize_urls.
 
-Part of the output sanitiser (sanitize.py says why)::
-
-    sanitize.py         the bundle: which mime types pass, are rebuilt or are dropped
-    sanitize_urls.py    javascript: URLs in any text a renderer may make a link of
-    sanitize_css.py     style attributes and <style> blocks from an allowlist, scoped
-    sanitize_markup.py  HTML and Markdown through nh3
-    sanitize_svg.py     SVG through an XML walk of our own
+Part of the output sanitiser (sanitize.py says why, and lists its parts).
 
 Imports nh3, sanitize_css and sanitize_urls.
 """

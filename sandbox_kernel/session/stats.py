@@ -264,13 +264,17 @@ def footer_bundle(stats: dict) -> dict:
     itself (the contract's keys only)."""
     contract = {key: value for key, value in stats.items() if key not in FOOTER_ONLY}
     return {"text/plain": footer_text(stats), "text/html": footer_html(stats),
-            MIME_TYPE: _json_safe(contract)}
+            MIME_TYPE: json_safe(contract)}
 
 
-def _json_safe(value):
-    """NaN and infinities are not JSON: they become null."""
+def json_safe(value):
+    """NaN and infinities are not JSON: they become null, in dicts, lists
+    and tuples (which become lists) too.  The footer's JSON and the side
+    panel's messages go through it."""
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value

@@ -2,11 +2,7 @@
 accounting every opcode goes through before it allocates (bytes charged and
 settled, the depth of each container, the clock).
 
-Part of the bounded unpickler (unpickle.py says how it works):
-    unpickle_budget.py   limits, refusals, costs, LoadBudget (this module)
-    unpickle_calls.py    what a pulled pickle may name and call, and what each call costs
-    unpickle_opcodes.py  RestrictedUnpickler: the opcode machine
-    unpickle.py          the entry points (restricted_loads, unpickle_pulled)
+Part of the bounded unpickler (unpickle.py says how it works, and lists its parts).
 
 Imports the stdlib, and runtime.spec's size parser when PULL_LIMIT_ENV is set.
 """

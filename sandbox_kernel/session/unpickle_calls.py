@@ -1,9 +1,9 @@
 """What a pulled pickle may name (SAFE_GLOBALS) and call (CALLS), and what each
 call may allocate at most, computed from its arguments before it is made.
 
-Part of the bounded unpickler (unpickle.py says how it works; the list of its
-modules is in unpickle_budget.py).  Imports the stdlib and unpickle_budget;
-numpy only when the pickle names it.
+Part of the bounded unpickler (unpickle.py says how it works, and lists its
+parts).  Imports the stdlib and unpickle_budget; numpy only when the pickle
+names it.
 """
 from __future__ import annotations
 

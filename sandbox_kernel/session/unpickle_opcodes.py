@@ -2,8 +2,8 @@
 overridden to charge the load's budget (LoadBudget) first, every global
 checked against SAFE_GLOBALS and every call against its check in CALLS.
 
-Part of the bounded unpickler (unpickle.py says how it works; the list of its
-modules is in unpickle_budget.py).  Imports the stdlib, unpickle_budget and
+Part of the bounded unpickler (unpickle.py says how it works, and lists its
+parts).  Imports the stdlib, unpickle_budget and
 unpickle_calls.
 """
 from __future__ import annotations
