@@ -76,10 +76,10 @@ def build_parser() -> OneLineParser:
                                 parser_class=OneLineParser)
     commands = {name: sub.add_parser(name, help=text, description=text)
                 for name, text in options.SUBCOMMANDS.items()}
-    for name in ("status", "limits", "restart", "stop", "stats", "push", "pull", "exec", "on"):
-        commands[name].add_argument("--name", default=DEFAULT_SESSION,
-                                    help="the session (default: %(default)s)")
-    options.add_arguments(commands["limits"], options.LIMITS)
+    flags, session_name = options.argument("name", options.LIMITS)   # the session's --name
+    for name in ("status", "restart", "stop", "stats", "push", "pull", "exec", "on"):
+        commands[name].add_argument(*flags, **session_name)
+    options.add_arguments(commands["limits"], options.LIMITS)        # --name too
     commands["stats"].add_argument("switch", nargs="?", choices=("on", "off"),
                                    help="show the footer under each cell, or not")
     for name in ("push", "pull"):

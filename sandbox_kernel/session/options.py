@@ -83,8 +83,8 @@ def _size(field_name: str) -> Callable:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("name", "session", "the session: one container per name, kept between cells", (CELL,),
-           defaults={CELL: DEFAULT_SESSION}),
+    Option("name", "session", "the session: one container per name, kept between cells",
+           (CELL, LIMITS), defaults={CELL: DEFAULT_SESSION, LIMITS: DEFAULT_SESSION}),
     Option("memory", "size", "memory limit, swap included, e.g. 512M, 2G",
            (RUN, CELL, LIMITS, KERNEL), _size("memory"), {KERNEL: "1G"}, cap="max_memory",
            lifts=(KERNEL,)),
@@ -259,6 +259,11 @@ def _argument(option: Option, face: str) -> tuple[tuple[str, ...], dict]:
     elif face != KERNEL and option.defaults.get(face) is not None:
         kwargs["default"] = option.defaults[face]
     return (*option.flags, option.flag), kwargs
+
+
+def argument(name: str, face: str) -> tuple[tuple[str, ...], dict]:
+    """(flags, keyword arguments) of ``add_argument`` for the option ``name`` in ``face``."""
+    return _argument(get(name), face)
 
 
 def add_arguments(parser: argparse.ArgumentParser, face: str) -> None:
