@@ -9,7 +9,7 @@ only (DESIGN, boundaries), and the side panel's channel::
 
     frontend --execute_request--> SandboxKernel.do_execute
                                     |  leading "%container ..." lines: commands.run, on the host
-                                    |  the rest: Session.execute(code, on_output=relay)
+                                    |  the rest: runner.run (session/runner.py)
                                     v
       iopub  <-- stream / display_data / execute_result / error / clear_output, unchanged
              <-- the stats footer (display_data), then execute_reply
@@ -71,93 +71,39 @@ the tests show the "this host cannot run containers" answer on a host that can.
 from __future__ import annotations
 
 import atexit
-import html
-import math
 import os
 import platform
-import re
 import signal
 import socket
 import threading
-from dataclasses import dataclass, field
 
 from ipykernel.kernelbase import Kernel
-from traitlets import Bool, Float, Int, List, TraitError, Unicode, Union
-from traitlets.config import Configurable
+from traitlets import Bool, Float, TraitError, Unicode
 
 from .. import __version__
+from ..panel.channel import StatsChannel
 from ..runtime import doctor, images
 from ..runtime.spec import Limits, SpecError
 from ..session import commands, policy as policies, stats as stats_contract
 from ..session.client import SessionBusy, SessionError, prewarm
+from ..session.runner import Cell, CellRunner, StepFailed
 from . import settings as kernel_settings
-
-try:
-    from ..panel.channel import StatsChannel
-except ImportError:           # a build without the side panel: no comm target
-    StatsChannel = None
+from .cells import NOT_IN_THIS_KERNEL, RED, RESET, CellMessages, host_bundle, parsed_command
+from .cells import CellError, split_cell  # noqa: F401 -- moved to cells.py; tests import them here
+from .config import SandboxPolicy, setting
+from .requests import EditorRequests
+from .startup import describe, doctor_error, start_failure
+from .usage import UsageMeter
 
 SESSION = commands.DEFAULT_SESSION
 DOCTOR_ROOT_ENV = "SANDBOX_KERNEL_DOCTOR_ROOT"
-RED, BOLD, RESET = "\x1b[31m", "\x1b[1m", "\x1b[0m"
-HOST_PREFIX = "host> "
 SHUTDOWN_GRACE = 0.2        # s a running cell has to stop at shutdown before it is killed
 CONTROL_FINISH_WAIT = 5.0    # s the exiting main thread waits for the control thread's last request
-NOT_IN_THIS_KERNEL = {
-    "on": "every cell already runs in the container in the sandbox kernel",
-    "off": "the sandbox kernel has no host-side Python to run cells in",
-    "push": "the sandbox kernel has no host-side variables to push: define them in a cell",
-    "pull": "the sandbox kernel has no host-side namespace to pull into: the variables "
-            "live in the container already",
-}
-_COMMAND_LINE = re.compile(r"^%container(\s|\?|$)")     # "%container?" is its help
-_CELL_MAGIC = re.compile(r"^%%container(\s|$)")
+# what a container that cannot start makes Session.execute raise: the cell answers with doctor's findings
+START_ERRORS = (SessionError, SpecError, images.ImageNotFound, OSError, RuntimeError)
 
 
-def _setting(name: str):
-    return Union([Unicode(), Int(), Float()], default_value=None, allow_none=True,
-                 help=kernel_settings.HELP[name]).tag(config=True)
-
-
-def _cap(name: str):
-    return Union([Unicode(), Int(), Float()], default_value=None, allow_none=True,
-                 help=kernel_settings.POLICY_HELP[name]).tag(config=True)
-
-
-def _names(name: str):
-    return List(Unicode(), default_value=None, allow_none=True,
-                help=kernel_settings.POLICY_HELP[name]).tag(config=True)
-
-
-class SandboxPolicy(Configurable):
-    """What the notebook's author may ask of the host (session/policy.py):
-    ``c.SandboxPolicy.*`` in a config file, ``--SandboxPolicy.*`` in the
-    kernelspec's argv (sandbox-kernel install --policy, --max-memory...).
-    Read once, as the kernel starts; nothing a notebook sends changes it."""
-
-    name = Unicode(None, allow_none=True, help=kernel_settings.POLICY_HELP["name"]).tag(config=True)
-    max_memory = _cap("max_memory")
-    max_cpus = _cap("max_cpus")
-    max_pids = _cap("max_pids")
-    max_timeout = _cap("max_timeout")
-    max_disk = _cap("max_disk")
-    max_sessions = _cap("max_sessions")
-    import_dirs = _names("import_dirs")
-    pull_registries = _names("pull_registries")
-    build_bases = _names("build_bases")
-    images = _names("images")
-    build_network = Unicode(None, allow_none=True, help=kernel_settings.POLICY_HELP["build_network"]
-                            ).tag(config=True)
-    notebook_dir = Unicode(None, allow_none=True, help=kernel_settings.POLICY_HELP["notebook_dir"]
-                           ).tag(config=True)
-    notebook_root = Unicode(None, allow_none=True, help=kernel_settings.POLICY_HELP["notebook_root"]
-                            ).tag(config=True)
-
-    def options(self) -> dict:
-        return {name: getattr(self, name) for name in kernel_settings.POLICY_OPTIONS}
-
-
-class SandboxKernel(Kernel):
+class SandboxKernel(EditorRequests, Kernel):
     """Python 3 in a resource-limited container: every cell runs there."""
 
     implementation = "sandbox-kernel"
@@ -172,12 +118,12 @@ class SandboxKernel(Kernel):
         "file_extension": ".py",
     }
 
-    memory = _setting("memory")
-    cpus = _setting("cpus")
-    pids = _setting("pids")
-    timeout = _setting("timeout")
-    net = _setting("net")
-    image = _setting("image")
+    memory = setting("memory")
+    cpus = setting("cpus")
+    pids = setting("pids")
+    timeout = setting("timeout")
+    net = setting("net")
+    image = setting("image")
     footer = Bool(True, help="the stats footer under each cell (%container stats off|on)").tag(config=True)
     trust_output = Bool(False, help="show the container's output as it is (scripts and HTML "
                                     "included) instead of sanitised: for code you trust"
@@ -192,7 +138,7 @@ class SandboxKernel(Kernel):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self._count = 0              # what ipykernel counts with (execute_input)
-        self._agent_count = 0        # the agent's count after the last cell
+        self.agent_count = 0        # the agent's count after the last cell
         self._checked = False
         self._interrupted = False
         self._cell_running = False
@@ -212,8 +158,9 @@ class SandboxKernel(Kernel):
         self.sessions.footer = self.resolved.footer
         self.sessions.new_session_hint = (f"every cell runs in the session {SESSION!r}: "
                                           f"leave out --name")
-        self.usage = _UsageMeter()
+        self.usage = UsageMeter()
         self.stats_channel = self._init_comms()
+        self.runner = CellRunner(self.sessions, self.stats_channel)
         errors = self.resolved.errors + policy_errors
         if errors:
             self._blocked = ("SandboxSettingsError", "; ".join(errors),
@@ -228,7 +175,7 @@ class SandboxKernel(Kernel):
         values = self.resolved.values
         return (f"Python {platform.python_version()} in a container (sandbox-kernel {__version__})\n"
                 f"Every cell runs in a resource-limited Linux container: "
-                f"{_describe(values)}.\n"
+                f"{describe(values)}.\n"
                 f"%container status shows it; %container limits --memory 2G changes it.\n"
                 f"Policy: {self.policy.describe()}.")
 
@@ -287,13 +234,14 @@ class SandboxKernel(Kernel):
 
     def container_session(self):
         """The kernel's sandbox session (created on first use, with the settings)."""
-        existing = self.sessions.sessions.get(SESSION)
-        if existing is not None:
-            return existing
-        values = self.resolved.values
-        session, _ = self.sessions.open(SESSION, image=values["image"], net=values["net"],
-                                        **{k: values[k] for k in kernel_settings.LIMITS})
+        session, _ = self.runner.open(SESSION, self._session_options(), change_existing=False)
         return session
+
+    def _session_options(self) -> dict:
+        """Sessions.open's options for the kernel's session: its settings."""
+        values = self.resolved.values
+        return {"image": values["image"], "net": values["net"],
+                **{k: values[k] for k in kernel_settings.LIMITS}}
 
     def _prepare(self) -> None:
         """The helper thread: check a fake host if asked, then start the
@@ -314,7 +262,7 @@ class SandboxKernel(Kernel):
         checks = doctor.diagnose(os.path.join(root, "proc"), os.path.join(root, "sys"))
         if doctor.can_run_containers(checks):
             return False
-        self._blocked = _doctor_error(checks)
+        self._blocked = doctor_error(checks)
         return True
 
     def _ready(self, consume: bool = True) -> tuple | None:
@@ -334,14 +282,14 @@ class SandboxKernel(Kernel):
             if not consume:
                 return ("ContainerStartError", str(self._start_error), [])
             error, self._start_error = self._start_error, None
-            return _start_failure(error)
+            return start_failure(error)
         return None
 
     # -- execute -----------------------------------------------------------------------
 
     async def do_execute(self, code, silent, store_history=True, user_expressions=None,
                          allow_stdin=False, **_ignored):
-        cell = _Cell(self, silent)
+        cell = CellMessages(self, silent)
         self._interrupted = False
         self._cell_running = True
         self._allow_stdin = bool(allow_stdin)     # ipykernel's raw_input and getpass read it
@@ -353,12 +301,12 @@ class SandboxKernel(Kernel):
                              [f"{RED}{type(error).__name__}{RESET}: {error} (in the sandbox kernel, "
                               f"not in the cell: please report it)"])
         finally:
-            self._count = self._agent_count
+            self._count = self.agent_count
             self._cell_running = False
             if self._shutting_down:
                 self.sessions.close_all()
 
-    def _execute(self, code: str, cell: _Cell, store_history: bool, user_expressions: dict) -> dict:
+    def _execute(self, code: str, cell: CellMessages, store_history: bool, user_expressions: dict) -> dict:
         problem = self._ready()
         if problem is not None:
             return cell.fail(*problem)
@@ -377,25 +325,27 @@ class SandboxKernel(Kernel):
         return self._run_in_container(plan.code, cell, store_history, user_expressions)
 
     def _run_in_container(self, code, cell, store_history, user_expressions) -> dict:
-        session = self.container_session()
-        self.stats_channel.cell_started(session)
-        result = None
+        """The cell through the runner, in the kernel's one session (made with
+        the settings if new; never changed by them)."""
+        request = Cell(code, session=SESSION, options=self._session_options(),
+                       change_existing=False, silent=cell.silent, store_history=store_history,
+                       user_expressions=user_expressions, footer=not cell.silent,
+                       on_input=self._frontend_input if self._allow_stdin else None)
         try:
-            result = session.execute(code, silent=cell.silent, store_history=store_history,
-                                     on_output=cell.relay, user_expressions=user_expressions,
-                                     on_input=self._frontend_input if self._allow_stdin else None)
-        except SessionBusy as error:
+            return self.runner.run(request, cell).result.reply
+        except StepFailed as failed:
+            return self._step_failed(failed, cell)
+
+    @staticmethod
+    def _step_failed(failed: StepFailed, cell: CellMessages) -> dict:
+        """A cell that did not run: busy, or its container could not start;
+        anything else is the kernel's own failure (do_execute says so)."""
+        error = failed.error
+        if failed.step == "execute" and isinstance(error, SessionBusy):
             return cell.fail("SessionBusy", str(error), [])
-        except (SessionError, SpecError, images.ImageNotFound, OSError, RuntimeError) as error:
-            return cell.fail(*_start_failure(error))
-        finally:
-            self.stats_channel.cell_finished(session, result.stats if result is not None else None)
-        self._follow_count(session, result)
-        cell.conclude(result)
-        if self.sessions.footer and not cell.silent:
-            stats = stats_contract.with_notebook_dir(result.stats, commands.footer_dir(session))
-            cell.display(stats_contract.footer_bundle(stats), {"sandbox_kernel": {"footer": True}})
-        return result.reply
+        if failed.step == "execute" and isinstance(error, START_ERRORS):
+            return cell.fail(*start_failure(error))
+        raise error
 
     def _frontend_input(self, prompt: str, password: bool) -> str:
         """The container cell's input() and getpass(), asked of the frontend
@@ -403,77 +353,35 @@ class SandboxKernel(Kernel):
         SIGINT ends the wait with KeyboardInterrupt, "\x04" is EOFError)."""
         return self.getpass(prompt) if password else self.raw_input(prompt)
 
-    def _follow_count(self, session, result) -> None:
+    def follow_count(self, run) -> None:
         """The agent's count; 0 when the next cell gets a fresh container."""
-        if not session.running:
-            self._agent_count = 0
+        if not run.session.running or run.restarted:
+            self.agent_count = 0
             return
-        if result.status in ("oom", "killed", "timeout"):
-            uptime, wall = session.status()["uptime"], result.stats["cell"]["wall"]
-            if uptime is not None and wall is not None and uptime < wall:
-                self._agent_count = 0      # the container died and a fresh one was started
-                return
-        count = result.reply.get("execution_count")
+        count = run.result.reply.get("execution_count")
         if isinstance(count, int) and not isinstance(count, bool):
-            self._agent_count = count
+            self.agent_count = count
 
     # -- %container, on the host -------------------------------------------------------
 
-    def _host_command(self, line: str, cell: _Cell) -> dict | None:
+    def _host_command(self, line: str, cell: CellMessages) -> dict | None:
         """Run one %container line; an error reply if it failed, else None."""
         rest = line[len("%container"):]
         self.container_session()
         try:
-            args = _parsed(rest)
+            args = parsed_command(rest)
             name = args.command if args is not None else None
             if name in NOT_IN_THIS_KERNEL:
                 raise commands.UsageError(f"%container {name}: {NOT_IN_THIS_KERNEL[name]}")
-            output = commands.run(rest, self.sessions, namespace={}, on_output=cell.relay)
+            output = self.runner.host_command(rest, namespace={}, on_output=cell.output)
         except (commands.UsageError, policies.PolicyRefused) as error:
             # one line, as the user's mistake deserves: no traceback, no usage block
             ename = "PolicyRefused" if isinstance(error, policies.PolicyRefused) else "UsageError"
             return cell.fail(ename, str(error), [f"{RED}{ename}{RESET}: {error}"])
-        cell.display(*_host_bundle(line, output))
+        cell.display(*host_bundle(line, output))
         if name in ("restart", "stop") and args.name == SESSION:
-            self._agent_count = 0
+            self.agent_count = 0
         return None
-
-    # -- the editor's requests ----------------------------------------------------------
-
-    async def do_complete(self, code, cursor_pos):
-        cursor_pos = len(code) if cursor_pos is None else cursor_pos
-        empty = {"status": "ok", "matches": [], "cursor_start": cursor_pos,
-                 "cursor_end": cursor_pos, "metadata": {}}
-        return self._ask(lambda s: s.complete(code, cursor_pos), empty)
-
-    async def do_inspect(self, code, cursor_pos, detail_level=0, omit_sections=()):
-        empty = {"status": "ok", "found": False, "data": {}, "metadata": {}}
-        return self._ask(lambda s: s.inspect(code, cursor_pos, detail_level), empty)
-
-    async def do_is_complete(self, code):
-        return self._ask(lambda s: s.is_complete(code), {"status": "unknown"})
-
-    async def do_history(self, hist_access_type, output, raw, session=None, start=None, stop=None,
-                         n=None, pattern=None, unique=False):
-        given = {"hist_access_type": hist_access_type, "output": output, "raw": raw,
-                 "session": session, "start": start, "stop": stop, "n": n, "pattern": pattern,
-                 "unique": unique}
-        request = {k: v for k, v in given.items() if v is not None}
-        return self._ask(lambda s: s.history(**request), {"status": "ok", "history": []})
-
-    def _ask(self, ask, answer_when_unavailable: dict) -> dict:
-        """A request answered by the agent; ``answer_when_unavailable`` when
-        the container cannot run (the next cell says why)."""
-        if self._ready(consume=False) is not None:
-            return answer_when_unavailable
-        try:
-            reply = ask(self.container_session())
-        except Exception as error:       # the frontend waits for a reply: it must get one
-            self.log.warning("sandbox kernel: a request failed: %s", error, exc_info=True)
-            reply = {"status": "error", "ename": type(error).__name__, "evalue": str(error)}
-        if reply.get("status") == "error":
-            reply = {**answer_when_unavailable, **reply, "traceback": reply.get("traceback", [])}
-        return reply
 
     # -- interrupt, shutdown -----------------------------------------------------------
 
@@ -542,7 +450,7 @@ class SandboxKernel(Kernel):
 
     async def usage_request(self, stream, ident, parent):
         """The container's figures, in the stats contract's shape plus the
-        keys of ipykernel's usage_reply (see _UsageMeter)."""
+        keys of ipykernel's usage_reply (see usage.py)."""
         if not self.session:
             return
         try:
@@ -566,226 +474,7 @@ class SandboxKernel(Kernel):
         self.comm_manager = CommManager(kernel=self)
         for msg_type in ("comm_open", "comm_msg", "comm_close"):
             self.shell_handlers[msg_type] = getattr(self.comm_manager, msg_type)
-        if StatsChannel is None:
-            self.log.warning("sandbox kernel: no side panel channel (sandbox_kernel.panel)")
-            return _NoPanel()
         channel = StatsChannel(self, lambda: list(self.sessions.sessions.values()), kind="sandbox",
                                policy=lambda: self.sessions.policy.as_dict())
         channel.register()
         return channel
-
-
-# ---------------------------------------------------------------------------
-# One cell's messages
-
-
-class _Cell:
-    """What one execute request publishes: the container's outputs relayed
-    unchanged, host-side command output, errors, the footer."""
-
-    def __init__(self, kernel: SandboxKernel, silent: bool):
-        self.kernel = kernel
-        self.silent = silent
-        self.error_seen = False
-
-    def relay(self, kind: str, content: dict) -> None:
-        """Session.execute's on_output: a Jupyter message content, as the agent sent it."""
-        if kind == "error":
-            self.error_seen = True
-        if not self.silent:
-            self.kernel.send_response(self.kernel.iopub_socket, kind, content)
-
-    def display(self, data: dict, metadata: dict) -> None:
-        if not self.silent:
-            self.kernel.send_response(self.kernel.iopub_socket, "display_data",
-                                      {"data": data, "metadata": metadata, "transient": {}})
-
-    def ok(self) -> dict:
-        return {"status": "ok", "execution_count": self.kernel._agent_count,
-                "user_expressions": {}, "payload": []}
-
-    def fail(self, ename: str, evalue: str, traceback: list) -> dict:
-        """Publish an error and return the error reply."""
-        traceback = list(traceback) or [f"{RED}{ename}{RESET}: {evalue}"]
-        content = {"ename": ename, "evalue": evalue, "traceback": traceback}
-        self.relay("error", content)
-        return {"status": "error", "execution_count": self.kernel._agent_count, **content,
-                "user_expressions": {}, "payload": []}
-
-    def conclude(self, result) -> None:
-        """After the outputs: the error of a cell whose container died (the
-        agent sent none), or the session's plain words as a notice."""
-        reply = result.reply
-        if reply.get("status") == "error" and not self.error_seen:
-            ename = reply.get("ename") or "ContainerError"
-            evalue = reply.get("evalue") or result.message or ""
-            traceback = [f"{RED}{BOLD}{ename}{RESET}: {evalue}"]
-            reply["traceback"] = traceback
-            self.relay("error", {"ename": ename, "evalue": evalue, "traceback": traceback})
-        elif result.message:
-            self.relay("stream", {"name": "stderr", "text": f"[sandbox] {result.message}\n"})
-
-
-# ---------------------------------------------------------------------------
-# Cells: which lines run on the host
-
-
-class CellError(ValueError):
-    """A cell this kernel will not run; the message says how to fix it."""
-
-
-@dataclass
-class CellPlan:
-    commands: list = field(default_factory=list)   # "%container ..." lines, in order
-    code: str = ""                                  # for the container ("" if none)
-
-
-def split_cell(code: str) -> CellPlan:
-    """Leading ``%container`` lines (among blank and comment lines) run on
-    the host; the rest of the cell runs in the container, the command lines
-    left there as comments so that line numbers and history stay true."""
-    lines = code.splitlines(keepends=True)
-    plan = CellPlan()
-    body_from = len(lines)
-    for number, line in enumerate(lines):
-        stripped = line.strip()
-        if _CELL_MAGIC.match(stripped):
-            raise CellError("in the sandbox kernel every cell runs in the container already: "
-                            "drop the %%container line (limits: %container limits --memory 2G)")
-        if _COMMAND_LINE.match(stripped):
-            plan.commands.append(stripped)
-            lines[number] = f"# {stripped}   (ran on the host)\n"
-        elif stripped and not stripped.startswith("#"):
-            body_from = number
-            break
-    for number in range(body_from, len(lines)):
-        if _COMMAND_LINE.match(lines[number]) or _CELL_MAGIC.match(lines[number]):
-            raise CellError(f"line {number + 1}: %container runs on the host before the cell's "
-                            f"code: put it at the top of the cell, or in a cell of its own")
-    if body_from == len(lines):
-        return plan
-    plan.code = "".join(lines)
-    return plan
-
-
-def _parsed(rest: str):
-    """The parsed %container line; None for -h (commands.run shows the help)."""
-    try:
-        return commands.parse(rest)
-    except commands.HelpRequested:
-        return None
-
-
-def _host_bundle(line: str, output) -> tuple[dict, dict]:
-    """A host-side command's output, marked as such: "host> " before the
-    command in text, a labelled box in HTML."""
-    text = f"{HOST_PREFIX}{line}\n{output.text}".rstrip("\n")
-    body = output.html or f"<pre>{html.escape(output.text)}</pre>"
-    markup = ('<div class="sandbox-kernel-host" style="border-left:3px solid #9e9e9e;'
-              'padding-left:8px">'
-              '<div style="font-family:monospace;font-size:11px;opacity:0.7">'
-              f'on the host: {html.escape(line)}</div>{body}</div>')
-    return {"text/plain": text, "text/html": markup}, {"sandbox_kernel": {"host_command": line}}
-
-
-# ---------------------------------------------------------------------------
-# When no container can start
-
-
-def _doctor_error(checks) -> tuple:
-    missing = ", ".join(c.name for c in checks if c.required and not c.ok)
-    evalue = f"containers cannot run on this host: fix {missing} (sandbox-kernel doctor)"
-    lines = [f"{RED}{BOLD}ContainersUnavailable{RESET}: {evalue}", ""] + doctor.render(checks).splitlines()
-    return "ContainersUnavailable", evalue, lines
-
-
-def _start_failure(error: BaseException) -> tuple:
-    """The error a cell answers with when its container could not start:
-    doctor's findings when the host lacks something, else the error and them."""
-    checks = doctor.diagnose()
-    if not doctor.can_run_containers(checks):
-        return _doctor_error(checks)
-    ename = type(error).__name__
-    lines = [f"{RED}{BOLD}{ename}{RESET}: {error}", "",
-             "sandbox-kernel doctor finds nothing missing on this host:", ""]
-    return ename, str(error), lines + doctor.render(checks).splitlines()
-
-
-def _describe(values: dict) -> str:
-    return ", ".join([
-        f"memory {values['memory'] or 'unlimited'}", f"cpus {values['cpus'] or 'unlimited'}",
-        f"pids {values['pids'] or 'unlimited'}", f"timeout {values['timeout'] or 'none'}",
-        "no network" if values["net"] == "none" else f"net {values['net']}",
-        f"image {values['image']}"])
-
-
-# ---------------------------------------------------------------------------
-# usage_request
-
-
-class _UsageMeter:
-    """usage_reply content: the stats contract (session, image, limits,
-    cell) and the keys of ipykernel's own usage_reply, which
-    jupyter-resource-usage's kernel panel shows: hostname, pid, kernel_cpu
-    (percent), kernel_memory (bytes), cpu_count, host_cpu_percent,
-    host_virtual_memory.  Here they are the container's: its memory, its CPU
-    time over the wall time since the last request (since it started, the
-    first time), its cpu limit as the count, and its memory limit as the
-    "virtual memory" total.  An unknown figure is null, never 0."""
-
-    def __init__(self):
-        self._last: tuple[float, float] | None = None     # (cpu seconds, uptime)
-
-    def reply(self, contract: dict, session) -> dict:
-        cell, limits = contract["cell"], contract["limits"]
-        cpu = self._cpu_percent(cell)
-        cpu_count = limits.get("cpus") or os.cpu_count()
-        content = dict(contract)
-        content.update(
-            hostname=socket.gethostname(), pid=os.getpid(), sandboxed=True,
-            state=(session.status()["state"] if session is not None else "not started"),
-            kernel_cpu=cpu, kernel_memory=cell.get("memory_current"), cpu_count=cpu_count,
-            host_cpu_percent=None if cpu is None else round(cpu / cpu_count, 1),
-            host_virtual_memory=_memory_view(cell.get("memory_current"), limits.get("memory")))
-        return json_safe(content)
-
-    def _cpu_percent(self, cell: dict) -> float | None:
-        user, system, uptime = cell.get("cpu_user"), cell.get("cpu_system"), cell.get("wall")
-        if user is None or system is None or not uptime:
-            return None
-        total, last = user + system, self._last
-        self._last = (total, uptime)
-        if last is not None and uptime > last[1] and total >= last[0]:
-            return round(100 * (total - last[0]) / (uptime - last[1]), 1)
-        return round(100 * total / uptime, 1)
-
-
-def json_safe(value):
-    """NaN and infinities are not JSON: null, as the stats contract has it."""
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _memory_view(current, limit) -> dict | None:
-    if limit:
-        used = current
-        free = None if current is None else max(limit - current, 0)
-        percent = None if current is None else round(100 * current / limit, 1)
-        return {"total": limit, "used": used, "available": free, "free": free, "percent": percent}
-    try:
-        import psutil
-    except ImportError:
-        return None
-    return dict(psutil.virtual_memory()._asdict())
-
-
-class _NoPanel:
-    """The side panel's calls, doing nothing (a build without sandbox_kernel.panel)."""
-
-    def register(self) -> None: ...
-    def cell_started(self, session, *, execution_count=None) -> None: ...
-    def cell_finished(self, session, stats) -> None: ...
-    def close(self) -> None: ...

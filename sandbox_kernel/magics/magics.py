@@ -20,9 +20,8 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import clear_output, publish_display_data
 
 from ..panel import NullStatsChannel
-from ..session import commands, image_agent
-from ..session.client import ImageNotFound, SessionError, SpecError, VariableError
-from ..session.stats import footer_bundle, with_notebook_dir
+from ..session import commands, runner
+from ..session.client import VariableError
 
 RED, RESET = "\x1b[31m", "\x1b[0m"
 HOST_ONLY_PREFIXES = ("%container", "%%container", "%unload_ext", "%reload_ext", "%load_ext")
@@ -77,6 +76,47 @@ class Republisher:
         sys.stderr.flush()
 
 
+class _CellFace:
+    """The cell runner's Face for a %%container cell (session/runner.py):
+    outputs through the Republisher, notes and the footer here."""
+
+    def __init__(self, shown: Republisher, args):
+        self.output = shown
+        self.args = args
+
+    def opened(self, session, notes: list[str]) -> None:
+        for note in notes:
+            print(note, file=sys.stderr)
+        _set_trust(session, self.args)
+
+    def concluded(self, run: runner.CellRun) -> None:
+        """How the cell ended is said after the footer (ContainerMagics._end)."""
+
+    @staticmethod
+    def footer(bundle: dict) -> None:
+        publish_display_data(bundle)
+
+
+def _set_trust(session, args) -> None:
+    """--trust-output stays on for the session until --no-trust-output."""
+    if args.trust_output and args.no_trust_output:
+        raise UsageError("--trust-output and --no-trust-output: give one of them")
+    if args.trust_output or args.no_trust_output:
+        session.trust_output = bool(args.trust_output)
+
+
+def _step_error(failed: runner.StepFailed) -> Exception:
+    """What this cell fails with when a step around it failed: one line for
+    a bad option, name or session; the VariableError as the container's error;
+    anything else as it was raised."""
+    error = failed.error
+    if failed.step in ("open", "names") or isinstance(error, commands.UsageError):
+        return UsageError(str(error))
+    if isinstance(error, VariableError):
+        return ContainerError("VariableError", str(error), [f"{RED}VariableError{RESET}: {error}"])
+    return error
+
+
 def _host_input(prompt: str, password: bool) -> str:
     """A container cell's input() and getpass(), asked through this kernel's
     own: ipykernel forwards them to the frontend (StdinNotImplementedError
@@ -92,7 +132,16 @@ class ContainerMagics(Magics):
     def __init__(self, shell, sessions: commands.Sessions):
         super().__init__(shell)
         self.sessions = sessions
-        self.stats_channel = NullStatsChannel()    # the side panel's; set by load_ipython_extension
+        # the side panel's channel is NullStatsChannel until load_ipython_extension sets stats_channel
+        self.runner = runner.CellRunner(sessions, NullStatsChannel())
+
+    @property
+    def stats_channel(self):
+        return self.runner.panel
+
+    @stats_channel.setter
+    def stats_channel(self, channel) -> None:
+        self.runner.panel = channel
 
     @magic_arguments(name="%container")
     @argument("--name", default=commands.DEFAULT_SESSION,
@@ -169,33 +218,27 @@ class ContainerMagics(Magics):
         if line.split()[:1] == ["build"]:
             return self._build_image(line, cell)
         args = self._parse(self.container_cell, line)
-        session = self._session(args)
-        self._set_trust(session, args)
-        inputs, outputs = self._names(args.input), self._names(args.output)
-        if inputs:
-            self._push(session, inputs)
         shown = Republisher(keep_errors=not args.no_raise_error)
-        # the number the notebook shows for this cell (IPython 9 counts it up before the cell runs)
-        self.stats_channel.cell_started(session, execution_count=self.shell.displayhook.prompt_count)
-        result = None
+        options = {"image": args.image, "net": args.net, "memory": args.memory, "cpus": args.cpus,
+                   "pids": args.pids, "timeout": args.timeout}
+        request = runner.Cell(
+            cell, session=args.name, options=options, check_agent=True,
+            command=["/bin/sh", "-c", cell] if args.shell else None,
+            inputs=args.input, outputs=args.output, on_input=_host_input, footer=not args.no_stats,
+            # the number the notebook shows for this cell (IPython 9 counts it up before the cell runs)
+            execution_count=self.shell.displayhook.prompt_count)
         try:
-            if args.shell:
-                result = session.run_command(["/bin/sh", "-c", cell], on_output=shown)
-            else:
-                result = session.execute(cell, on_output=shown, on_input=_host_input)
-        finally:
-            self.stats_channel.cell_finished(session, result.stats if result is not None else None)
-        if outputs and result.status == "ok" and (not args.shell or result.exit_code == 0):
-            self._pull(session, outputs)
-        if self.sessions.footer and not args.no_stats:
-            publish_display_data(footer_bundle(with_notebook_dir(result.stats,
-                                                                 commands.footer_dir(session))))
-        self._end(result, shown, args)
+            run = self.runner.run(request, _CellFace(shown, args), self.shell.user_ns)
+        except runner.StepFailed as failed:
+            error = _step_error(failed)
+        else:
+            return self._end(run, shown, args)
+        raise error      # here, not in the except: no "during handling of StepFailed" in its traceback
 
     def _build_image(self, line: str, cell: str) -> None:
         try:
             argv = ["image", *shlex.split(line), "--run", cell]
-            output = commands.run(argv, self.sessions, on_output=Republisher(keep_errors=False))
+            output = self.runner.host_command(argv, on_output=Republisher(keep_errors=False))
         except (commands.UsageError, ValueError) as exc:
             raise UsageError(str(exc)) from None
         print(output.text)
@@ -208,52 +251,10 @@ class ContainerMagics(Magics):
             usage = " ".join(magic.parser.format_usage().lstrip(":").split()).replace(" [-h]", "")
             raise UsageError(f"%%container: {exc}; usage: {usage}") from None
 
-    def _session(self, args):
-        try:
-            session, notes = self.sessions.open(
-                args.name, image=args.image, net=args.net, memory=args.memory, cpus=args.cpus,
-                pids=args.pids, timeout=args.timeout)
-            image_agent.require_agent(session.image)   # an image without python3: say so now
-        except (SpecError, SessionError, ImageNotFound, commands.UsageError) as exc:
-            raise UsageError(str(exc)) from None
-        for note in notes:
-            print(note, file=sys.stderr)
-        return session
-
     @staticmethod
-    def _set_trust(session, args) -> None:
-        """--trust-output stays on for the session until --no-trust-output."""
-        if args.trust_output and args.no_trust_output:
-            raise UsageError("--trust-output and --no-trust-output: give one of them")
-        if args.trust_output or args.no_trust_output:
-            session.trust_output = bool(args.trust_output)
-
-    @staticmethod
-    def _names(items) -> list[str]:
-        try:
-            return commands.split_names(items) if items else []
-        except commands.UsageError as exc:
-            raise UsageError(str(exc)) from None
-
-    def _push(self, session, names) -> None:
-        missing = [n for n in names if n not in self.shell.user_ns]
-        if missing:
-            raise UsageError(f"-i: not defined in this kernel: {', '.join(missing)}")
-        try:
-            session.push({n: self.shell.user_ns[n] for n in names})
-        except VariableError as exc:
-            raise ContainerError("VariableError", str(exc), [f"{RED}VariableError{RESET}: {exc}"]) from None
-
-    def _pull(self, session, names) -> None:
-        try:
-            self.shell.user_ns.update(session.pull(names))
-        except VariableError as exc:
-            raise ContainerError("VariableError", str(exc), [f"{RED}VariableError{RESET}: {exc}"]) from None
-
-    @staticmethod
-    def _end(result, shown: Republisher, args) -> None:
+    def _end(run: runner.CellRun, shown: Republisher, args) -> None:
         """Fail this cell as the container's cell failed (unless told not to)."""
-        failed_command = args.shell and result.exit_code not in (0, None)
+        result, failed_command = run.result, run.failed_command
         if args.no_raise_error or (result.status == "ok" and not failed_command):
             if result.message:
                 print(result.message, file=sys.stderr)
@@ -302,8 +303,8 @@ class ContainerMagics(Magics):
             %container pull result
         """
         try:
-            output = commands.run(line, self.sessions, namespace=self.shell.user_ns,
-                                  on_output=Republisher(keep_errors=False))
+            output = self.runner.host_command(line, namespace=self.shell.user_ns,
+                                              on_output=Republisher(keep_errors=False))
         except (commands.UsageError, commands.PolicyRefused) as exc:
             raise UsageError(str(exc)) from None
         self.shell.user_ns.update(output.values)

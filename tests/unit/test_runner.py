@@ -1,0 +1,254 @@
+"""The cell runner (session/runner.py) against a fake Session and Sessions:
+the order of its steps, the restart it reports, and what a failing push or
+pull leaves behind.  No root, no container: the faces over it and a real
+session are tests/jupyter/test_magics.py and test_kernel.py."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from sandbox_kernel.runtime.spec import Limits
+from sandbox_kernel.session import runner, stats
+from sandbox_kernel.session.client import SessionBusy, VariableError
+from sandbox_kernel.session.runner import Cell, CellRunner, StepFailed
+
+
+def _stats(status: str, wall: float = 0.5) -> dict:
+    return stats.build_stats(session="s", image="host", limits=Limits(), execution_count=1,
+                             wall=wall, figures={}, status=status)
+
+
+@dataclass
+class FakeResult:
+    """A CellResult as the session client returns it (``restarted`` optional:
+    a client from before Contract 4 has none)."""
+
+    reply: dict
+    stats: dict
+    status: str
+    message: str | None = None
+    exit_code: int | None = None
+
+
+@dataclass
+class RestartingResult(FakeResult):
+    restarted: bool = False
+
+
+class FakeSession:
+    """Records every call in the shared ``events`` list."""
+
+    image = "host"
+    notebook_dir = None
+
+    def __init__(self, events: list, name: str):
+        self.events, self.name = events, name
+        self.values = {"held": 7}          # the container's variables
+        self.result = FakeResult({"status": "ok", "execution_count": 1}, _stats("ok"), "ok")
+        self.running, self.uptime = True, 100.0
+        self.push_error: Exception | None = None
+        self.execute_error: Exception | None = None
+
+    def push(self, values: dict) -> list:
+        self.events.append(("push", sorted(values)))
+        if self.push_error is not None:
+            raise self.push_error
+        self.values.update(values)
+        return sorted(values)
+
+    def execute(self, code, **kwargs):
+        self.events.append(("execute", code))
+        if self.execute_error is not None:
+            raise self.execute_error
+        kwargs["on_output"]("stream", {"name": "stdout", "text": "out\n"})
+        return self.result
+
+    def run_command(self, argv, **kwargs):
+        self.events.append(("command", argv))
+        return self.result
+
+    def pull(self, names) -> dict:
+        self.events.append(("pull", list(names)))
+        missing = [n for n in names if n not in self.values]
+        if missing:
+            raise VariableError(missing[0], f"cannot pull {missing[0]!r}: name {missing[0]!r} is not defined")
+        return {n: self.values[n] for n in names}
+
+    def status(self) -> dict:
+        return {"uptime": self.uptime}
+
+
+class FakeSessions:
+    """What the runner asks of commands.Sessions: open, sessions, footer."""
+
+    def __init__(self, events: list):
+        self.events, self.sessions, self.footer = events, {}, True
+
+    def open(self, name, **options):
+        self.events.append(("open", name, {k: v for k, v in options.items() if v is not None}))
+        session = self.sessions.setdefault(name, FakeSession(self.events, name))
+        return session, ["a note"] if options.get("memory") else []
+
+
+class FakePanel:
+    def __init__(self, events: list):
+        self.events = events
+
+    def cell_started(self, session, *, execution_count=None) -> None:
+        self.events.append(("panel start", execution_count))
+
+    def cell_finished(self, session, stats) -> None:
+        self.events.append(("panel end", None if stats is None else stats["cell"]["status"]))
+
+
+class FakeFace:
+    def __init__(self, events: list):
+        self.events, self.outputs, self.footers = events, [], []
+
+    def opened(self, session, notes) -> None:
+        self.events.append(("opened", list(notes)))
+
+    def output(self, kind, content) -> None:
+        self.outputs.append((kind, content))
+
+    def concluded(self, run) -> None:
+        self.events.append(("concluded", run.result.status))
+
+    def footer(self, bundle) -> None:
+        self.events.append(("footer", bundle[stats.MIME_TYPE]["cell"]["status"]))
+        self.footers.append(bundle)
+
+
+@pytest.fixture
+def events():
+    return []
+
+
+@pytest.fixture
+def cells(events):
+    return CellRunner(FakeSessions(events), FakePanel(events))
+
+
+def _names(events) -> list:
+    return [event[0] for event in events]
+
+
+def test_push_before_execute_pull_after_the_panel_marks_around_and_the_footer_last(cells, events):
+    face, namespace = FakeFace(events), {"data": [1, 2]}
+    cell = Cell("total = sum(data)", session="io", options={"memory": "1G"},
+                inputs=["data"], outputs=["held"], execution_count=4)
+    run = cells.run(cell, face, namespace)
+    assert events == [("open", "io", {"memory": "1G"}), ("opened", ["a note"]),
+                      ("push", ["data"]), ("panel start", 4), ("execute", "total = sum(data)"),
+                      ("panel end", "ok"), ("pull", ["held"]), ("concluded", "ok"), ("footer", "ok")]
+    assert namespace == {"data": [1, 2], "held": 7}
+    assert face.outputs == [("stream", {"name": "stdout", "text": "out\n"})]
+    assert set(face.footers[0]) == {"text/plain", "text/html", stats.MIME_TYPE}
+    assert run.session is cells.sessions.sessions["io"] and run.restarted is False
+
+
+def test_a_command_runs_instead_of_the_code_and_a_failed_one_pulls_nothing(cells, events):
+    session, _ = cells.sessions.open("sh")
+    session.result = FakeResult({"status": "ok"}, _stats("ok"), "ok", exit_code=3)
+    run = cells.run(Cell("exit 3", session="sh", command=["/bin/sh", "-c", "exit 3"],
+                         outputs=["held"]), FakeFace(events))
+    assert ("command", ["/bin/sh", "-c", "exit 3"]) in events
+    assert "execute" not in _names(events) and "pull" not in _names(events)
+    assert run.failed_command and not run.succeeded
+
+
+def test_no_footer_when_the_cell_or_the_sessions_say_so(cells, events):
+    cells.run(Cell("pass", footer=False), FakeFace(events))
+    cells.sessions.footer = False
+    cells.run(Cell("pass"), FakeFace(events))
+    assert "footer" not in _names(events) and _names(events).count("concluded") == 2
+
+
+def test_the_kernel_s_options_make_a_new_session_but_never_change_an_existing_one(cells, events):
+    cells.sessions.open("default")
+    events.clear()
+    cells.run(Cell("pass", options={"memory": "2G"}, change_existing=False), FakeFace(events))
+    assert "open" not in _names(events)
+    cells.run(Cell("pass", options={"memory": "2G"}), FakeFace(events))
+    assert ("open", "default", {"memory": "2G"}) in events
+
+
+@pytest.mark.parametrize("result, uptime, expected", [
+    # Contract 4: the session says it
+    (RestartingResult({"status": "error"}, _stats("oom", wall=5.0), "oom", restarted=True), 100.0, True),
+    (RestartingResult({"status": "error"}, _stats("oom", wall=5.0), "oom", restarted=False), 1.0, False),
+    # a client without CellResult.restarted: the uptime of a fresh container is shorter than the cell
+    (FakeResult({"status": "error"}, _stats("killed", wall=5.0), "killed"), 1.0, True),
+    (FakeResult({"status": "error"}, _stats("timeout", wall=5.0), "timeout"), 100.0, False),
+    (FakeResult({"status": "error"}, _stats("error", wall=5.0), "error"), 1.0, False),
+])
+def test_a_restart_is_reported(cells, events, result, uptime, expected):
+    session, _ = cells.sessions.open("default")
+    session.result, session.uptime = result, uptime
+    assert cells.run(Cell("x = 1"), FakeFace(events)).restarted is expected
+
+
+def test_a_failing_push_is_one_clear_error_and_the_next_cell_runs(cells, events):
+    session, _ = cells.sessions.open("default")
+    session.push_error = VariableError("lock", "cannot push 'lock': cannot pickle '_thread.lock' object")
+    with pytest.raises(StepFailed) as failed:
+        cells.run(Cell("print(lock)", inputs=["lock"]), FakeFace(events), {"lock": object()})
+    assert failed.value.step == "push" and isinstance(failed.value.error, VariableError)
+    assert str(failed.value) == "cannot push 'lock': cannot pickle '_thread.lock' object"
+    assert "\n" not in str(failed.value)
+    # nothing ran and the panel was not left with a cell started
+    assert not {"panel start", "execute", "footer"} & set(_names(events))
+    session.push_error = None
+    events.clear()
+    cells.run(Cell("print(1)"), FakeFace(events))
+    assert _names(events) == ["open", "opened", "panel start", "execute", "panel end", "concluded",
+                              "footer"]
+
+
+def test_an_input_not_defined_here_is_named_before_anything_is_sent(cells, events):
+    with pytest.raises(StepFailed) as failed:
+        cells.run(Cell("pass", inputs=["a,nope", "gone"]), FakeFace(events), {"a": 1})
+    assert failed.value.step == "push"
+    assert str(failed.value) == "-i: not defined in this kernel: nope, gone"
+    assert "push" not in _names(events) and "panel start" not in _names(events)
+
+
+def test_not_a_variable_name_is_refused_before_the_push(cells, events):
+    with pytest.raises(StepFailed) as failed:
+        cells.run(Cell("pass", outputs=["1x"]), FakeFace(events))
+    assert failed.value.step == "names" and "'1x'" in str(failed.value)
+    assert "execute" not in _names(events)
+
+
+def test_an_output_the_container_does_not_have_names_it_after_the_panel_s_end(cells, events):
+    namespace = {}
+    with pytest.raises(StepFailed) as failed:
+        cells.run(Cell("pass", outputs=["held,missing"]), FakeFace(events), namespace)
+    assert failed.value.step == "pull" and failed.value.error.name == "missing"
+    assert "'missing'" in str(failed.value)
+    assert _names(events)[-3:] == ["execute", "panel end", "pull"]
+    assert "footer" not in _names(events) and namespace == {}
+
+
+def test_a_failed_cell_pulls_nothing(cells, events):
+    session, _ = cells.sessions.open("default")
+    session.result = FakeResult({"status": "error"}, _stats("error"), "error")
+    cells.run(Cell("1/0", outputs=["held"]), FakeFace(events))
+    assert "pull" not in _names(events) and _names(events)[-1] == "footer"
+
+
+def test_an_execute_that_raises_still_ends_the_panel_s_mark(cells, events):
+    session, _ = cells.sessions.open("default")
+    session.execute_error = SessionBusy("the session is running another request")
+    with pytest.raises(StepFailed) as failed:
+        cells.run(Cell("pass"), FakeFace(events))
+    assert failed.value.step == "execute" and isinstance(failed.value.error, SessionBusy)
+    assert _names(events)[-2:] == ["execute", "panel end"] and events[-1] == ("panel end", None)
+
+
+def test_the_runner_imports_no_face_and_no_jupyter():
+    imported = {line.split()[1] for line in open(runner.__file__).read().splitlines()
+                if line.startswith(("import ", "from "))}
+    assert not {name for name in imported
+                if name.startswith(("..kernel", "..magics", "..panel", "IPython", "ipykernel"))}
