@@ -33,6 +33,7 @@ import time
 
 from . import safe_fs
 from .cgroups import CgroupDriver
+from .image_basics import store_root
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +79,8 @@ def _reap_own_store() -> list[str]:
     """The work left in the current user's image store (SANDBOX_KERNEL_IMAGES
     respected) by imports, pulls and builds that died: one listdir of its
     tmp/, and never an error that could fail a container's start."""
-    from . import images     # images imports the launcher, which imports us
     try:
-        return reap_store_work(os.path.join(images.store_root(), "tmp"))
+        return reap_store_work(os.path.join(store_root(), "tmp"))
     except (OSError, ValueError) as error:
         log.warning("could not sweep the image store's work directories: %s", error)
         return []

@@ -9,9 +9,11 @@ raises ``LifecycleError``.  ``destroy`` always runs to the end, is
 idempotent, and leaves nothing on the host: no process, cgroup, mount or
 temporary directory.  ``with Container(spec) as box:`` destroys on exit.
 
-How the processes are started is in launcher.py.  This side creates the
-cgroup with its limits before any process exists, so the command never runs
-a single instruction without them.
+How the processes are started is in spawn.py (the owner's side) and
+launcher.py (theirs), told by a LauncherConfig (launch_config.py) built
+here; the workload's environment is container_env.py's.  This side creates
+the cgroup with its limits before any process exists, so the command never
+runs a single instruction without them.
 
 Rootless (this process is not root): the same lifecycle, with a user
 namespace planned here (userns.plan: who the workload is inside) and
@@ -21,6 +23,9 @@ rlimits hold the limits and ``warnings`` says so.
 The fresh /workspace (no --workspace) is on the container's tmpfs layer, as
 root and rootless: it counts against the disk limit, and dies with the
 container.
+
+Imports: the runtime's own modules; of the image store only image_store
+(resolve, get, load, environment, HOST), never images.py or image_build.
 """
 from __future__ import annotations
 
@@ -28,39 +33,28 @@ import dataclasses
 import enum
 import errno
 import functools
-import json
 import os
 import secrets
-import select
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
 
-from . import cleanup, images, launcher, rootfs, userns, zygote
+from . import cleanup, image_store, rootfs, spawn, userns
 from .cgroups import Cgroup, CgroupDriver, CgroupError, detect_driver
 from .cgroups.base import PREFIX
-from .cgroups.cpus import thread_environment
+from .container_env import workload_environment
+from .launch_config import LauncherConfig
 from .spec import ContainerSpec
 from .stats import CgroupStats
-
-START_TIMEOUT = 30.0
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+from .container_env import DEFAULT_PATH, inside_path  # noqa: F401 -- moved; tests still import them here
+from .container_env import workload_environment as _environment  # noqa: F401 -- moved; tests still import it here
+from .spawn import ContainerStartError  # noqa: F401 -- moved; cli, image_build, the session and tests import it here
 
 
 class LifecycleError(RuntimeError):
     """A move the container's state does not allow."""
-
-
-class ContainerStartError(RuntimeError):
-    """A setup step failed; ``step`` names it and ``errno`` is the kernel's."""
-
-    def __init__(self, step: str, error: str, errno: int | None = None):
-        self.step, self.error, self.errno = step, error, errno
-        super().__init__(f"container setup failed at '{step}': {error}")
 
 
 class State(enum.Enum):
@@ -107,7 +101,7 @@ class Container:
     def __init__(self, spec: ContainerSpec, *, driver: CgroupDriver | None = None,
                  name: str | None = None, stdin=None, stdout=None, stderr=None,
                  spawn: str | None = None):
-        images.resolve(spec.image)
+        image_store.resolve(spec.image)
         self.spec = spec
         self.name = name or f"{PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
         self.state = State.CREATED
@@ -116,7 +110,7 @@ class Container:
         self._stdio = (stdin, stdout, stderr)
         self._spawn_mode = spawn  # "fork", "exec", "zygote", or None: the fastest safe one
         self._state_dir: str | None = None
-        self._process: _LauncherHandle | None = None
+        self._process: spawn.LauncherHandle | None = None
         self._lifeline_w: int | None = None
         # destroy() may come from two threads at once (a kernel's shutdown on its
         # control thread, a cell ending on the main one): each fd is closed once,
@@ -148,7 +142,7 @@ class Container:
 
     def _track_init(self) -> None:
         """The null driver knows the container by its init (host pid)."""
-        init = _child_of(self._process.pid)
+        init = spawn.child_of(self._process.pid)
         try:
             if init is not None:   # None: the command ended already
                 self.cgroup.add(init)
@@ -161,11 +155,6 @@ class Container:
         """What the user must be told about this container (limits not enforced)."""
         warning = self.cgroup.warning() if self.cgroup is not None else None
         return [warning] if warning else []
-
-    @property
-    def id_map(self) -> "userns.IdMap | None":
-        """The user namespace's id map (rootless), or None (root: no user namespace)."""
-        return self._idmap
 
     def wait(self, timeout: float | None = None) -> ExitResult:
         """Wait for the command to end; past the timeout (or the spec's), kill
@@ -349,56 +338,55 @@ class Container:
         no file of a subordinate uid lands where the owner cannot remove it."""
         return self.spec.workspace
 
-    def _launch_config(self) -> dict:
+    def _launch_config(self) -> LauncherConfig:
         spec, state_dir, idmap = self.spec, self._state_dir, self._idmap
         if idmap is not None:   # who the workload is inside the user namespace
             spec = dataclasses.replace(spec, user=(idmap.workload_uid, idmap.workload_gid))
         # the plan mounts the layer at its size: --disk, at most half the memory
         spec = dataclasses.replace(spec, limits=dataclasses.replace(spec.limits, disk=self.layer_size))
         rootless = idmap is not None
-        if spec.image == images.HOST:
+        if spec.image == image_store.HOST:
             plan = rootfs.host_image_plan(spec, state_dir, self._workspace(), rootless=rootless)
         else:
-            plan = rootfs.image_plan(spec, state_dir, self._workspace(), images.get(spec.image),
+            plan = rootfs.image_plan(spec, state_dir, self._workspace(), image_store.get(spec.image),
                                      rootless=rootless)
         uid, gid = spec.user
-        return {
-            "userns": idmap.as_config() if idmap else None,
-            "keep_groups": bool(idmap and not idmap.by_tool),
-            "command": list(spec.command), "env": _environment(spec),
-            "workdir": spec.workdir, "hostname": spec.hostname, "uid": uid, "gid": gid,
-            "network": spec.network, "join_files": self.cgroup.join_files(),
-            "rlimits": [list(r) for r in self.cgroup.child_rlimits()],
-            "cpus": self.cgroup.child_affinity(),   # where no cpuset pins it: cgroups/cpus.py
-            "plan": plan,  # rootfs.Op objects; the exec path sends them as JSON
-            "new_root": os.path.join(state_dir, "root"),
-            "host_mnt_ns": os.stat("/proc/self/ns/mnt").st_ino,
-            "pass_fds": list(spec.pass_fds),
-            "cleanup": {"cgroup_dirs": [os.path.dirname(p) for p in self.cgroup.join_files()],
-                        "state_dir": state_dir},
-        }
+        return LauncherConfig(
+            userns=idmap, keep_groups=bool(idmap and not idmap.by_tool),
+            command=list(spec.command), env=workload_environment(spec),
+            workdir=spec.workdir, hostname=spec.hostname, uid=uid, gid=gid,
+            network=spec.network, join_files=self.cgroup.join_files(),
+            rlimits=[list(r) for r in self.cgroup.child_rlimits()],
+            cpus=self.cgroup.child_affinity(),   # where no cpuset pins it: cgroups/cpus.py
+            plan=plan,
+            new_root=os.path.join(state_dir, "root"),
+            host_mnt_ns=os.stat("/proc/self/ns/mnt").st_ino,
+            pass_fds=list(spec.pass_fds),
+            cgroup_dirs=[os.path.dirname(p) for p in self.cgroup.join_files()],
+            state_dir=state_dir)
 
-    def _spawn(self, config: dict) -> None:
-        _ensure_standard_fds()
+    def _spawn(self, config: LauncherConfig) -> None:
+        spawn.ensure_standard_fds()
         status_r, status_w = os.pipe()
         result_r, result_w = os.pipe()
         lifeline_r, self._lifeline_w = os.pipe()
-        config.update(status_fd=status_w, lifeline_fd=lifeline_r, result_fd=result_w)
+        config.status_fd, config.lifeline_fd, config.result_fd = status_w, lifeline_r, result_w
         self._started_at = time.monotonic()
         try:
-            mode = self._spawn_mode or _default_spawn_mode()
-            if mode == "fork" and not _single_threaded():
+            mode = self._spawn_mode or spawn.default_mode()
+            if mode == "fork" and not spawn.single_threaded():
                 raise LifecycleError("cannot fork the launcher: this process has threads")
             if mode == "zygote":
-                config.update(_in_process_module(self.spec))
-            self._process = _SPAWNERS[mode](config, self._stdio, result_r)
+                config.run_module, config.module_args = spawn.in_process_module(self.spec) or (None, [])
+            config.check()   # every path: the exec and zygote ones check again what they parse
+            self._process = spawn.SPAWNERS[mode](config, self._stdio, result_r)
         except BaseException:
             os.close(result_r)
             raise
         finally:
             for fd in (status_w, result_w, lifeline_r):
                 os.close(fd)
-        _await_setup(status_r)
+        spawn.await_setup(status_r)
 
     def _finish(self, code: int, timed_out: bool) -> None:
         wall = time.monotonic() - self._started_at
@@ -433,87 +421,6 @@ def _with_limits(stats: CgroupStats, spec: ContainerSpec) -> CgroupStats:
     )
 
 
-def _environment(spec: ContainerSpec, host_path: str | None = None) -> dict:
-    env = {"HOME": "/home/sandbox", "USER": "sandbox", "LOGNAME": "sandbox",
-           "HOSTNAME": spec.hostname, "LANG": "C.UTF-8", "TERM": os.environ.get("TERM", "dumb")}
-    image_env = images.environment(spec.image)  # a stored image's ENV and PATH; {} for host
-    env.update(image_env)
-    env["PATH"] = inside_path(os.environ.get("PATH", "") if host_path is None else host_path,
-                              spec, image_env.get("PATH"))
-    # The owner's login shell ($SHELL: %%bash, tools that start a shell) where
-    # its directory is seen inside, as the host spells it when that resolves
-    # the same inside (the host image keeps the host's /bin -> usr/bin), else
-    # where the mount shows it; elsewhere the shell every image has.
-    shell = os.environ.get("SHELL", "")
-    seen_at = inside_path(os.path.dirname(shell), spec, "") if os.path.isabs(shell) \
-        and os.path.isfile(shell) else ""
-    if not seen_at:
-        env.setdefault("SHELL", "/bin/sh")
-    elif _on_host_files(spec.image) and os.path.realpath(os.path.dirname(shell)) == seen_at:
-        env.setdefault("SHELL", shell)
-    else:
-        env.setdefault("SHELL", os.path.join(seen_at, os.path.basename(shell)))
-    env.update(dict(spec.env))
-    # thread pools sized to the cpus limit, unless the user or the image chose
-    for name, value in thread_environment(spec.limits.cpus).items():
-        env.setdefault(name, value)
-    return env
-
-
-def inside_path(host_path: str, spec: ContainerSpec, image_path: str | None = None) -> str:
-    """The container's PATH: on the host image the interpreter's venv bin
-    first; then the owner's (the kernel's) absolute PATH entries that exist
-    inside as the host's own directories, in their order; then the image's
-    defaults (its PATH, or the usual directories), without duplicates.  Inside are
-    the host image's directories (host_image_dirs: /usr, the interpreter's
-    prefix and venv...) and the mounts (the notebook's directory, --mount,
-    --workspace); an entry elsewhere (~/.local/bin, a pyenv shims directory
-    not below a mount) does not exist there and is dropped, and so is a
-    relative one ('' or '.': the working directory)."""
-    shown = [(m.target, m.source) for m in spec.mounts if m.on_path]
-    if spec.workspace:
-        shown.append(("/workspace", spec.workspace))
-    if _on_host_files(spec.image):
-        shown += [(d, d) for d in rootfs.host_image_dirs()]
-    entries = [_inside(entry, shown) for entry in host_path.split(":") if os.path.isabs(entry)]
-    first = []
-    if image_path is None:
-        image_path = DEFAULT_PATH
-        if sys.prefix != sys.base_prefix and _on_host_files(spec.image):
-            # python3 and pip inside are the kernel's own interpreter, as in an
-            # activated venv, even where the caller's PATH names the system's first
-            first = [os.path.join(sys.prefix, "bin")]
-    defaults = [p for p in image_path.split(":") if p]
-    return ":".join(dict.fromkeys(e for e in first + entries + defaults if e))
-
-
-def _inside(entry: str, shown: list[tuple[str, str]]) -> str | None:
-    """The path inside at which the host directory ``entry`` is seen, or None:
-    the entry itself when it lies below a shown target, else where its real
-    path (through the host's symlinks) lies below a shown source."""
-    entry = os.path.normpath(entry)
-    for target, source in shown:
-        if _under(entry, target) and os.path.isdir(source + entry[len(target):]):
-            return entry
-    real = os.path.realpath(entry)
-    for target, source in shown:
-        if _under(real, source) and os.path.isdir(real):
-            return os.path.normpath(target + real[len(source):])
-    return None
-
-
-def _under(path: str, directory: str) -> bool:
-    return path == directory or path.startswith(directory.rstrip("/") + "/")
-
-
-def _on_host_files(name: str) -> bool:
-    """The host image, or an image built on it: the host's directories are inside."""
-    if name == images.HOST:
-        return True
-    image = images.load(name)
-    return image is not None and image.base == images.HOST
-
-
 @functools.lru_cache(maxsize=None)
 def _host_driver() -> CgroupDriver:
     """The host's cgroup setup does not change under a running process:
@@ -526,206 +433,3 @@ def _host_driver() -> CgroupDriver:
 
 def _state_parent() -> str:
     return "/run" if os.access("/run", os.W_OK) else tempfile.gettempdir()
-
-
-def _ensure_standard_fds() -> None:
-    """An owner started without stdin (CI, daemons) would hand fd 0 to our
-    pipes, and the launcher's dup2 onto 0, 1, 2 would then clobber them."""
-    for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-        except OSError:
-            null = os.open(os.devnull, os.O_RDWR)
-            if null != fd:
-                os.dup2(null, fd)
-                os.close(null)
-
-
-def _default_spawn_mode() -> str:
-    if _single_threaded():
-        return "fork"
-    return "zygote" if zygote.enabled() else "exec"
-
-
-def _in_process_module(spec: ContainerSpec) -> dict:
-    """``python -m MODULE`` with this very interpreter, on the host image, can
-    run in the zygote's fork without exec (and without importing it again)."""
-    command = spec.command
-    if spec.image == images.HOST and len(command) >= 3 and command[:2] == (sys.executable, "-m"):
-        return {"run_module": command[2], "module_args": list(command[3:])}
-    return {}
-
-
-def _child_of(parent: int) -> int | None:
-    """The pid of ``parent``'s child (the launcher's init), or None if it has
-    exited: a scan of /proc, since CONFIG_PROC_CHILDREN is often off.  Only
-    the null driver needs it."""
-    for name in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{name}/stat", encoding="utf-8", errors="replace") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == parent:
-            return int(name)
-    return None
-
-
-def _single_threaded() -> bool:
-    """fork() is only safe when no other thread holds a lock we would copy."""
-    return len(os.listdir("/proc/self/task")) == 1
-
-
-def _await_setup(status_r: int) -> None:
-    """Block until every setup step is done (EOF) or one reports failure."""
-    chunks = []
-    deadline = time.monotonic() + START_TIMEOUT
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([status_r], [], [], deadline - time.monotonic())
-            if not ready:
-                raise ContainerStartError("start", f"no answer within {START_TIMEOUT:.0f} s")
-            chunk = os.read(status_r, 4096)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(status_r)
-    if chunks:
-        first = json.loads(b"".join(chunks).splitlines()[0])
-        raise ContainerStartError(first["step"], first["error"], first.get("errno"))
-
-
-class _LauncherHandle:
-    """The launcher process, however it was started: signals, the command's
-    exit code from the result pipe (a wait with a timeout, no polling), and
-    reaping the launcher itself once the container is released."""
-
-    def __init__(self, pid: int, result_r: int, popen: subprocess.Popen | None = None,
-                 child: bool = True):
-        self.pid = pid
-        self._popen = popen
-        self._child = child  # a zygote's launcher is the zygote's child, not ours
-        self._pidfd = os.pidfd_open(pid)
-        self._result_r = result_r
-        self.exit_code: int | None = None
-        self.reaped = False
-        self._reaping = threading.Lock()  # wait() and destroy() may race: close once
-
-    def send_signal(self, signum: int) -> None:
-        if not self.reaped:
-            try:
-                signal.pidfd_send_signal(self._pidfd, signum)
-            except ProcessLookupError:
-                pass  # exited, not yet reaped
-
-    def wait(self, timeout: float | None) -> int | None:
-        """The command's exit code (negative: the launcher itself was killed
-        by that signal), or None if it still runs after ``timeout`` seconds."""
-        if self.exit_code is not None:
-            return self.exit_code
-        if self.reaped:               # destroyed meanwhile: result_r is closed
-            return self._returncode
-        ready, _, _ = select.select([self._result_r], [], [], timeout)
-        if not ready:
-            return None
-        with self._reaping:           # a reap() in another thread closes result_r
-            if self.reaped:
-                return self._returncode
-            line = os.read(self._result_r, 64)
-            # EOF without a line: the launcher died before init did
-            self.exit_code = int(line) if line.strip() else self._reap_once()
-        return self.exit_code
-
-    def reap(self) -> int:
-        """Wait for the launcher to exit (call after killing or releasing it)."""
-        with self._reaping:
-            return self._reap_once()
-
-    def _reap_once(self) -> int:
-        if not self.reaped:
-            if self._popen is not None:
-                self._returncode = self._popen.wait()
-            elif self._child:
-                self._returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
-            else:  # the zygote reaps it; its pidfd turns readable when it exits
-                select.select([self._pidfd], [], [])
-                self._returncode = -signal.SIGKILL
-            self.reaped = True
-            os.close(self._pidfd)
-            os.close(self._result_r)
-        return self._returncode
-
-
-def _stdio_fd(stream, default: int) -> int:
-    """A file object, an fd, None (inherit) or subprocess.DEVNULL, as an fd."""
-    if stream is None:
-        return default
-    if stream == subprocess.DEVNULL:
-        return os.open(os.devnull, os.O_RDWR)  # the fork path's child closes it
-    if isinstance(stream, int) and stream < 0:
-        raise ValueError("stdio must be a file, an fd, None or subprocess.DEVNULL")
-    return stream if isinstance(stream, int) else stream.fileno()
-
-
-def _fork_launcher(config: dict, stdio, result_r: int) -> _LauncherHandle:
-    """Fork the launcher from this (single-threaded) process: no interpreter
-    start, which is most of a container's start time."""
-    fds = [_stdio_fd(s, i) for i, s in enumerate(stdio)]
-    pid = os.fork()
-    for fd, stream in zip(fds, stdio):
-        if pid and stream == subprocess.DEVNULL:
-            os.close(fd)
-    if pid == 0:
-        code = 125
-        try:
-            _become_clean_child(fds, config)
-            code = launcher.launcher_main(config)
-        except BaseException as error:  # noqa: B036 -- never return into the owner's code
-            launcher._report(config["status_fd"], "launcher", error)
-        finally:
-            os._exit(code)
-    return _LauncherHandle(pid, result_r)
-
-
-def _become_clean_child(fds: list[int], config: dict) -> None:
-    """In the forked launcher: drop the owner's signal handling and files."""
-    signal.set_wakeup_fd(-1)
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGPIPE):
-        signal.signal(signum, signal.SIG_DFL)
-    for target, fd in enumerate(fds):
-        if fd != target:
-            os.dup2(fd, target)
-    keep = {0, 1, 2, config["status_fd"], config["lifeline_fd"], config["result_fd"],
-            *config["pass_fds"]}
-    launcher._close_fds_except(keep)
-
-
-def _zygote_launcher(config: dict, stdio, result_r: int) -> _LauncherHandle:
-    """Ask this process's fork server for the launcher (zygote.py)."""
-    fds = [_stdio_fd(s, i) for i, s in enumerate(stdio)]
-    try:
-        pid = zygote.shared().spawn(config, fds)
-    finally:
-        for fd, stream in zip(fds, stdio):
-            if stream == subprocess.DEVNULL:
-                os.close(fd)
-    return _LauncherHandle(pid, result_r, child=False)
-
-
-def _exec_launcher(config: dict, stdio, result_r: int) -> _LauncherHandle:
-    """Start the launcher as a fresh interpreter: this process has threads,
-    and forking a threaded process copies locks other threads hold."""
-    config_r, config_w = os.pipe()
-    keep = (config["status_fd"], config["lifeline_fd"], config["result_fd"], config_r,
-            *config["pass_fds"])
-    popen = subprocess.Popen(
-        [sys.executable, "-m", "sandbox_kernel.runtime.launcher", str(config_r)],
-        stdin=stdio[0], stdout=stdio[1], stderr=stdio[2], pass_fds=keep)
-    os.close(config_r)
-    with os.fdopen(config_w, "w") as handle:
-        json.dump(config, handle, default=vars)  # rootfs.Op -> its fields
-    return _LauncherHandle(popen.pid, result_r, popen)
-
-
-_SPAWNERS = {"fork": _fork_launcher, "exec": _exec_launcher, "zygote": _zygote_launcher}

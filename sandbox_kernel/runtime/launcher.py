@@ -58,8 +58,11 @@ import sys
 import time
 import traceback
 
-from . import network, rootfs, safe_fs, security, userns
+from . import mount_apply, network, safe_fs, security, userns
 from . import syscalls as sc
+from .launch_config import LauncherConfig, LauncherConfigError
+from .layer_holds import containers_stacking  # noqa: F401 -- moved to layer_holds.py; image_store still imports it here
+from .layer_holds import hold_lower_dirs
 
 PR_SET_DUMPABLE = 4   # linux/prctl.h
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
@@ -80,7 +83,7 @@ def _report(status_fd: int, step: str, error: BaseException) -> None:
         pass  # the owner is gone; nobody is left to tell
 
 
-def _step(config: dict, name: str, func, *args) -> None:
+def _step(name: str, func, *args) -> None:
     """Run one named setup step; a failure is reported with the step's name."""
     try:
         func(*args)
@@ -90,9 +93,9 @@ def _step(config: dict, name: str, func, *args) -> None:
 
 # --------------------------------------------------------------------- launcher
 
-def launcher_main(config: dict) -> int:
+def launcher_main(config: LauncherConfig) -> int:
     """Runs in the launcher process; returns its exit code."""
-    status_fd = config["status_fd"]
+    status_fd = config.status_fd
     try:
         sc.set_process_name("sbk-launcher")
         # Our own session: a client that kills its kernel's whole process
@@ -101,12 +104,12 @@ def launcher_main(config: dict) -> int:
     except OSError as error:
         _report(status_fd, "setsid", error)
         return 125
-    held = _hold_lower_dirs(config["plan"])
-    if config.get("userns"):
+    held = hold_lower_dirs(config.plan)
+    if config.userns is not None:
         # Rootless: first a user namespace, in which we hold the capabilities
         # every later step needs (for the namespaces made from it on).
         try:
-            userns.enter(config["userns"])
+            userns.enter(config.userns)
         except OSError as error:
             _report(status_fd, "user namespace", error)
             return 125
@@ -121,87 +124,15 @@ def launcher_main(config: dict) -> int:
             os.close(fd)
         os._exit(_run_init(config))
     os.close(status_fd)
-    _let_go_of_the_commands_files(config["pass_fds"])
+    _let_go_of_the_commands_files(config.pass_fds)
     code = _supervise(config, init_pid)
     if code is None:  # the owner is gone: nobody waits for a result
         _clean_up(config)
         return 137
-    _report_exit(config["result_fd"], code)
-    _await_release(config["lifeline_fd"])
+    _report_exit(config.result_fd, code)
+    _await_release(config.lifeline_fd)
     _clean_up(config)
     return code
-
-
-def _hold_lower_dirs(plan: list) -> list[int]:
-    """Open (O_PATH) every directory the plan's overlays stack, for as long
-    as this launcher lives: the host's record of the image layers in use
-    (``containers_stacking``), since the container's mountinfo names them
-    neutrally (rootfs.neutral_overlay_options).  One that cannot be opened
-    is left to the mount plan, which reports it."""
-    held = []
-    for op in plan:
-        fstype, data = (op.get("fstype"), op.get("data")) if isinstance(op, dict) \
-            else (op.fstype, op.data)
-        if fstype != "overlay":
-            continue
-        _, names = rootfs.neutral_overlay_options(data or "")
-        for name, path in names.items():
-            if name.startswith("layer"):
-                try:
-                    held.append(os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
-                except OSError:
-                    continue
-    return held
-
-
-def containers_stacking(dirs: list[str]) -> list[int]:
-    """Init pids (host) of running containers whose overlays stack any of
-    ``dirs`` or a directory below one (an image built on the host stacks
-    <layer>/root/usr): their launchers hold each open (_hold_lower_dirs).
-    Only launchers this process may look into are seen: all for root."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        if _comm(pid) != "sbk-launcher":
-            continue
-        held = _open_paths(pid)
-        if any(path == d or path.startswith(d.rstrip("/") + "/") for path in held for d in dirs):
-            found.append(_init_of(int(pid)) or int(pid))
-    return found
-
-
-def _comm(pid: str) -> str | None:
-    try:
-        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as handle:
-            return handle.read().strip()
-    except OSError:
-        return None   # gone meanwhile
-
-
-def _open_paths(pid: str) -> list[str]:
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return []   # gone, or another user's
-    paths = []
-    for fd in fds:
-        try:
-            paths.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
-        except OSError:
-            continue   # closed meanwhile
-    return paths
-
-
-def _init_of(launcher: int) -> int | None:
-    """The launcher's child named sbk-init, or None (not started, or ended)."""
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
-                name, rest = handle.read().split(" (", 1)[1].rsplit(") ", 1)
-        except (OSError, ValueError, IndexError):
-            continue
-        if name == "sbk-init" and int(rest.split()[1]) == launcher:
-            return int(pid)
-    return None
 
 
 def _let_go_of_the_commands_files(pass_fds: list[int]) -> None:
@@ -216,7 +147,7 @@ def _let_go_of_the_commands_files(pass_fds: list[int]) -> None:
     os.close(null)
 
 
-def _supervise(config: dict, init_pid: int) -> int | None:
+def _supervise(config: LauncherConfig, init_pid: int) -> int | None:
     """Forward signals to init until it exits; its exit code, or None if the
     owner died first (then init and its pid namespace are killed)."""
     for signum in FORWARDED_SIGNALS:
@@ -224,7 +155,7 @@ def _supervise(config: dict, init_pid: int) -> int | None:
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda _s, _f: None)
-    lifeline = config["lifeline_fd"]
+    lifeline = config.lifeline_fd
     while True:
         pid, status = os.waitpid(init_pid, os.WNOHANG)
         if pid:
@@ -255,24 +186,24 @@ def _await_release(lifeline: int) -> None:
         pass
 
 
-def _clean_up(config: dict) -> None:
+def _clean_up(config: LauncherConfig) -> None:
     """Remove the container's cgroup and state directory (what is left of them)."""
     deadline = time.monotonic() + 5
-    for directory in config["cleanup"]["cgroup_dirs"]:
+    for directory in config.cgroup_dirs:
         while os.path.isdir(directory) and time.monotonic() < deadline:
             try:
                 os.rmdir(directory)
             except OSError:
                 time.sleep(0.01)  # EBUSY until the last member is reaped
-    safe_fs.remove_tree(config["cleanup"]["state_dir"])   # iterative, logs what it cannot remove
+    safe_fs.remove_tree(config.state_dir)   # iterative, logs what it cannot remove
 
 
 # ------------------------------------------------------------------------- init
 
-def _run_init(config: dict) -> int:
-    status_fd = config["status_fd"]
-    os.close(config["result_fd"])  # the launcher's channels, not ours
-    os.close(config["lifeline_fd"])
+def _run_init(config: LauncherConfig) -> int:
+    status_fd = config.status_fd
+    os.close(config.result_fd)  # the launcher's channels, not ours
+    os.close(config.lifeline_fd)
     try:
         workload = _init_setup(config)
     except SetupFailed as failure:
@@ -282,28 +213,26 @@ def _run_init(config: dict) -> int:
     return _reap(workload)
 
 
-def _init_setup(config: dict) -> int:
+def _init_setup(config: LauncherConfig) -> int:
     """The container's setup, top to bottom, as named steps.  Returns the
     workload's pid."""
     # Named first: until then ps, the tests and containers_stacking see a
     # second "sbk-launcher".
-    _step(config, "name init", sc.set_process_name, "sbk-init")
-    _step(config, "die with the launcher", sc.set_pdeathsig, signal.SIGKILL)
-    _step(config, "join cgroup", _join_cgroup, config["join_files"])
-    _step(config, "bind to CPUs", _bind_to_cpus, config.get("cpus"))
-    _step(config, "hide the owner's command line", replace_command_line, "sbk-init")
-    _step(config, "unshare namespaces", sc.unshare, _namespace_flags(config["network"]))
-    _step(config, "mount plan", rootfs.apply,
-          [rootfs.Op(**op) if isinstance(op, dict) else op for op in config["plan"]],
-          config["host_mnt_ns"])
-    _step(config, "pivot_root", rootfs.pivot, config["new_root"])
-    _step(config, "sethostname", sc.sethostname, config["hostname"])
-    _step(config, "network " + config["network"], network.setup_child, config["network"])
+    _step("name init", sc.set_process_name, "sbk-init")
+    _step("die with the launcher", sc.set_pdeathsig, signal.SIGKILL)
+    _step("join cgroup", _join_cgroup, config.join_files)
+    _step("bind to CPUs", _bind_to_cpus, config.cpus)
+    _step("hide the owner's command line", replace_command_line, "sbk-init")
+    _step("unshare namespaces", sc.unshare, _namespace_flags(config.network))
+    _step("mount plan", mount_apply.apply, config.plan, config.host_mnt_ns)
+    _step("pivot_root", mount_apply.pivot, config.new_root)
+    _step("sethostname", sc.sethostname, config.hostname)
+    _step("network " + config.network, network.setup_child, config.network)
     for signum in FORWARDED_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)  # until the workload exists
     # before the workload exists: init's /proc files become the host root's
     # (see the module docstring); the workload takes dumpable back at once
-    _step(config, "init out of the workload's reach", sc.prctl, PR_SET_DUMPABLE, 0)
+    _step("init out of the workload's reach", sc.prctl, PR_SET_DUMPABLE, 0)
     pid = os.fork()
     if pid == 0:
         _run_workload(config)  # never returns
@@ -346,27 +275,27 @@ def _reap(workload: int) -> int:
 
 # --------------------------------------------------------------------- workload
 
-def _run_workload(config: dict) -> None:
-    status_fd = config["status_fd"]
+def _run_workload(config: LauncherConfig) -> None:
+    status_fd = config.status_fd
     try:
         _workload_setup(config)
-        if config.get("run_module"):
+        if config.run_module:
             _run_module_in_process(config)  # never returns
-        os.execvpe(config["command"][0], config["command"], config["env"])
+        os.execvpe(config.command[0], config.command, config.env)
     except SetupFailed as failure:
         _report(status_fd, failure.step, failure.error)
         os._exit(125)
     except OSError as error:
-        _report(status_fd, f"exec {config['command'][0]}", error)
+        _report(status_fd, f"exec {config.command[0]}", error)
         os._exit(127 if isinstance(error, FileNotFoundError) else 126)
     finally:
         os._exit(125)  # never return into init's code, whatever was raised
 
 
-def _workload_setup(config: dict) -> None:
+def _workload_setup(config: LauncherConfig) -> None:
     # as a fork of init, undumpable; our own /proc files are the workload's
     # (an exec, or a change of uid, then decides as it does for any process)
-    _step(config, "dumpable", sc.prctl, PR_SET_DUMPABLE, 1)
+    _step("dumpable", sc.prctl, PR_SET_DUMPABLE, 1)
     for signum in FORWARDED_SIGNALS + (signal.SIGCHLD,):
         signal.signal(signum, signal.SIG_DFL)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
@@ -374,35 +303,34 @@ def _workload_setup(config: dict) -> None:
     # ends the container without a word).  Raising our score needs no
     # privilege; lowering init's would need CAP_SYS_RESOURCE, which some
     # hosts (like the CI machines) do not give even to root.
-    _step(config, "oom_score_adj", sc.write_proc_file, "/proc/self/oom_score_adj", "500")
-    _step(config, "close inherited files", _close_fds_except,
-          {0, 1, 2, config["status_fd"], *config["pass_fds"]})
-    os.set_inheritable(config["status_fd"], False)  # closes on a successful exec
-    for fd in config["pass_fds"]:
+    _step("oom_score_adj", sc.write_proc_file, "/proc/self/oom_score_adj", "500")
+    _step("close inherited files", _close_fds_except,
+          {0, 1, 2, config.status_fd, *config.pass_fds})
+    os.set_inheritable(config.status_fd, False)  # closes on a successful exec
+    for fd in config.pass_fds:
         os.set_inheritable(fd, True)
-    _step(config, "chdir " + config["workdir"], os.chdir, config["workdir"])
-    uid, gid = config["uid"], config["gid"]
-    _step(config, "drop privileges", security.harden, uid, gid,
-          [tuple(r) for r in config["rlimits"]], config.get("keep_groups", False))
+    _step("chdir " + config.workdir, os.chdir, config.workdir)
+    _step("drop privileges", security.harden, config.uid, config.gid,
+          [tuple(r) for r in config.rlimits], config.keep_groups)
 
 
-def _run_module_in_process(config: dict) -> None:
+def _run_module_in_process(config: LauncherConfig) -> None:
     """``python -m MODULE ARGS`` without exec: this process is a fork of the
     zygote, the same interpreter with MODULE already imported (zygote.py says
     what else it inherits).  Everything execve would reset is reset here."""
     os.environ.clear()
-    os.environ.update(config["env"])
+    os.environ.update(config.env)
     random.seed()
     # exec would name the process after the interpreter; without it we would
     # still be "sbk-init" in ps inside, next to the real init
-    sc.set_process_name(os.path.basename(config["command"][0]))
+    sc.set_process_name(os.path.basename(config.command[0]))
     # and /proc/self/cmdline would be the zygote's command line; the
     # environ block after it is no longer anyone's (os.environ.clear()
     # unset every variable that pointed into it): the title may use it
-    replace_command_line(" ".join(config["command"]), with_environ=True)
-    name, args = config["run_module"], config["module_args"]
+    replace_command_line(" ".join(config.command), with_environ=True)
+    name, args = config.run_module, config.module_args
     sys.argv = [name, *args]
-    os.close(config["status_fd"])  # as a successful exec would: we are running
+    os.close(config.status_fd)  # as a successful exec would: we are running
     code = 1
     try:
         module = importlib.import_module(name)
@@ -500,7 +428,14 @@ def _read_config(fd: int) -> dict:
 
 def main() -> None:
     """Entry of the exec path: ``python -m sandbox_kernel.runtime.launcher FD``."""
-    config = _read_config(int(sys.argv[1]))
+    data = _read_config(int(sys.argv[1]))
+    try:
+        config = LauncherConfig.from_dict(data)
+    except LauncherConfigError as error:
+        status_fd = data.get("status_fd") if isinstance(data, dict) else None
+        if type(status_fd) is int:
+            _report(status_fd, "launcher config", error)
+        os._exit(125)
     os._exit(launcher_main(config))
 
 

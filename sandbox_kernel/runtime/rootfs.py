@@ -1,8 +1,10 @@
-"""The container's root file system: first a plan, then its apply.
+"""The container's root file system, as a plan: the mount steps that make it.
 
-``host_image_plan`` turns a spec into a list of operations (plain data that
-can be printed, tested and taught, as bubblewrap's SetupOp list is), and
-``apply`` walks that list once, inside the container's new mount namespace.
+``host_image_plan`` turns a spec into a list of operations (``Op``: plain
+data that can be printed, tested and taught, as bubblewrap's SetupOp list
+is); mount_apply.py walks that list once, inside the container's new mount
+namespace (``apply``), and idmapped_mount.py makes the idmapped binds.
+Nothing here mounts anything: a plan is made on the owner's side.
 
 The plan for the ``host`` image, with S the container's state directory:
 
@@ -40,22 +42,17 @@ venv must be where the interpreter looks for them), the sources of declared
 mounts and of a --workspace the caller chose (the kernel shows a bind's root
 as its path in the source file system), and nothing of the state directory
 or the image store: overlayfs shows its layer options as the strings it was
-given, so ``apply`` gives it short relative names (``_mount_overlay``).
+given, so ``apply`` gives it short relative names (mount_apply.py).
 
-DANGER: every op here runs as root with all capabilities.  ``apply`` refuses
-to start unless the process is already in a mount namespace other than the
-host's: applied in the host's namespace, this plan would mount over the
-host's own /proc and /dev.
+Imports: spec, syscalls and mount_apply (for ``Op``) only.
 """
 from __future__ import annotations
 
-import errno
 import os
 import sys
-import tempfile
-from dataclasses import dataclass
 
 from . import syscalls as sc
+from .mount_apply import Op
 from .spec import ContainerSpec
 
 # host devices bound into /dev (DESIGN "Security defaults")
@@ -63,27 +60,6 @@ DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 PROC_MASKED = ("kcore", "keys", "timer_list", "sched_debug", "timer_stats",
                "latency_stats", "kmsg")
 PROC_READ_ONLY = ("sys", "sysrq-trigger", "irq", "bus", "fs")
-
-
-@dataclass(frozen=True)
-class Op:
-    """One step of the plan: ``kind`` names what ``apply`` does with it."""
-    kind: str            # mkdir | mount | bind | idmap_bind | remount_ro | mask | symlink
-                         # | write | chown | append_passwd | confine
-    target: str
-    source: str | None = None
-    fstype: str | None = None
-    flags: int = 0
-    data: str | None = None
-    mode: int = 0o755
-
-    def __str__(self) -> str:
-        parts = [self.kind, self.target]
-        if self.source:
-            parts.insert(1, self.source + " ->")
-        if self.fstype:
-            parts.append(f"({self.fstype}{', ' + self.data if self.data else ''})")
-        return " ".join(parts)
 
 
 LAYER_SHARE_OF_MEMORY = 0.5
@@ -466,267 +442,6 @@ def _identity(root: str, spec: ContainerSpec, via: str | None = None) -> list[Op
     return plan + [Op("append_passwd", f"{root}/etc", via, data=f"{uid}:{gid}")]
 
 
-class MountPlanError(OSError):
-    pass
-
-
-def apply(plan: list[Op], host_mnt_ns: int) -> None:
-    """Walk the plan.  Only in a fresh mount namespace (see module docstring)."""
-    if os.stat("/proc/self/ns/mnt").st_ino == host_mnt_ns:
-        raise MountPlanError(1, "refusing to apply a mount plan in the host's mount namespace")
-    # nothing mounted below may propagate back to the host
-    sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
-    for op in plan:
-        _APPLY[op.kind](op)
-
-
-def _mkdir(op: Op) -> None:
-    if not os.path.isdir(op.target):
-        os.makedirs(op.target)
-        os.chmod(op.target, op.mode)  # umask would clear the sticky bit of /tmp
-
-
-def _mount(op: Op) -> None:
-    if op.fstype == "overlay":
-        _mount_overlay(op)
-    else:
-        sc.mount(op.source, op.target, op.fstype, op.flags, op.data)
-
-
-# overlayfs's options that name directories, and the neutral name each path gets
-_OVERLAY_DIRS = {"lowerdir": "layer", "upperdir": "upper", "workdir": "work"}
-
-
-def neutral_overlay_options(data: str) -> tuple[str, dict[str, str]]:
-    """``data`` with each directory replaced by a short relative name, and
-    {name: the directory}.  mountinfo shows overlayfs's options as the
-    strings given, and the plan's are host paths (the state directory, the
-    image store): a container must see "lowerdir=layer0:layer1,upperdir=upper"."""
-    options, names = [], {}
-    for option in data.split(","):
-        key, _, value = option.partition("=")
-        if key not in _OVERLAY_DIRS or not value:
-            options.append(option)
-            continue
-        paths = value.split(":") if key == "lowerdir" else [value]
-        given = []
-        for index, path in enumerate(paths):
-            name = _OVERLAY_DIRS[key] + (str(index) if key == "lowerdir" else "")
-            names[name] = path
-            given.append(name)
-        options.append(f"{key}={':'.join(given)}")
-    return ",".join(options), names
-
-
-def _mount_overlay(op: Op) -> None:
-    """Mount with the neutral names of ``neutral_overlay_options``: each a
-    symlink to its directory in a scratch directory beside the upper dir
-    (ours: on the tmpfs layer, or a build's work directory), which is the
-    working directory while the kernel resolves them.  The overlay keeps
-    the directories it resolved, not the names: the scratch goes after."""
-    data, names = neutral_overlay_options(op.data or "")
-    if "upper" not in names:   # nowhere of ours to put the names: mount as planned
-        sc.mount(op.source, op.target, op.fstype, op.flags, op.data)
-        return
-    scratch = tempfile.mkdtemp(prefix=".overlay-names-", dir=os.path.dirname(names["upper"]))
-    previous = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        for name, path in names.items():
-            os.symlink(path, os.path.join(scratch, name))
-        os.chdir(scratch)
-        sc.mount(op.source, op.target, op.fstype, op.flags, data)
-    finally:
-        os.fchdir(previous)
-        os.close(previous)
-        for name in names:
-            _unlink_if_there(os.path.join(scratch, name))
-        os.rmdir(scratch)
-
-
-def _unlink_if_there(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass   # a failed symlink() never made it
-
-
-def _bind(op: Op) -> None:
-    _make_target(op)
-    sc.mount(op.source, op.target, None, sc.MS_BIND | sc.MS_REC)
-    if op.flags:
-        sc.mount(None, op.target, None, sc.MS_REMOUNT | sc.MS_BIND | op.flags)
-
-
-# where the file system cannot be idmapped, or the kernel is older than 5.12
-_NO_IDMAP = (errno.EINVAL, errno.ENOSYS, errno.EPERM, errno.EOPNOTSUPP)
-
-
-def _idmap_bind(op: Op) -> None:
-    """A bind whose files of the host owner show as the workload's, and whose
-    new files are the owner's on the host (mount_setattr MOUNT_ATTR_IDMAP),
-    with op.flags' nosuid, nodev and read-only.  Where the file system (or a
-    mount below the source) cannot be idmapped, a plain bind: the workload
-    then reads what the host's permissions let any user read."""
-    owner_uid, owner_gid, uid, gid = (int(x) for x in op.data.split(":"))
-    _make_target(op)
-    try:
-        userns = _idmap_userns(f"{owner_uid} {uid} 1\n", f"{owner_gid} {gid} 1\n")
-    except OSError as error:
-        if error.errno not in _NO_IDMAP:
-            raise
-        return _bind(op)
-    try:
-        tree = sc.open_tree_clone(op.source)
-        try:
-            sc.mount_setattr_idmap(tree, op.source, userns, _mount_attrs(op.flags))
-            sc.move_mount_to(tree, op.target)
-        finally:
-            os.close(tree)
-    except OSError as error:
-        if error.errno not in _NO_IDMAP:
-            raise
-        _bind(op)
-    finally:
-        os.close(userns)
-
-
-def _mount_attrs(flags: int) -> int:
-    attrs = 0
-    for ms_bit, attr in ((sc.MS_RDONLY, sc.MOUNT_ATTR_RDONLY), (sc.MS_NOSUID, sc.MOUNT_ATTR_NOSUID),
-                         (sc.MS_NODEV, sc.MOUNT_ATTR_NODEV)):
-        if flags & ms_bit:
-            attrs |= attr
-    return attrs
-
-
-def _idmap_userns(uid_map: str, gid_map: str) -> int:
-    """An fd of a new user namespace with these maps, for MOUNT_ATTR_IDMAP.
-    A child unshares it and waits; we (root of the host's user namespace)
-    write its maps through the host's /proc (still mounted: this runs before
-    pivot_root), where the child's pid is the host's, read from /proc/self."""
-    to_parent_r, to_parent_w = os.pipe()
-    to_child_r, to_child_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.close(to_parent_r)
-            os.close(to_child_w)
-            sc.unshare(sc.CLONE_NEWUSER)
-            os.write(to_parent_w, os.readlink("/proc/self").encode())
-            os.close(to_parent_w)
-            os.read(to_child_r, 1)
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(to_parent_w)
-    os.close(to_child_r)
-    try:
-        host_pid = os.read(to_parent_r, 32).decode()
-        if not host_pid.isdigit():
-            raise OSError(errno.EPERM, "idmap: the helper could not make a user namespace")
-        for name, text in (("uid_map", uid_map), ("gid_map", gid_map)):
-            sc.write_proc_file(f"/proc/{host_pid}/{name}", text)
-        return os.open(f"/proc/{host_pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
-    finally:
-        os.close(to_parent_r)
-        os.close(to_child_w)
-        os.waitpid(pid, 0)
-
-
-def _make_target(op: Op) -> None:
-    if os.path.isdir(op.source) and not os.path.exists(op.target):
-        os.makedirs(op.target)
-    elif not os.path.exists(op.target):
-        os.makedirs(os.path.dirname(op.target), exist_ok=True)
-        open(op.target, "a").close()
-
-
-def _remount_ro(op: Op) -> None:
-    if not os.path.exists(op.target):
-        return
-    sc.mount(op.target, op.target, None, sc.MS_BIND | sc.MS_REC)
-    sc.mount(None, op.target, None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY | op.flags)
-
-
-def _mask(op: Op) -> None:
-    if os.path.isdir(op.target):
-        sc.mount("tmpfs", op.target, "tmpfs", sc.MS_RDONLY, "size=0")
-    elif os.path.exists(op.target):
-        sc.mount("/dev/null", op.target, None, sc.MS_BIND)
-
-
-def _symlink(op: Op) -> None:
-    os.symlink(op.source, op.target)
-
-
-def _write(op: Op) -> None:
-    with open(op.target, "w") as handle:
-        handle.write(op.data or "")
-
-
-def _chown(op: Op) -> None:
-    uid, gid = (int(x) for x in op.data.split(":"))
-    os.chown(op.target, uid, gid)
-
-
-def _append_passwd(op: Op) -> None:
-    """Name the container's uid 'sandbox' unless the image already names it."""
-    uid, gid = op.data.split(":")
-    if os.path.exists(f"{op.target}/passwd"):   # an image may have none
-        with open(f"{op.target}/passwd") as handle:
-            if any(line.split(":")[2:3] == [uid] for line in handle):
-                return
-    lines = {"passwd": f"sandbox:x:{uid}:{gid}:sandbox:/home/sandbox:/bin/sh\n",
-             "group": f"sandbox:x:{gid}:\n"}
-    for name, line in lines.items():
-        if op.source is None:
-            with open(f"{op.target}/{name}", "a") as handle:
-                handle.write(line)
-        else:   # rootless: a copy on the layer, bound over the host's file
-            _copy_with(f"{op.target}/{name}", f"{op.source}/{name}", line)
-            _bind(Op("bind", f"{op.target}/{name}", f"{op.source}/{name}"))
-
-
-def _copy_with(original: str, copy: str, line: str) -> None:
-    try:
-        with open(original) as handle:
-            text = handle.read()
-    except FileNotFoundError:
-        text = ""
-    with open(copy, "w") as handle:
-        handle.write(text + ("" if text.endswith("\n") or not text else "\n") + line)
-
-
-def _confine(op: Op) -> None:
-    """Make sure no component of op.target below the root op.source is a
-    symlink (an image's symlink could point anywhere on the host, and this
-    runs before pivot_root): each one found is removed, which only touches
-    the overlay's upper layer.  A non-directory where a directory is needed
-    is removed too; missing directories are made."""
-    root = op.source
-    relative = os.path.relpath(op.target, root).split("/")
-    if relative[0] == ".." or os.path.islink(root):
-        raise MountPlanError(1, "confine: not below the root", op.target)
-    path = root
-    for index, name in enumerate(relative):
-        path = os.path.join(path, name)
-        last = index == len(relative) - 1
-        if os.path.islink(path) or (not last and os.path.lexists(path) and not os.path.isdir(path)):
-            os.unlink(path)
-        if not last and not os.path.lexists(path):
-            os.mkdir(path, 0o755)
-
-
-_APPLY = {"mkdir": _mkdir, "mount": _mount, "bind": _bind, "remount_ro": _remount_ro,
-          "mask": _mask, "symlink": _symlink, "write": _write, "chown": _chown,
-          "append_passwd": _append_passwd, "confine": _confine, "idmap_bind": _idmap_bind}
-
-
-def pivot(new_root: str) -> None:
-    """Make new_root the root and detach the old one (runc's pivot_root(".", ".")
-    trick: no put_old directory is left inside the container)."""
-    os.chdir(new_root)
-    sc.pivot_root(".", ".")
-    sc.umount2(".", sc.MNT_DETACH)
-    os.chdir("/")
+# moved to mount_apply.py; the launcher's callers and tests still read them here
+from .mount_apply import (  # noqa: E402,F401 -- moved; tests and image_build still import them here
+    _APPLY, MountPlanError, _confine, _write, apply, neutral_overlay_options, pivot)

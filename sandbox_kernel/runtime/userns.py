@@ -62,6 +62,7 @@ class IdMap:
         return "range" if self.by_tool else "single"
 
     def as_config(self) -> dict:
+        """The map as plain data (the lines and who writes them)."""
         return {"uid_lines": [list(l) for l in self.uid_lines],
                 "gid_lines": [list(l) for l in self.gid_lines], "by_tool": self.by_tool}
 
@@ -119,21 +120,21 @@ def _ranges(uid: int, etc: str):
 
 # ------------------------------------------------------------- launcher side
 
-def enter(config: dict) -> None:
+def enter(idmap: IdMap) -> None:
     """unshare(CLONE_NEWUSER) and get the map written; afterwards this process
     is root inside, with every capability of the new namespace."""
-    if config["by_tool"]:
-        _enter_with_tools(config)
+    if idmap.by_tool:
+        _enter_with_tools(idmap)
         return
     sc.unshare(sc.CLONE_NEWUSER)
     # An unprivileged process may map only its own ids, and a gid map only
     # after setgroups is denied (else dropping a group could grant access).
     sc.write_proc_file("/proc/self/setgroups", "deny")
-    sc.write_proc_file("/proc/self/uid_map", _lines(config["uid_lines"]))
-    sc.write_proc_file("/proc/self/gid_map", _lines(config["gid_lines"]))
+    sc.write_proc_file("/proc/self/uid_map", _lines(idmap.uid_lines))
+    sc.write_proc_file("/proc/self/gid_map", _lines(idmap.gid_lines))
 
 
-def _enter_with_tools(config: dict) -> None:
+def _enter_with_tools(idmap: IdMap) -> None:
     go_r, go_w = os.pipe()
     err_r, err_w = os.pipe()
     launcher = os.getpid()
@@ -141,7 +142,7 @@ def _enter_with_tools(config: dict) -> None:
     if helper == 0:
         os.close(go_w)
         os.close(err_r)
-        os._exit(_write_maps_for(launcher, config, go_r, err_w))
+        os._exit(_write_maps_for(launcher, idmap, go_r, err_w))
     os.close(go_r)
     os.close(err_w)
     try:
@@ -156,11 +157,11 @@ def _enter_with_tools(config: dict) -> None:
                             "(check /etc/subuid and /etc/subgid, or set SANDBOX_KERNEL_IDMAP=single)")
 
 
-def _write_maps_for(pid: int, config: dict, go_r: int, err_w: int) -> int:
+def _write_maps_for(pid: int, idmap: IdMap, go_r: int, err_w: int) -> int:
     """The helper's whole life: wait for the go, run both tools, report."""
     if os.read(go_r, 1) != b"1":
         return 1   # the launcher's unshare failed: it reports that itself
-    for tool, lines in (("newuidmap", config["uid_lines"]), ("newgidmap", config["gid_lines"])):
+    for tool, lines in (("newuidmap", idmap.uid_lines), ("newgidmap", idmap.gid_lines)):
         argv = [tool, str(pid)] + [str(n) for line in lines for n in line]
         ran = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, check=False)

@@ -55,6 +55,7 @@ import threading
 
 from . import launcher
 from . import syscalls as sc
+from .launch_config import LauncherConfig
 
 MAX_REQUEST = 1 << 22
 MAX_FDS = 64
@@ -96,10 +97,10 @@ class Zygote:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def spawn(self, config: dict, stdio_fds: list[int]) -> int:
+    def spawn(self, config: LauncherConfig, stdio_fds: list[int]) -> int:
         """Have the zygote fork a launcher for ``config``; returns its pid."""
-        fds = [*stdio_fds, *(config[f] for f in _FD_FIELDS), *config["pass_fds"]]
-        body = json.dumps(config, default=vars).encode()
+        fds = [*stdio_fds, *(getattr(config, f) for f in _FD_FIELDS), *config.pass_fds]
+        body = json.dumps(config.to_dict()).encode()
         if len(body) > MAX_REQUEST:
             raise ZygoteError(f"launch request of {len(body)} bytes is too large")
         with self._lock:  # one request at a time on the socket
@@ -210,7 +211,8 @@ def _receive(sock: socket.socket, buffer: mmap.mmap) -> tuple[int, list[int], in
 
 
 def _fork_launcher(buffer: mmap.mmap, size: int, fds: list[int]) -> int:
-    """Fork; the child parses the request (config JSON) and runs the launcher."""
+    """Fork; the child parses the request (config JSON, every field's type
+    checked: launch_config.py) and runs the launcher."""
     if len(os.listdir("/proc/self/task")) != 1:
         raise ZygoteError("the zygote has a second thread: refusing to fork")
     if len(fds) < _STATUS_FD_INDEX + len(_FD_FIELDS):
@@ -222,9 +224,9 @@ def _fork_launcher(buffer: mmap.mmap, size: int, fds: list[int]) -> int:
         status_fd = fds[_STATUS_FD_INDEX]
         try:
             gc.enable()                   # main() froze what we inherit
-            config = json.loads(buffer[:size])
+            config = LauncherConfig.from_dict(json.loads(buffer[:size]))
             _place_fds(config, fds)
-            status_fd = config["status_fd"]
+            status_fd = config.status_fd
             code = launcher.launcher_main(config)
         except BaseException as error:  # noqa: B036 -- never return into the server loop
             launcher._report(status_fd, "launcher", error)
@@ -233,21 +235,22 @@ def _fork_launcher(buffer: mmap.mmap, size: int, fds: list[int]) -> int:
     return pid
 
 
-def _place_fds(config: dict, fds: list[int]) -> None:
+def _place_fds(config: LauncherConfig, fds: list[int]) -> None:
     """Give the received fds the numbers the request names: 0, 1, 2 for stdio,
     the owner's own numbers for pass_fds (a command line may name them)."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     # park every fd above all the target numbers first, so no dup2 below
     # overwrites a received fd that is still to be placed
-    base = max([256, *config["pass_fds"]]) + 1
+    base = max([256, *config.pass_fds]) + 1
     high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, base) for fd in fds]
     stdio, channels, passed = high[:3], high[3:6], high[6:]
     for target, fd in enumerate(stdio):
         os.dup2(fd, target)
-    config.update(zip(_FD_FIELDS, channels))
-    for target, fd in zip(config["pass_fds"], passed):
+    for name, fd in zip(_FD_FIELDS, channels):
+        setattr(config, name, fd)
+    for target, fd in zip(config.pass_fds, passed):
         os.dup2(fd, target)
-    keep = {0, 1, 2, *channels, *config["pass_fds"]}
+    keep = {0, 1, 2, *channels, *config.pass_fds}
     launcher._close_fds_except(keep)
 
 
