@@ -7,7 +7,11 @@
     sandbox-kernel images import busybox.tar --name busybox
     sandbox-kernel run --image busybox -- /bin/sh -c 'cat /etc/os-release'
 
-Bad input gets one line on stderr and exit status 2.
+Bad input gets one line on stderr and exit status 2.  The options of ``run``
+and ``install`` come from session/options.py.
+
+Imports session.options; the runtime, kernel.install and images_cli inside
+the functions that use them (``--help`` loads no container code).
 """
 from __future__ import annotations
 

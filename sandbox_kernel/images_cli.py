@@ -18,6 +18,9 @@ included, first sweeps the work directories that killed imports, pulls and
 builds of this user left in the store.
 The store is /var/lib/sandbox-kernel as root, else the XDG data dir, or
 $SANDBOX_KERNEL_IMAGES.
+
+Imports runtime.images, sandbox_kernel.progress (the terminal's bars) and
+session.options (the actions' help, shared with ``%container image``).
 """
 from __future__ import annotations
 

@@ -219,30 +219,24 @@ POLICY_ARGUMENTS = {"policy": "name", "max_memory": "max_memory", "max_cpus": "m
                     "notebook_dir": "notebook_dir", "notebook_root": "notebook_root"}
 
 
-def _literal(text: str) -> str:
-    """A help text as argparse shows it: it expands %-formats, and the shared
-    help texts speak of %container."""
-    return text.replace("%", "%%")
-
-
 def _add_policy_arguments(parser) -> None:
     """What the notebook's author may ask of the host (session/policy.py)."""
     policy = parser.add_argument_group("policy", "what a notebook may ask of the host")
     policy.add_argument("--policy", choices=("classroom", "trusted"),
-                        help=_literal(f"{kernel_settings.POLICY_HELP['name']} (default: classroom)"))
+                        help=options.literal(f"{kernel_settings.POLICY_HELP['name']} (default: classroom)"))
     for cap in kernel_settings.POLICY_CAPS:
-        policy.add_argument(f"--max-{cap}", metavar="VALUE",
-                            help=_literal(f"{kernel_settings.POLICY_HELP['max_' + cap]} (none: no cap)"))
+        cap_help = f"{kernel_settings.POLICY_HELP['max_' + cap]} (none: no cap)"
+        policy.add_argument(f"--max-{cap}", metavar="VALUE", help=options.literal(cap_help))
     policy.add_argument("--import-dir", action="append", metavar="DIR",
-                        help=_literal(kernel_settings.POLICY_HELP["import_dirs"]))
+                        help=options.literal(kernel_settings.POLICY_HELP["import_dirs"]))
     policy.add_argument("--pull-registry", action="append", metavar="HOST:PORT",
-                        help=_literal(kernel_settings.POLICY_HELP["pull_registries"]))
+                        help=options.literal(kernel_settings.POLICY_HELP["pull_registries"]))
     policy.add_argument("--build-network", choices=("none", "host"),
-                        help=_literal(kernel_settings.POLICY_HELP["build_network"]))
+                        help=options.literal(kernel_settings.POLICY_HELP["build_network"]))
     policy.add_argument("--notebook-dir", choices=("overlay", "ro", "rw", "none"),
-                        help=_literal(kernel_settings.POLICY_HELP["notebook_dir"]))
+                        help=options.literal(kernel_settings.POLICY_HELP["notebook_dir"]))
     policy.add_argument("--notebook-root", metavar="DIR|parent",
-                        help=_literal(kernel_settings.POLICY_HELP["notebook_root"]))
+                        help=options.literal(kernel_settings.POLICY_HELP["notebook_root"]))
     policy.add_argument("--trust-output", action="store_true",
                         help="show the container's output as it is, scripts and HTML included "
                              "(default: sanitised): only for code you trust")

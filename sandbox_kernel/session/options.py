@@ -247,7 +247,7 @@ def arguments(face: str) -> list[tuple[tuple[str, ...], dict]]:
 
 
 def _argument(option: Option, face: str) -> tuple[tuple[str, ...], dict]:
-    kwargs: dict = {"help": _literal(help_for(option, face))}
+    kwargs: dict = {"help": literal(help_for(option, face))}
     if option.dest:
         kwargs["dest"] = option.dest
     if option.metavar:
@@ -272,7 +272,7 @@ def add_arguments(parser: argparse.ArgumentParser, face: str) -> None:
         parser.add_argument(*flags, **kwargs)
 
 
-def _literal(text: str) -> str:
+def literal(text: str) -> str:
     """A help text as argparse shows it: argparse expands %-formats, and
     the help texts speak of %container."""
     return text.replace("%", "%%")
