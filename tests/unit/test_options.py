@@ -211,3 +211,23 @@ def test_the_modules_of_the_option_schema_are_short():
     for path in ("cli.py", "images_cli.py", "session/commands.py", "session/options.py",
                  "session/registry.py", "session/usage.py", "kernel/settings.py", "kernel/install.py"):
         assert len((root / path).read_text().splitlines()) <= 500, path
+
+
+def test_the_cell_face_builds_ipythons_magic_arguments(swap_option):
+    """%%container's options as IPython's @argument decorators take them
+    (what the magics apply, in the schema's order), a new option included."""
+    magic_arguments = pytest.importorskip("IPython.core.magic_arguments")
+
+    def cell_arguments(magic):
+        for flags, kwargs in reversed(options.arguments(options.CELL)):
+            magic = magic_arguments.argument(*flags, **kwargs)(magic)
+        return magic
+
+    @magic_arguments.magic_arguments(name="%%container")
+    @cell_arguments
+    def container_cell(line, cell):
+        """Run this cell in a container."""
+    args = magic_arguments.parse_argstring(container_cell, "--swap 1G -i a,b -i c --shell")
+    assert (args.swap, args.input, args.shell, args.name) == ("1G", ["a,b", "c"], True, "default")
+    usage = _flat(container_cell.parser.format_usage())
+    assert usage.index("--name") < usage.index("--memory") < usage.index("--swap")
