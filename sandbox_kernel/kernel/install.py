@@ -146,19 +146,19 @@ def checked_policy(checked: dict, given: dict) -> dict:
     import directories as real paths, registries as host[:port]; InstallError
     for a bad one, or for a setting above its cap."""
     from ..session import policy as policies
-    options = {k: v for k, v in given.items() if v is not None and v != []}
+    chosen = {k: v for k, v in given.items() if v is not None and v != []}
     for key, normal in (("import_dirs", policies.real_dir), ("pull_registries", policies.normal_registry)):
         try:
-            if key in options:
-                options[key] = [normal(item) for item in options[key]]
+            if key in chosen:
+                chosen[key] = [normal(item) for item in chosen[key]]
         except ValueError as error:
             raise InstallError(str(error)) from None
     written = {k: "none" if v is None else v for k, v in checked.items()}    # as in argv
     resolved = kernel_settings.resolve(written, environ={})
-    _, errors = kernel_settings.resolve_policy(resolved, written, options)
+    _, errors = kernel_settings.resolve_policy(resolved, written, chosen)
     if errors:
         raise InstallError(errors[0])
-    return options
+    return chosen
 
 
 def install(settings: dict, *, name: str = DEFAULT_NAME, display_name: str = DEFAULT_DISPLAY_NAME,
