@@ -24,6 +24,9 @@ Example::
     fd = open_beneath(upper, "etc/passwd", os.O_RDONLY)   # ELOOP if etc is a symlink
     for leftover in remove_tree("/run/sbk-123-abc"):
         print(leftover)                                  # path: reason
+
+The two resolvers themselves are beneath.py's; which one this process uses
+(``_have_openat2``) is decided here, once.  Imports: syscalls and beneath.
 """
 from __future__ import annotations
 
@@ -36,6 +39,8 @@ import stat
 from collections.abc import Callable, Iterator
 
 from . import syscalls
+from .beneath import (DIR_FLAGS, RESOLVE, joined, open_by_walk, open_with_openat2, opened_root,
+                      shortened, split_beneath)
 
 
 def _log():
@@ -50,8 +55,6 @@ FD_CAP = 64
 # Most entries remove_tree reports (a directory of a million bad entries is one report).
 REPORT_CAP = 100
 
-_RESOLVE = syscalls.RESOLVE_BENEATH | syscalls.RESOLVE_NO_SYMLINKS | syscalls.RESOLVE_NO_MAGICLINKS
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _openat2_works: bool | None = None     # None: not tried yet on this kernel
 
 
@@ -60,7 +63,7 @@ class NotRemoved(collections.namedtuple("NotRemoved", "path reason")):
     __slots__ = ()
 
     def __str__(self) -> str:
-        return f"{_short(self.path)}: {self.reason}"
+        return f"{shortened(self.path)}: {self.reason}"
 
 
 # --- open_beneath
@@ -72,20 +75,20 @@ def open_beneath(root: int | str, relpath: str, flags: int = os.O_RDONLY, mode: 
     No component may be a symlink (ELOOP), '..' or absolute (EXDEV); with
     ``cross_mounts=False`` none may be a mount point (EXDEV).  ``""`` or
     ``"."`` is the root itself.  Errors are OSError with the full path."""
-    parts = _parts(root, relpath)
-    with _root_fd(root) as root_fd:
+    parts = split_beneath(root, relpath)
+    with opened_root(root) as root_fd:
         if _have_openat2():
-            return _open_with_openat2(root_fd, root, relpath, flags, mode, cross_mounts)
-        return _open_by_walk(root_fd, root, parts, flags, mode, cross_mounts)
+            return open_with_openat2(root_fd, root, relpath, flags, mode, cross_mounts)
+        return open_by_walk(root_fd, root, parts, flags, mode, cross_mounts)
 
 
 @contextlib.contextmanager
 def parent_beneath(root: int | str, relpath: str) -> Iterator[tuple[int, str]]:
     """(dirfd of the parent, last name) of ``relpath`` beneath ``root``, for
     the *at calls (``os.unlink(name, dir_fd=fd)``); the dirfd is closed after."""
-    parts = _parts(root, relpath)
+    parts = split_beneath(root, relpath)
     if not parts:
-        raise OSError(errno.EINVAL, "the root itself has no parent beneath the root", _join(root, relpath))
+        raise OSError(errno.EINVAL, "the root itself has no parent beneath the root", joined(root, relpath))
     fd = open_beneath(root, "/".join(parts[:-1]), os.O_PATH | os.O_DIRECTORY)
     try:
         yield fd, parts[-1]
@@ -126,33 +129,12 @@ def read_beneath(root: int | str, relpath: str, limit: int = 1 << 20) -> bytes |
         return handle.read(limit)
 
 
-def _parts(root: int | str, relpath: str) -> list[str]:
-    if relpath.startswith("/"):
-        raise OSError(errno.EXDEV, "an absolute path is not beneath the root", _join(root, relpath))
-    parts = [part for part in relpath.split("/") if part not in ("", ".")]
-    if ".." in parts:
-        raise OSError(errno.EXDEV, "'..' is refused beneath a root", _join(root, relpath))
-    return parts
-
-
-@contextlib.contextmanager
-def _root_fd(root: int | str) -> Iterator[int]:
-    if isinstance(root, int):
-        yield root
-        return
-    fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)   # the root path is trusted
-    try:
-        yield fd
-    finally:
-        os.close(fd)
-
-
 def _have_openat2() -> bool:
     global _openat2_works
     if _openat2_works is None:
         probe = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            os.close(syscalls.openat2(probe, ".", os.O_PATH | os.O_CLOEXEC, 0, _RESOLVE))
+            os.close(syscalls.openat2(probe, ".", os.O_PATH | os.O_CLOEXEC, 0, RESOLVE))
             _openat2_works = True
         except OSError as error:    # ENOSYS: before 5.6; EPERM/EINVAL: a seccomp filter, an old header
             _openat2_works = False
@@ -160,78 +142,6 @@ def _have_openat2() -> bool:
         finally:
             os.close(probe)
     return _openat2_works
-
-
-def _open_with_openat2(root_fd: int, root, relpath: str, flags: int, mode: int, cross_mounts: bool) -> int:
-    resolve = _RESOLVE | (0 if cross_mounts else syscalls.RESOLVE_NO_XDEV)
-    if not flags & os.O_CREAT and flags & os.O_TMPFILE != os.O_TMPFILE:
-        mode = 0           # openat2 takes a mode only where one is used (EINVAL otherwise)
-    for _ in range(8):     # EAGAIN: a rename or mount raced the resolution; the kernel asks to retry
-        try:
-            return syscalls.openat2(root_fd, relpath or ".", flags | os.O_CLOEXEC, mode, resolve)
-        except OSError as error:
-            if error.errno != errno.EAGAIN:
-                raise OSError(error.errno, f"open beneath the root failed: {os.strerror(error.errno)}",
-                              _join(root, relpath)) from None
-    raise OSError(errno.EAGAIN, "open beneath the root kept racing renames", _join(root, relpath))
-
-
-def _open_by_walk(root_fd: int, root, parts: list[str], flags: int, mode: int, cross_mounts: bool) -> int:
-    """openat2's rules by hand: each directory opened O_NOFOLLOW from its parent."""
-    fd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=root_fd)
-    try:
-        for index, part in enumerate(parts):
-            last = index == len(parts) - 1
-            step_flags = (flags | os.O_NOFOLLOW) if last else (os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW)
-            child = _open_step(fd, part, step_flags, mode, root, parts[:index + 1])
-            if not cross_mounts and os.fstat(child).st_dev != os.fstat(fd).st_dev:
-                os.close(child)
-                raise OSError(errno.EXDEV, "a mount point is refused beneath the root",
-                              _join(root, "/".join(parts[:index + 1])))
-            os.close(fd)
-            fd = child
-        if not parts:
-            return _reopen_root(fd, flags, mode)
-        return fd
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def _open_step(fd: int, part: str, flags: int, mode: int, root, done: list[str]) -> int:
-    try:
-        child = os.open(part, flags | os.O_CLOEXEC, mode, dir_fd=fd)
-        if flags & os.O_PATH and stat.S_ISLNK(os.fstat(child).st_mode):
-            os.close(child)        # O_PATH|O_NOFOLLOW gives the link itself: refused as openat2 does
-            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
-        return child
-    except OSError as error:
-        code = error.errno
-        with contextlib.suppress(OSError):
-            if stat.S_ISLNK(os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode):
-                code = errno.ELOOP     # as openat2 says it, whatever O_DIRECTORY made of it
-        raise OSError(code, f"open beneath the root failed: {os.strerror(code)}",
-                      _join(root, "/".join(done))) from None
-
-
-def _reopen_root(path_fd: int, flags: int, mode: int) -> int:
-    if flags & os.O_PATH:
-        return path_fd
-    try:
-        return os.open(".", flags | os.O_CLOEXEC, mode, dir_fd=path_fd)
-    finally:
-        os.close(path_fd)
-
-
-def _join(root, relpath: str) -> str:
-    if isinstance(root, int):
-        with contextlib.suppress(OSError):
-            root = os.readlink(f"/proc/self/fd/{root}")
-    return os.path.join(str(root), relpath.lstrip("/"))
-
-
-def _short(path: str) -> str:
-    return path if len(path) <= 300 else f"{path[:150]}...({path.count('/')} levels)...{path[-120:]}"
 
 
 def entry_path(dir_fd: int, name: str) -> str:
@@ -316,7 +226,7 @@ class _DirPath:
     def _open_dir(self, at: int, name: str) -> int:
         below_top = bool(self.frames)
         try:
-            fd = self._open_nofollow(at, name, _DIR_FLAGS, below_top)
+            fd = self._open_nofollow(at, name, DIR_FLAGS, below_top)
         except PermissionError:
             if not self.unlock:
                 raise
@@ -330,7 +240,7 @@ class _DirPath:
         if below_top and _have_openat2():
             try:
                 return syscalls.openat2(at, name, flags | os.O_CLOEXEC, 0,
-                                        _RESOLVE | syscalls.RESOLVE_NO_XDEV)
+                                        RESOLVE | syscalls.RESOLVE_NO_XDEV)
             except OSError as error:
                 raise OSError(error.errno, _mount_or(error), self.path(name)) from None
         try:
@@ -350,12 +260,12 @@ class _DirPath:
         try:
             mode = stat.S_IMODE(os.fstat(path_fd).st_mode)
             os.chmod(f"/proc/self/fd/{path_fd}", mode | 0o700)   # the magic link is that very inode
-            return os.open(".", _DIR_FLAGS, dir_fd=path_fd)
+            return os.open(".", DIR_FLAGS, dir_fd=path_fd)
         finally:
             os.close(path_fd)
 
     def _reopen_parent(self, child: _Frame) -> int:
-        fd = os.open("..", _DIR_FLAGS, dir_fd=child.fd)
+        fd = os.open("..", DIR_FLAGS, dir_fd=child.fd)
         info = os.fstat(fd)
         if (info.st_dev, info.st_ino) != (self.top.dev, self.top.ino):
             os.close(fd)
@@ -400,8 +310,8 @@ def walk(root: int | str) -> Iterator[tuple[str, int, list[str]]]:
     ``os.walk`` with sorted lists gives it; but without recursion, without
     following symlinks and without entering mount points.  The fd is valid
     until the next step: use it with dir_fd= or ``entry_path``."""
-    with _root_fd(root) as root_fd:
-        path = _DirPath(root_fd, _join(root, ""), unlock=False)
+    with opened_root(root) as root_fd:
+        path = _DirPath(root_fd, joined(root, ""), unlock=False)
         try:
             path.push(".")
             while path.frames:
@@ -435,9 +345,9 @@ def remove_tree(path: str, *, dir_fd: int | None = None) -> list[NotRemoved]:
     parent, name = (".", path) if dir_fd is not None else os.path.split(os.path.abspath(path))
     if "/" in name or name in ("", ".", ".."):
         raise OSError(errno.EINVAL, "remove_tree takes one name under dir_fd", path)
-    report = _Report(_join(parent if dir_fd is None else dir_fd, name))
+    report = _Report(joined(parent if dir_fd is None else dir_fd, name))
     try:
-        with _root_fd(parent if dir_fd is None else dir_fd) as parent_fd:
+        with opened_root(parent if dir_fd is None else dir_fd) as parent_fd:
             _remove_named(parent_fd, name, report)
     except FileNotFoundError:       # no parent: nothing to remove
         pass
