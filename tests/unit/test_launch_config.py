@@ -4,10 +4,12 @@ type, a missing one or an unknown one is refused with one line naming it."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 
 import pytest
 
-from sandbox_kernel.runtime import rootfs, userns
+from sandbox_kernel.runtime import rootfs, spawn, userns, zygote
 from sandbox_kernel.runtime.launch_config import LauncherConfig, LauncherConfigError
 from sandbox_kernel.runtime.spec import ContainerSpec
 
@@ -95,3 +97,40 @@ def test_check_refuses_what_the_fork_path_would_hand_over():
     wrong.plan = [*wrong.plan, {"kind": "mkdir", "target": "/x"}]
     with pytest.raises(LauncherConfigError, match=r"plan\[\d+\] must be an Op, not dict"):
         wrong.check()
+
+
+@pytest.fixture
+def own_zygote():
+    server = zygote.Zygote()
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize("path", ["zygote", "exec"])
+def test_a_launcher_checks_the_config_it_parses_and_says_what_is_wrong(path, own_zygote):
+    """The owner's check() is not the only one: what crosses as JSON is
+    checked where it is parsed, and the start fails with that one line."""
+    status_r, status_w = os.pipe()
+    result_r, result_w = os.pipe()
+    lifeline_r, lifeline_w = os.pipe()
+    wrong = config(uid="0", pass_fds=[], status_fd=status_w, result_fd=result_w,
+                   lifeline_fd=lifeline_r)
+    handle = None
+    try:
+        if path == "zygote":
+            own_zygote.spawn(wrong, [0, 1, 2])
+        else:
+            handle = spawn.SPAWNERS["exec"](wrong, (subprocess.DEVNULL,) * 3, result_r)
+    finally:
+        for fd in (status_w, result_w, lifeline_r):
+            os.close(fd)
+    try:
+        with pytest.raises(spawn.ContainerStartError, match="launcher config.uid must be an int, "
+                                                           "not str"):
+            spawn.await_setup(status_r)
+    finally:
+        os.close(lifeline_w)
+        if handle is not None:
+            assert handle.reap() == 125
+        else:
+            os.close(result_r)
