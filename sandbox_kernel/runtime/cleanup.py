@@ -20,6 +20,8 @@ The image store's work directories (``tmp/sbk-<pid>-<kind>-<hex>`` of an
 import, pull or build, and ``sbk-<pid>-image-<hex>.json``) are swept the
 same way, by every store command and by ``reap_stale``: an import killed
 mid-way leaves nothing once the next one runs (issue 15).
+
+Imports: safe_fs, cgroups and image_basics (store_root) only.
 """
 from __future__ import annotations
 

@@ -43,6 +43,10 @@ the workload exists, so its /proc files belong to the host's root: with a
 single id mapped (userns.py) the workload has init's uid, and could
 otherwise raise init's oom_score_adj and have the OOM killer end the
 container through init, or write init's other owner-writable /proc files.
+
+What it is told is a LauncherConfig (launch_config.py); how the owner starts
+it is spawn.py's.  Imports: launch_config, layer_holds, mount_apply, network,
+safe_fs, security, syscalls and userns; nothing of the owner's side.
 """
 from __future__ import annotations
 

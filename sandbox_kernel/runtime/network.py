@@ -16,6 +16,8 @@ tests and ``doctor``.
     ---------                      ---------------------------------------------
     none: nothing                  RTM_NEWLINK index=1 flags=IFF_UP -> ack
     host: no new namespace         nothing
+
+Imports: nothing of the project.
 """
 from __future__ import annotations
 

@@ -5,6 +5,8 @@ Specs are data only: validation lives in the ``parse_*`` functions and in
 ``ContainerSpec.from_strings``; execution lives in ``container.py``.  A bad value
 raises ``SpecError``, whose message names the field, the value and what is
 accepted, so that the CLI and the magics can print it as one line.
+
+Imports: nothing of the project (the runtime's bottom).
 """
 from __future__ import annotations
 

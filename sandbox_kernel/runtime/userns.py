@@ -27,6 +27,8 @@ unshares, tells it when to write, and waits for it::
       unshare(CLONE_NEWUSER)
       go  -------------------->  newuidmap LAUNCHER ...; newgidmap LAUNCHER ...
       waitpid  <--------------  exit 0, or the tool's error on the error pipe
+
+Imports: syscalls only.
 """
 from __future__ import annotations
 

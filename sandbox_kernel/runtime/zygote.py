@@ -36,6 +36,9 @@ What a forked workload inherits from the zygote, and why that is safe:
   - the environment: replaced by the container's, as execve would.
 
 The zygote exits when its owner closes the request socket, or dies.
+
+Imports: launcher, launch_config and syscalls; a request is a LauncherConfig
+as JSON, parsed and checked in the fork (launch_config.py).
 """
 from __future__ import annotations
 
