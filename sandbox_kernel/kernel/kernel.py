@@ -67,6 +67,12 @@ Settings (limits, network, image, footer) and their precedence: settings.py.
 ``doctor_root`` (SANDBOX_KERNEL_DOCTOR_ROOT) points doctor at a fake host
 (a directory with proc/ and sys/), checked before the first container: how
 the tests show the "this host cannot run containers" answer on a host that can.
+
+Its parts: cells.py (which lines run on the host; the runner's Face that
+publishes a cell), config.py (traits), requests.py (the editor's requests),
+startup.py (doctor's answer), usage.py (usage_request).  May import the
+session (commands, client, runner, stats, policy), the panel's channel, the
+runtime's doctor and errors, ipykernel and traitlets; never the magics.
 """
 from __future__ import annotations
 
@@ -80,7 +86,7 @@ import threading
 from ipykernel.kernelbase import Kernel
 from traitlets import Bool, Float, TraitError, Unicode
 
-from .. import __version__
+from ..version import __version__    # not the package: its __init__ loads the magics
 from ..panel.channel import StatsChannel
 from ..runtime import doctor, images
 from ..runtime.spec import Limits, SpecError

@@ -6,6 +6,11 @@ through IPython's display publisher (same data, metadata, display id),
 clear_output through IPython.display.clear_output.  An exception in the
 container fails this cell with the container's traceback (``ContainerError``
 renders it and nothing of this side), unless --no-raise-error.
+
+A ``%%container`` cell goes through the cell runner (session/runner.py);
+this module is its output adapter (``_CellFace``) and the magics' options.
+May import: IPython, the session (commands, runner, client's errors) and
+the panel's NullStatsChannel; never the kernel.
 """
 from __future__ import annotations
 
