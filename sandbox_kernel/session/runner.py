@@ -43,7 +43,7 @@ from .stats import footer_bundle, with_notebook_dir
 
 # the statuses of a cell whose container may have died and been started again
 DEATHS = ("oom", "killed", "timeout")
-# what opening a session is expected to fail with: a bad option, an unknown image, a refusal
+# what opening a session is expected to fail with: a bad option or value, an unknown image, a session not made
 OPEN_ERRORS = (SpecError, SessionError, ImageNotFound, commands.UsageError)
 
 
