@@ -40,8 +40,9 @@ upper dir is on the host's disk: the build's disk limit is not enforced
 while the script runs, but its layer is charged to the store's quota (as an
 import is) before it is kept, and refused past it.
 
-Imports container (a build's container is a Container), image_basics,
-image_store, layers, rootfs, safe_fs and spec; images.build calls it.
+Imports container (a build's container is a Container), spawn (its start
+error), launch_config, image_basics, image_store, layers, rootfs, safe_fs
+and spec; images.build calls it.
 """
 from __future__ import annotations
 
@@ -55,9 +56,11 @@ import tarfile
 import threading
 
 from . import image_basics, image_store, layers, rootfs, safe_fs
-from .container import Container, ContainerStartError
+from .container import Container
 from .image_basics import BuildError, ImageError
 from .image_store import Image, Store
+from .launch_config import LauncherConfig
+from .spawn import ContainerStartError
 from .spec import ContainerSpec, Limits, parse_mount
 
 BUILD_USER = (0, 0)          # root without capabilities
@@ -151,15 +154,15 @@ class BuildContainer(Container):
         super().__init__(spec, **kwargs)
         self.image, self.upper_dir = image, upper_dir
 
-    def _launch_config(self) -> dict:
+    def _launch_config(self) -> LauncherConfig:
         config = super()._launch_config()
         if self.image is None or self.image.base == image_basics.HOST:
             layers = tuple(self.image.lower_dirs) if self.image is not None else ()
             plan = rootfs.host_image_plan(self.spec, self._state_dir, self._workspace(), layers=layers)
-            config["plan"] = _uppers_kept_in(plan, f"{self._state_dir}/layer", self.upper_dir)
+            config.plan = _uppers_kept_in(plan, f"{self._state_dir}/layer", self.upper_dir)
         else:
-            config["plan"] = rootfs.image_plan(self.spec, self._state_dir, self._workspace(),
-                                               self.image, upper_dir=self.upper_dir)
+            config.plan = rootfs.image_plan(self.spec, self._state_dir, self._workspace(),
+                                            self.image, upper_dir=self.upper_dir)
         return config
 
 

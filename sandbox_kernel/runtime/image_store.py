@@ -32,7 +32,7 @@ lock: every file and layer appears by rename(2), whole or not at all.
 
 This module is the store's bottom half: what a container needs to start on
 an image (container.py, rootfs.py) and what the writers share.  It imports
-image_basics, launcher (who stacks a layer), cleanup (the sweep), safe_fs
+image_basics, layer_holds (who stacks a layer), cleanup (the sweep), safe_fs
 and layers (an import's Budget); never container, image_build,
 image_sources or registry, which build on it.  images.py is the face.
 """
@@ -54,7 +54,8 @@ from . import safe_fs
 from .image_basics import (DEFAULT_PATH, FREE_RESERVE, HOST, OWN_ENV, QUOTA_ENV, ImageError,
                            ImageNotFound, check_name, digest_parts, format_size, is_name, now,
                            store_quota, store_root)
-from .launcher import containers_stacking as containers_using  # mountinfo inside names no layer (issue 14 item 10): the launchers hold them
+# a container's mountinfo names no layer (issue 14 item 10): its launcher holds them
+from .layer_holds import containers_stacking as containers_using
 
 if TYPE_CHECKING:
     from .layers import Budget
