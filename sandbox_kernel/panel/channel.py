@@ -26,10 +26,10 @@ cell's row come from the snapshot and from the cell's stats contract.
 
 Why it never blocks a cell: the ticker is its own thread and only takes
 snapshots (one read of the cgroup files each) and hands a message to
-ipykernel's iopub thread, which sends it without waiting for anyone to read it.  Nothing is
-queued here: with no comm open nothing is built or sent; when a frontend
-goes away without closing its comm, ZeroMQ's PUB socket drops what nobody
-reads.  The ticker sleeps on an Event while no cell runs: an idle kernel has
+ipykernel's iopub thread, which sends it without waiting for anyone to read
+it.  Nothing is queued here: with no comm open nothing is built or sent;
+when a frontend goes away without closing its comm, ZeroMQ's PUB socket
+drops what nobody reads.  The ticker sleeps on an Event while no cell runs: an idle kernel has
 no wakeups.
 """
 from __future__ import annotations

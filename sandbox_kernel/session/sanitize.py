@@ -33,9 +33,10 @@ from __future__ import annotations
 
 import re
 
-from .sanitize_markup import ID_PREFIX, clean_html, clean_markdown  # noqa: F401 -- moved; tests use sanitize.ID_PREFIX
+# ID_PREFIX, has_script_url and the clean_* functions moved; tests still use them here
+from .sanitize_markup import ID_PREFIX, clean_html, clean_markdown  # noqa: F401 -- moved
 from .sanitize_svg import clean_svg
-from .sanitize_urls import has_script_url, neutralise_script_urls  # noqa: F401 -- moved; tests use sanitize.has_script_url
+from .sanitize_urls import has_script_url, neutralise_script_urls  # noqa: F401 -- moved
 
 STATS_MIME = "application/vnd.sandbox-kernel.stats+json"
 
