@@ -64,7 +64,7 @@ def agent_launch(image_name: str, module: str, fd: int) -> AgentLaunch:
         return AgentLaunch((python, *arguments), (package,), env)
     host = host_python()
     if host is None:
-        from .client import SessionError
+        from .errors import SessionError
         raise SessionError(
             f"image {image_name!r} has no python3, and this host's python3 cannot stand in "
             f"for it (it must live under /usr with its dynamic loader): run commands on this "

@@ -317,7 +317,7 @@ class FrameReader:
 
         reader = FrameReader()
         data = sock.recv(65536)          # non-blocking, when readable
-        if not data: ...                 # EOF; reader.buffered > 0: cut mid-frame
+        if not data: ...                 # EOF
         for msg in reader.feed(data): ...
 
     A bad frame raises ProtocolError from feed(); the reader then refuses
@@ -329,11 +329,6 @@ class FrameReader:
         self._buf = bytearray()
         self._length: int | None = None
         self._broken: ProtocolError | None = None
-
-    @property
-    def buffered(self) -> int:
-        """Bytes held of a frame not yet complete (0 at a frame boundary)."""
-        return len(self._buf)
 
     def feed(self, data: bytes) -> list[dict]:
         if self._broken is not None:
