@@ -39,13 +39,6 @@ if TYPE_CHECKING:
     from .layers import Budget
 
 
-def terminal_progress(stream=None) -> Progress:
-    """Moved to sandbox_kernel.progress (presentation is not the runtime's);
-    a thin alias while images_cli still calls it here: the lead removes it."""
-    from .. import progress
-    return progress.terminal_progress(stream)
-
-
 def import_image(path: str, name: str | None = None, *, progress: Progress | None = None,
                  allow_setuid: bool = False, store: Store | None = None) -> Image:
     """Import a rootfs directory or tarball, an OCI image layout (directory
