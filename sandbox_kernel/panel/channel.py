@@ -41,7 +41,6 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from ..session import stats as stats_contract
 from . import messages
 
 HISTORY_SIZE = 100          # cell rows kept for a frontend that opens later
@@ -189,7 +188,7 @@ class StatsChannel:
         snapshot = next((snap for session, snap in zip(sessions, snapshots)
                          if session is running.session), None)
         if snapshot is None:
-            snapshot = _snapshot_of(running.session)
+            snapshot = running.session.snapshot()
         return {"session": snapshot.name, "cell_id": running.cell_id,
                 "execution_count": running.execution_count,
                 "elapsed": round(time.monotonic() - running.started_at, 3)}
@@ -217,7 +216,7 @@ class StatsChannel:
         """The sessions and one snapshot of each, taken now: all the panel
         reads of them."""
         sessions = list(self.session_provider())
-        return sessions, [_snapshot_of(session) for session in sessions]
+        return sessions, [session.snapshot() for session in sessions]
 
     @staticmethod
     def _send_to(comm, data: dict) -> None:
@@ -251,22 +250,6 @@ class StatsChannel:
                 self._push("tick")
             except (OSError, RuntimeError, ValueError, KeyError) as error:
                 log.warning("sandbox_kernel.stats: a tick failed: %s", error)
-
-
-def _snapshot_of(session) -> stats_contract.SessionSnapshot:
-    """session.snapshot().  TRANSITIONAL (issue 16): until Session.snapshot()
-    is in session/client.py, the same record from status() and the session's
-    attributes, unlocked as before; removed once it is."""
-    snapshot = getattr(session, "snapshot", None)
-    if snapshot is not None:
-        return snapshot()
-    info = session.status()
-    container = getattr(session, "_container", None)
-    return stats_contract.SessionSnapshot(
-        name=info["name"], image=info["image"], network=info["network"], limits=session.limits,
-        state=info["state"], uptime=info["uptime"], execution_count=info["execution_count"],
-        counters=info["stats"], trust_output=session.trust_output,
-        warnings=tuple(container.warnings) if container is not None else ())
 
 
 class NullStatsChannel:

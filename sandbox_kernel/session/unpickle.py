@@ -50,6 +50,8 @@ from __future__ import annotations
 import base64
 import io
 
+from ..runtime.spec import SpecError
+from .errors import VariableError
 from .unpickle_budget import (  # noqa: F401 -- moved; tests and client import them from here
     DEFAULT_PULL_LIMIT, MAX_DEPTH, PULL_LIMIT_ENV, PULL_TIME_LIMIT, PickleRefused, PickleTooBig,
     PickleTooDeep, PickleTooSlow, RefusedCall, RefusedGlobal, format_size, pull_limit)
@@ -70,7 +72,6 @@ _PLAIN_DATA = "builtins containers and scalars, datetime, Decimal, numpy arrays"
 def unpickle_pulled(name: str, text: str, *, limit: int | None = None):
     """The value of variable ``name`` from a pull reply's ``values``; a
     VariableError of one line when the host will not load it."""
-    from .client import SpecError, VariableError    # client imports this module
     try:
         limit = pull_limit() if limit is None else limit
     except SpecError as exc:

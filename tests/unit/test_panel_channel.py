@@ -391,3 +391,23 @@ def test_a_session_not_started_has_a_null_figured_entry():
     assert entry["stats"]["cell"]["wall"] is None
     assert all(entry["stats"]["cell"][key] is None for key in stats_contract.CUMULATIVE)
     assert "trusted_output" not in entry["stats"]
+
+
+def test_a_real_session_not_started_is_shown_from_its_snapshot():
+    """Session.snapshot() (session/client.py) is what the panel reads: a
+    session whose container has not started, no root needed."""
+    from sandbox_kernel.session.client import Session
+    session = Session("fresh", limits=Limits(memory=256 << 20, pids=32), trust_output=True)
+    kernel = FakeKernel()
+    channel = StatsChannel(kernel, lambda: [session], kind="magics")
+    channel.register()
+    try:
+        [entry] = open_comm(kernel).sent[0][0]["sessions"]
+    finally:
+        channel.close()
+        session.close()
+    assert (entry["state"], entry["uptime"], entry["network"]) == ("not started", None, "none")
+    assert entry["stats"]["session"] == "fresh" and entry["stats"]["image"] == "host"
+    assert entry["stats"]["limits"]["memory"] == 256 << 20 and entry["stats"]["limits"]["pids"] == 32
+    assert entry["stats"]["trusted_output"] is True
+    assert entry["stats"]["cell"]["memory_current"] is None and entry["stats"]["cell"]["status"] is None
