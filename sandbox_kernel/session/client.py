@@ -36,7 +36,7 @@ from ..runtime.images import ImageNotFound  # noqa: F401 -- re-exported: the mag
 from ..runtime.spec import ContainerSpec, Limits, parse_env, parse_mount, parse_network, parse_size
 from ..runtime.spec import SpecError  # noqa: F401 -- re-exported: the magics catch it here
 from . import image_agent, stats as stats_contract, variables, verdicts
-from .command_snippet import EXIT_MIME, command_code  # noqa: F401 -- tests import them here
+from .command_snippet import EXIT_MIME, command_code  # noqa: F401 -- unused: B's and C's tests import them here
 from .container_signals import ContainerSignals
 from .errors import SessionBusy, SessionError, VariableError  # noqa: F401 -- callers import them here
 from .exchange import INTERRUPT_GRACE, TIMEOUT_GRACE, Control, Ending, Exchange, Interrupts, \
@@ -291,9 +291,10 @@ class Session(SessionFigures, LiveLimits):
                     timeout: float | None = None) -> CellResult:
         """Run a program in the container (like docker exec), streaming its
         output; the result's exit_code is its exit status (128+N: signal N)."""
-        request = {"type": "execute", "code": command_code(argv), "silent": True,
-                   "store_history": False, "user_expressions": {}, "allow_stdin": False}
-        return self._run_cell(request, on_output, timeout, command=True)
+        if not argv or not all(isinstance(a, str) for a in argv):
+            raise ValueError("a command is a non-empty list of str, e.g. ['ps', 'aux']")
+        return self._run_cell({"type": "command", "argv": list(argv)}, on_output, timeout,
+                              command=True)
 
     def exec_command(self, argv, *, on_output: OnOutput | None = None,
                      timeout: float | None = None) -> tuple[int, str]:
@@ -319,17 +320,17 @@ class Session(SessionFigures, LiveLimits):
             before, peaks_reset = self._cell_baseline()
             started = time.monotonic()
             limit = timeout if timeout is not None else self.limits.timeout
-            outcome = self._exchange(request, limit, cell=True, command=command,
-                                     on_output=on_output, on_input=on_input)
+            outcome = self._exchange(request, limit, cell=True, on_output=on_output,
+                                     on_input=on_input)
             wall = time.monotonic() - started
             return self._conclude(outcome, before, peaks_reset, wall, limit, command)
 
-    def _exchange(self, request: dict, timeout, *, cell: bool, command: bool = False,
-                  on_output: OnOutput | None = None, on_input: OnInput | None = None) -> Outcome:
+    def _exchange(self, request: dict, timeout, *, cell: bool, on_output: OnOutput | None = None,
+                  on_input: OnInput | None = None) -> Outcome:
         control = Control(self._interrupts, self._signals.kill, self._signals.launcher_in_our_group,
                           self.timeout_grace, self.interrupt_grace)
         return Exchange(self._transport, request, control, timeout, cell, self.output_limit,
-                        self._display, on_output, on_input, command).run()
+                        self._display, on_output, on_input).run()
 
     def _cell_baseline(self) -> tuple[dict | None, bool]:
         try:
@@ -364,7 +365,8 @@ class Session(SessionFigures, LiveLimits):
             wall=wall, figures=figures, status=status, warnings=self._warnings_once(),
             trusted_output=self.trust_output)
         self.cell_history.append(stats)
-        return CellResult(reply, stats, status, message, outcome.exit_code, restarted)
+        exit_code = verdicts.exit_code(reply) if command else None
+        return CellResult(reply, stats, status, message, exit_code, restarted)
 
     def _warnings_once(self) -> list[str]:
         """The container's warnings (rootless: limits no cgroup enforces), in

@@ -1,11 +1,15 @@
-"""The command snippet: Python source the agent runs, as a silent execute
-request, to run a program in the container (``Session.run_command``).  It
+"""The old command snippet, no longer sent: ``Session.run_command`` sends the
+``command`` request (protocol.py).  Kept only while other owners' tests
+(test_images_plain_agent, test_commands) and plain_agent's sniffing still
+name it; the lead deletes this module with them.
+
+It was Python source the agent ran, as a silent execute request, to run a
+program in the container.  It
 starts the process, streams its stdout and stderr as they come, forwards an
 interrupt to it, and reports its exit code in a display_data of EXIT_MIME
 that the host keeps to itself.  plain_agent.py recognises the one line of
 ``command_code`` and runs the same argv itself.
 
-To be replaced by the ``command`` protocol request (issue 16, contract 1).
 Imports nothing of the project.
 """
 from __future__ import annotations

@@ -14,7 +14,7 @@ the protocol ends it as BROKEN.
 The exchange knows nothing of a Session: it gets the transport, the
 session's display settings and a Control (signals, kill, graces), which
 tests fake (tests/unit/test_exchange.py).  Imports protocol, transport,
-outputs, errors, stats (format_bytes) and the command snippet's MIME type.
+outputs, errors and stats (format_bytes).
 """
 from __future__ import annotations
 
@@ -26,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import protocol
-from .command_snippet import EXIT_MIME
 from .errors import SessionError
 from .outputs import DISPLAY_KINDS, Display, OnOutput, clean_output, content_size, host_output_cap
 from .protocol import ProtocolError
@@ -57,7 +56,6 @@ class Outcome:
     reply: dict | None = None
     timed_out: bool = False
     error: str | None = None
-    exit_code: int | None = None
 
     def __post_init__(self):
         self.ending = Ending(self.ending)  # the words ("died") name the same endings
@@ -101,7 +99,6 @@ class Exchange:
     display: Display = field(default_factory=Display)
     on_output: OnOutput | None = None
     on_input: OnInput | None = None
-    command: bool = False
     clock: Callable[[], float] = time.monotonic
 
     def __post_init__(self):
@@ -113,7 +110,6 @@ class Exchange:
         self.kill_at: float | None = None
         self.sigint_at: float | None = None
         self.forwarded = False
-        self.exit_code: int | None = None
         self.passed_bytes = 0
         self.dropped_frames = 0
         self.output_cap = host_output_cap(self.output_limit)
@@ -123,7 +119,7 @@ class Exchange:
             outbox = memoryview(protocol.encode(self.request))
         except (ProtocolError, TypeError, ValueError) as exc:
             raise SessionError(f"cannot send the {self.request['type']} request: {exc}") from None
-        is_cell = self.cell and self.request["type"] == "execute" and not self.command
+        is_cell = self.cell and self.request["type"] == "execute"
         self.transport.begin(self.request, self.output_limit, is_cell=is_cell)
         self.control.interrupts.last = None
         self.deadline = self.clock() + self.timeout if self.timeout else None
@@ -138,7 +134,6 @@ class Exchange:
                     self.sigint_at = self.sigint_at or self.clock()
         self._finish_notices()
         self.outcome.timed_out = self.timed_out
-        self.outcome.exit_code = self.exit_code
         return self.outcome
 
     def _wait_and_move(self, outbox: memoryview) -> memoryview:
@@ -245,15 +240,7 @@ class Exchange:
         content = clean_output(msg)
         if msg_id != self.id and msg_id not in transport.recent_cells:
             return                 # output of a request we gave up on
-        if self.command and kind == "display_data" and EXIT_MIME in content["data"]:
-            self._take_exit_code(content["data"][EXIT_MIME])
-            return
         self._pass_on(kind, content)
-
-    def _take_exit_code(self, value) -> None:
-        code = value.get("exit_code") if isinstance(value, dict) else None
-        if isinstance(code, int) and not isinstance(code, bool):
-            self.exit_code = code
 
     # -- input() in the cell ------------------------------------------------------
 

@@ -25,6 +25,9 @@ the agent sends about that request carries the same id, and exactly one
       |<------------------------- reply {id, content} -|
       |-- push {id, values} / pull {id, names} ------->|
       |<------------------------- reply {id, content} -|
+      |-- command {id:8, argv} ----------------------->|  a program, its own process group
+      |<-------------- stream {id:8, name, text} ------|  its stdout and stderr
+      |<------ reply {id:8, content: {exit_code}} -----|
       |-- shutdown {id} ------------------------------>|
       |<------------------------- reply {id, content} -|  then the agent exits 0
       |-- (close) ------------------------------------>|  EOF: the agent exits 0
@@ -49,6 +52,11 @@ Host -> agent (requests), with the fields each carries:
     push         id, values: base64 of a pickle of a dict {name: value}
     pull         id, names: a list of variable names
     shutdown     id, restart (optional, default false)
+    command      id, argv: a non-empty list of str.  The agent runs argv in its
+                 own process group, stdin /dev/null, its stdout and stderr
+                 sent as stream frames with this id (within a cell's output
+                 budget); SIGINT to the agent: SIGINT to the group, SIGKILL
+                 2 s later.  Not a cell: no execution_count, no history.
     update_environ  id, changes: {name: [expected, new]}: os.environ[name]
                  becomes new (a str; null unsets it) only where it is still
                  expected (null: unset now).  After a live cpus change: the
@@ -84,6 +92,10 @@ Agent -> host (the content of Jupyter's iopub messages, plus the id):
                          push: {status: "ok", values: [the names set]}
                          pull: {status: "ok", values: base64 of a pickle of
                                {name: value}}
+                         command: {status: "ok", exit_code: the exit status,
+                               128+N for signal N, 127 when argv[0] was not
+                               found, 126 when it could not start}; a bad
+                               argv: {status: "error", ename: "ValueError", ...}
                          either: {status: "error", ename, evalue, name} where
                                name is the variable to blame (absent when the
                                whole pushed pickle cannot be read)
@@ -132,8 +144,9 @@ MAX_VALUES = 4_000_000         # values in a frame's JSON, lists and objects cou
 
 REQUEST_TYPES = (
     "execute", "complete", "inspect", "is_complete", "history", "push", "pull", "shutdown",
-    "update_environ",
+    "update_environ", "command",
 )
+CELL_REQUESTS = ("execute", "command")   # their outputs are cut to a cell's frame limit
 OUTPUT_TYPES = (
     "stream", "display_data", "update_display_data", "execute_result", "error", "clear_output",
 )

@@ -92,11 +92,11 @@ class Transport:
         """Ready for one request: its frame limit, a fresh log budget, the
         log tail cleared; a cell's id is kept (its late output is the user's).
 
-        A cell's frames are small (protocol.cell_frame_limit: the agent cuts
+        A cell's (or a command's) frames are small (protocol.cell_frame_limit: the agent cuts
         its outputs to fit), so reading one never costs the host more than a
         few MB; push and pull replies, and a late reply of a request given
         up on, may be larger."""
-        small = request["type"] == "execute" and not self.stale
+        small = request["type"] in protocol.CELL_REQUESTS and not self.stale
         if self.reader is not None:
             self.reader.max_frame = protocol.cell_frame_limit(output_limit) if small \
                 else protocol.DEFAULT_MAX_FRAME

@@ -53,6 +53,13 @@ def judge_death(outcome: Outcome, result, before, after, limit, *, limits: Limit
     return "killed", f"{how_it_ended(result, last_words)}; {LOST}"
 
 
+def exit_code(reply: dict) -> int | None:
+    """A command's exit code from its reply ({"status": "ok", "exit_code": N});
+    None when it did not run (a bad argv, a container that died)."""
+    code = reply.get("exit_code")
+    return code if isinstance(code, int) and not isinstance(code, bool) else None
+
+
 def result_counters(result) -> dict | None:
     if result is None:
         return None

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from sandbox_kernel.session import protocol
+from sandbox_kernel.session import protocol, verdicts
 from sandbox_kernel.session.exchange import Control, Ending, Exchange, Interrupts
 from sandbox_kernel.session.outputs import Display
 from sandbox_kernel.session.protocol import ProtocolError
@@ -271,6 +271,28 @@ def test_an_input_request_is_answered_and_the_wait_does_not_count(box):
     assert asked == ["name? "]
     assert outcome.reply["answer"] == {"type": protocol.INPUT_REPLY, "id": 1,
                                        "n": 1, "value": "Ada"}
+
+
+def test_a_command_request_streams_and_its_reply_carries_the_exit_code(box):
+    def agent(b):
+        request = b.request()
+        assert request["type"] == "command" and request["argv"] == ["ls", "-l"]
+        b.send(type="stream", id=request["id"], name="stderr", text="ls: nothing\n")
+        _reply(b, request, exit_code=2)
+    box.agent_does(agent)
+    outcome = box.exchange({"type": "command", "argv": ["ls", "-l"]}).run()
+    box.finish()
+    assert outcome.ending is Ending.REPLY and verdicts.exit_code(outcome.reply) == 2
+    assert box.outputs == [("stream", {"name": "stderr", "text": "ls: nothing\n"})]
+    # a command's output is cut as a cell's: its frames are held to a cell's limit
+    assert box.transport.reader.max_frame == protocol.cell_frame_limit(box.output_limit)
+
+
+@pytest.mark.parametrize("reply, code", [({"status": "ok", "exit_code": 0}, 0),
+                                         ({"status": "ok", "exit_code": True}, None),
+                                         ({"status": "error", "ename": "ValueError"}, None)])
+def test_the_exit_code_of_a_command_reply(reply, code):
+    assert verdicts.exit_code(reply) == code
 
 
 # -- input_request frames one at a time (moved from test_protocol.py) -----------
