@@ -530,14 +530,16 @@ print(_zombies() == sorted([held.pid, worker.pid]))
 class PlainAgentProcess(AgentProcess):
     """The stdlib-only agent: IPython made unimportable, so it does not hand over."""
 
-    def __init__(self):
+    def __init__(self, extra_env=None):
         self.sock, theirs = socket.socketpair()
         launch = ("import sys; sys.modules['IPython'] = None\n"
                   "from sandbox_kernel.session import plain_agent\n"
                   "sys.exit(plain_agent.main(sys.argv[1:]))")
+        env = {k: v for k, v in os.environ.items() if k != agent_module.OUTPUT_LIMIT_ENV}
+        env.update(extra_env or {})
         self.proc = subprocess.Popen(
             [sys.executable, "-c", launch, "--fd", str(theirs.fileno()), "--image", "test"],
-            pass_fds=[theirs.fileno()], cwd=REPO)
+            pass_fds=[theirs.fileno()], cwd=REPO, env=env)
         theirs.close()
         self.reader = protocol.FrameReader()
         self.inbox, self.last_id = [], 0
@@ -1012,5 +1014,32 @@ def test_a_commands_output_is_within_the_cells_budget(fresh_agent, which):
         streams = of_type(outputs, "stream")
         assert sum(len(m["text"]) for m in streams) < 2 * agent_module.DEFAULT_OUTPUT_LIMIT
         assert streams[-1]["text"].startswith("[output cut: the cell printed more than")
+    finally:
+        agent.close()
+
+
+# -- one output limit, parsed once (agent_core.output_limit) -----------------------------
+
+
+@BOTH_AGENTS
+def test_both_agents_read_the_output_limit_alike(fresh_agent, which):
+    env = {agent_module.OUTPUT_LIMIT_ENV: "64K"}
+    agent = fresh_agent(extra_env=env) if which == "agent" else PlainAgentProcess(extra_env=env)
+    try:
+        outputs, reply = agent.execute("print('x' * 100_000)")
+        assert reply["status"] == "ok"
+        assert 60_000 < len(stdout_text(outputs)) <= 64 << 10      # the plain agent's note counts too
+        assert of_type(outputs, "stream")[-1]["text"].startswith("[output cut: the cell printed "
+                                                                 "more than 64.0 KiB")
+    finally:
+        agent.close()
+
+
+@BOTH_AGENTS
+def test_a_bad_output_limit_stops_either_agent(fresh_agent, which):
+    env = {agent_module.OUTPUT_LIMIT_ENV: "lots"}
+    agent = fresh_agent(extra_env=env) if which == "agent" else PlainAgentProcess(extra_env=env)
+    try:
+        assert agent.wait() == 2
     finally:
         agent.close()

@@ -4,17 +4,27 @@ dynamic loader (to borrow the host's python3 in an image without one)."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from sandbox_kernel.session import image_agent, plain_agent
-from sandbox_kernel.session.client import EXIT_MIME, command_code
+
+REPO = Path(__file__).resolve().parents[2]
+EXIT_MIME = "application/vnd.sandbox-kernel.exit+json"
+
+
+def _snippet_line(argv) -> str:
+    """The one line client.command_code made (until the client sends command requests)."""
+    names = {"__name__": "__sbk_command__", "ARGV": list(argv), "MIME": EXIT_MIME}
+    return f"__import__('builtins').exec({'import sys'!r}, {names!r})"
 
 
 def test_a_command_request_from_the_client_is_recognized_with_its_argv():
     argv = ["/bin/sh", "-c", "echo 'quoted' \"and\" \\ back; exit 3"]
-    assert plain_agent.command_argv(command_code(argv)) == (argv, EXIT_MIME)
+    assert plain_agent.command_argv(_snippet_line(argv)) == (argv, EXIT_MIME)
 
 
 @pytest.mark.parametrize("code", [
@@ -26,6 +36,21 @@ def test_a_command_request_from_the_client_is_recognized_with_its_argv():
 ])
 def test_other_code_is_not_taken_for_a_command(code):
     assert plain_agent.command_argv(code) is None
+
+
+def test_the_plain_agent_and_the_agent_core_import_only_the_standard_library():
+    """They run on an image's own python3, which has nothing installed."""
+    code = ("import sys; sys.modules['IPython'] = None\n"
+            "import sandbox_kernel.session.plain_agent\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] not in sys.stdlib_module_names\n"
+            "             and m not in ('__main__', '_distutils_hack', 'IPython')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         check=True, cwd=REPO).stdout
+    project = {"sandbox_kernel", "sandbox_kernel.version", "sandbox_kernel.session"}
+    allowed = project | {f"sandbox_kernel.session.{name}" for name in (
+        "plain_agent", "agent_core", "agent_output", "agent_stdin", "agent_command", "protocol",
+        "reaping")}
+    assert set(eval(out)) <= allowed, out
 
 
 def test_run_source_returns_the_last_expression_and_keeps_names():
