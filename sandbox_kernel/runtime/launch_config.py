@@ -68,13 +68,6 @@ class LauncherConfig:
         its declared type as it is (records as records, tuples as tuples)."""
         _run(_converter(type(self), True), self)
 
-    def __setitem__(self, name: str, value) -> None:
-        """Transitional, for image_build.BuildContainer (``config["plan"] = ...``)
-        until it sets ``config.plan``: the lead removes this."""
-        if name not in _hints(type(self)):
-            raise KeyError(name)
-        setattr(self, name, value)
-
 
 def _plain(value):
     kind = type(value)

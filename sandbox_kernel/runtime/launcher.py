@@ -65,7 +65,6 @@ import traceback
 from . import mount_apply, network, safe_fs, security, userns
 from . import syscalls as sc
 from .launch_config import LauncherConfig, LauncherConfigError
-from .layer_holds import containers_stacking  # noqa: F401 -- moved to layer_holds.py; image_store still imports it here
 from .layer_holds import hold_lower_dirs
 
 PR_SET_DUMPABLE = 4   # linux/prctl.h
