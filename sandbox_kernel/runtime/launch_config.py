@@ -4,9 +4,9 @@ container.py builds it; the launcher (launcher.py) reads nothing else.  It
 crosses a process boundary on two of the three start paths (spawn.py): as
 JSON through a pipe (exec) or the zygote's socket (zygote.py), where
 ``from_dict`` rebuilds it and checks the type of every field, nested ones
-(the mount plan's ``Op``, the user namespace's ``IdMap``) too.  The fork
-path hands the object itself to the forked launcher, after the same check
-(``check``).  A wrong value is one ``LauncherConfigError`` naming the field,
+(the mount plan's ``Op``, the user namespace's ``IdMap``) too.  Before any
+path container.py runs the same check on the object (``check``), which the
+fork path then hands to the forked launcher as it is.  A wrong value is one ``LauncherConfigError`` naming the field,
 what it was and what it must be.
 
 Imports: mount_apply (Op) and userns (IdMap) only.
@@ -50,7 +50,7 @@ class LauncherConfig:
     keep_groups: bool = False      # rootless with a single id: setgroups is denied
     run_module: str | None = None  # zygote: run ``python -m MODULE`` in-process, no exec
     module_args: list[str] = field(default_factory=list)
-    status_fd: int = -1            # the channels (launcher.py's docstring), set by spawn.py
+    status_fd: int = -1            # the channels (launcher.py's docstring): Container._spawn
     result_fd: int = -1
     lifeline_fd: int = -1
 
