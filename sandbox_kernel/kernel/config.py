@@ -35,16 +35,10 @@ class SandboxPolicy(Configurable):
     Read once, as the kernel starts; nothing a notebook sends changes it."""
 
     name = Unicode(None, allow_none=True, help=kernel_settings.POLICY_HELP["name"]).tag(config=True)
-    max_memory = _cap("max_memory")
-    max_cpus = _cap("max_cpus")
-    max_pids = _cap("max_pids")
-    max_timeout = _cap("max_timeout")
-    max_disk = _cap("max_disk")
-    max_sessions = _cap("max_sessions")
-    import_dirs = _names("import_dirs")
-    pull_registries = _names("pull_registries")
-    build_bases = _names("build_bases")
-    images = _names("images")
+    max_memory, max_cpus, max_pids, max_timeout, max_disk, max_sessions = map(_cap, (
+        "max_memory", "max_cpus", "max_pids", "max_timeout", "max_disk", "max_sessions"))
+    import_dirs, pull_registries, build_bases, images = map(_names, (
+        "import_dirs", "pull_registries", "build_bases", "images"))
     build_network = Unicode(None, allow_none=True, help=kernel_settings.POLICY_HELP["build_network"]
                             ).tag(config=True)
     notebook_dir = Unicode(None, allow_none=True, help=kernel_settings.POLICY_HELP["notebook_dir"]

@@ -124,12 +124,8 @@ class SandboxKernel(EditorRequests, Kernel):
         "file_extension": ".py",
     }
 
-    memory = setting("memory")
-    cpus = setting("cpus")
-    pids = setting("pids")
-    timeout = setting("timeout")
-    net = setting("net")
-    image = setting("image")
+    memory, cpus, pids, timeout, net, image = map(setting, (
+        "memory", "cpus", "pids", "timeout", "net", "image"))
     footer = Bool(True, help="the stats footer under each cell (%container stats off|on)").tag(config=True)
     trust_output = Bool(False, help="show the container's output as it is (scripts and HTML "
                                     "included) instead of sanitised: for code you trust"
