@@ -10,6 +10,7 @@ stop, what becomes of a cell); the parts it is made of:
     variables.py   push and pull (the bounded unpickler: unpickle.py)
     figures.py     the container's counters, status() and snapshot()
     live_limits.py limits changed on a running session (set_limits)
+    container_signals.py  SIGINT to the agent, kill, the launcher's group
 
     with Session("demo", limits=Limits(memory=256 << 20)) as session:
         result = session.execute("x = 41; print(x + 1)", on_output=print)
@@ -22,6 +23,7 @@ images, spec, zygote) and the modules above.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import os
 import socket
@@ -469,26 +471,16 @@ class Session(SessionFigures, LiveLimits):
         seconds, the container is killed."""
         self._interrupts.interrupt()
 
-    # -- plumbing ------------------------------------------------------------------
-
+    @contextlib.contextmanager
     def _busy(self):
-        return _Busy(self)
-
-
-class _Busy:
-    """One request at a time per session."""
-
-    def __init__(self, session: Session):
-        self.session = session
-
-    def __enter__(self):
-        self.session._await_warm()
-        if not self.session._lock.acquire(blocking=False):
-            raise SessionBusy(f"session {self.session.name!r} is running another request")
-        return self
-
-    def __exit__(self, *exc):
-        self.session._lock.release()
+        """One request at a time per session."""
+        self._await_warm()
+        if not self._lock.acquire(blocking=False):
+            raise SessionBusy(f"session {self.name!r} is running another request")
+        try:
+            yield self
+        finally:
+            self._lock.release()
 
 
 class _Exchange(Exchange):
