@@ -30,7 +30,7 @@ import traceback
 from contextlib import contextmanager
 
 from . import protocol
-from .agent_command import COMMAND, refused, request_argv, run_command
+from .agent_command import refused, request_argv, run_command
 from .protocol import ConnectionClosed, ProtocolError
 
 OUTPUT_LIMIT_ENV = "SANDBOX_KERNEL_OUTPUT_LIMIT"
@@ -38,7 +38,6 @@ DEFAULT_OUTPUT_LIMIT = 1 << 20
 ERROR_TEXT = 64 << 10          # characters of an error's value, and of one traceback line
 ERROR_TRACEBACK = 256 << 10    # characters of a traceback in all
 ENAME_TEXT = 1000              # characters of an error's name
-REQUEST_TYPES = tuple(dict.fromkeys(protocol.REQUEST_TYPES + (COMMAND,)))
 
 
 # ---------------------------------------------------------------------------
@@ -362,7 +361,7 @@ class AgentCore:
 
     def handle(self, request: dict) -> dict:
         kind = request["type"]
-        if kind not in REQUEST_TYPES:
+        if kind not in protocol.REQUEST_TYPES:
             return error("ProtocolError", f"unknown request type {kind!r}")
         self.channel.request_id = request.get("id")
         try:
@@ -374,9 +373,9 @@ class AgentCore:
                          traceback=traceback.format_exception(type(exc), exc, exc.__traceback__))
 
     def _reply(self, request_id, content: dict, kind: str = None) -> None:
-        # an execute reply is one of the cell's frames: the host reads those
-        # with the smaller limit (protocol.cell_frame_limit)
-        limit = self.channel.cell_frame if kind == "execute" else None
+        # an execute or command reply is one of the cell's frames: the host
+        # reads those with the smaller limit (protocol.cell_frame_limit)
+        limit = self.channel.cell_frame if kind in protocol.CELL_REQUESTS else None
         try:
             self.channel.send({"type": protocol.REPLY, "id": request_id, "content": content}, limit)
         except (ProtocolError, TypeError, ValueError) as exc:

@@ -16,12 +16,8 @@ Started for every stored image (image_agent.py says how)::
   image's PATH) and only runs commands: ``%%container --shell`` cells and
   ``%container exec``.  A Python cell gets one clear error.
 
-Commands are ``command`` requests (agent_command.py), so a command never
-needs IPython, nor Python in the image.  Until the host's client sends
-those, the one-line execute request ``client.command_code`` makes,
-``__import__('builtins').exec(SNIPPET, {"__name__": "__sbk_command__",
-"ARGV": [...], "MIME": ...})``, is recognized too (command_argv) and run
-the same way, its exit code in a display_data of MIME.
+Commands are ``command`` requests (agent_command.py, answered by the
+core), so a command never needs IPython, nor Python in the image.
 
 What both agents do alike is the agent core's (agent_core.py and its
 agent_* neighbours): the channel and the interrupt gate, the serve loop, the
@@ -46,7 +42,6 @@ import traceback
 from contextlib import contextmanager
 
 from . import protocol
-from .agent_command import run_command
 from .agent_core import (AgentCore, Channel, StartError, bounded_error, container_sys_path,
                          error, field, open_channel, run_agent)
 from .agent_output import OutputBudget, RichOutputs, make_streams
@@ -54,40 +49,12 @@ from .agent_stdin import StdinForwarder
 from .reaping import ChildReaper
 from .agent_output import OutputBudget as Budget  # noqa: F401 -- moved; tests/unit/test_images_plain_agent.py imports it here
 
-COMMAND_NAME = "__sbk_command__"
 NO_IPYTHON_NOTE = ("[sandbox-kernel] image {image!r} has python3 but no IPython: cells run in a "
                    "plain Python agent (stdout, stderr, errors and text results only); rich "
                    "output (display(), figures, HTML, %magics) needs IPython in the image, e.g. "
                    "sandbox-kernel images build NAME --from {image} --run 'pip install ipython'\n")
 NO_PYTHON_ERROR = ("image {image!r} has no python3: Python cells cannot run on it; shell cells "
                    "do (%%container --shell, %container exec)")
-
-
-# ---------------------------------------------------------------------------
-# Commands sent as client.command_code's snippet (until the client sends command requests)
-
-
-def command_argv(code: str) -> tuple[list[str], str] | None:
-    """(argv, mime) if ``code`` is a command request, else None."""
-    try:
-        tree = ast.parse(code, mode="eval")
-    except SyntaxError:
-        return None
-    call = tree.body
-    if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
-            and call.func.attr == "exec" and len(call.args) == 2 and not call.keywords):
-        return None
-    try:
-        names = ast.literal_eval(call.args[1])
-    except ValueError:
-        return None
-    if not isinstance(names, dict) or names.get("__name__") != COMMAND_NAME:
-        return None
-    argv, mime = names.get("ARGV"), names.get("MIME")
-    if not (isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv)
-            and isinstance(mime, str)):
-        return None
-    return argv, mime
 
 
 # ---------------------------------------------------------------------------
@@ -123,9 +90,6 @@ class PlainAgent(AgentCore):
             self.end_output()
 
     def _execute(self, code: str, silent: bool) -> dict:
-        command = command_argv(code)
-        if command is not None:
-            return self._command(*command)
         if self.shell_only:
             return self._fail("NoPythonInImage", NO_PYTHON_ERROR.format(image=self.image), [])
         if not self.noted:
@@ -136,13 +100,6 @@ class PlainAgent(AgentCore):
         if not silent:
             self.execution_count += 1
         return self._run_cell(code, count, silent)
-
-    def _command(self, argv: list, mime: str) -> dict:
-        code = run_command(argv, self.streams[0], self.streams[1], self.channel.gate.cell)
-        self.channel.emit("display_data", data={mime: {"exit_code": code}}, metadata={},
-                          transient={})
-        return {"status": "ok", "execution_count": self.execution_count - 1,
-                "user_expressions": {}, "payload": []}
 
     def _run_cell(self, code: str, count: int, silent: bool) -> dict:
         try:

@@ -1,6 +1,6 @@
-"""The stdlib-only agent of foreign images, without a container: how it
-recognizes a command request, runs a cell's source, and finds the host's
-dynamic loader (to borrow the host's python3 in an image without one)."""
+"""The stdlib-only agent of foreign images, without a container: what it
+imports, how it runs a cell's source, and finds the host's dynamic loader
+(to borrow the host's python3 in an image without one)."""
 from __future__ import annotations
 
 import os
@@ -13,29 +13,6 @@ import pytest
 from sandbox_kernel.session import image_agent, plain_agent
 
 REPO = Path(__file__).resolve().parents[2]
-EXIT_MIME = "application/vnd.sandbox-kernel.exit+json"
-
-
-def _snippet_line(argv) -> str:
-    """The one line client.command_code made (until the client sends command requests)."""
-    names = {"__name__": "__sbk_command__", "ARGV": list(argv), "MIME": EXIT_MIME}
-    return f"__import__('builtins').exec({'import sys'!r}, {names!r})"
-
-
-def test_a_command_request_from_the_client_is_recognized_with_its_argv():
-    argv = ["/bin/sh", "-c", "echo 'quoted' \"and\" \\ back; exit 3"]
-    assert plain_agent.command_argv(_snippet_line(argv)) == (argv, EXIT_MIME)
-
-
-@pytest.mark.parametrize("code", [
-    "print(1)",
-    "__import__('builtins').exec('x', {'__name__': '__main__', 'ARGV': ['ls'], 'MIME': 'm'})",
-    "__import__('builtins').exec('x', {'__name__': '__sbk_command__', 'ARGV': [], 'MIME': 'm'})",
-    "__import__('builtins').exec('x', {'__name__': '__sbk_command__', 'ARGV': [f()], 'MIME': 'm'})",
-    "exec(",
-])
-def test_other_code_is_not_taken_for_a_command(code):
-    assert plain_agent.command_argv(code) is None
 
 
 def test_the_plain_agent_and_the_agent_core_import_only_the_standard_library():
