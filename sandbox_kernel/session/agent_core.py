@@ -15,8 +15,9 @@
 Its neighbours: agent_output.py (the output budget and the streams),
 agent_stdin.py (input() and getpass() over the channel), agent_command.py
 (the command runner).  Standard library only, Python 3.7 syntax: the plain
-agent runs this on an image's own python3.  It imports protocol.py and the
-agent_* modules, nothing else of the project (never the host's side).
+agent runs this on an image's own python3.  It imports protocol.py and
+agent_command.py, nothing else of the project (never the host's side); the
+host may import it (OUTPUT_LIMIT_ENV, DEFAULT_OUTPUT_LIMIT).
 """
 from __future__ import annotations
 

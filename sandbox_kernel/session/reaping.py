@@ -4,8 +4,9 @@ A cell that forks and never waits (``os.fork()`` in a loop, a library that
 forgets its children) leaves zombies of the agent.  The agent is not PID 1,
 so nothing else reaps them, and each one holds a slot of the container's
 pids limit: after a few fork bombs every later ``subprocess.run`` fails
-until the container is restarted.  So the agents (agent.py, plain_agent.py)
-call ``ChildReaper.reap()`` before and after every cell.
+until the container is restarted.  So the agents (agent.py, plain_agent.py,
+through agent_core.AgentCore) call ``ChildReaper.reap()`` before and after
+every cell and every command.
 
 Exit codes stay right.  A zombie is reaped only when no live object of the
 session will wait for it:
