@@ -117,8 +117,6 @@ class Session(SessionFigures, LiveLimits):
         if output_limit is None:              # the kernel's environment may set it
             output_limit = os.environ.get(OUTPUT_LIMIT_ENV) or DEFAULT_OUTPUT_LIMIT
         self.output_limit = parse_size(output_limit, f"output limit ({OUTPUT_LIMIT_ENV})")
-        self.timeout_grace = timeout_grace
-        self.interrupt_grace = interrupt_grace
         # trust_output False: display data from the container is made inert
         # for the browser (session/sanitize.py)
         self._display = Display(trust_output)
@@ -131,12 +129,21 @@ class Session(SessionFigures, LiveLimits):
         self._transport = Transport()
         self._signals = ContainerSignals(lambda: self._container)
         self._interrupts = Interrupts(self._signals.sigint_agent)
+        # one Control for every exchange: a grace changed while a cell runs
+        # (the kernel's shutdown shortens interrupt_grace) holds at once
+        self._control = Control(self._interrupts, self._signals.kill,
+                                self._signals.launcher_in_our_group, timeout_grace, interrupt_grace)
         self._started_at: float | None = None
         self._execution_count = 0
         self._lock = threading.Lock()
         self._closed = False
         self._used = False                    # has a request reached this container?
         self._warming: threading.Thread | None = None
+
+    timeout_grace = property(lambda self: self._control.timeout_grace,
+                             lambda self, seconds: setattr(self._control, "timeout_grace", seconds))
+    interrupt_grace = property(lambda self: self._control.interrupt_grace,
+                               lambda self, seconds: setattr(self._control, "interrupt_grace", seconds))
 
     @property
     def trust_output(self) -> bool:
@@ -329,9 +336,7 @@ class Session(SessionFigures, LiveLimits):
 
     def _exchange(self, request: dict, timeout, *, cell: bool, on_output: OnOutput | None = None,
                   on_input: OnInput | None = None) -> Outcome:
-        control = Control(self._interrupts, self._signals.kill, self._signals.launcher_in_our_group,
-                          self.timeout_grace, self.interrupt_grace)
-        return Exchange(self._transport, request, control, timeout, cell, self.output_limit,
+        return Exchange(self._transport, request, self._control, timeout, cell, self.output_limit,
                         self._display, on_output, on_input).run()
 
     def _cell_baseline(self) -> tuple[dict | None, bool]:

@@ -79,7 +79,8 @@ class Interrupts:
 
 @dataclass
 class Control:
-    """What an exchange may do to the container besides talking to it."""
+    """What an exchange may do to the container besides talking to it.  The
+    graces are read when they are needed: a change while a cell runs holds."""
     interrupts: Interrupts
     kill: Callable[[], None]                 # SIGKILL to every process of the container
     launcher_in_our_group: Callable[[], bool] = lambda: False

@@ -9,6 +9,7 @@ import signal
 import socket
 import threading
 import time
+import types
 
 import pytest
 
@@ -197,6 +198,26 @@ def test_a_user_interrupt_the_cell_ignores_ends_in_a_kill(box):
     assert box.signals[1][1] >= box.signals[0][1] + GRACE - 2 * STEP
 
 
+def test_a_grace_shortened_while_the_cell_runs_holds_at_once(box):
+    """The kernel's shutdown shortens interrupt_grace of a running cell: the
+    kill must come after the new grace, long before the old one or the
+    cell's time limit."""
+    control = {}
+
+    def agent(b):
+        b.request()
+        control["it"].interrupt_grace = GRACE
+        b.interrupts.interrupt()
+    box.agent_does(agent)
+    exchange = box.exchange(timeout=100 * GRACE)
+    exchange.control.interrupt_grace = 1000.0
+    control["it"] = exchange.control
+    outcome = exchange.run()
+    box.finish()
+    assert outcome.ending is Ending.INTERRUPT_KILLED and not outcome.timed_out
+    assert box.names() == ["sigint", "kill"]
+
+
 def test_a_sigint_to_this_process_is_forwarded_not_raised(box):
     waiting = {}
     box.on_sigint = lambda: _reply(box, waiting)
@@ -358,3 +379,20 @@ def test_a_forged_input_request_is_a_protocol_error(fields):
             host.ask(**fields)
     finally:
         host.close()
+
+
+def test_a_session_gives_its_exchanges_one_control_whose_graces_it_sets(monkeypatch):
+    """Session.interrupt_grace set while a cell runs (the kernel's shutdown
+    does) reaches the running exchange: no copy is taken at its start."""
+    from sandbox_kernel.session import client
+    controls = []
+
+    def fake_exchange(transport, request, control, *args):
+        controls.append(control)
+        return types.SimpleNamespace(run=lambda: None)
+    monkeypatch.setattr(client, "Exchange", fake_exchange)
+    session = client.Session("t", interrupt_grace=5.0, timeout_grace=2.0)
+    session._exchange({"type": "complete", "code": "", "cursor_pos": 0}, 1.0, cell=False)
+    session.interrupt_grace, session.timeout_grace = 0.25, 0.5
+    assert (controls[0].interrupt_grace, controls[0].timeout_grace) == (0.25, 0.5)
+    assert (session.interrupt_grace, session.timeout_grace) == (0.25, 0.5)
