@@ -34,13 +34,12 @@ def parse_limit(setting: str, text):
 
 
 def _parse_count(text) -> int:
+    """A number of sessions: a whole number of at least 1, read as --pids
+    reads one (parse_limit has taken "" and none out already)."""
     try:
-        value = int(str(text).strip())
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise SpecError("sessions", text, "a whole number of at least 1, e.g. 1")
-    return value
+        return parse_pids(text)
+    except SpecError:
+        raise SpecError("sessions", text, "a whole number of at least 1, e.g. 1") from None
 
 
 def show(setting: str, value) -> str:
