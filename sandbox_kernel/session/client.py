@@ -38,7 +38,6 @@ from ..runtime.images import ImageNotFound  # noqa: F401 -- re-exported: the mag
 from ..runtime.spec import ContainerSpec, Limits, parse_env, parse_mount, parse_network, parse_size
 from ..runtime.spec import SpecError  # noqa: F401 -- re-exported: the magics catch it here
 from . import image_agent, stats as stats_contract, variables, verdicts
-from .command_snippet import EXIT_MIME, command_code  # noqa: F401 -- unused: B's and C's tests import them here
 from .container_signals import ContainerSignals
 from .errors import SessionBusy, SessionError, VariableError  # noqa: F401 -- callers import them here
 from .exchange import INTERRUPT_GRACE, TIMEOUT_GRACE, Control, Ending, Exchange, Interrupts, \

@@ -327,11 +327,12 @@ def test_net_dev_leaves_loopback_out():
     assert client.parse_net_dev(text) == {"net_rx": 300, "net_tx": 700}
 
 
-def test_command_code_binds_no_name_and_is_one_line():
-    code = client.command_code(["sh", "-c", "echo 'hi'\nls"])
-    assert "\n" not in code and code.startswith("__import__('builtins').exec(")
-    with pytest.raises(ValueError):
-        client.command_code([])
+@pytest.mark.parametrize("argv", [[], "ps aux", ["ps", 1], [b"ps"]])
+def test_a_command_that_is_not_a_list_of_str_is_refused_before_any_container_starts(argv):
+    session = client.Session()
+    with pytest.raises(ValueError, match="a non-empty list of str"):
+        session.run_command(argv)
+    assert not session.running and not session.used
 
 
 def _every_subcommand(parser=None, words=()):
