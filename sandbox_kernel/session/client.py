@@ -299,7 +299,7 @@ class Session(SessionFigures, LiveLimits):
                     timeout: float | None = None) -> CellResult:
         """Run a program in the container (like docker exec), streaming its
         output; the result's exit_code is its exit status (128+N: signal N)."""
-        if not argv or not all(isinstance(a, str) for a in argv):
+        if not isinstance(argv, (list, tuple)) or not argv or not all(isinstance(a, str) for a in argv):
             raise ValueError("a command is a non-empty list of str, e.g. ['ps', 'aux']")
         return self._run_cell({"type": "command", "argv": list(argv)}, on_output, timeout,
                               command=True)

@@ -330,9 +330,12 @@ def test_net_dev_leaves_loopback_out():
 @pytest.mark.parametrize("argv", [[], "ps aux", ["ps", 1], [b"ps"]])
 def test_a_command_that_is_not_a_list_of_str_is_refused_before_any_container_starts(argv):
     session = client.Session()
-    with pytest.raises(ValueError, match="a non-empty list of str"):
-        session.run_command(argv)
-    assert not session.running and not session.used
+    try:
+        with pytest.raises(ValueError, match="a non-empty list of str"):
+            session.run_command(argv)
+        assert not session.running and not session.used
+    finally:
+        session.stop()      # one wrongly started must not outlive the test
 
 
 def _every_subcommand(parser=None, words=()):
