@@ -38,10 +38,11 @@ from ..runtime.images import ImageNotFound  # noqa: F401 -- re-exported: the mag
 from ..runtime.spec import ContainerSpec, Limits, parse_env, parse_mount, parse_network, parse_size
 from ..runtime.spec import SpecError  # noqa: F401 -- re-exported: the magics catch it here
 from . import image_agent, stats as stats_contract, variables, verdicts
+from .agent_core import DEFAULT_OUTPUT_LIMIT, OUTPUT_LIMIT_ENV  # one definition, the agents'
 from .container_signals import ContainerSignals
 from .errors import SessionBusy, SessionError, VariableError  # noqa: F401 -- callers import them here
 from .exchange import INTERRUPT_GRACE, TIMEOUT_GRACE, Control, Ending, Exchange, Interrupts, \
-    OnInput, Outcome, Outcome as _Outcome  # noqa: F401 -- _Outcome: test_disk_limit_words
+    OnInput, Outcome
 from .figures import NetDev, SessionFigures
 from .figures import parse_net_dev  # noqa: F401 -- moved; test_commands imports it here
 from .live_limits import LiveLimits
@@ -50,13 +51,9 @@ from .outputs import clean_output, host_output_cap  # noqa: F401 -- moved; tests
 from .transport import Transport
 from .unpickle import (  # noqa: F401 -- re-exported: tests and callers use client's names
     SAFE_GLOBALS, RefusedGlobal, RestrictedUnpickler, restricted_loads, unpickle_pulled)
-from .verdicts import (  # noqa: F401 -- moved; test_disk_limit_words uses them here
-    disk_note as _disk_note, files_share as _files_share, size_arg as _size_arg)
 
 AGENT_MODULE = "sandbox_kernel.session.agent"
 ZYGOTE_PRELOAD = (AGENT_MODULE,)     # what the zygote this process starts imports
-OUTPUT_LIMIT_ENV = "SANDBOX_KERNEL_OUTPUT_LIMIT"
-DEFAULT_OUTPUT_LIMIT = 1 << 20
 
 REQUEST_TIMEOUT = 60.0        # a request that is not a cell (complete, push, ...)
 WARM_WAIT = 60.0              # a request waits this long for a start begun in the background
@@ -152,10 +149,6 @@ class Session(SessionFigures, LiveLimits):
     @trust_output.setter
     def trust_output(self, value: bool) -> None:
         self._display.trust_output = bool(value)
-
-    @property
-    def _logs(self) -> dict:              # tests/system/test_fast_start.py looks at the pipes
-        return self._transport.logs
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -485,15 +478,3 @@ class Session(SessionFigures, LiveLimits):
             yield self
         finally:
             self._lock.release()
-
-
-class _Exchange(Exchange):
-    """Exchange as tests/unit/test_sanitize.py builds it: with ``__new__`` and
-    a session-like ``session`` (trust_output, _drop_noted) standing for the
-    Display.  The lead removes it once those tests build an Exchange."""
-
-    def _pass_on(self, kind: str, content: dict) -> None:
-        self.display = Display(self.session.trust_output)
-        self.display.drop_noted = self.session._drop_noted
-        super()._pass_on(kind, content)
-        self.session._drop_noted = self.display.drop_noted

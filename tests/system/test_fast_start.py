@@ -57,7 +57,7 @@ def test_a_forked_agent_holds_no_file_of_its_owner_or_of_the_zygote(threaded, tm
             assert parent_of(launcher) == zygote.shared().process.pid, "not forked by the zygote"
             owner = open_files(os.getpid())
             of_zygote = open_files(zygote.shared().process.pid)
-            log_pipes = {owner[fd] for fd in session._logs}
+            log_pipes = {owner[fd] for fd in session._transport.logs}
     finally:
         os.close(secret)
     assert inside[0] == "/dev/null"

@@ -12,7 +12,8 @@ import pytest
 from sandbox_kernel.runtime import rootfs
 from sandbox_kernel.runtime.spec import DEFAULT_DISK, Limits
 from sandbox_kernel.runtime.stats import parse_shmem, v1_stats, v2_stats
-from sandbox_kernel.session import client, stats
+from sandbox_kernel.session import stats, verdicts
+from sandbox_kernel.session.exchange import Ending, Outcome
 
 MiB, GiB = 1 << 20, 1 << 30
 ENOSPC_REPLY = {"status": "error", "ename": "OSError",
@@ -47,7 +48,7 @@ def test_a_tiny_memory_limit_still_gives_a_usable_layer_never_more_than_disk():
 
 def test_enospc_on_a_full_layer_names_disk_and_its_size():
     figures = {"disk_used": 1024 * MiB - 4096, "disk_limit": 1024 * MiB}
-    words = client._disk_note(ENOSPC_REPLY, figures, Limits(memory=4 * GiB, disk=GiB))
+    words = verdicts.disk_note(ENOSPC_REPLY, figures, Limits(memory=4 * GiB, disk=GiB))
     assert words == ("the container's disk (its writable layer: /tmp, /workspace and image "
                      "writes) is full at the 1 GiB --disk limit; free space or raise it with "
                      "%container limits --disk 2G")
@@ -55,7 +56,7 @@ def test_enospc_on_a_full_layer_names_disk_and_its_size():
 
 def test_a_layer_capped_by_memory_says_so_and_what_to_raise():
     figures = {"disk_used": 512 * MiB, "disk_limit": 512 * MiB}
-    words = client._disk_note(ENOSPC_REPLY, figures, DEFAULTS)
+    words = verdicts.disk_note(ENOSPC_REPLY, figures, DEFAULTS)
     assert "is full at 512 MiB (--disk 1 GiB is capped at half the memory limit" in words
     assert words.endswith("%container limits --memory 2G --disk 1G")
     assert "out of memory" not in words
@@ -64,65 +65,60 @@ def test_a_layer_capped_by_memory_says_so_and_what_to_raise():
 def test_a_full_layer_is_named_even_when_the_cell_did_not_raise():
     # a subprocess (pip, dd) hit ENOSPC and the cell went on: the layer is full
     figures = {"disk_used": 256 * MiB, "disk_limit": 256 * MiB}
-    words = client._disk_note({"status": "ok"}, figures, Limits(memory=GiB, disk=256 * MiB))
+    words = verdicts.disk_note({"status": "ok"}, figures, Limits(memory=GiB, disk=256 * MiB))
     assert "is full at the 256 MiB --disk limit" in words
 
 
 def test_enospc_with_room_left_or_unknown_figures_still_names_disk():
     # the cell deleted its partial file after the error, or the layer could not be looked at
-    with_room = client._disk_note(ENOSPC_REPLY, {"disk_used": 3 * MiB, "disk_limit": 512 * MiB},
+    with_room = verdicts.disk_note(ENOSPC_REPLY, {"disk_used": 3 * MiB, "disk_limit": 512 * MiB},
                                   DEFAULTS)
     assert with_room.startswith("the cell got ENOSPC (no space left on device)")
     assert "--disk" in with_room and "3 MiB in use now" in with_room
-    unknown = client._disk_note(ENOSPC_REPLY, None, Limits(memory=4 * GiB, disk=GiB))
+    unknown = verdicts.disk_note(ENOSPC_REPLY, None, Limits(memory=4 * GiB, disk=GiB))
     assert "the 1 GiB --disk limit" in unknown and "in use now" not in unknown
 
 
 def test_no_words_when_the_disk_is_not_the_matter():
     figures = {"disk_used": 10 * MiB, "disk_limit": 512 * MiB}
     other_error = {"status": "error", "ename": "OSError", "evalue": "[Errno 2] No such file"}
-    assert client._disk_note(other_error, figures, DEFAULTS) is None
-    assert client._disk_note({"status": "ok"}, figures, DEFAULTS) is None
-    assert client._disk_note({"status": "ok"}, None, DEFAULTS) is None
+    assert verdicts.disk_note(other_error, figures, DEFAULTS) is None
+    assert verdicts.disk_note({"status": "ok"}, figures, DEFAULTS) is None
+    assert verdicts.disk_note({"status": "ok"}, None, DEFAULTS) is None
 
 
 def test_size_arguments_are_what_one_types():
-    assert client._size_arg(2 * GiB) == "2G"
-    assert client._size_arg(768 * MiB) == "768M"
-    assert client._size_arg(768 * MiB + 1) == "769M"
+    assert verdicts.size_arg(2 * GiB) == "2G"
+    assert verdicts.size_arg(768 * MiB) == "768M"
+    assert verdicts.size_arg(768 * MiB + 1) == "769M"
 
 
 # -- an OOM names the files' share ------------------------------------------------------
 
 def test_an_oom_names_the_memory_the_layers_files_held():
-    words = client._files_share({"disk_used": 700 * MiB}, DEFAULTS)
+    words = verdicts.files_share({"disk_used": 700 * MiB}, DEFAULTS)
     assert words == (", of which 700 MiB were files in the writable layer (/tmp, /workspace), "
                      "which are held in memory")
 
 
 def test_the_cgroups_shmem_stands_in_when_the_layer_could_not_be_looked_at():
-    words = client._files_share({"disk_used": None, "memory_shmem": 300 * MiB}, DEFAULTS)
+    words = verdicts.files_share({"disk_used": None, "memory_shmem": 300 * MiB}, DEFAULTS)
     assert "300 MiB were files in the writable layer" in words
 
 
 def test_a_few_files_or_unknown_figures_are_not_named():
-    assert client._files_share({"disk_used": 40 * MiB}, DEFAULTS) == ""   # under a tenth
-    assert client._files_share({"disk_used": None, "memory_shmem": None}, DEFAULTS) == ""
-    assert client._files_share(None, DEFAULTS) == ""
-
-
-def _judge(limits=DEFAULTS):
-    session = types.SimpleNamespace(limits=limits, timeout_grace=2.0, interrupt_grace=5.0,
-                                    _last_words=lambda: "")
-    return session
+    assert verdicts.files_share({"disk_used": 40 * MiB}, DEFAULTS) == ""   # under a tenth
+    assert verdicts.files_share({"disk_used": None, "memory_shmem": None}, DEFAULTS) == ""
+    assert verdicts.files_share(None, DEFAULTS) == ""
 
 
 def test_a_death_by_oom_says_how_much_of_it_was_files():
-    outcome = client._Outcome("died")
+    outcome = Outcome(Ending.DIED)
     result = types.SimpleNamespace(status="oom", signal=9, exit_code=None)
     after = {"oom_kills": 1, "memory_peak": GiB, "disk_used": 512 * MiB, "disk_limit": 512 * MiB}
-    status, words = client.Session._judge_death(_judge(), outcome, result, {"oom_kills": 0},
-                                                after, None)
+    status, words = verdicts.judge_death(outcome, result, {"oom_kills": 0}, after, None,
+                                         limits=DEFAULTS, timeout_grace=2.0, interrupt_grace=5.0,
+                                         last_words="")
     assert status == "oom"
     assert words.startswith("the cell ran out of memory at the 1 GiB limit (peak 1 GiB), "
                             "of which 512 MiB were files in the writable layer")
@@ -130,17 +126,17 @@ def test_a_death_by_oom_says_how_much_of_it_was_files():
 
 
 def test_a_reply_after_enospc_keeps_its_status_and_gets_the_disk_words():
-    outcome = client._Outcome("reply", reply=ENOSPC_REPLY)
+    outcome = Outcome(Ending.REPLY, reply=ENOSPC_REPLY)
     after = {"oom_kills": 0, "disk_used": 512 * MiB, "disk_limit": 512 * MiB}
-    status, words = client.Session._judge_reply(_judge(), outcome, {"oom_kills": 0}, after, None)
+    status, words = verdicts.judge_reply(outcome, {"oom_kills": 0}, after, None, DEFAULTS)
     assert status == "error" and "--disk" in words and "is full" in words
 
 
 def test_a_process_killed_by_oom_while_the_container_lives_names_the_files_too():
-    outcome = client._Outcome("reply", reply={"status": "error", "ename": "CalledProcessError",
+    outcome = Outcome(Ending.REPLY, reply={"status": "error", "ename": "CalledProcessError",
                                               "evalue": "died of SIGKILL"})
     after = {"oom_kills": 1, "disk_used": 400 * MiB, "disk_limit": 512 * MiB}
-    status, words = client.Session._judge_reply(_judge(), outcome, {"oom_kills": 0}, after, None)
+    status, words = verdicts.judge_reply(outcome, {"oom_kills": 0}, after, None, DEFAULTS)
     assert status == "oom" and "400 MiB were files in the writable layer" in words
 
 

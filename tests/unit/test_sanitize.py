@@ -9,10 +9,14 @@ from __future__ import annotations
 import html
 import re
 
+import types
+
 import pytest
 
 from sandbox_kernel.session import sanitize
-from sandbox_kernel.session.client import Session, _Exchange, host_output_cap
+from sandbox_kernel.session.client import Session
+from sandbox_kernel.session.exchange import Control, Exchange, Interrupts
+from sandbox_kernel.session.outputs import Display
 from sandbox_kernel.session.stats import build_stats, footer_html, footer_text
 
 HANDLER = re.compile(r"<[^>]*\son[a-z]+\s*=", re.I)
@@ -372,21 +376,19 @@ def test_metadata_cannot_claim_the_hosts_marks():
 # -- the session's output path -------------------------------------------------
 
 
-class _FakeSession:
-    def __init__(self, trust_output: bool):
-        self.trust_output = trust_output
-        self._drop_noted = False
+def _exchange(display: Display, on_output) -> Exchange:
+    """A cell's exchange as the session makes one, short of a container: the
+    transport only numbers the request."""
+    transport = types.SimpleNamespace(new_id=lambda: 1)
+    control = Control(interrupts=Interrupts(send=lambda: False), kill=lambda: None)
+    return Exchange(transport, {"type": "execute"}, control, timeout=None, cell=True,
+                    output_limit=1 << 20, display=display, on_output=on_output)
 
 
 def _pass_through_exchange(trust_output: bool, kind: str, content: dict) -> list:
-    """What on_output receives for one frame, via _Exchange._pass_on."""
+    """What on_output receives for one frame that the agent sent."""
     seen = []
-    exchange = _Exchange.__new__(_Exchange)
-    exchange.session = _FakeSession(trust_output)
-    exchange.on_output = lambda k, c: seen.append((k, c))
-    exchange.passed_bytes = exchange.dropped_frames = 0
-    exchange.output_cap = host_output_cap(1 << 20)       # as _Exchange.__init__ sets it
-    exchange._pass_on(kind, content)
+    _exchange(Display(trust_output), lambda k, c: seen.append((k, c)))._pass_on(kind, content)
     return seen
 
 
@@ -410,16 +412,12 @@ def test_trusted_output_passes_as_it_is():
 
 
 def test_the_note_about_dropped_output_comes_once_per_session():
-    session = _FakeSession(False)
+    display = Display(False)                 # one per session, shared by its exchanges
     seen = []
     for _ in range(3):
-        exchange = _Exchange.__new__(_Exchange)
-        exchange.session = session
-        exchange.on_output = lambda k, c: seen.append(k)
-        exchange.passed_bytes = exchange.dropped_frames = 0
-        exchange.output_cap = host_output_cap(1 << 20)   # as _Exchange.__init__ sets it
-        exchange._pass_on("display_data", {"data": {"application/javascript": "x"}, "metadata": {},
-                                           "transient": {}})
+        _exchange(display, lambda k, c: seen.append(k))._pass_on(
+            "display_data", {"data": {"application/javascript": "x"}, "metadata": {},
+                             "transient": {}})
     assert seen.count("stream") == 1 and seen.count("display_data") == 3
 
 
