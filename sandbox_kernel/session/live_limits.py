@@ -11,12 +11,10 @@ import dataclasses
 
 from ..runtime import images
 from ..runtime.cgroups.cpus import thread_environment
-from ..runtime.spec import Limits, parse_cpus, parse_duration, parse_network, parse_pids, parse_size
+from ..runtime.spec import Limits, parse_network
+from . import options
 from .errors import SessionBusy, SessionError
 
-PARSERS = {"memory": lambda v: parse_size(v, "memory"), "cpus": parse_cpus,
-           "pids": parse_pids, "timeout": lambda v: parse_duration(v, "timeout"),
-           "disk": lambda v: parse_size(v, "disk")}
 PLACEMENT = ("net", "image")      # need a new container; the session handles them
 LIVE = ("memory", "cpus", "pids")
 
@@ -24,12 +22,12 @@ LIVE = ("memory", "cpus", "pids")
 def new_limits(limits: Limits, strings: dict) -> tuple[Limits, list[str]]:
     """(the limits with what was typed, the names that changed);
     SessionError for a name that is not a limit, SpecError for a value."""
-    unknown = set(strings) - set(PARSERS) - set(PLACEMENT)
+    unknown = set(strings) - set(options.LIMIT_FIELDS) - set(PLACEMENT)
     if unknown:
         raise SessionError(f"unknown limit {', '.join(sorted(unknown))}: "
                            "memory, cpus, pids, timeout, disk, net, image")
-    new = {key: PARSERS[key](value) for key, value in strings.items()
-           if key in PARSERS and value is not None}
+    new = {key: options.parse(key, value, options.LIMITS) for key, value in strings.items()
+           if key in options.LIMIT_FIELDS and value is not None}
     changed_limits = dataclasses.replace(limits, **new)
     changed = [key for key in new if getattr(changed_limits, key) != getattr(limits, key)]
     return changed_limits, changed

@@ -53,6 +53,7 @@ from dataclasses import dataclass, replace
 
 from ..runtime import images
 from ..runtime.spec import DEFAULT_DISK, SpecError, parse_network
+from . import options
 from .policy_notebook import (  # noqa: F401 -- moved; commands, settings and tests use policy's names
     NOTEBOOK_DIR_MODES, NOTEBOOK_DIR_WORDS, SYSTEM_DIRS, SYSTEM_TREES, NotebookDir, home_directories,
     notebook_dir_for, parse_notebook_dir, parse_notebook_root, unsafe_directory)
@@ -62,7 +63,7 @@ from .policy_values import (  # noqa: F401 -- moved; commands, settings and test
 
 CLASSROOM, TRUSTED = "classroom", "trusted"
 PRESETS = (CLASSROOM, TRUSTED)
-CAPPED = ("memory", "cpus", "pids", "timeout", "disk")
+CAPPED = tuple(option.name for option in options.OPTIONS if option.cap)   # the schema says which
 INSTALL = "sandbox-kernel install"
 # a new image's name in the classroom: one path component, Docker's NAME[:TAG]
 _NEW_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$")

@@ -11,26 +11,21 @@ from __future__ import annotations
 import os
 
 from ..runtime import images
-from ..runtime.spec import SpecError, parse_cpus, parse_duration, parse_pids, parse_size
-from . import stats as stats_contract
+from ..runtime.spec import SpecError, parse_pids
+from . import options, stats as stats_contract
 
-NO_LIMIT = ("", "none", "unlimited")
+NO_LIMIT = options.NO_LIMIT
 DOCKER_HUB_ALIASES = ("docker.io", "index.docker.io", "registry-1.docker.io")
 
 
 def parse_limit(setting: str, text):
-    """A limit as typed; None for no limit ("", none, unlimited)."""
+    """A limit as typed; None for no limit ("", none, unlimited).  The
+    limits are read as the kernel's settings read them (options.parse)."""
     if text is None or str(text).strip().lower() in NO_LIMIT:
         return None
-    if setting in ("memory", "disk"):
-        return parse_size(text, setting)
-    if setting == "cpus":
-        return parse_cpus(text)
-    if setting == "pids":
-        return parse_pids(text)
     if setting == "sessions":
         return _parse_count(text)
-    return parse_duration(text, setting)
+    return options.parse(setting, text, options.KERNEL)
 
 
 def _parse_count(text) -> int:
