@@ -74,24 +74,8 @@ class ExitResult:
     wall: float
     stats: CgroupStats
 
-    def report(self) -> str:
-        s = self.stats
-        lines = {
-            "status": self.status if self.status != "exit" else f"exit {self.exit_code}",
-            "exit-code": self.exit_code, "signal": self.signal,
-            "time-wall": f"{self.wall:.3f}",
-            "time-user": _fmt(s.cpu_user, "{:.3f}"), "time-system": _fmt(s.cpu_system, "{:.3f}"),
-            "memory-peak": s.memory_peak, "pids-peak": s.pids_peak,
-            "oom-kills": s.oom_kills, "io-read": s.io_read, "io-write": s.io_write,
-        }
-        return "".join(f"{key}: {'n/a' if value is None else value}\n" for key, value in lines.items())
-
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def _fmt(value, pattern: str):
-    return None if value is None else pattern.format(value)
 
 
 class Container:
