@@ -47,7 +47,7 @@ export interface IFigures {
   status: CellStatus | null;
 }
 
-/** DESIGN's stats contract: one session, and one cell (or the session so far). */
+/** The stats contract (docs/architecture.md, session/stats.py): one session, and one cell (or the session so far). */
 export interface IStats {
   session: string;
   image: string;

@@ -37,7 +37,7 @@ registry), not for images by platform, and brings in requests; python-dxf
 is a low-level Docker registry client that brings requests,
 www-authenticate and jwcrypto.  Either would still leave platform selection,
 digest checks, streaming into the unpacker and layer sharing to us, and the
-runtime takes only the standard library and pyroute2 (DESIGN "Layout").
+runtime takes only the standard library and pyroute2 (docs/architecture.md).
 What the client needs is the few requests above.
 
 Imports image_basics and image_manifests only: what it makes is a Source,

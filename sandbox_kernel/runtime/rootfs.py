@@ -55,7 +55,7 @@ from . import syscalls as sc
 from .mount_apply import Op
 from .spec import ContainerSpec
 
-# host devices bound into /dev (DESIGN "Security defaults")
+# host devices bound into /dev (docs/architecture.md, "Security defaults")
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 PROC_MASKED = ("kcore", "keys", "timer_list", "sched_debug", "timer_stats",
                "latency_stats", "kmsg")

@@ -1,5 +1,6 @@
 """The stats contract: one JSON shape for the footer, the side panel and
-``usage_request`` replies (DESIGN "Stats contract"), and the footer drawn from it.
+``usage_request`` replies (docs/architecture.md, "The stats contract"), and
+the footer drawn from it.
 
     {"session": "default", "image": "host",
      "limits": {"memory": 268435456, "cpus": 1.0, "pids": 64, "timeout": 30.0},
