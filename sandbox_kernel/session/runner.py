@@ -41,8 +41,6 @@ from . import commands, image_agent
 from .client import SessionError, VariableError
 from .stats import footer_bundle, with_notebook_dir
 
-# the statuses of a cell whose container may have died and been started again
-DEATHS = ("oom", "killed", "timeout")
 # what opening a session is expected to fail with: a bad option or value, an unknown image, a session not made
 OPEN_ERRORS = (SpecError, SessionError, ImageNotFound, commands.UsageError)
 
@@ -104,7 +102,8 @@ class Cell:
 @dataclass
 class CellRun:
     """What became of a cell: the session it ran in, its CellResult, and
-    whether its container died and a fresh one was started for the next."""
+    whether its container died and a fresh one was started for the next
+    (CellResult.restarted: the session knows, the faces need not guess)."""
 
     session: Any
     result: Any
@@ -121,19 +120,6 @@ class CellRun:
     def succeeded(self) -> bool:
         """The cell ran to the end without an error (a command: with exit code 0)."""
         return self.result.status == "ok" and (not self.command or self.result.exit_code == 0)
-
-
-def restarted(session, result) -> bool:
-    """Whether the cell's container died and the session started a fresh one:
-    CellResult.restarted, or (a session client without it) a guess from the
-    uptime of the session's container being shorter than the cell."""
-    known = getattr(result, "restarted", None)
-    if known is not None:
-        return bool(known)
-    if result.status not in DEATHS or not session.running:
-        return False
-    uptime, wall = session.status()["uptime"], result.stats["cell"]["wall"]
-    return uptime is not None and wall is not None and uptime < wall
 
 
 class CellRunner:
@@ -166,7 +152,7 @@ class CellRunner:
         if inputs:
             self._push(session, inputs, namespace)
         result = self._execute(session, cell, face)
-        run = CellRun(session, result, restarted(session, result), cell.command is not None, notes)
+        run = CellRun(session, result, result.restarted, cell.command is not None, notes)
         if outputs and run.succeeded:
             self._pull(session, outputs, namespace)
         face.concluded(run)
