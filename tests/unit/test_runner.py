@@ -4,31 +4,17 @@ pull leaves behind.  No root, no container: the faces over it and a real
 session are tests/jupyter/test_magics.py and test_kernel.py."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 
 from sandbox_kernel.runtime.spec import Limits
 from sandbox_kernel.session import runner, stats
-from sandbox_kernel.session.client import SessionBusy, VariableError
+from sandbox_kernel.session.client import CellResult, SessionBusy, VariableError
 from sandbox_kernel.session.runner import Cell, CellRunner, StepFailed
 
 
 def _stats(status: str, wall: float = 0.5) -> dict:
     return stats.build_stats(session="s", image="host", limits=Limits(), execution_count=1,
                              wall=wall, figures={}, status=status)
-
-
-@dataclass
-class FakeResult:
-    """A CellResult as the session client returns it."""
-
-    reply: dict
-    stats: dict
-    status: str
-    message: str | None = None
-    exit_code: int | None = None
-    restarted: bool = False
 
 
 class FakeSession:
@@ -40,7 +26,7 @@ class FakeSession:
     def __init__(self, events: list, name: str):
         self.events, self.name = events, name
         self.values = {"held": 7}          # the container's variables
-        self.result = FakeResult({"status": "ok", "execution_count": 1}, _stats("ok"), "ok")
+        self.result = CellResult({"status": "ok", "execution_count": 1}, _stats("ok"), "ok")
         self.running, self.uptime = True, 100.0      # uptime: what the old guess read
         self.push_error: Exception | None = None
         self.execute_error: Exception | None = None
@@ -145,7 +131,7 @@ def test_push_before_execute_pull_after_the_panel_marks_around_and_the_footer_la
 
 def test_a_command_runs_instead_of_the_code_and_a_failed_one_pulls_nothing(cells, events):
     session, _ = cells.sessions.open("sh")
-    session.result = FakeResult({"status": "ok"}, _stats("ok"), "ok", exit_code=3)
+    session.result = CellResult({"status": "ok"}, _stats("ok"), "ok", exit_code=3)
     run = cells.run(Cell("exit 3", session="sh", command=["/bin/sh", "-c", "exit 3"],
                          outputs=["held"]), FakeFace(events))
     assert ("command", ["/bin/sh", "-c", "exit 3"]) in events
@@ -178,7 +164,7 @@ def test_a_restart_is_reported_as_the_session_says_not_guessed_from_the_uptime(
     uptime shorter than the cell, which a fresh container's has."""
     session, _ = cells.sessions.open("default")
     session.uptime = uptime
-    session.result = FakeResult({"status": "error"}, _stats(status, wall=5.0), status,
+    session.result = CellResult({"status": "error"}, _stats(status, wall=5.0), status,
                                 restarted=restarted)
     assert cells.run(Cell("x = 1"), FakeFace(events)).restarted is restarted
 
@@ -227,7 +213,7 @@ def test_an_output_the_container_does_not_have_names_it_after_the_panel_s_end(ce
 
 def test_a_failed_cell_pulls_nothing(cells, events):
     session, _ = cells.sessions.open("default")
-    session.result = FakeResult({"status": "error"}, _stats("error"), "error")
+    session.result = CellResult({"status": "error"}, _stats("error"), "error")
     cells.run(Cell("1/0", outputs=["held"]), FakeFace(events))
     assert "pull" not in _names(events) and _names(events)[-1] == "footer"
 
