@@ -1,5 +1,5 @@
 """The sandbox kernel's configurable traits: its settings (limits, network,
-image: ``c.SandboxKernel.*``, built by ``setting``) and ``SandboxPolicy``
+image: ``c.SandboxKernel.*``, settings.setting_traits) and ``SandboxPolicy``
 (``c.SandboxPolicy.*``).  Their meaning, precedence and help: settings.py.
 
 May import: traitlets, kernel/settings.py.  Nothing of the session, the
@@ -11,11 +11,6 @@ from traitlets import Float, Int, List, Unicode, Union
 from traitlets.config import Configurable
 
 from . import settings as kernel_settings
-
-
-def setting(name: str):
-    return Union([Unicode(), Int(), Float()], default_value=None, allow_none=True,
-                 help=kernel_settings.HELP[name]).tag(config=True)
 
 
 def _cap(name: str):

@@ -96,7 +96,7 @@ from ..session.runner import Cell, CellRunner, StepFailed
 from . import settings as kernel_settings
 from .cells import NOT_IN_THIS_KERNEL, RED, RESET, CellMessages, host_bundle, parsed_command
 from .cells import CellError, split_cell  # noqa: F401 -- moved to cells.py; tests import them here
-from .config import SandboxPolicy, setting
+from .config import SandboxPolicy
 from .requests import EditorRequests
 from .startup import describe, doctor_error, start_failure
 from .usage import UsageMeter
@@ -124,8 +124,8 @@ class SandboxKernel(EditorRequests, Kernel):
         "file_extension": ".py",
     }
 
-    memory, cpus, pids, timeout, net, image = map(setting, (
-        "memory", "cpus", "pids", "timeout", "net", "image"))
+    # memory, cpus, pids, timeout, net, image: the kernel settings of the one option schema
+    vars().update(kernel_settings.setting_traits())
     footer = Bool(True, help="the stats footer under each cell (%container stats off|on)").tag(config=True)
     trust_output = Bool(False, help="show the container's output as it is (scripts and HTML "
                                     "included) instead of sanitised: for code you trust"

@@ -25,11 +25,19 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import clear_output, publish_display_data
 
 from ..panel import NullStatsChannel
-from ..session import commands, runner
+from ..session import commands, options, runner
 from ..session.client import VariableError
 
 RED, RESET = "\x1b[31m", "\x1b[0m"
 HOST_ONLY_PREFIXES = ("%container", "%%container", "%unload_ext", "%reload_ext", "%load_ext")
+
+
+def _cell_options(magic):
+    """%%container's options as IPython's ``@argument`` decorators, from the
+    one schema (session/options.py, the %%container face), in its order."""
+    for flags, kwargs in reversed(options.arguments(options.CELL)):
+        magic = argument(*flags, **kwargs)(magic)
+    return magic
 
 
 class ContainerError(Exception):
@@ -149,28 +157,7 @@ class ContainerMagics(Magics):
         self.runner.panel = channel
 
     @magic_arguments(name="%container")
-    @argument("--name", default=commands.DEFAULT_SESSION,
-              help="the session: one container per name, kept between cells (default: %(default)s)")
-    @argument("--image", help="the image of a new session (default: host); %%container images lists them")
-    @argument("--memory", help="memory limit, e.g. 256M, 2G")
-    @argument("--cpus", help="CPU cores, e.g. 0.5, 2")
-    @argument("--pids", help="most processes and threads, e.g. 128")
-    @argument("--timeout", help="time limit of each cell, e.g. 30s, 2m: interrupted, then killed")
-    @argument("--net", help="network: none (loopback only, the default) or host")
-    @argument("-i", "--input", action="append", default=[], metavar="NAMES",
-              help="variables of this kernel to copy into the container first, e.g. -i df,n")
-    @argument("-o", "--output", action="append", default=[], metavar="NAMES",
-              help="variables to copy back into this kernel afterwards, e.g. -o result")
-    @argument("--shell", action="store_true",
-              help="run the cell as a /bin/sh script in the same container, with live output")
-    @argument("--no-stats", action="store_true", help="no stats footer under this cell")
-    @argument("--no-raise-error", action="store_true",
-              help="an exception in the container does not fail this cell")
-    @argument("--trust-output", action="store_true",
-              help="show the session's HTML, JavaScript, Markdown and SVG output as it is, "
-                   "from this cell on (off by default: scripts are dropped, markup sanitised)")
-    @argument("--no-trust-output", action="store_true",
-              help="sanitise the session's output again (the default)")
+    @_cell_options
     @cell_magic("container")
     def container_cell(self, line: str, cell: str):
         """Run this cell inside a resource-limited Linux container.
