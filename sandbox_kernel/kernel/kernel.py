@@ -22,10 +22,10 @@ How the pieces behave:
   container cannot start, the first cell answers with what
   ``sandbox-kernel doctor`` finds and how to fix it, as an error; the kernel
   stays up and the next cell tries again.  No crash loop.
-* **Execution count.**  The agent's: replies and execute_result carry its
+* **Execution count.**  The session's: replies and execute_result carry its
   numbers, and ``execution_count`` follows them, so execute_input matches.
-  A fresh container (after it died, or ``%container restart``) counts from 1
-  again, as a restarted kernel does.
+  A fresh container (after it died, or ``%container restart``) counts on
+  from the old one's last cell; only a kernel restart starts at 1 again.
 * **Container death.**  Out of memory, killed, crashed: the session says
   why in plain words and starts a fresh container; the kernel publishes an
   error with a clear ename (ContainerOutOfMemory, ContainerDied, CellTimeout)
@@ -356,10 +356,8 @@ class SandboxKernel(EditorRequests, Kernel):
         return self.getpass(prompt) if password else self.raw_input(prompt)
 
     def follow_count(self, run) -> None:
-        """The agent's count; 0 when the next cell gets a fresh container."""
-        if not run.session.running or run.restarted:
-            self.agent_count = 0
-            return
+        """The session's count, also after its container died: the next
+        container counts on from it (Session.execute's count_from)."""
         count = run.result.reply.get("execution_count")
         if isinstance(count, int) and not isinstance(count, bool):
             self.agent_count = count
@@ -381,8 +379,6 @@ class SandboxKernel(EditorRequests, Kernel):
             ename = "PolicyRefused" if isinstance(error, policies.PolicyRefused) else "UsageError"
             return cell.fail(ename, str(error), [f"{RED}{ename}{RESET}: {error}"])
         cell.display(*host_bundle(line, output))
-        if name in ("restart", "stop") and args.name == SESSION:
-            self.agent_count = 0
         return None
 
     # -- interrupt, shutdown -----------------------------------------------------------

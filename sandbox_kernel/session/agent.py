@@ -186,6 +186,9 @@ class Agent(AgentCore):
         self.last_execute_id = request.get("id")
         self.begin_output()               # zombies made between cells (a thread of the user's) too
         self.shell.reset_error_state()
+        count_from = request.get("count_from")
+        if type(count_from) is int and count_from > self.shell.execution_count:
+            self.shell.execution_count = count_from   # a fresh container goes on counting
         result, escaped, evaluated = None, None, {}
         stdin = self.shell.stdin_forwarder
         stdin.allowed = request.get("allow_stdin") is True

@@ -73,7 +73,7 @@ class CellResult:
              cell timed out; else None
     exit_code  the command's exit code (run_command only)
     restarted  True when this cell's container died and the session started
-             a fresh one (the variables are gone, the count starts again)
+             a fresh one (the variables are gone; the count goes on)
     """
     reply: dict
     stats: dict
@@ -182,7 +182,6 @@ class Session(SessionFigures, LiveLimits):
             self._container = container
         self._transport.attach(ours, {pipes[0][0]: "stdout", pipes[1][0]: "stderr"})
         self._started_at = time.monotonic()
-        self._execution_count = 0
         self._closed = False
         self._used = False
 
@@ -283,7 +282,10 @@ class Session(SessionFigures, LiveLimits):
         thread), and the time it waits does not count against the cell's
         time limit.  None: the frontend has no stdin, and input() raises
         StdinNotImplementedError as in ipykernel."""
+        # count_from: a fresh container's agent counts on from the old one's
+        # last cell (only a new Session starts at 1, as a kernel restart does)
         request = {"type": "execute", "code": code, "silent": silent,
+                   "count_from": self._execution_count + 1,
                    "store_history": store_history and not silent,
                    "user_expressions": user_expressions or {}, "allow_stdin": on_input is not None}
         return self._run_cell(request, on_output, timeout, on_input=on_input)

@@ -43,7 +43,9 @@ the socket: a host must treat every frame from the agent as untrusted input.
 
 Host -> agent (requests), with the fields each carries:
 
-    execute      id, code, silent, store_history, user_expressions, allow_stdin (false)
+    execute      id, code, silent, store_history, user_expressions, allow_stdin (false),
+                 count_from (optional): the agent's execution_count goes up to
+                 at least this (a fresh container counts on from the old one)
     complete     id, code, cursor_pos
     inspect      id, code, cursor_pos, detail_level
     is_complete  id, code
