@@ -4,6 +4,18 @@ cell runner (session/runner.py) brings back (``CellMessages``): the
 container's outputs relayed unchanged, host-side command output, errors and
 the footer.
 
+The footer (issue 17): by default the outputs are only the code's; the
+cell's stats go in the execute_reply's metadata, ``{"sandbox_kernel":
+{"stats": CONTRACT, "footer": "beside", "notebook_dir": ...}}``
+(``ReplyMetadata``, stats.beside), where the labextension reads them, draws
+the footer under the cell and keeps them in the cell's metadata.  With the
+footer's place "output" the footer is a display_data after the outputs too,
+as before, for frontends without the extension.
+
+Help: ``%container?``, ``%container -h``, ``%container SUB?`` and
+``%%container?`` / ``%%container -h`` run on the host and show the help
+(the container's IPython has no ``%container``).
+
 May import: sandbox_kernel.session (commands, runner).  Never the magics,
 and nothing of kernel.py (the kernel is passed in).
 """
@@ -13,7 +25,8 @@ import html
 import re
 from dataclasses import dataclass, field
 
-from ..session import commands
+from ..session import commands, options
+from ..session import stats as stats_contract
 
 RED, BOLD, RESET = "\x1b[31m", "\x1b[1m", "\x1b[0m"
 HOST_PREFIX = "host> "
@@ -26,6 +39,20 @@ NOT_IN_THIS_KERNEL = {
 }
 _COMMAND_LINE = re.compile(r"^%container(\s|\?|$)")     # "%container?" is its help
 _CELL_MAGIC = re.compile(r"^%%container(\s|$)")
+_CELL_MAGIC_HELP = re.compile(r"^%%container(\?{1,2}|\s+(-h|--help|\?{1,2}))\s*$")
+
+
+class ReplyMetadata:
+    """Mixed into the kernel: the execute_reply's metadata gets what the
+    cell's CellMessages left (contract 2), once; ipykernel calls
+    finish_metadata after do_execute, before it sends the reply."""
+
+    reply_metadata: dict = {}
+
+    def finish_metadata(self, parent, metadata, reply_content):
+        metadata = super().finish_metadata(parent, metadata, reply_content)
+        extra, self.reply_metadata = self.reply_metadata, {}
+        return {**metadata, **extra}
 
 
 class CellMessages:
@@ -35,6 +62,7 @@ class CellMessages:
         self.kernel = kernel
         self.silent = silent
         self.error_seen = False
+        kernel.reply_metadata = {}        # nothing of the cell before reaches this reply
 
     def opened(self, session, notes: list[str]) -> None:
         """The kernel's one session is opened with its settings: no notes to show."""
@@ -51,8 +79,14 @@ class CellMessages:
         self.kernel.follow_count(run)
         self.conclude(run.result)
 
+    def stats(self, stats: dict, footer: str) -> None:
+        """The cell's stats, for the execute_reply's metadata (every cell
+        that ran: the labextension draws them when ``footer`` is beside)."""
+        self.kernel.reply_metadata = {stats_contract.REPLY_KEY: stats_contract.beside(stats, footer)}
+
     def footer(self, bundle: dict) -> None:
-        self.display(bundle, {"sandbox_kernel": {"footer": True}})
+        """The footer as an output (its place is "output")."""
+        self.display(bundle, {stats_contract.REPLY_KEY: {"footer": True}})
 
     def display(self, data: dict, metadata: dict) -> None:
         if not self.silent:
@@ -108,6 +142,10 @@ def split_cell(code: str) -> CellPlan:
     body_from = len(lines)
     for number, line in enumerate(lines):
         stripped = line.strip()
+        if _CELL_MAGIC_HELP.match(stripped):        # the magics' help is %container's here
+            plan.commands.append("%container -h")
+            lines[number] = f"# {stripped}   (ran on the host)\n"
+            continue
         if _CELL_MAGIC.match(stripped):
             raise CellError("in the sandbox kernel every cell runs in the container already: "
                             "drop the %%container line (limits: %container limits --memory 2G)")

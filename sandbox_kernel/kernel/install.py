@@ -69,7 +69,7 @@ class InstallError(ValueError):
     """A value or a place the kernelspec cannot have; the message is one line."""
 
 
-def kernel_argv(settings: dict, *, footer: bool = True, executable: str | None = None,
+def kernel_argv(settings: dict, *, footer: bool | str = True, executable: str | None = None,
                 systemd_scope: bool = False, policy: dict | None = None,
                 trust_output: bool = False) -> list[str]:
     """The kernel's command line, carrying the given settings and policy
@@ -81,8 +81,9 @@ def kernel_argv(settings: dict, *, footer: bool = True, executable: str | None =
         if name in settings:
             value = settings[name]
             argv.append(f"--SandboxKernel.{name}={'none' if value is None else value}")
-    if not footer:
-        argv.append("--SandboxKernel.footer=False")
+    if "footer" not in settings and footer not in (True, "beside"):
+        # False as the old --no-footer wrote it (the kernel reads it as off)
+        argv.append(f"--SandboxKernel.footer={footer}")
     if trust_output:
         argv.append("--SandboxKernel.trust_output=True")
     for name, value in (policy or {}).items():
@@ -91,7 +92,7 @@ def kernel_argv(settings: dict, *, footer: bool = True, executable: str | None =
     return argv
 
 
-def kernel_json(settings: dict, *, display_name: str = DEFAULT_DISPLAY_NAME, footer: bool = True,
+def kernel_json(settings: dict, *, display_name: str = DEFAULT_DISPLAY_NAME, footer: bool | str = True,
                 executable: str | None = None, systemd_scope: bool = False,
                 policy: dict | None = None, trust_output: bool = False) -> dict:
     effective = {**kernel_settings.defaults(), **settings}
@@ -162,7 +163,7 @@ def checked_policy(checked: dict, given: dict) -> dict:
 
 
 def install(settings: dict, *, name: str = DEFAULT_NAME, display_name: str = DEFAULT_DISPLAY_NAME,
-            user: bool = False, prefix: str | None = None, footer: bool = True,
+            user: bool = False, prefix: str | None = None, footer: bool | str = True,
             systemd_scope: bool = False, policy: dict | None = None,
             trust_output: bool = False) -> str:
     """Check, write and install the kernelspec; returns where it went."""
@@ -203,7 +204,8 @@ def add_arguments(parser) -> None:
                         help="the name shown in the launcher (default: %(default)s)")
     options.add_arguments(parser, options.KERNEL)     # --memory, --cpus...: the settings
     parser.add_argument("--no-footer", action="store_true",
-                        help="no stats footer under each cell (%%container stats on shows it again)")
+                        help="no stats footer under each cell, as --footer off "
+                             "(%%container footer beside shows it again)")
     _add_policy_arguments(parser)
     parser.add_argument("--systemd-scope", action="store_true",
                         help="start the kernel under systemd-run --user --scope -p Delegate=yes: "
@@ -245,6 +247,8 @@ def _add_policy_arguments(parser) -> None:
 def run(args) -> str:
     """Install from parsed arguments; InstallError on a bad value."""
     given = {name: getattr(args, name) for name in kernel_settings.names()}
+    if args.no_footer and given.get("footer") not in (None, "off"):
+        raise InstallError(f"--no-footer and --footer {given['footer']}: give one of them")
     policy = {trait: getattr(args, option) for option, trait in POLICY_ARGUMENTS.items()}
     prefix = args.prefix if args.prefix else (None if args.user else sys.prefix)
     return install(given, name=args.name, display_name=args.display_name, user=args.user,

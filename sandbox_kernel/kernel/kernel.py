@@ -12,7 +12,7 @@ only (DESIGN, boundaries), and the side panel's channel::
                                     |  the rest: runner.run (session/runner.py)
                                     v
       iopub  <-- stream / display_data / execute_result / error / clear_output, unchanged
-             <-- the stats footer (display_data), then execute_reply
+             <-- execute_reply, the cell's stats in its metadata (cells.py)
 
 How the pieces behave:
 
@@ -94,7 +94,8 @@ from ..session import commands, policy as policies, stats as stats_contract
 from ..session.client import SessionBusy, SessionError, prewarm
 from ..session.runner import Cell, CellRunner, StepFailed
 from . import settings as kernel_settings
-from .cells import NOT_IN_THIS_KERNEL, RED, RESET, CellMessages, host_bundle, parsed_command
+from .cells import (NOT_IN_THIS_KERNEL, RED, RESET, CellMessages, ReplyMetadata, host_bundle,
+                    parsed_command)
 from .cells import CellError, split_cell  # noqa: F401 -- moved to cells.py; tests import them here
 from .config import SandboxPolicy
 from .requests import EditorRequests
@@ -109,7 +110,7 @@ CONTROL_FINISH_WAIT = 5.0    # s the exiting main thread waits for the control t
 START_ERRORS = (SessionError, SpecError, images.ImageNotFound, OSError, RuntimeError)
 
 
-class SandboxKernel(EditorRequests, Kernel):
+class SandboxKernel(ReplyMetadata, EditorRequests, Kernel):
     """Python 3 in a resource-limited container: every cell runs there."""
 
     implementation = "sandbox-kernel"
@@ -124,9 +125,8 @@ class SandboxKernel(EditorRequests, Kernel):
         "file_extension": ".py",
     }
 
-    # memory, cpus, pids, timeout, net, image: the kernel settings of the one option schema
+    # memory, cpus, pids, timeout, net, image, footer: the kernel settings of the one option schema
     vars().update(kernel_settings.setting_traits())
-    footer = Bool(True, help="the stats footer under each cell (%container stats off|on)").tag(config=True)
     trust_output = Bool(False, help="show the container's output as it is (scripts and HTML "
                                     "included) instead of sanitised: for code you trust"
                         ).tag(config=True)

@@ -8,12 +8,19 @@ where each comes from, and how a value is checked.
     timeout  --timeout 1m    c.SandboxKernel.timeout = "1m"   SANDBOX_KERNEL_TIMEOUT=1m
     net      --net host      c.SandboxKernel.net = "host"     SANDBOX_KERNEL_NET=host
     image    --image NAME    c.SandboxKernel.image = "NAME"   SANDBOX_KERNEL_IMAGE=NAME
-    footer   --no-footer     c.SandboxKernel.footer = False   SANDBOX_KERNEL_FOOTER=off
+    footer   --footer output c.SandboxKernel.footer = "output" SANDBOX_KERNEL_FOOTER=output
+             --no-footer     c.SandboxKernel.footer = False   SANDBOX_KERNEL_FOOTER=off
+
+The footer: beside (the default: the stats go in the execute_reply's
+metadata and the labextension draws them under the cell; the outputs are
+only the code's), output (today's display_data after the outputs, for
+frontends without the extension: nbconvert, VS Code...) or off.  True/on
+is beside and False/off is off, as the old switch had them.
 
 Precedence, lowest first (a later source wins):
 
     1. the built-in defaults (DEFAULTS): 1G memory, 1 cpu, 256 pids, no time
-       limit, no network, the host image, the footer on;
+       limit, no network, the host image, the footer beside the cell;
     2. traitlets config files: ``c.SandboxKernel.memory = "2G"`` in
        ipython_kernel_config.py (IPYTHONDIR/profile_default/,
        sys.prefix/etc/ipython/ or /etc/ipython/): every sandbox kernel of
@@ -79,7 +86,7 @@ from ..runtime.spec import SpecError
 # The settings are the options of the KERNEL face of session/options.py, which
 # declares each once (its parser, help, default): read at call time below, and
 # kept here as names for the kernel (kernel.py, config.py) and the installer.
-SETTINGS = options.names(options.KERNEL)                 # memory cpus pids timeout net image
+SETTINGS = options.names(options.KERNEL)                 # memory cpus pids timeout net image footer
 LIMITS = options.limit_names(options.KERNEL)             # those "none" lifts
 DEFAULTS = options.defaults(options.KERNEL)
 ENV_PREFIX = "SANDBOX_KERNEL_"
@@ -110,7 +117,7 @@ def check(setting: str, value) -> str | None:
     parsed = options.parse(setting, text, options.KERNEL)
     if parsed is None and setting in options.limit_names(options.KERNEL):
         return None
-    return parsed if setting == "net" else text
+    return parsed if setting in ("net", "footer") else text
 
 
 def setting_traits() -> dict:
@@ -129,17 +136,23 @@ class Resolved:
     values: dict = field(default_factory=dict)     # setting -> str or None (no limit)
     sources: dict = field(default_factory=dict)    # setting -> "default", "config", ...
     errors: list = field(default_factory=list)     # one line each
-    footer: bool = True
+    footer: bool | str = "beside"                  # "beside", "output", or False: off (as the old Bool)
 
 
 def resolve(configured: Mapping, *, from_command_line=(), environ: Mapping = os.environ,
-            footer: bool = True) -> Resolved:
+            footer: bool | str | None = None) -> Resolved:
     """Apply the precedence above.  ``configured`` holds the traitlets'
     values (None: not set), which already rank kernelspec argv over config
-    files; ``from_command_line`` names those that came from argv."""
-    resolved = Resolved(footer=footer)
+    files; ``from_command_line`` names those that came from argv.  The
+    footer's place is ``Resolved.footer``, not one of ``values`` (the
+    container's); ``footer`` is the kernel's own trait where it has one."""
+    resolved = Resolved()
     builtin = defaults()
+    given = configured.get("footer")
+    resolved.footer = _footer(footer if given is None else given, environ, resolved.errors)
     for name in names():
+        if name == "footer":
+            continue
         value, source = builtin[name], "default"
         if configured.get(name) is not None:
             value = configured[name]
@@ -152,15 +165,22 @@ def resolve(configured: Mapping, *, from_command_line=(), environ: Mapping = os.
             resolved.values[name] = builtin[name]
             resolved.errors.append(f"{error} (from {_source_words(name, source)})")
         resolved.sources[name] = source
-    switch = environ.get(FOOTER_ENV)
-    if switch is not None:
-        if switch.strip().lower() in ("on", "1", "true", "yes"):
-            resolved.footer = True
-        elif switch.strip().lower() in ("off", "0", "false", "no"):
-            resolved.footer = False
-        else:
-            resolved.errors.append(f"invalid {FOOTER_ENV} {switch!r}: expected on or off")
     return resolved
+
+
+def _footer(configured, environ: Mapping, errors: list) -> bool | str:
+    """The footer's place: the environment's, else the configured (a Bool
+    or a word), else beside; False when off (what the old Bool said)."""
+    mode = "beside"
+    for value, source in ((configured, "c.SandboxKernel.footer / --SandboxKernel.footer"),
+                          (environ.get(FOOTER_ENV), f"the environment variable {FOOTER_ENV}")):
+        if value is None:
+            continue
+        try:
+            mode = options.parse_footer(value)
+        except SpecError as error:
+            errors.append(f"{error} (from {source})")
+    return False if mode == "off" else mode
 
 
 def _source_words(name: str, source: str) -> str:

@@ -105,6 +105,12 @@ class _CellFace:
     def concluded(self, run: runner.CellRun) -> None:
         """How the cell ended is said after the footer (ContainerMagics._end)."""
 
+    def stats(self, stats: dict, footer: str) -> None:
+        """Nothing here: ipykernel makes this cell's execute_reply, so the
+        stats reach the labextension through the side panel's comm (its
+        cell_end carries the cell's id, the stats contract and the
+        footer's place, runner.py), which draws the footer beside the cell."""
+
     @staticmethod
     def footer(bundle: dict) -> None:
         publish_display_data(bundle)
@@ -182,8 +188,11 @@ class ContainerMagics(Magics):
             %%container --name grader --net none --no-raise-error
             exec(student_code)
 
-        Under the outputs comes a footer with the cell's figures (wall and
-        cpu time, memory peak, pids, io): ``%container stats off`` hides it.
+        Under the cell comes a footer with the cell's figures (wall and
+        cpu time, memory peak, pids, io), drawn by the sandbox-kernel
+        labextension beside the outputs, which stay what the code produced:
+        ``%container footer output`` makes it an output instead (for
+        frontends without the extension), ``%container stats off`` hides it.
 
         ``%%container build NAME --from BASE`` runs the cell as a /bin/sh
         script in a container of image BASE (network host) and keeps what it
@@ -263,7 +272,7 @@ class ContainerMagics(Magics):
         raise ContainerError(ename, evalue, traceback, result.message)
 
     @magic_arguments(name="container")
-    @argument("subcommand", help="status, limits, restart, stop, stats, push, pull, exec, "
+    @argument("subcommand", help="status, limits, restart, stop, stats, footer, push, pull, exec, "
                                  "sessions, on, off, images, image")
     @argument("arguments", nargs="*", help="the subcommand's arguments (%%container SUBCOMMAND -h)")
     @line_magic("container")
@@ -279,6 +288,8 @@ class ContainerMagics(Magics):
             %container stop [--name N]            destroy the container
             %container stats [--name N]           the last cells' figures
             %container stats off | on             hide or show the footer under each cell
+            %container footer beside|output|off   the footer beside the cell (the default),
+                                                  as an output, or none
             %container push NAMES [--name N]      copy variables into the container
             %container pull NAMES [--name N]      copy variables out of it
             %container exec [--name N] -- CMD     run a program in the container (docker exec)

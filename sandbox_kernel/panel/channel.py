@@ -8,7 +8,7 @@ ordinary IPython kernel.  They call three methods::
     channel.announce()                  # magics only: open one from here (the
                                         # frontend looked before %load_ext ran)
     channel.cell_started(session)       # before Session.execute
-    channel.cell_finished(session, result.stats)    # after it (stats None: it raised)
+    channel.cell_finished(session, result.stats, footer="beside")   # after it (stats None: it raised)
     channel.close()                     # unload / shutdown
 
 When each message goes (messages.py has their shape)::
@@ -135,9 +135,11 @@ class StatsChannel:
         self._start_ticker()
         self._push("cell_start")
 
-    def cell_finished(self, session, stats: dict | None) -> None:
+    def cell_finished(self, session, stats: dict | None, *, footer: str = "beside") -> None:
         """The cell ended; ``stats`` is its CellResult.stats (None: no result),
-        whose ``session`` is the session's name (the contract's)."""
+        whose ``session`` is the session's name (the contract's).  ``footer``:
+        where the cell's footer goes (beside, output, off); the labextension
+        draws the magics' footer from this row when it is beside."""
         running, self._running = self._running, None
         self._cell_running.clear()
         if stats is None:
@@ -145,7 +147,7 @@ class StatsChannel:
             return
         record = messages.cell_record(
             stats.get("session"), stats, cell_id=running.cell_id if running else None,
-            execution_count=running.execution_count if running else None)
+            execution_count=running.execution_count if running else None, footer=footer)
         self.history.append(record)
         self._push("cell_end", cell=record)
 
@@ -261,7 +263,7 @@ class NullStatsChannel:
     def register(self) -> None: ...
     def announce(self) -> None: ...
     def cell_started(self, session, *, execution_count: int | None = None) -> None: ...
-    def cell_finished(self, session, stats: dict | None) -> None: ...
+    def cell_finished(self, session, stats: dict | None, *, footer: str = "beside") -> None: ...
     def close(self) -> None: ...
 
 

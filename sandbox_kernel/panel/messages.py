@@ -28,7 +28,8 @@ Kernel -> frontend (``comm_msg`` data; metadata ``{"event": ...}`` says the same
               "host_builds": bool, "remove_any": bool}    (session/policy.py, Policy.as_dict)
 
     RECORD = {"session": "default", "cell_id": "5f0c..." | null,
-              "execution_count": 3 | null, "stats": CONTRACT}
+              "execution_count": 3 | null, "stats": CONTRACT,
+              "footer": "beside" | "output" | "off"}   where the cell's footer goes
 
 CONTRACT is ``session/stats.py``'s dict, unchanged: a figure the host cannot
 give is null, never 0.  ``cell_id`` is the notebook cell's id, from the
@@ -65,12 +66,14 @@ def session_entry(snapshot: stats_contract.SessionSnapshot) -> dict:
 
 
 def cell_record(session_name: str, stats: dict, *, cell_id: str | None,
-                execution_count: int | None) -> dict:
-    """A row of the panel's table.  The notebook's count wins over the contract's."""
+                execution_count: int | None, footer: str = "beside") -> dict:
+    """A row of the panel's table.  The notebook's count wins over the
+    contract's.  ``footer``: where the cell's footer goes (beside, output,
+    off); with the magics the labextension draws it from this row."""
     if execution_count is None:
         execution_count = (stats.get("cell") or {}).get("execution_count")
     return {"session": session_name, "cell_id": cell_id, "execution_count": execution_count,
-            "stats": stats_contract.json_safe(stats)}
+            "stats": stats_contract.json_safe(stats), "footer": footer}
 
 
 def message(event: str, *, kind: str, sessions: Iterable[stats_contract.SessionSnapshot],

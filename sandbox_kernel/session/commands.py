@@ -5,8 +5,13 @@ The magics (``%container``) and the sandbox kernel are both thin faces over
 returns.  Nothing here imports IPython (the sandbox kernel has no host-side
 IPython shell).
 
-    %container status | limits | restart | stop | stats | push | pull | exec |
-               sessions | on | off | images | image ...
+    %container status | limits | restart | stop | stats | footer | push | pull |
+               exec | sessions | on | off | images | image ...
+
+``footer beside|output|off`` says where the stats footer goes for the
+sessions of this kernel (session/runner.py): beside the cell (drawn by the
+labextension; the outputs stay the code's), as an output, or nowhere;
+``stats on|off`` turns it on (where it was) or off, as it always did.
 
 Each subcommand's help is declared once, in options.py (SUBCOMMANDS,
 IMAGE_ACTIONS), and so are the options of ``%container limits``, shared
@@ -63,15 +68,27 @@ class Output:
     values: dict = field(default_factory=dict)
 
 
+HELP_DESCRIPTION = (
+    "Manage the sandbox sessions of this kernel.\n\n"
+    "In the sandbox kernel every cell runs in the container and %container lines (at the top of a "
+    "cell) run on the host.\nIn an ordinary IPython kernel, after %load_ext sandbox_kernel, "
+    "%%container [options] runs one cell in a container\nand %container manages the sessions; "
+    "%container limits takes the limits %%container does.")
+HELP_EPILOG = (
+    "Examples:\n  %container status\n  %container limits --memory 1G --cpus 2\n"
+    "  %container exec -- ps aux\n  %container pull result\n  %container footer output    "
+    "(the stats footer as an output, for frontends without the labextension)\n"
+    "%container SUBCOMMAND -h (or %container SUBCOMMAND?) shows a subcommand's help.")
+
+
 # ---------------------------------------------------------------------------
 # Parsing: the subcommands' help and the options of %container limits come
 # from options.py, as do the CLI's and the kernel's
 
 
 def build_parser() -> OneLineParser:
-    parser = OneLineParser(prog="%container", description="Manage the sandbox sessions of this kernel.",
-                           epilog="Examples: %container status | %container limits --memory 1G | "
-                                  "%container exec -- ps aux | %container pull result")
+    parser = OneLineParser(prog="%container", description=HELP_DESCRIPTION, epilog=HELP_EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="SUBCOMMAND", required=True,
                                 parser_class=OneLineParser)
     commands = {name: sub.add_parser(name, help=text, description=text)
@@ -82,6 +99,10 @@ def build_parser() -> OneLineParser:
     options.add_arguments(commands["limits"], options.LIMITS)        # --name too
     commands["stats"].add_argument("switch", nargs="?", choices=("on", "off"),
                                    help="show the footer under each cell, or not")
+    commands["footer"].add_argument("place", choices=options.FOOTER_MODES,
+                                    help="beside: under the cell, drawn by the labextension (the "
+                                         "outputs stay the code's); output: as an output, for "
+                                         "frontends without it; off: none")
     for name in ("push", "pull"):
         commands[name].add_argument("names", nargs="+", metavar="NAMES",
                                     help="variable names, by spaces or commas")
@@ -120,8 +141,8 @@ def parse(line: str | list[str]) -> argparse.Namespace:
     except ValueError as exc:
         raise UsageError(f"%container: {str(exc).lower()} in {line.strip()!r}: quote each "
                          f"argument whole, e.g. %container exec -- sh -c 'echo hi'") from None
-    if argv and argv[-1].endswith("?") and argv[0] != "exec":    # "?", "limits?", "image rm ?"
-        argv = [*argv[:-1], *filter(None, [argv[-1][:-1]]), "-h"]
+    if argv and argv[-1].endswith("?") and argv[0] != "exec":    # "?", "??", "limits?", "image rm ?"
+        argv = [*argv[:-1], *filter(None, [argv[-1].rstrip("?")]), "-h"]
     if argv[:1] and argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         raise UsageError(f"%container: unknown option {argv[0]} before the subcommand; "
                          f"usage: {one_line_usage(parser)}")
@@ -247,13 +268,39 @@ STATS_COLUMNS = ("#", "status", "wall", "cpu user", "cpu sys", "mem peak", "mem 
 
 def _stats(args, sessions: Sessions, namespace, on_output) -> Output:
     if args.switch:
-        sessions.footer = args.switch == "on"
+        _switch_footer(sessions, args.switch == "on")
         return Output(text=f"stats footer {'on' if sessions.footer else 'off'}")
     session = sessions.get(args.name)
     rows = [stats_row(entry) for entry in session.cell_history]
     if not rows:
         return Output(text=f"session {session.name!r}: no cells yet")
     return _table_output(STATS_COLUMNS, rows)
+
+
+FOOTER_WORDS = {"beside": "beside each cell (the sandbox-kernel labextension draws it; "
+                          "the outputs stay what the code produced)",
+                "output": "an output after each cell's outputs (for frontends without the "
+                          "labextension)",
+                "off": "off"}
+
+
+def _switch_footer(sessions: Sessions, on: bool) -> None:
+    """stats on|off: off keeps where the footer was (``footer_when_on``),
+    on brings it back there (beside if it never was on)."""
+    if on:
+        if not sessions.footer:
+            sessions.footer = getattr(sessions, "footer_when_on", True)
+    else:
+        if sessions.footer:
+            sessions.footer_when_on = sessions.footer
+        sessions.footer = False
+
+
+def _footer(args, sessions: Sessions, namespace, on_output) -> Output:
+    """footer beside|output|off, for every session of this kernel; off is
+    False, as ``stats off`` has it."""
+    sessions.footer = False if args.place == "off" else args.place
+    return Output(text=f"stats footer: {FOOTER_WORDS[args.place]}")
 
 
 def stats_row(entry: dict) -> tuple[str, ...]:
@@ -427,7 +474,7 @@ class NotebookProgress(images.Progress):
 
 
 _COMMANDS = {"status": _status, "limits": _limits, "restart": _restart, "stop": _stop,
-             "stats": _stats, "push": _push, "pull": _pull, "exec": _exec,
+             "stats": _stats, "footer": _footer, "push": _push, "pull": _pull, "exec": _exec,
              "sessions": _sessions, "on": _on, "off": _off, "images": _images, "image": _image}
 
 

@@ -78,6 +78,24 @@ class Option:
         return "--" + self.name.replace("_", "-")
 
 
+FOOTER_MODES = ("beside", "output", "off")
+FOOTER_WORDS = {"on": "beside", "true": "beside", "1": "beside", "yes": "beside",
+                "false": "off", "0": "off", "no": "off"}     # the old on/off switch and Bool
+
+
+def parse_footer(text) -> str:
+    """Where the stats footer goes: beside (drawn by the labextension under
+    the cell, from the reply's metadata or the panel's comm: the outputs are
+    only the code's), output (a display_data after the cell's outputs, for
+    frontends without the extension) or off.  True/on is beside, False/off
+    is off, as the old switch had it."""
+    word = str(text).strip().lower()
+    word = FOOTER_WORDS.get(word, word)
+    if word not in FOOTER_MODES:
+        raise SpecError("footer", str(text).strip(), "beside, output or off")
+    return word
+
+
 def _size(field_name: str) -> Callable:
     return lambda text: parse_size(text, field_name)
 
@@ -103,6 +121,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("image", "image", "the image, e.g. host or busybox: sandbox-kernel images and %container "
            "images list them",
            (RUN, CELL, LIMITS, KERNEL), _image, {RUN: HOST, KERNEL: HOST}, restart=True),
+    Option("footer", "place", "where the stats footer goes: beside (under the cell, drawn by the "
+           "labextension; the outputs stay the code's), output (a display_data after the outputs, "
+           "for frontends without it) or off; %container footer changes it",
+           (KERNEL,), parse_footer, {KERNEL: "beside"}, metavar="beside|output|off"),
     Option("mount", "mount", "bind a host path into the container (repeatable)", (RUN,),
            parse_mount, kind=REPEAT, metavar="SRC:DST[:ro]"),
     Option("workdir", "path", "working directory inside", (RUN,), parse_workdir,
@@ -136,6 +158,7 @@ SUBCOMMANDS = {
     "restart": "a fresh container (its variables are lost)",
     "stop": "destroy the container",
     "stats": "the last cells' figures; on/off turns the footer on or off",
+    "footer": "where the footer goes: beside (under the cell), output (an output) or off",
     "push": "copy variables of this kernel into the container",
     "pull": "copy variables of the container into this kernel",
     "exec": "run a program in the container: exec -- CMD ARGS",

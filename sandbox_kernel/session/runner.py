@@ -9,10 +9,23 @@ Where a cell goes, in order (``CellRunner.run``)::
     push -i                 Session.push, from the face's namespace
     panel.cell_started      the side panel's mark of the start
     execute / command       Session.execute, or Session.run_command (argv in the container)
-    panel.cell_finished     the mark of the end (stats None if the cell raised)
+    panel.cell_finished     the mark of the end (stats None if the cell raised), with the
+                            footer's place: the labextension draws the magics' footer from it
     pull -o                 Session.pull, into the face's namespace (only after a cell that succeeded)
     face.concluded          the face says how the cell ended (errors, notices)
-    face.footer             the stats footer (stats.footer_bundle), last
+    face.stats              the cell's stats and the footer's place (the sandbox kernel puts
+                            them in the execute_reply's metadata)
+    face.footer             the stats footer as an output (stats.footer_bundle), last; only
+                            where the footer's place is "output"
+
+Where the footer goes (``footer_place``): "beside" by default, where the
+outputs stay what the code produced and the labextension draws the stats
+under the cell (from the reply's metadata in the sandbox kernel, from the
+side panel's cell_end with the magics, whose reply ipykernel makes);
+"output" for frontends without the extension (a display_data, as before);
+"off".  The Sessions' ``footer`` says it (``%container footer``,
+``%container stats on|off``, the kernel's setting), and a cell's own
+``footer=False`` (--no-stats) turns it off for that cell.
 
 The faces are output adapters: a ``Face`` says how outputs, errors and the
 footer reach their frontend; the runner never imports IPython or ipykernel.
@@ -25,7 +38,7 @@ cannot be copied); execute wraps every Exception (SessionBusy, a container
 that cannot start), after the panel's end mark.  A KeyboardInterrupt or an
 error of the face itself comes out of ``run`` as it was raised.
 
-May import: sandbox_kernel.session (commands, client, image_agent, stats)
+May import: sandbox_kernel.session (commands, client, image_agent, options, stats)
 and the runtime's error types.  Never the panel (it is passed in), the
 magics or the kernel.
 """
@@ -39,6 +52,7 @@ from ..runtime.images import ImageNotFound
 from ..runtime.spec import SpecError
 from . import commands, image_agent
 from .client import SessionError, VariableError
+from .options import parse_footer
 from .stats import footer_bundle, with_notebook_dir
 
 # what opening a session is expected to fail with: a bad option or value, an unknown image, a session not made
@@ -49,7 +63,7 @@ class Panel(Protocol):
     """The side panel's channel (panel/channel.py StatsChannel, or NullStatsChannel)."""
 
     def cell_started(self, session, *, execution_count: int | None = None) -> None: ...
-    def cell_finished(self, session, stats: dict | None) -> None: ...
+    def cell_finished(self, session, stats: dict | None, *, footer: str = "beside") -> None: ...
 
 
 class Face(Protocol):
@@ -58,6 +72,7 @@ class Face(Protocol):
     def opened(self, session, notes: list[str]) -> None: ...
     def output(self, kind: str, content: dict) -> None: ...
     def concluded(self, run: CellRun) -> None: ...
+    def stats(self, stats: dict, footer: str) -> None: ...
     def footer(self, bundle: dict) -> None: ...
 
 
@@ -79,7 +94,7 @@ class Cell:
     check_agent       say now if the session's image cannot run the agent (image_agent)
     command           argv to run in the container instead of ``code`` (--shell)
     inputs/outputs    -i / -o as typed ("a,b"), read from / written to the namespace
-    footer            this cell wants the footer (the Sessions' switch is asked too)
+    footer            False: no footer for this cell (else the Sessions' place holds)
     execution_count   the number the panel shows for the cell (None: the agent's)
     """
 
@@ -143,21 +158,28 @@ class CellRunner:
         """A ``%container`` line, run on the host (commands.run)."""
         return commands.run(line, self.sessions, namespace=namespace, on_output=on_output)
 
+    def footer_place(self, cell: Cell) -> str:
+        """beside, output or off: the Sessions' place, off for a cell that asked."""
+        return parse_footer(self.sessions.footer) if cell.footer else "off"
+
     def run(self, cell: Cell, face: Face, namespace: MutableMapping | None = None) -> CellRun:
         """Run ``cell`` through every step (the module's docstring has them)."""
         namespace = {} if namespace is None else namespace
+        place = self.footer_place(cell)
         session, notes = self._open(cell)
         face.opened(session, notes)
         inputs, outputs = self._names(cell.inputs), self._names(cell.outputs)
         if inputs:
             self._push(session, inputs, namespace)
-        result = self._execute(session, cell, face)
+        result = self._execute(session, cell, face, place)
         run = CellRun(session, result, result.restarted, cell.command is not None, notes)
         if outputs and run.succeeded:
             self._pull(session, outputs, namespace)
         face.concluded(run)
-        if self.sessions.footer and cell.footer:
-            face.footer(footer_bundle(with_notebook_dir(result.stats, commands.footer_dir(session))))
+        stats = with_notebook_dir(result.stats, commands.footer_dir(session))
+        face.stats(stats, place)
+        if place == "output":
+            face.footer(footer_bundle(stats))
         return run
 
     def _open(self, cell: Cell):
@@ -195,7 +217,7 @@ class CellRunner:
         except VariableError as error:
             raise StepFailed("pull", error) from None
 
-    def _execute(self, session, cell: Cell, face: Face):
+    def _execute(self, session, cell: Cell, face: Face, place: str):
         """The cell or its command, between the panel's marks."""
         self.panel.cell_started(session, execution_count=cell.execution_count)
         result = None
@@ -210,5 +232,6 @@ class CellRunner:
         except Exception as error:     # SessionBusy, a container that cannot start: the face says it
             raise StepFailed("execute", error) from None
         finally:
-            self.panel.cell_finished(session, result.stats if result is not None else None)
+            self.panel.cell_finished(session, result.stats if result is not None else None,
+                                     footer=place)
         return result

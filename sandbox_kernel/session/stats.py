@@ -236,14 +236,16 @@ _STATUS_COLOURS = {"ok": "#2e7d32", "error": "#c62828", "timeout": "#ef6c00",
 
 
 def footer_html(stats: dict) -> str:
-    """One compact line; every value is escaped (the session name is the user's)."""
+    """One compact line that wraps to the width it is given (a long path or
+    warning included); every value is escaped (the session name is the user's)."""
     status = (stats.get("cell") or {}).get("status")
     cells = []
     for label, text in footer_parts(stats):
         style = f' style="color:{_STATUS_COLOURS[status]}"' if label == "status" and status in _STATUS_COLOURS else ""
         cells.append(f'<span{style}><b>{html.escape(label)}</b> {html.escape(text)}</span>')
     return ('<div class="sandbox-kernel-stats" style="font-family:monospace;font-size:11px;'
-            'opacity:0.75;white-space:nowrap;overflow-x:auto">' + " &middot; ".join(cells) + "</div>")
+            'opacity:0.75;white-space:normal;overflow-wrap:anywhere;max-width:100%">'
+            + " &middot; ".join(cells) + "</div>")
 
 
 FOOTER_ONLY = ("notebook_dir",)
@@ -266,6 +268,22 @@ def footer_bundle(stats: dict) -> dict:
     contract = {key: value for key, value in stats.items() if key not in FOOTER_ONLY}
     return {"text/plain": footer_text(stats), "text/html": footer_html(stats),
             MIME_TYPE: json_safe(contract)}
+
+
+REPLY_KEY = "sandbox_kernel"
+"""Where the stats go in an execute_reply's metadata and in a cell's (contract 2)."""
+
+
+def beside(stats: dict, footer: str) -> dict:
+    """What the execute_reply's metadata carries under REPLY_KEY, and the
+    labextension keeps in the cell's metadata: ``stats`` (the contract),
+    ``footer`` (beside, output or off: the extension draws only "beside")
+    and ``notebook_dir`` (the footer's "dir" words, when there are some)."""
+    contract = {key: value for key, value in stats.items() if key not in FOOTER_ONLY}
+    entry = {"stats": json_safe(contract), "footer": footer}
+    if stats.get("notebook_dir"):
+        entry["notebook_dir"] = str(stats["notebook_dir"])
+    return entry
 
 
 def json_safe(value):

@@ -121,6 +121,8 @@ def start_kernel(tmp_path_factory) -> Kernel:
     kernel = Kernel(str(tmp_path_factory.mktemp("kernel")))
     ran = kernel.run("%load_ext sandbox_kernel")
     assert ran.reply["status"] == "ok", ran.error_text
+    ran = kernel.run("%container footer output")      # the tests read the footer as an output
+    assert ran.reply["status"] == "ok", ran.error_text
     return kernel
 
 

@@ -35,9 +35,11 @@ atexit.register(shutil.rmtree, _IPC_DIR, True)
 
 
 def install_kernelspec(data_dir: str, name: str, settings: dict | None = None, *,
-                       footer: bool = True) -> str:
+                       footer: bool | str = "output") -> str:
     """A kernelspec of this venv's sandbox kernel in DATA_DIR/kernels/NAME,
-    written by the project's installer (install.kernel_json, write_kernelspec)."""
+    written by the project's installer (install.kernel_json, write_kernelspec).
+    The footer as an output by default, for the tests that read it there
+    (footer=True: the kernel's own default, beside: in the reply's metadata)."""
     spec = install.kernel_json(install.checked_settings(settings or {}), footer=footer)
     return install.write_kernelspec(os.path.join(data_dir, "kernels", name), spec)
 

@@ -49,7 +49,7 @@ def jupyter_data(tmp_path_factory):
     data = str(tmp_path_factory.mktemp("jupyter-data"))
     for name, policy in ((CLASSROOM, {}), (READ_WRITE, {"notebook_dir": "rw"}),
                          (TRUSTED, {"name": "trusted"}), (PARENT, {"notebook_root": "parent"})):
-        spec = install.kernel_json({}, footer=True, policy=install.checked_policy({}, policy))
+        spec = install.kernel_json({}, footer="output", policy=install.checked_policy({}, policy))
         install.write_kernelspec(os.path.join(data, "kernels", name), spec)
     with kf.jupyter_path(data):
         yield data

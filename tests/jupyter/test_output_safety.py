@@ -62,7 +62,7 @@ def sandbox(tmp_path_factory):
 @pytest.fixture
 def trusted_sandbox(tmp_path):
     """A sandbox kernel installed with --trust-output."""
-    spec = install.kernel_json(install.checked_settings({}), trust_output=True)
+    spec = install.kernel_json(install.checked_settings({}), trust_output=True, footer="output")
     install.write_kernelspec(str(tmp_path / "kernels" / TRUSTED_NAME), spec)
     with kf.jupyter_path(str(tmp_path)), kf.kernels_of_one_test(TRUSTED_NAME) as start:
         yield start()

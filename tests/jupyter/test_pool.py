@@ -59,6 +59,7 @@ def wait_for(condition, timeout: float = 30):
 def test_the_magics_start_a_container_ahead_and_the_first_cell_takes_it_with_its_limits(start):
     kernel = start()
     ok(kernel.run("%load_ext sandbox_kernel"))
+    ok(kernel.run("%container footer output"))        # the footer read below is an output
     launchers = wait_for(lambda: below(kernel.pid, "sbk-launcher"))
     assert len(launchers) == 1, "loading the magics started no container ahead"
     zygotes = below(kernel.pid, "sbk-zygote")

@@ -27,7 +27,8 @@ KERNEL = "sbk-rootless-test"
 def sandbox_kernelspec(tmp_path, monkeypatch):
     """The project's kernelspec, installed by its installer into a temporary
     Jupyter data directory that JUPYTER_PATH points to."""
-    spec = install.kernel_json(install.checked_settings({"memory": "512M", "pids": "128"}))
+    spec = install.kernel_json(install.checked_settings({"memory": "512M", "pids": "128"}),
+                               footer="output")      # the footer read below is an output
     install.write_kernelspec(str(tmp_path / "jupyter" / "kernels" / KERNEL), spec)
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     return KERNEL
@@ -79,7 +80,7 @@ def test_the_sandbox_kernel_runs_a_notebook_as_a_user(sandbox_kernelspec, tmp_pa
 
 def test_container_cells_in_a_python3_kernel_as_a_user(tmp_path):
     outputs = _run([
-        "%load_ext sandbox_kernel",
+        "%load_ext sandbox_kernel\n%container footer output",
         "%%container --name nb --memory 256M\nimport os, numpy as np\n"
         "total = int(np.arange(10).sum())\nprint(total, os.uname().nodename)",
         "%%container --name nb -o total\ntotal += 1",

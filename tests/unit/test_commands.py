@@ -217,6 +217,36 @@ def test_switches(sessions):
     assert "no cells yet" in commands.run("stats", sessions).text
 
 
+def test_footer_says_where_the_footer_goes_and_stats_on_brings_it_back_there(sessions):
+    """Issue 17: %container footer beside|output|off for the kernel's
+    sessions; stats off|on as before, on bringing back the last place."""
+    assert "output after each cell" in commands.run("footer output", sessions).text
+    assert sessions.footer == "output"
+    commands.run("stats off", sessions)
+    assert sessions.footer is False
+    commands.run("stats on", sessions)
+    assert sessions.footer == "output"
+    commands.run("footer off", sessions)
+    assert sessions.footer is False
+    commands.run("stats on", sessions)
+    assert sessions.footer == "output"
+    commands.run("footer beside", sessions)
+    assert sessions.footer == "beside"
+    with pytest.raises(UsageError) as bad:
+        commands.run("footer sideways", sessions)
+    assert "'sideways'" in str(bad.value) and "beside|output|off" in str(bad.value)
+    assert "\n" not in str(bad.value)
+    assert "beside" in commands.run("footer -h", sessions).text
+
+
+@pytest.mark.parametrize("line", ["?", "??", "-h", "--help", "footer?", "limits??"])
+def test_every_help_form_shows_the_help(sessions, line):
+    text = commands.run(line, sessions).text
+    assert text.startswith("usage: %container")
+    if line in ("?", "??", "-h", "--help"):
+        assert "footer" in text and "Examples" in text and "%%container" in text
+
+
 def test_stats_table_shows_nulls_as_na(sessions):
     from sandbox_kernel.session import stats
     entry = stats.build_stats(session="default", image="host", limits=Limits(), execution_count=1,

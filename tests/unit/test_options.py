@@ -67,7 +67,7 @@ def test_the_kernels_settings_are_the_schemas():
     assert settings.SETTINGS == options.names(options.KERNEL)
     assert settings.LIMITS == ("memory", "cpus", "pids", "timeout")
     assert settings.DEFAULTS == {"memory": "1G", "cpus": "1", "pids": "256", "timeout": None,
-                                 "net": "none", "image": "host"}
+                                 "net": "none", "image": "host", "footer": "beside"}
     for name in settings.SETTINGS:
         assert settings.HELP[name] == options.help_for(name, options.KERNEL, with_default=False)
         assert settings.setting_traits()[name].help == settings.HELP[name]
@@ -231,3 +231,53 @@ def test_the_cell_face_builds_ipythons_magic_arguments(swap_option):
     assert (args.swap, args.input, args.shell, args.name) == ("1G", ["a,b", "c"], True, "default")
     usage = _flat(container_cell.parser.format_usage())
     assert usage.index("--name") < usage.index("--memory") < usage.index("--swap")
+
+
+@pytest.mark.parametrize("given, place", [
+    ("beside", "beside"), ("output", "output"), ("off", "off"), (" Output ", "output"),
+    (True, "beside"), (False, "off"), ("True", "beside"), ("False", "off"), ("on", "beside"),
+    ("1", "beside"), ("0", "off")])
+def test_the_footer_option_takes_its_places_and_the_old_switch(given, place):
+    assert options.parse("footer", given, options.KERNEL) == place
+    assert settings.check("footer", given) == place
+
+
+def test_a_bad_footer_is_one_line_naming_what_is_accepted():
+    with pytest.raises(SpecError) as bad:
+        options.parse("footer", "sideways", options.KERNEL)
+    assert str(bad.value) == "invalid footer 'sideways': expected beside, output or off"
+
+
+@pytest.mark.parametrize("configured, environ, footer", [
+    ({}, {}, "beside"), ({"footer": "output"}, {}, "output"), ({"footer": False}, {}, False),
+    ({"footer": True}, {}, "beside"), ({"footer": "off"}, {"SANDBOX_KERNEL_FOOTER": "output"}, "output"),
+    ({"footer": "output"}, {"SANDBOX_KERNEL_FOOTER": "off"}, False)])
+def test_the_kernels_footer_setting_in_order_of_precedence(configured, environ, footer):
+    """c.SandboxKernel.footer (Bool as before, or a place) < SANDBOX_KERNEL_FOOTER; off is False."""
+    resolved = settings.resolve(configured, environ=environ)
+    assert resolved.footer == footer and type(resolved.footer) is type(footer)
+    assert "footer" not in resolved.values and resolved.errors == []
+
+
+def test_a_bad_footer_setting_names_its_source():
+    resolved = settings.resolve({}, environ={"SANDBOX_KERNEL_FOOTER": "loud"})
+    assert resolved.footer == "beside"
+    assert resolved.errors == ["invalid footer 'loud': expected beside, output or off "
+                               "(from the environment variable SANDBOX_KERNEL_FOOTER)"]
+
+
+@pytest.mark.parametrize("footer, argv_tail", [
+    (True, []), ("beside", []), (False, ["--SandboxKernel.footer=False"]),
+    ("output", ["--SandboxKernel.footer=output"]), ("off", ["--SandboxKernel.footer=off"])])
+def test_install_writes_the_footer_into_argv(footer, argv_tail):
+    argv = install.kernel_argv({}, footer=footer, executable="py")
+    assert argv[5:] == argv_tail
+
+
+def test_install_takes_footer_from_the_schema():
+    parser = argparse.ArgumentParser()
+    install.add_arguments(parser)
+    args = parser.parse_args(["--footer", "output"])
+    assert install.checked_settings({"footer": args.footer}) == {"footer": "output"}
+    assert install.kernel_argv({"footer": "output"}, executable="py")[5:] == [
+        "--SandboxKernel.footer=output"]

@@ -79,8 +79,9 @@ class FakePanel:
     def cell_started(self, session, *, execution_count=None) -> None:
         self.events.append(("panel start", execution_count))
 
-    def cell_finished(self, session, stats) -> None:
+    def cell_finished(self, session, stats, *, footer="beside") -> None:
         self.events.append(("panel end", None if stats is None else stats["cell"]["status"]))
+        self.footer_places = getattr(self, "footer_places", []) + [footer]
 
 
 class FakeFace:
@@ -95,6 +96,10 @@ class FakeFace:
 
     def concluded(self, run) -> None:
         self.events.append(("concluded", run.result.status))
+
+    def stats(self, stats_, footer) -> None:
+        self.events.append(("stats", stats_["cell"]["status"], footer))
+        self.beside = (stats_, footer)
 
     def footer(self, bundle) -> None:
         self.events.append(("footer", bundle[stats.MIME_TYPE]["cell"]["status"]))
@@ -115,18 +120,50 @@ def _names(events) -> list:
     return [event[0] for event in events]
 
 
-def test_push_before_execute_pull_after_the_panel_marks_around_and_the_footer_last(cells, events):
+def test_push_before_execute_pull_after_the_panel_marks_around_and_the_stats_last(cells, events):
     face, namespace = FakeFace(events), {"data": [1, 2]}
     cell = Cell("total = sum(data)", session="io", options={"memory": "1G"},
                 inputs=["data"], outputs=["held"], execution_count=4)
     run = cells.run(cell, face, namespace)
     assert events == [("open", "io", {"memory": "1G"}), ("opened", ["a note"]),
                       ("push", ["data"]), ("panel start", 4), ("execute", "total = sum(data)"),
-                      ("panel end", "ok"), ("pull", ["held"]), ("concluded", "ok"), ("footer", "ok")]
+                      ("panel end", "ok"), ("pull", ["held"]), ("concluded", "ok"),
+                      ("stats", "ok", "beside")]
     assert namespace == {"data": [1, 2], "held": 7}
     assert face.outputs == [("stream", {"name": "stdout", "text": "out\n"})]
-    assert set(face.footers[0]) == {"text/plain", "text/html", stats.MIME_TYPE}
     assert run.session is cells.sessions.sessions["io"] and run.restarted is False
+
+
+def test_by_default_the_footer_is_beside_the_outputs_never_one_of_them(cells, events):
+    """Issue 17: the outputs are only what the code produced; the face gets
+    the stats (the kernel's reply metadata) and the panel the place (the
+    magics' footer, drawn by the labextension from the panel's cell_end)."""
+    face = FakeFace(events)
+    cells.run(Cell("x = 1"), face)
+    assert face.footers == [] and "footer" not in _names(events)
+    contract, place = face.beside
+    assert place == "beside" and contract["cell"]["status"] == "ok"
+    assert cells.panel.footer_places == ["beside"]
+
+
+@pytest.mark.parametrize("switch, place", [
+    (True, "beside"), ("beside", "beside"), ("output", "output"), (False, "off"), ("off", "off")])
+def test_the_sessions_footer_says_where_it_goes(cells, events, switch, place):
+    """%container footer beside|output|off, stats on|off and the kernel's
+    setting all set Sessions.footer; True and False are the old switch."""
+    cells.sessions.footer = switch
+    face = FakeFace(events)
+    cells.run(Cell("x = 1"), face)
+    assert face.beside[1] == place and cells.panel.footer_places == [place]
+    assert len(face.footers) == (1 if place == "output" else 0)
+
+
+def test_footer_output_brings_back_the_footer_as_the_last_output(cells, events):
+    cells.sessions.footer = "output"
+    face = FakeFace(events)
+    cells.run(Cell("x = 1"), face)
+    assert _names(events)[-2:] == ["stats", "footer"]
+    assert set(face.footers[0]) == {"text/plain", "text/html", stats.MIME_TYPE}
 
 
 def test_a_command_runs_instead_of_the_code_and_a_failed_one_pulls_nothing(cells, events):
@@ -140,10 +177,12 @@ def test_a_command_runs_instead_of_the_code_and_a_failed_one_pulls_nothing(cells
 
 
 def test_no_footer_when_the_cell_or_the_sessions_say_so(cells, events):
+    cells.sessions.footer = "output"
     cells.run(Cell("pass", footer=False), FakeFace(events))
     cells.sessions.footer = False
     cells.run(Cell("pass"), FakeFace(events))
     assert "footer" not in _names(events) and _names(events).count("concluded") == 2
+    assert [e for e in events if e[0] == "stats"] == [("stats", "ok", "off")] * 2
 
 
 def test_the_kernel_s_options_make_a_new_session_but_never_change_an_existing_one(cells, events):
@@ -183,7 +222,7 @@ def test_a_failing_push_is_one_clear_error_and_the_next_cell_runs(cells, events)
     events.clear()
     cells.run(Cell("print(1)"), FakeFace(events))
     assert _names(events) == ["open", "opened", "panel start", "execute", "panel end", "concluded",
-                              "footer"]
+                              "stats"]
 
 
 def test_an_input_not_defined_here_is_named_before_anything_is_sent(cells, events):
@@ -215,7 +254,7 @@ def test_a_failed_cell_pulls_nothing(cells, events):
     session, _ = cells.sessions.open("default")
     session.result = CellResult({"status": "error"}, _stats("error"), "error")
     cells.run(Cell("1/0", outputs=["held"]), FakeFace(events))
-    assert "pull" not in _names(events) and _names(events)[-1] == "footer"
+    assert "pull" not in _names(events) and _names(events)[-1] == "stats"
 
 
 def test_an_execute_that_raises_still_ends_the_panel_s_mark(cells, events):

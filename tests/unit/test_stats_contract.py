@@ -98,6 +98,27 @@ def test_the_html_footer_escapes_the_session_name():
     assert "&lt;script&gt;" in stats.footer_html(result)
 
 
+def test_the_html_footer_wraps_to_its_width_instead_of_running_past_it():
+    """Issue 17, "the footer overflows": it was nowrap with a scrollbar."""
+    result = stats.with_notebook_dir(contract({}), "/home/student/" + "deep/" * 40 + " ro+overlay")
+    markup = stats.footer_html(result)
+    assert "nowrap" not in markup and "overflow-x" not in markup
+    assert "white-space:normal" in markup and "overflow-wrap:anywhere" in markup
+
+
+def test_beside_is_the_reply_metadata_the_contract_the_place_and_the_dir():
+    """Contract 2: {"sandbox_kernel": beside(...)} in the execute_reply's metadata."""
+    result = stats.with_notebook_dir(contract({"cpu_user": float("nan")}), "/course ro+overlay")
+    entry = stats.beside(result, "beside")
+    assert entry == {"stats": stats.json_safe(contract({})), "footer": "beside",
+                     "notebook_dir": "/course ro+overlay"}
+    assert "notebook_dir" not in entry["stats"] and entry["stats"]["cell"]["cpu_user"] is None
+    assert stats.beside(contract({}), "off") == {"stats": stats.json_safe(contract({})),
+                                                 "footer": "off"}
+    assert stats.REPLY_KEY == "sandbox_kernel"
+    json.dumps(entry, allow_nan=False)
+
+
 def test_non_finite_numbers_become_null_in_the_json():
     result = contract({"cpu_user": float("nan")})
     assert stats.footer_bundle(result)[stats.MIME_TYPE]["cell"]["cpu_user"] is None
