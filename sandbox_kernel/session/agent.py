@@ -67,6 +67,11 @@ Decisions worth knowing:
   from the cells' environment) read ~/... in tracebacks, as the owner's
   ipykernel writes them; the container's own HOME is not abbreviated.  A
   refused input() raises in the one frame the cell called.
+* Comms: a real comm manager behind the ``comm`` package's hooks
+  (agent_comm.py), so ipywidgets' widgets open comms whose messages leave
+  as frames, and the frontend's messages to them come back as requests,
+  run like a cell; ``get_ipython().kernel.get_parent()`` is the frontend's
+  message the host is answering (the Output widget captures by it).
 * History lives in memory (the container is thrown away with the session),
   and IPython's profile directory is a private temporary one unless
   IPYTHONDIR is set: the container's HOME may not exist or be writable.
@@ -93,6 +98,7 @@ from . import protocol
 from . import agent_stdin
 from .agent_core import (AgentCore, Channel, RequestError, StartError, bounded_error, error,
                          field, open_channel, run_agent)
+from .agent_comm import CommRequests, install_comms
 from .agent_output import OutputBudget, RichOutputs, make_streams
 from .agent_shell import AgentShell, compress_owner_home, make_shell
 from .agent_core import container_sys_path
@@ -155,14 +161,16 @@ def install_stdin(shell: AgentShell, channel: Channel) -> StdinForwarder:
 # Requests
 
 
-class Agent(AgentCore):
+class Agent(CommRequests, AgentCore):
     """The requests of an IPython shell's cells (the serve loop, command,
-    update_environ and shutdown are the core's: agent_core.AgentCore)."""
+    update_environ and shutdown are the core's: agent_core.AgentCore; the
+    frontend's comm messages agent_comm.CommRequests)."""
 
     def __init__(self, channel: Channel, shell: AgentShell, budget: OutputBudget,
-                 streams: list, reaper: ChildReaper = None):
+                 streams: list, reaper: ChildReaper = None, comm_manager=None):
         super().__init__(channel, budget, streams, reaper or ChildReaper())
         self.shell = shell
+        self.comm_manager = comm_manager
 
     def warm_up(self) -> None:
         """Run an empty cell if no request waits yet (a container started
@@ -184,6 +192,8 @@ class Agent(AgentCore):
         store_history = bool(request.get("store_history", not silent))
         expressions = request.get("user_expressions") or {}
         self.last_execute_id = request.get("id")
+        if self.shell.kernel is not None:
+            self.shell.kernel.follow(request)   # the Output widget captures for this parent
         self.begin_output()               # zombies made between cells (a thread of the user's) too
         self.shell.reset_error_state()
         count_from = request.get("count_from")
@@ -353,11 +363,12 @@ def main(argv=None) -> int:
         install_stdin(shell, channel)
         budget = OutputBudget(limit)
         shell.attach(channel, RichOutputs(channel, budget))
+        comm_manager = install_comms(shell, channel, budget)   # before any cell imports ipywidgets
         reaper = ChildReaper()
         reaper.install()                   # before any cell: every Popen is known (reaping.py)
         streams = make_streams(channel, budget)
         sys.stdout, sys.stderr = streams
-        return Agent(channel, shell, budget, streams, reaper)
+        return Agent(channel, shell, budget, streams, reaper, comm_manager)
     try:
         return run_agent(build, "agent", stderr=saved[1])
     finally:

@@ -426,6 +426,14 @@ class AgentCore:
     def do_shutdown(self, request: dict) -> dict:
         return {"status": "ok", "restart": bool(request.get("restart", False))}
 
+    def do_comm_open(self, request: dict) -> dict:
+        """An agent without a comm manager (the plain agent; agent_comm.py has
+        the IPython agent's): every comm request is a CommError."""
+        return error("CommError", "this agent has no comms (widgets need the IPython agent "
+                                  "and the comm package in the image)")
+
+    do_comm_msg = do_comm_close = do_comm_open
+
 
 def run_agent(build, who: str, stderr=None) -> int:
     """``build()`` -> an AgentCore; serve until shutdown or EOF.  The exit

@@ -37,12 +37,13 @@ class OutputBudget:
         self.dropped = 0         # bytes of stream text
         self.heads = 0           # displays and results sent as the head of their text
         self.displays_dropped = 0
+        self.comms_dropped = 0   # comm messages (widget updates) that did not fit
         self.full = False        # read without the lock, on every write()
         self._lock = threading.Lock()
 
     def reset(self) -> None:
         with self._lock:
-            self.used = self.dropped = self.heads = self.displays_dropped = 0
+            self.used = self.dropped = self.heads = self.displays_dropped = self.comms_dropped = 0
             self.full = False
 
     @property
@@ -63,6 +64,10 @@ class OutputBudget:
                 self.displays_dropped += 1
             else:
                 self.heads += 1
+
+    def count_comm_dropped(self) -> None:
+        with self._lock:
+            self.comms_dropped += 1
 
     def admit(self, text: str) -> str:
         """The part of ``text`` that fits (all of it, a head of it, or "")."""
@@ -92,7 +97,7 @@ class OutputBudget:
 
     def notice(self) -> str | None:
         """The line that ends a cell whose output was cut, else None."""
-        if not (self.heads or self.displays_dropped):
+        if not (self.heads or self.displays_dropped or self.comms_dropped):
             if not self.dropped:
                 return None
             return (f"[output cut: the cell printed more than {format_size(self.limit)}; "
@@ -102,6 +107,8 @@ class OutputBudget:
             what.append(f"{self.heads} display(s) or result(s) shown as the head of their text")
         if self.displays_dropped:
             what.append(f"{self.displays_dropped} display(s) or result(s) dropped")
+        if self.comms_dropped:
+            what.append(f"{self.comms_dropped} widget or comm message(s) dropped")
         return (f"[output cut: this cell's output went past the {format_size(self.limit)} limit "
                 f"({OUTPUT_LIMIT_ENV}): {'; '.join(what)}]\n")
 

@@ -97,6 +97,16 @@ class AgentShell(InteractiveShell):
     keepkernel_on_exit = None
     channel: Channel | None = None
     stdin_forwarder = None        # builtins.input and getpass: agent.py's StdinForwarder
+    kernel = None                 # agent_comm.ParentKernel: what widgets ask of a kernel
+
+    def get_parent(self) -> dict:
+        """The frontend's message being answered (ipykernel's shell has it;
+        ipywidgets' Output widget reads it)."""
+        return self.kernel.get_parent() if self.kernel is not None else {}
+
+    def set_parent(self, parent) -> None:
+        if self.kernel is not None:
+            self.kernel.set_parent(parent)
 
     @default("exiter")
     def _default_exiter(self):

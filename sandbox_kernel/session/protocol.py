@@ -63,6 +63,22 @@ Host -> agent (requests), with the fields each carries:
                  becomes new (a str; null unsets it) only where it is still
                  expected (null: unset now).  After a live cpus change: the
                  thread variables that still hold the old automatic count.
+    comm_open    id, comm_id, target_name, data, metadata, buffers, parent: a
+                 comm the frontend opened to a target the container's comm
+                 manager registered (ipywidgets' jupyter.widget.control, on a
+                 page reload)
+    comm_msg     id, comm_id, data, metadata, buffers, parent: a frontend's
+                 message to a container's comm (a slider moved)
+    comm_close   id, comm_id, data, metadata, buffers, parent
+                 The three run like a cell without a count: the comm
+                 manager's handler (a widget's callbacks) runs with SIGINT
+                 armed, within a fresh output budget, its outputs streamed
+                 with this id; reply {status: "ok"}, or {status: "error",
+                 ename: "CommError", evalue} for a comm or target the
+                 container does not have.  ``parent`` (also on execute):
+                 {msg_id, msg_type} of the frontend's message the host is
+                 answering; the agent's kernel.get_parent() returns it, so
+                 an Output widget captures what is published for it.
 
 Host -> agent, not a request (the answer to an input_request; the agent
 drops one that comes when it is not waiting for that n):
@@ -81,6 +97,20 @@ Agent -> host (the content of Jupyter's iopub messages, plus the id):
     execute_result       id, execution_count, data, metadata
     error                id, ename, evalue, traceback
     clear_output         id, wait
+    comm_open            id, comm_id, target_name, target_module, data, metadata,
+                         buffers: a comm the container opened (ipywidgets: a
+                         widget's model and its state)
+    comm_msg             id, comm_id, data, metadata, buffers (a state update)
+    comm_close           id, comm_id, data, metadata, buffers
+                         Comm frames are outputs of the request they are
+                         tagged with: within the cell's output budget (a
+                         frame that does not fit is dropped and counted in
+                         the cell's last notice), the host's cap per request,
+                         its frame limit.  ``buffers``: a list of base64
+                         texts, at most COMM_BUFFERS_LIMIT bytes decoded in
+                         all (host -> agent as well).  The host relays them
+                         as the kernel's own comms (comm_relay.py), their
+                         widget state sanitised unless output is trusted.
     input_request        id, n (counts the cell's requests), prompt (at most
                          INPUT_PROMPT_LIMIT characters), password (bool):
                          the cell waits in input() or getpass() for the
@@ -144,11 +174,12 @@ CELL_FRAME_ROOM = 2 << 20      # a cell's frames: its output limit and this much
 MAX_DEPTH = 100                # nesting of a frame's JSON: objects and lists
 MAX_VALUES = 4_000_000         # values in a frame's JSON, lists and objects counting 4
 
+COMM_TYPES = ("comm_open", "comm_msg", "comm_close")   # both ways: requests and outputs
 REQUEST_TYPES = (
     "execute", "complete", "inspect", "is_complete", "history", "push", "pull", "shutdown",
-    "update_environ", "command",
+    "update_environ", "command", *COMM_TYPES,
 )
-CELL_REQUESTS = ("execute", "command")   # their outputs are cut to a cell's frame limit
+CELL_REQUESTS = ("execute", "command", *COMM_TYPES)   # their outputs are cut to a cell's frame limit
 OUTPUT_TYPES = (
     "stream", "display_data", "update_display_data", "execute_result", "error", "clear_output",
 )
@@ -157,6 +188,8 @@ INPUT_REQUEST = "input_request"   # agent -> host, while a cell runs
 INPUT_REPLY = "input_reply"       # host -> agent, the answer
 INPUT_PROMPT_LIMIT = 4096         # characters of a prompt shown in the frontend's input box
 INPUT_VALUE_LIMIT = 1 << 20       # characters of an answer
+COMM_BUFFERS_LIMIT = 16 << 20   # bytes of a comm message's binary buffers, decoded, in all
+COMM_ID_LIMIT = 200               # characters of a comm_id, a target name, a parent's msg_id
 NO_STDIN = "raw_input was called, but this frontend does not support input requests."
 
 
@@ -286,6 +319,32 @@ def update_environ(environ, changes) -> list[str]:
             environ[name] = new
         changed.append(name)
     return changed
+
+
+def encode_buffers(buffers) -> list[str]:
+    """A comm message's binary buffers as the ``buffers`` field: base64 texts;
+    ProtocolError past COMM_BUFFERS_LIMIT bytes."""
+    buffers = [bytes(b) for b in (buffers or [])]
+    total = sum(len(b) for b in buffers)
+    if total > COMM_BUFFERS_LIMIT:
+        raise ProtocolError(f"comm buffers of {total} bytes are over the {COMM_BUFFERS_LIMIT}-byte limit")
+    return [base64.b64encode(b).decode("ascii") for b in buffers]
+
+
+def decode_buffers(texts) -> list[bytes]:
+    """The bytes of a ``buffers`` field; ProtocolError for anything but a list
+    of base64 texts of at most COMM_BUFFERS_LIMIT bytes in all (checked
+    before decoding)."""
+    if texts is None:
+        return []
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise ProtocolError("comm buffers must be a list of base64 str")
+    if sum(len(t) for t in texts) * 3 // 4 > COMM_BUFFERS_LIMIT:
+        raise ProtocolError(f"comm buffers are over the {COMM_BUFFERS_LIMIT}-byte limit")
+    try:
+        return [base64.b64decode(t.encode("ascii"), validate=True) for t in texts]
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise ProtocolError(f"comm buffers are not base64: {exc}") from None
 
 
 def send(sock: socket.socket, msg: dict, max_frame: int = DEFAULT_MAX_FRAME) -> None:
