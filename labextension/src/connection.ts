@@ -174,6 +174,10 @@ export class KernelStatsConnection {
         if (!wasConnected) {
           this._sandboxed.emit();
         }
+        if (parsed.event === 'cell_end') {
+          const data = msg.content.data as { cell?: unknown };
+          this._cellEnded.emit({ kernel: parsed.kernel, record: data.cell ?? null });
+        }
       }
     };
     comm.onClose = () => {
@@ -182,6 +186,14 @@ export class KernelStatsConnection {
         this.model.setConnected(false);
       }
     };
+  }
+
+  /**
+   * Fires at each cell_end with the kernel's kind and the raw cell row (its
+   * cell_id, stats and footer place): the magics' footer is drawn from it.
+   */
+  get cellEnded(): ISignal<this, ICellEnded> {
+    return this._cellEnded;
   }
 
   /** Fires when a probe has ended, whatever it found. */
@@ -196,4 +208,11 @@ export class KernelStatsConnection {
   private _needsProbe = false;
   private _sandboxed = new Signal<this, void>(this);
   private _probeEnded = new Signal<this, void>(this);
+  private _cellEnded = new Signal<this, ICellEnded>(this);
+}
+
+/** A cell_end: who sent it ("sandbox", "magics") and its cell row, unparsed. */
+export interface ICellEnded {
+  kernel: string | null;
+  record: unknown;
 }

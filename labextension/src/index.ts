@@ -6,7 +6,8 @@
  * StatsModel) as it opens, so that a notebook in the background keeps its
  * cell rows; the panel shows the current notebook's.  The first time the
  * current notebook turns out to be sandboxed, the panel opens itself if the
- * right sidebar is closed (once per page).
+ * right sidebar is closed (once per page).  Each notebook also gets its
+ * CellFooters: the stats footer under each sandboxed cell (cellfooter.ts).
  */
 import {
   ILayoutRestorer,
@@ -18,7 +19,9 @@ import { ICodeCellModel } from '@jupyterlab/cells';
 import { IMainMenu } from '@jupyterlab/mainmenu';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 
+import { CellFooters } from './cellfooter';
 import { KernelStatsConnection } from './connection';
+import { besideOfRecord } from './footer';
 import { ICellRecord } from './model';
 import { sandboxIcon } from './icon';
 import { PANEL_ID, SandboxStatsPanel } from './panel';
@@ -73,12 +76,23 @@ const plugin: JupyterFrontEndPlugin<void> = {
       const connection = new KernelStatsConnection(notebook.sessionContext);
       connections.set(notebook, connection);
       connection.sandboxed.connect(() => openOnce(notebook));
+      // the footer under each sandboxed cell: the sandbox kernel's from its
+      // replies (CellFooters), the magics' from the panel's cell_end
+      const footers = new CellFooters(notebook);
+      connection.cellEnded.connect((_, ended) => {
+        if (ended.kernel === 'magics') {
+          const record = ended.record as { cell_id?: unknown } | null;
+          const cellId = typeof record?.cell_id === 'string' ? record.cell_id : null;
+          footers.keepRecord(cellId, besideOfRecord(record));
+        }
+      });
       notebook.title.changed.connect(() => {
         if (tracker.currentWidget === notebook) {
           show(notebook);
         }
       });
       notebook.disposed.connect(() => {
+        footers.dispose();
         connection.dispose();
         connections.delete(notebook);
       });

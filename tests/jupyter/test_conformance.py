@@ -2,12 +2,12 @@
 execute_result, display_data, stdout and stderr, error, completion, inspect,
 is_complete, history, the pager, clear_output.
 
-The kernelspec here turns the stats footer off (--no-footer): the footer is
-one more display_data under every cell, and two standard tests count on
-there being none: test_error wants exactly one output (the error), and
-test_display_data wants the sample's mime type in every display_data.  With
-the footer on (SANDBOX_KERNEL_FOOTER=on), every other test passes;
-test_kernel.py checks the footer.
+The kernelspec here is the installer's default (no --no-footer, no
+--footer): the footer is beside the cell, its stats in the execute_reply's
+metadata, so every standard test passes as on ipykernel, test_display_data
+(the sample's mime type in every display_data) and test_error (exactly one
+output, the error) included; the footer used to be one more display_data
+under every cell, and failed both (issue 17).
 
 Needs root (conftest.py skips the tier otherwise): the cells run in real
 containers.
@@ -61,7 +61,7 @@ class TestSandboxKernelConformance(jupyter_kernel_test.KernelTests):
     @classmethod
     def setUpClass(cls) -> None:
         cls._data_dir = tempfile.mkdtemp(prefix="sbk-conformance-")
-        kf.install_kernelspec(cls._data_dir, KERNEL_NAME, footer=False)
+        kf.install_kernelspec(cls._data_dir, KERNEL_NAME, footer=True)     # the default
         cls._jupyter_path = kf.jupyter_path(cls._data_dir)
         cls._jupyter_path.__enter__()
         super().setUpClass()
@@ -85,3 +85,14 @@ class TestSandboxKernelConformance(jupyter_kernel_test.KernelTests):
         reply, outputs = self.execute_helper("import socket; socket.gethostname()")
         assert outputs[0]["content"]["data"]["text/plain"] == "'sandbox'"
         assert os.uname().nodename != "sandbox"
+
+    def test_the_reply_carries_the_stats_and_the_outputs_only_the_codes(self) -> None:
+        """Contract 2: the stats in the execute_reply's metadata, none in iopub."""
+        self.flush_channels()
+        reply, outputs = self.execute_helper("print('only this')")
+        assert [o["msg_type"] for o in outputs] == ["stream"]
+        beside = reply["metadata"]["sandbox_kernel"]
+        assert beside["footer"] == "beside"
+        assert beside["stats"]["session"] == "default"
+        assert beside["stats"]["cell"]["status"] == "ok"
+        assert beside["stats"]["limits"]["memory"] == 1 << 30

@@ -26,13 +26,15 @@ import kernel_fixtures as kf  # tests/jupyter is on pytest's pythonpath (pyproje
 
 NAME = "sbk-test-kernel"
 SMALL = "sbk-test-kernel-128m"
+DEFAULT = "sbk-test-kernel-default"
 
 
 @pytest.fixture(scope="module", autouse=True)
 def kernelspecs(tmp_path_factory):
     data = str(tmp_path_factory.mktemp("jupyter-data"))
-    kf.install_kernelspec(data, NAME)
+    kf.install_kernelspec(data, NAME)                       # the footer as an output (argv)
     kf.install_kernelspec(data, SMALL, {"memory": "128M"})
+    kf.install_kernelspec(data, DEFAULT, footer=True)       # the installer's default: beside
     with kf.jupyter_path(data):
         yield data
 
@@ -159,6 +161,69 @@ def test_container_lines_first_then_the_code_in_the_container(kernel):
     ok(kernel.run("%container limits --memory 1G"))
 
 
+def run_keeping_reply(kernel, code: str):
+    """kernel.run, and the execute_reply's metadata (kernel_fixtures keeps its content only)."""
+    seen, original = [], kernel.kc.get_shell_msg
+
+    def keep(*args, **kwargs):
+        msg = original(*args, **kwargs)
+        seen.append(msg)
+        return msg
+    kernel.kc.get_shell_msg = keep
+    try:
+        ran = kernel.run(code)
+    finally:
+        del kernel.kc.get_shell_msg
+    return ran, next(m for m in seen if m["content"] is ran.reply)["metadata"]
+
+
+def no_footer_output(ran) -> bool:
+    return not any(kf.STATS_MIME in c.get("data", {}) for kind, c, _ in ran.messages
+                   if kind in ("display_data", "execute_result", "update_display_data"))
+
+
+def test_by_default_the_outputs_are_the_codes_and_the_stats_ride_in_the_reply(fresh):
+    """Issue 17: no footer display_data; the execute_reply's metadata has
+    the stats (contract 2); %container footer output brings the footer back
+    as the last output, off leaves it out of both."""
+    kernel = fresh(DEFAULT)
+    ran, metadata = run_keeping_reply(kernel, "print('out')\n6 * 7")
+    assert [k for k in ran.kinds if k != "execute_input"] == ["stream", "execute_result"]
+    beside = metadata["sandbox_kernel"]
+    assert beside["footer"] == "beside" and beside["stats"]["cell"]["status"] == "ok"
+    assert set(beside["stats"]) == {"session", "image", "limits", "cell"}
+    assert set(beside["stats"]["cell"]) == set(CELL_FIELDS)
+    assert beside["stats"]["limits"]["memory"] == 1 << 30 and beside["notebook_dir"]
+
+    ran, metadata = run_keeping_reply(kernel, "1 / 0")
+    assert [k for k in ran.kinds if k != "execute_input"] == ["error"]
+    assert metadata["sandbox_kernel"]["stats"]["cell"]["status"] == "error"
+
+    ran, metadata = run_keeping_reply(kernel, "%container footer output\nprint('again')")
+    assert ran.kinds[-1] == "display_data" and ran.footers[-1]["cell"]["status"] == "ok"
+    assert metadata["sandbox_kernel"]["footer"] == "output"
+    ran, metadata = run_keeping_reply(kernel, "%container footer off\nprint('none')")
+    assert no_footer_output(ran) and metadata["sandbox_kernel"]["footer"] == "off"
+
+
+def test_the_footer_setting_from_the_environment(fresh):
+    kernel = fresh(DEFAULT, env={"SANDBOX_KERNEL_FOOTER": "output"})
+    ran, metadata = run_keeping_reply(kernel, "x = 1")
+    assert ran.footers and metadata["sandbox_kernel"]["footer"] == "output"
+
+
+@pytest.mark.parametrize("line", ["%container?", "%container??", "%container -h",
+                                  "%%container?", "%%container -h"])
+def test_the_help_of_container_and_of_the_cell_magic(kernel, line):
+    """Issue 17: the full help, on the host (%%container? went to the
+    container's IPython: "Object `%%container` not found")."""
+    lines = shown_lines(ok(kernel.run(line)))
+    text = "\n".join(lines)
+    assert len(lines) > 20 and "not found" not in text, text
+    assert "usage: %container" in text and "footer" in text and "%%container" in text
+    assert "limits" in text and "Examples" in text
+
+
 def test_stats_off_hides_the_footer_and_on_brings_it_back(kernel):
     ok(kernel.run("%container stats off"))
     assert not ok(kernel.run("1")).footers
@@ -178,7 +243,8 @@ def test_a_bad_container_line_is_a_usage_error_and_nothing_runs(kernel):
         assert ran.reply["ename"] == "UsageError" and words in ran.reply["evalue"], ran.reply
 
 
-def test_container_restart_gives_a_fresh_container_counting_from_one(fresh):
+def test_container_restart_gives_a_fresh_container_whose_count_goes_on(fresh):
+    """Issue 17, contract 3: only a kernel restart resets the count."""
     k = fresh()
     ok(k.run("before = 1"))
     ok(k.run("before"))
@@ -186,7 +252,7 @@ def test_container_restart_gives_a_fresh_container_counting_from_one(fresh):
     assert "a fresh container is running" in ran.of("display_data")[0]["data"]["text/plain"]
     gone = k.run("before")
     assert gone.reply["ename"] == "NameError"
-    assert gone.of("execute_input")[0]["execution_count"] == gone.reply["execution_count"] == 1
+    assert gone.of("execute_input")[0]["execution_count"] == gone.reply["execution_count"] == 3
 
 
 # ---------------------------------------------------------------------------
@@ -231,7 +297,8 @@ def test_out_of_memory_is_an_error_and_the_next_cell_gets_a_fresh_container(fres
     assert k.km.is_alive()
     gone = k.run("kept")
     assert gone.reply["ename"] == "NameError"
-    assert gone.of("execute_input")[0]["execution_count"] == gone.reply["execution_count"] == 1
+    # contract 3: the count goes on in the fresh container (one more than the OOM cell)
+    assert gone.of("execute_input")[0]["execution_count"] == gone.reply["execution_count"] == 3
     assert ok(k.run("print('fresh')")).stdout == "fresh\n"
 
 
