@@ -55,6 +55,10 @@ How the pieces behave:
   stats contract of the container plus the keys jupyter-resource-usage's
   kernel panel reads (kernel_memory, kernel_cpu, cpu_count,
   host_virtual_memory...), filled with the container's figures and limits.
+* **Widgets.**  The container's comms are this kernel's own
+  (session/comm_relay.py, set up in ``__init__``): each session's comm frames
+  go to the relay, never through the cell's output path; the frontend's
+  messages to them run in the container like a cell.
 * **Side panel.**  Comm target ``sandbox_kernel.stats``, served by the
   panel's ``StatsChannel`` (panel/channel.py, messages.py): the stats
   contract in its envelope when a frontend opens it or asks, at cell start
@@ -91,6 +95,7 @@ from ..panel.channel import StatsChannel
 from ..runtime import doctor, images
 from ..runtime.spec import Limits, SpecError
 from ..session import commands, policy as policies, stats as stats_contract
+from ..session.comm_relay import CommRelay
 from ..session.client import SessionBusy, SessionError, prewarm
 from ..session.runner import Cell, CellRunner, StepFailed
 from . import settings as kernel_settings
@@ -162,6 +167,10 @@ class SandboxKernel(ReplyMetadata, EditorRequests, Kernel):
                                           f"leave out --name")
         self.usage = UsageMeter()
         self.stats_channel = self._init_comms()
+        # the container's comms (widgets) as this kernel's own (comm_relay.py)
+        self.comm_relay = CommRelay(self, self.comm_manager)
+        self.comm_relay.register_targets()
+        self.sessions.factory = self.comm_relay.attaching(self.sessions.factory)
         self.runner = CellRunner(self.sessions, self.stats_channel)
         errors = self.resolved.errors + policy_errors
         if errors:

@@ -6,7 +6,8 @@ sessions.  Loading it starts the zygote and one container ahead (the warm
 pool, ``Sessions.warm_up``) for the first session.  They are destroyed when the kernel is asked to shut down (a hook
 in ipykernel's do_shutdown), at exit (atexit) and when the extension is
 unloaded; if the kernel is killed, each container's
-launcher sees its lifeline close and removes the container itself.
+launcher sees its lifeline close and removes the container itself.  The
+containers' comms (widgets) are relayed as the kernel's own (comm_relay.py).
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from ..session.commands import Sessions, UsageError, pool_size
 
 _sessions: Sessions | None = None
 _magics = None
+_relay = None
 
 
 def sessions() -> Sessions:
@@ -40,9 +42,26 @@ def load_ipython_extension(ip) -> None:
     ip.register_magics(_magics)
     ip.input_transformers_cleanup.append(_magics.auto_transformer)
     _close_before_kernel_shutdown(getattr(ip, "kernel", None))
+    _relay_comms(getattr(ip, "kernel", None), sessions())
     from ..session.client import prewarm
     prewarm()
     _warm_up(sessions())
+
+
+def _relay_comms(kernel, registry: Sessions) -> None:
+    """The containers' comms (widgets in %%container cells) as the kernel's
+    own (session/comm_relay.py): every session of ``registry``, the ones to
+    come included.  Not without an ipykernel (a terminal IPython)."""
+    global _relay
+    if kernel is None or getattr(kernel, "comm_manager", None) is None:
+        return
+    from ..session.comm_relay import CommRelay
+    if _relay is None or _relay.kernel is not kernel:
+        _relay = CommRelay(kernel, kernel.comm_manager)
+    _relay.register_targets()
+    registry.factory = _relay.attaching(registry.factory)
+    for session in [*registry.sessions.values(), *registry.pool]:
+        _relay.attach(session)
 
 
 def _warm_up(registry: Sessions) -> None:

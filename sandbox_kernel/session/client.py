@@ -10,6 +10,7 @@ stop, what becomes of a cell); the parts it is made of:
     variables.py   push and pull (the bounded unpickler: unpickle.py)
     figures.py     the container's counters, status() and snapshot()
     live_limits.py limits changed on a running session (set_limits)
+    comm_session.py  the comm relay's handler, the frontend's comm requests
     container_signals.py  SIGINT to the agent, kill, the launcher's group
 
     with Session("demo", limits=Limits(memory=256 << 20)) as session:
@@ -39,6 +40,7 @@ from ..runtime.spec import ContainerSpec, Limits, parse_env, parse_mount, parse_
 from ..runtime.spec import SpecError  # noqa: F401 -- re-exported: the magics catch it here
 from . import image_agent, stats as stats_contract, variables, verdicts
 from .agent_core import DEFAULT_OUTPUT_LIMIT, OUTPUT_LIMIT_ENV  # one definition, the agents'
+from .comm_session import CommSession
 from .container_signals import ContainerSignals
 from .errors import SessionBusy, SessionError, VariableError  # noqa: F401 -- callers import them here
 from .exchange import INTERRUPT_GRACE, TIMEOUT_GRACE, Control, Ending, Exchange, Interrupts, \
@@ -90,7 +92,7 @@ def prewarm() -> None:
         zygote.shared(preload=ZYGOTE_PRELOAD)
 
 
-class Session(SessionFigures, LiveLimits):
+class Session(SessionFigures, LiveLimits, CommSession):
     """One container running the agent, started on first use and kept."""
 
     def __init__(self, name: str = "default", *, image: str = "host", limits: Limits = Limits(),
@@ -266,6 +268,8 @@ class Session(SessionFigures, LiveLimits):
             container.destroy()
         self._transport.close()
         self._started_at = None
+        if container is not None:
+            self._comms_gone()
 
     # -- cells -----------------------------------------------------------------
 
@@ -330,8 +334,10 @@ class Session(SessionFigures, LiveLimits):
 
     def _exchange(self, request: dict, timeout, *, cell: bool, on_output: OnOutput | None = None,
                   on_input: OnInput | None = None) -> Outcome:
-        return Exchange(self._transport, request, self._control, timeout, cell, self.output_limit,
-                        self._display, on_output, on_input).run()
+        handler = self.comm_handler
+        return Exchange(self._transport, self._with_parent(request), self._control, timeout, cell,
+                        self.output_limit, self._display, on_output, on_input,
+                        on_comm=handler.from_agent if handler is not None else None).run()
 
     def _cell_baseline(self) -> tuple[dict | None, bool]:
         try:
@@ -444,12 +450,16 @@ class Session(SessionFigures, LiveLimits):
             if outcome.ending is Ending.GAVE_UP:
                 return {"status": "error", "ename": "TimeoutError",
                         "evalue": f"the container did not answer {request['type']} within {timeout:g} s"}
-            result = self._reap(kill=outcome.ending is not Ending.DIED)
-            message = verdicts.how_it_ended(result, self._last_words()) \
-                if outcome.ending is Ending.DIED \
-                else f"the container broke the session protocol ({outcome.error})"
-            return {"status": "error", "ename": "ContainerDied",
-                    "evalue": f"{message}; the next request starts a fresh container"}
+            return self._died(outcome)
+
+    def _died(self, outcome: Outcome) -> dict:
+        """The error reply of a request whose container died, broke the
+        protocol or was killed; the container is reaped."""
+        result = self._reap(kill=outcome.ending is not Ending.DIED)
+        message = f"the container broke the session protocol ({outcome.error})" \
+            if outcome.ending is Ending.BROKEN else verdicts.how_it_ended(result, self._last_words())
+        return {"status": "error", "ename": "ContainerDied",
+                "evalue": f"{message}; the next request starts a fresh container"}
 
     # -- variables ---------------------------------------------------------------
 

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import protocol
+from . import comm_state, protocol
 from .errors import SessionError
 from .outputs import DISPLAY_KINDS, Display, OnOutput, clean_output, content_size, host_output_cap
 from .protocol import ProtocolError
@@ -39,6 +39,9 @@ GROUP_SIGNAL_DELAY = 0.5      # see Exchange._forward_host_sigint
 
 # on_input(prompt, password) -> the frontend's answer: input() and getpass() in a cell
 OnInput = Callable[[str, bool], str]
+# on_comm(kind, content): a comm frame of the agent's, fields checked (the session's comm handler)
+OnComm = Callable[[str, dict], None]
+_COMM_FIELDS = {"comm_id": str, "data": dict, "metadata": dict, "buffers": list}
 
 
 class Ending(enum.Enum):
@@ -100,6 +103,7 @@ class Exchange:
     display: Display = field(default_factory=Display)
     on_output: OnOutput | None = None
     on_input: OnInput | None = None
+    on_comm: OnComm | None = None
     clock: Callable[[], float] = time.monotonic
 
     def __post_init__(self):
@@ -236,6 +240,11 @@ class Exchange:
         if kind == protocol.INPUT_REQUEST:
             self._answer_input(msg)
             return
+        if kind in protocol.COMM_TYPES:
+            content = clean_comm(msg)
+            if msg_id == self.id or msg_id in transport.recent_cells:
+                self._pass_comm(kind, content)
+            return
         if kind not in protocol.OUTPUT_TYPES:
             raise ProtocolError(f"unknown message type {kind!r:.60}")
         content = clean_output(msg)
@@ -291,8 +300,33 @@ class Exchange:
             return
         self.passed_bytes += size
         if kind in DISPLAY_KINDS:
-            content = self.display.shown(content, self.on_output)
+            content = self._shown(content)
         self.on_output(kind, content)
+
+    def _shown(self, content: dict) -> dict:
+        """A display as the browser may get it; a widget's view (which model
+        to show, checked) is kept: its model came through the comm relay."""
+        data, view = comm_state.split_widget_view(content["data"])
+        shown = self.display.shown({**content, "data": data}, self.on_output) \
+            if data or view is None else content
+        if view is None:
+            return shown
+        data = dict(shown["data"]) if data else {}
+        data[comm_state.WIDGET_VIEW] = view
+        return {**shown, "data": data}
+
+    def _pass_comm(self, kind: str, content: dict) -> None:
+        """A comm frame to the session's comm handler, within the same cap
+        per request as the outputs (a flood of widget updates is cut)."""
+        size = len(content["comm_id"]) + content_size({"data": content["data"],
+                                                       "metadata": content["metadata"]}) \
+            + sum(len(b) for b in content["buffers"])
+        if self.passed_bytes + size > self.output_cap:
+            self.dropped_frames += 1
+            return
+        self.passed_bytes += size
+        if self.on_comm is not None:
+            self.on_comm(kind, content)
 
     def _finish_notices(self) -> None:
         if self.on_output is None:
@@ -308,6 +342,29 @@ class Exchange:
             self.on_output("stream", {"name": "stderr", "text": (
                 f"[output cut: the cell sent more than {format_bytes(self.output_cap)}"
                 f" of output; {self.dropped_frames} messages dropped]\n")})
+
+
+def clean_comm(msg: dict) -> dict:
+    """A comm frame's fields (protocol.py), checked: ProtocolError else."""
+    kind = msg["type"]
+    content = {"metadata": {}, "buffers": []}
+    for name, kind_of in _COMM_FIELDS.items():
+        if name not in msg and name in content:
+            continue
+        if not isinstance(msg.get(name), kind_of):
+            raise ProtocolError(f"{kind} frame: {name!r} must be {kind_of.__name__}")
+        content[name] = msg[name]
+    if not 0 < len(content["comm_id"]) <= protocol.COMM_ID_LIMIT:
+        raise ProtocolError(f"{kind} frame: a comm_id of {len(content['comm_id'])} characters")
+    if kind == "comm_open":
+        target, module = msg.get("target_name"), msg.get("target_module")
+        if not (isinstance(target, str) and 0 < len(target) <= protocol.COMM_ID_LIMIT):
+            raise ProtocolError("comm_open frame: 'target_name' must be a str of at most "
+                                f"{protocol.COMM_ID_LIMIT} characters")
+        content.update(target_name=target,
+                       target_module=module if isinstance(module, str) else None)
+    protocol.decode_buffers(content["buffers"])       # base64 within the bound, or ProtocolError
+    return content
 
 
 class _SigintRaises:

@@ -387,7 +387,7 @@ def test_a_session_gives_its_exchanges_one_control_whose_graces_it_sets(monkeypa
     from sandbox_kernel.session import client
     controls = []
 
-    def fake_exchange(transport, request, control, *args):
+    def fake_exchange(transport, request, control, *args, **kwargs):
         controls.append(control)
         return types.SimpleNamespace(run=lambda: None)
     monkeypatch.setattr(client, "Exchange", fake_exchange)
