@@ -153,7 +153,18 @@ def test_committed_outputs_have_no_errors_and_agree_with_the_prose(path):
               for out in cell.outputs
               if out.output_type == "error" and "raises-exception" not in tags(cell)]
     assert not errors, f"{ids(path)}: committed outputs hold errors: {errors}"
+    assert not footers(notebook), f"{ids(path)}: committed outputs hold stats footers"
     check_figures(notebook, f"{ids(path)} (committed outputs)")
+
+
+STATS_MIME = "application/vnd.sandbox-kernel.stats+json"
+
+
+def footers(notebook) -> list[str]:
+    """The first line of each cell with a stats footer among its outputs:
+    the footer is beside the cell by default (issue 17), never an output."""
+    return [cell.source.splitlines()[0] if cell.source else "" for cell in notebook.cells
+            if any(STATS_MIME in out.get("data", {}) for out in cell.get("outputs", []))]
 
 
 # ---- quoted figures -------------------------------------------------------------------
@@ -261,6 +272,7 @@ def test_notebook_runs_top_to_bottom(path, kernelspecs):
     before = sbk_things()
     notebook, kernel_pid = execute(path)
     check_figures(notebook, f"{ids(path)} (fresh run)")
+    assert not footers(notebook), f"{ids(path)}: a fresh run's outputs hold stats footers"
     left = wait_for_leftovers(before, kernel_pid, sbk_prefixes(notebook))
     assert not left, f"{ids(path)} left behind: {left}"
 
