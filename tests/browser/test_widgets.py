@@ -49,15 +49,18 @@ def drag_slider_to_the_end(page, index: int) -> None:
     page.mouse.up()
 
 
+def run_alone(page, start_server, app: str, root, kernel: str, code: str) -> None:
+    """A notebook of one cell, ``code``, opened in ``app`` and run."""
+    root.mkdir()
+    write_notebook(root, "widgets.ipynb", kernel, "Python 3 (sandbox, 512M)", [code])
+    open_notebook(page, start_server(app, root), "widgets.ipynb")
+    run_cell(page, 0)
+
+
 @pytest.mark.parametrize("app", ["lab", "notebook"])
 def test_an_interact_slider_moved_with_the_mouse_changes_the_printed_output(
         app, start_server, page, tmp_path, sandbox_kernel_name):
-    root = tmp_path / "root"
-    root.mkdir()
-    write_notebook(root, "interact.ipynb", sandbox_kernel_name, "Python 3 (sandbox, 512M)", [INTERACT])
-    server = start_server(app, root)
-    open_notebook(page, server, "interact.ipynb")
-    run_cell(page, 0)
+    run_alone(page, start_server, app, tmp_path / "root", sandbox_kernel_name, INTERACT)
     cell(page, 0).locator(".widget-output", has_text="x is 2").wait_for(timeout=CELL_TIMEOUT)
     drag_slider_to_the_end(page, 0)
     cell(page, 0).locator(".widget-output", has_text="x is 10").wait_for(timeout=60_000)
@@ -66,12 +69,7 @@ def test_an_interact_slider_moved_with_the_mouse_changes_the_printed_output(
 
 @pytest.mark.parametrize("app", ["lab", "notebook"])
 def test_a_tqdm_notebook_bar_fills(app, start_server, page, tmp_path, sandbox_kernel_name):
-    root = tmp_path / "root"
-    root.mkdir()
-    write_notebook(root, "tqdm.ipynb", sandbox_kernel_name, "Python 3 (sandbox, 512M)", [TQDM])
-    server = start_server(app, root)
-    open_notebook(page, server, "tqdm.ipynb")
-    run_cell(page, 0)
+    run_alone(page, start_server, app, tmp_path / "root", sandbox_kernel_name, TQDM)
     bar = cell(page, 0).locator(".widget-hprogress .progress-bar").first
     bar.wait_for(timeout=CELL_TIMEOUT)
     page.wait_for_function("node => node.style.width === '100%'", arg=bar.element_handle(),

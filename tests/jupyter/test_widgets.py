@@ -6,6 +6,7 @@ Needs root (conftest.py skips the tier otherwise).  Every wait is bounded.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import time
@@ -71,26 +72,22 @@ def opened(ran, model_name: str) -> list[dict]:
 
 
 def send_comm(k, msg_type: str, content: dict, timeout: float = 60, metadata=None) -> kf.Ran:
-    """A frontend's comm message; the iopub messages it caused, until idle."""
+    """A frontend's comm message (no reply comes); the iopub messages it
+    caused, until the kernel is idle again."""
     msg = k.kc.session.msg(msg_type, content, metadata=metadata or {})
     k.kc.shell_channel.send(msg)
+    msg_id = msg["header"]["msg_id"]
     deadline = time.monotonic() + timeout
-    ran = kf.Ran(reply={})
-    while True:
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, f"no idle within {timeout} s; got {ran.messages}"
-        try:
-            got = k.kc.get_iopub_msg(timeout=min(remaining, 1))
-        except queue.Empty:
-            continue
-        if got["parent_header"].get("msg_id") != msg["header"]["msg_id"]:
-            continue
-        if got["msg_type"] == "status":
-            if got["content"]["execution_state"] == "idle":
-                ran.reply = {"msg_id": msg["header"]["msg_id"]}
-                return ran
-            continue
-        ran.messages.append((got["msg_type"], got["content"], got["header"]))
+    caused = []
+    while not (caused and caused[-1]["msg_type"] == "status"
+               and caused[-1]["content"]["execution_state"] == "idle"):
+        assert time.monotonic() < deadline, f"no idle within {timeout} s; got {caused}"
+        with contextlib.suppress(queue.Empty):
+            got = k.kc.get_iopub_msg(timeout=1)
+            if got["parent_header"].get("msg_id") == msg_id:
+                caused.append(got)
+    return kf.Ran(reply={"msg_id": msg_id}, messages=[
+        (m["msg_type"], m["content"], m["header"]) for m in caused if m["msg_type"] != "status"])
 
 
 def move(k, comm_id: str, value) -> kf.Ran:

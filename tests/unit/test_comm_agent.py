@@ -31,6 +31,21 @@ def opened(outputs):
     return {m["comm_id"]: m for m in of_type(outputs, "comm_open")}
 
 
+def comm_of(outputs, model_name: str) -> str:
+    """The comm_id of the widget of that model the outputs opened."""
+    [comm_id] = [i for i, m in opened(outputs).items() if m["data"]["state"]["_model_name"] == model_name]
+    return comm_id
+
+
+def observed_slider(agent, callback: str) -> tuple[str, list]:
+    """A slider whose value changes call ``callback`` (the code of a
+    function ``moved(change)``); its comm_id and the cell's outputs."""
+    outputs, reply = agent.execute(f"import ipywidgets as w, time\ns = w.IntSlider()\n"
+                                   f"out = w.Output()\n{callback}\ns.observe(moved, 'value')")
+    assert reply["status"] == "ok", outputs
+    return comm_of(outputs, "IntSliderModel"), outputs
+
+
 def test_a_slider_opens_a_comm_with_its_state(agent):
     outputs, reply = agent.execute("import ipywidgets as w\ns = w.IntSlider(value=3)\ns")
     assert reply["status"] == "ok"
@@ -45,12 +60,9 @@ def test_a_slider_opens_a_comm_with_its_state(agent):
 
 
 def test_a_frontend_update_reaches_the_widget_and_its_callback_prints_for_that_parent(agent):
-    outputs, _ = agent.execute(
-        "import ipywidgets as w\ns = w.IntSlider()\nout = w.Output()\n"
-        "def moved(change):\n    with out:\n        print('moved to', change['new'])\n"
-        "s.observe(moved, 'value')")
-    comm_id = [i for i, m in opened(outputs).items() if m["data"]["state"]["_model_name"] == "IntSliderModel"][0]
-    out_id = [i for i, m in opened(outputs).items() if m["data"]["state"]["_model_name"] == "OutputModel"][0]
+    comm_id, outputs = observed_slider(
+        agent, "def moved(change):\n    with out:\n        print('moved to', change['new'])")
+    out_id = comm_of(outputs, "OutputModel")
     outputs, reply = agent.request(
         "comm_msg", comm_id=comm_id, data={"method": "update", "state": {"value": 7}, "buffer_paths": []},
         metadata={}, buffers=[], parent={"msg_id": "frontend-msg-1", "msg_type": "comm_msg"})
@@ -114,11 +126,7 @@ def test_a_flood_of_comm_messages_is_cut_by_the_output_budget():
 
 
 def test_an_interrupt_stops_a_widget_callback_and_the_agent_serves_on(agent):
-    outputs, _ = agent.execute(
-        "import ipywidgets as w, time\ns = w.IntSlider()\n"
-        "def stuck(change):\n    while True:\n        time.sleep(0.05)\n"
-        "s.observe(stuck, 'value')")
-    comm_id = [i for i, m in opened(outputs).items() if m["data"]["state"]["_model_name"] == "IntSliderModel"][0]
+    comm_id, _ = observed_slider(agent, "def moved(change):\n    while True:\n        time.sleep(0.05)")
     request_id = agent.send("comm_msg", comm_id=comm_id, metadata={}, buffers=[],
                             data={"method": "update", "state": {"value": 1}, "buffer_paths": []})
     timer = threading.Timer(1.0, os.kill, (agent.proc.pid, signal.SIGINT))
