@@ -25,6 +25,10 @@ the agent sends about that request carries the same id, and exactly one
       |<------------------------- reply {id, content} -|
       |-- push {id, values} / pull {id, names} ------->|
       |<------------------------- reply {id, content} -|
+      |<-- comm_open / comm_msg {id:7, comm_id, ...} --|  a widget (ipywidgets) and its state
+      |-- comm_msg {id:9, comm_id, data, parent} ----->|  the frontend moved a slider
+      |<-------------- stream {id:9, name, text} ------|  its callback printed
+      |<----------------- reply {id:9, content} -------|
       |-- command {id:8, argv} ----------------------->|  a program, its own process group
       |<-------------- stream {id:8, name, text} ------|  its stdout and stderr
       |<------ reply {id:8, content: {exit_code}} -----|

@@ -80,3 +80,25 @@ def test_net_dev_leaves_out_loopback_and_says_nothing_on_the_hosts_network():
             "  eth0: 100 1 0 0 0 0 0 0 200 1 0 0 0 0 0 0\n")
     assert parse_net_dev(text) == {"net_rx": 100, "net_tx": 200}
     assert NetDev().counters(None, "host") == {"net_rx": None, "net_tx": None}
+
+
+def test_a_fresh_container_counts_on_from_the_last_cell(session, monkeypatch):
+    """Contract 3: after a death the next execute asks the new agent to count
+    from one more than the dead container's last cell."""
+    monkeypatch.setattr(session, "start", lambda: None)
+    died = session._conclude(Outcome(Ending.DIED), None, False, 1.0, None)
+    assert died.reply["execution_count"] == 1
+    session._conclude(Outcome(Ending.REPLY, reply={"status": "ok", "execution_count": 7}),
+                      None, False, 1.0, None)
+    sent = []
+    monkeypatch.setattr(session, "_run_cell", lambda request, *a, **k: sent.append(request))
+    session.execute("x")
+    assert sent[0]["count_from"] == 8
+
+
+def test_a_comm_request_never_starts_a_container_and_names_the_frontends_message(session, monkeypatch):
+    monkeypatch.setattr(session, "start", lambda: pytest.fail("a comm request started a container"))
+    reply = session.comm_request("comm_msg", {"comm_id": "c", "data": {}})
+    assert reply["status"] == "error" and reply["ename"] == "CommError"
+    session.comm_handler = type("Handler", (), {"parent": lambda self: {"msg_id": "m", "msg_type": "comm_msg"}})()
+    assert session._with_parent({"type": "execute"})["parent"] == {"msg_id": "m", "msg_type": "comm_msg"}
