@@ -7,6 +7,10 @@
  *   execute_reply (recv)    ->  its metadata's "sandbox_kernel" entry goes into
  *                               that cell's metadata (the sandbox kernel)
  *   panel cell_end (magics) ->  the row's entry goes into the cell of its cell_id
+ *   a reply with no entry   ->  when no cell_end came for the cell either, the
+ *                               cell did not run in a container this time (a
+ *                               %container line, plain Python): its last
+ *                               footer is removed, it is no longer the last run's
  *   a cell's metadata       ->  the footer is drawn, or removed
  *
  * Drawing from the metadata alone is what makes a reopened notebook show
@@ -67,6 +71,7 @@ export class CellFooters {
   /** Keep a cell row of the panel's cell_end (the magics) in its cell. */
   keepRecord(cellId: string | null, beside: IBeside | null): void {
     if (cellId !== null && beside !== null) {
+      this._kept.add(cellId);
       this._keep(cellId, beside);
     }
   }
@@ -107,6 +112,7 @@ export class CellFooters {
       const cellId = (msg.metadata as { cellId?: unknown }).cellId;
       if (typeof cellId === 'string') {
         this._pending.set(msg.header.msg_id, cellId);
+        this._kept.delete(cellId);
         this._forgetOldest();
       }
       return;
@@ -118,8 +124,22 @@ export class CellFooters {
     const cellId = this._pending.get(parentId);
     this._pending.delete(parentId);
     const beside = besideOfMetadata(msg.metadata);
-    if (cellId !== undefined && beside !== null) {
+    if (cellId === undefined) {
+      return;
+    }
+    if (beside !== null) {
       this._keep(cellId, beside);
+    } else if (!this._kept.has(cellId)) {
+      this._forget(cellId);
+    }
+    this._kept.delete(cellId);
+  }
+
+  /** The cell's footer of an earlier run goes: this run had none. */
+  private _forget(cellId: string): void {
+    const model = this._modelOf(cellId);
+    if (model && model.getMetadata(METADATA_KEY) !== undefined) {
+      model.deleteMetadata(METADATA_KEY);
     }
   }
 
@@ -137,8 +157,8 @@ export class CellFooters {
     }
     if (beside.footer === 'beside') {
       model.setMetadata(METADATA_KEY, beside.raw);
-    } else if (model.getMetadata(METADATA_KEY) !== undefined) {
-      model.deleteMetadata(METADATA_KEY);
+    } else {
+      this._forget(cellId);
     }
   }
 
@@ -202,5 +222,7 @@ export class CellFooters {
   private _disposed = false;
   private _kernel: Kernel.IKernelConnection | null = null;
   private _pending = new Map<string, string>();
+  /** Cells whose footer came by the panel's cell_end during their current run. */
+  private _kept = new Set<string>();
   private _watched = new Map<string, ICellModel>();
 }

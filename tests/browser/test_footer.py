@@ -125,6 +125,17 @@ def test_the_sandbox_kernels_footer_is_beside_each_cell_and_wraps(
         assert footer_outputs(cells[2]) and kept_stats(cells[2]) is None
         check_reopened(page, server, "beside.ipynb", [0, 1])
         assert cell_footer(page, 2).count() == 0
+
+        # the cell runs again, on the host only now: the last run had no footer
+        editor = page.locator(CELL).nth(0).locator(".jp-InputArea-editor")
+        editor.click()
+        page.keyboard.press("Control+a")
+        page.keyboard.type("%container status")
+        run_cell(page, 0)
+        page.locator(CELL).nth(0).locator(".jp-OutputArea-output", has_text="on the host").wait_for(
+            timeout=CELL_TIMEOUT)
+        cell_footer(page, 0).wait_for(state="detached", timeout=30_000)
+        assert cell_footer(page, 1).count() == 1
     finally:
         context.close()
 
