@@ -166,7 +166,7 @@ def test_container_cells_in_an_ordinary_kernel_read_and_write_the_notebooks_dire
     course = make_notebook_dir(tmp_path)
     kernel = kf.SandboxKernel("python3", cwd=course)    # ipykernel, with the extension
     try:
-        kf.ok(kernel.run("%load_ext sandbox_kernel"))
+        kf.ok(kernel.run("%load_ext sandbox_kernel\n%container footer output"))   # read below
         ran = kf.ok(kernel.run("%%container --name nbdir\nimport os, mypkg\n"
                                "print(os.getcwd(), open('data/x.csv').read().split()[0], mypkg.ANSWER)\n"
                                "open('from_container.txt', 'w').write('hi')"))
