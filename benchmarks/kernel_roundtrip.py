@@ -6,8 +6,9 @@ kernel start to the first cell's reply.
 
 A round trip is execute_request sent to execute_reply and the idle status
 received, through jupyter_client, as a frontend sees it.  The sandbox
-kernel's stats footer is on (it is part of every cell), and its container
-runs with the built-in defaults.  Start is KernelManager.start_kernel() to
+kernel's stats go with every reply (the footer beside the cell, its default:
+the cell's stats in the execute_reply's metadata), and its container runs
+with the built-in defaults.  Start is KernelManager.start_kernel() to
 the reply of a first ``pass``.  The machine is shared and noisy: the two
 kernels take turns cell by cell, so that a burst of load hits both alike.
 Targets (issue 4): round trip at most 1.2x plain ipykernel, start at most 1.5x.
