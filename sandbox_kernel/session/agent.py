@@ -121,6 +121,10 @@ ZYGOTE_PRELOAD = (
     "IPython.utils.wildcard", "sqlite3", "unicodedata", "hashlib", "decimal", "fractions",
     "executing", "pure_eval", "stack_data", "pygments.formatters.html",
     "pygments.formatters.terminal256", "pygments.lexers.python", "pygments.styles",
+    # and what a fresh agent still imported after its fork (issue 16's and 17's
+    # parts: the comm manager; uuid for comm ids; the shell's debugger and
+    # storemagic)
+    "comm", "uuid", "bdb", "platform", "runpy", "IPython.extensions.storemagic",
 )
 
 
