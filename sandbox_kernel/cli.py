@@ -62,7 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: sandbox-kernel install --user --memory 2G --cpus 2 --timeout 5m"))
     from . import images_cli
     images_cli.add_arguments(sub)
+    _grade_parser(sub)
     return parser
+
+
+def _grade_parser(sub) -> None:
+    from .grade import cli as grade_cli
+    grade_cli.add_arguments(sub.add_parser(
+        "grade", help="run a class's notebooks, each in a fresh sandbox kernel, with a verdict per cell",
+        description="Run each NOTEBOOK top to bottom in a fresh sandbox kernel of its own "
+                    "(classroom policy, no network, an empty workspace); a verdict per cell.",
+        epilog="example: sandbox-kernel grade subs/*.ipynb --memory 512M -j 2 --report grades.json"))
 
 
 def cmd_run(args, parser) -> int:
@@ -145,6 +155,9 @@ def main(argv=None) -> int:
         return cmd_run(args, parser)
     if args.action == "install":
         return cmd_install(args, parser)
+    if args.action == "grade":
+        from .grade import cli as grade_cli
+        return grade_cli.main(args, parser)
     if args.action == "images":
         from . import images_cli
         return images_cli.main(args, parser)
