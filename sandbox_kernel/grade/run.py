@@ -115,19 +115,8 @@ async def grade_one(path: str, *, index: int, limits: Limits, kernels_dir: str, 
         timeout=int(limits.timeout_cell + REPLY_GRACE), allow_errors=True,
         resources={"metadata": {"path": workspace}},
         on_cell_execute=recorder.started, on_cell_executed=recorder.executed)
-    started, stopped, note = time.monotonic(), None, ""
-    try:
-        await asyncio.wait_for(client.async_execute(), limits.timeout)
-    except asyncio.TimeoutError:
-        stopped, note = "timeout", f"the whole submission ran over --timeout {limits.timeout:g}s"
-    except CellTimeoutError:
-        stopped, note = "timeout", "the kernel did not answer after the cell's timeout"
-    except DeadKernelError:
-        stopped, note = "killed", "the kernel died"
-    except RuntimeError as error:     # nbclient: the kernel died before it answered
-        stopped, note = "error", f"the kernel did not start: {error}"
-    finally:
-        await _shut_down(client)
+    started = time.monotonic()
+    stopped, note = await _execute_within(client, limits.timeout)
     if stopped and recorder.current is not None:
         recorder.cells.append(cell_verdict(recorder.current, {"status": "error"}, None))
         recorder.cells[-1].verdict = stopped
@@ -136,6 +125,29 @@ async def grade_one(path: str, *, index: int, limits: Limits, kernels_dir: str, 
     if executed_path:
         nbformat.write(notebook, executed_path)
     return grade
+
+
+async def _execute_within(client, timeout: float) -> tuple[str | None, str]:
+    """Run the notebook; what stopped it early (a verdict) and why, in words."""
+    task = asyncio.ensure_future(client.async_execute())
+    try:
+        finished, _ = await asyncio.wait({task}, timeout=timeout)
+        if not finished:
+            # cancelled, nbclient shuts its kernel down; whatever that raises
+            # (a kernel that dies as it is stopped), the verdict is the timeout
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return "timeout", f"the whole submission ran over --timeout {timeout:g}s"
+        task.result()
+    except CellTimeoutError:
+        return "timeout", "the kernel did not answer after the cell's timeout"
+    except DeadKernelError:
+        return "killed", "the kernel died"
+    except RuntimeError as error:     # nbclient: the kernel died before it answered
+        return "error", f"the kernel did not start: {error}"
+    finally:
+        await _shut_down(client)
+    return None, ""
 
 
 async def _shut_down(client) -> None:

@@ -245,3 +245,41 @@ def test_a_file_that_is_not_a_notebook_is_one_line(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "not a Jupyter notebook" in done.stderr
     assert done.stderr.count("\n") == 1
+
+
+def test_the_whole_submission_timeout_stops_only_it(tmp_path):
+    slow = str(tmp_path / "slow" / "hw.ipynb")
+    make_notebook(slow, ["import time"] + ["time.sleep(1)"] * 20)
+    right = str(tmp_path / "right" / "hw.ipynb")
+    make_notebook(right, [SOLUTION, CHECK])
+    report = str(tmp_path / "grades.json")
+    try:
+        done = grade([slow, right], report, "--timeout", "4s")
+        assert done.returncode == 0, done.stderr
+        with open(report) as handle:
+            by_student = {os.path.basename(os.path.dirname(g["notebook"])): g
+                          for g in json.load(handle)["submissions"]}
+        assert by_student["slow"]["verdict"] == "timeout" and "--timeout 4s" in by_student["slow"]["note"]
+        assert 0 < by_student["slow"]["cells_ok"] < 21
+        assert by_student["right"]["verdict"] == "ok"
+    finally:
+        assert not kernels_running()
+
+
+def test_data_is_readable_and_stays_unchanged(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "numbers.csv").write_text("1,2,3\n")
+    reader = str(tmp_path / "student" / "hw.ipynb")
+    make_notebook(reader, ["print('READ', open('data/numbers.csv').read())",
+                           "try:\n    open('data/numbers.csv', 'w').write('0')\nexcept OSError as e:\n"
+                           "    print('refused', e.errno)\n"])
+    report = str(tmp_path / "out" / "grades.json")
+    os.makedirs(os.path.dirname(report))
+    done = grade([reader], report, "--data", str(data))
+    assert done.returncode == 0, done.stderr
+    with open(report) as handle:
+        only = json.load(handle)["submissions"][0]
+    executed = nbformat.read(only["executed"], as_version=4)
+    assert "READ 1,2,3" in json.dumps(executed.cells[0].outputs), only
+    assert (data / "numbers.csv").read_text() == "1,2,3\n"
