@@ -13,7 +13,7 @@ Kernel -> frontend (``comm_msg`` data; metadata ``{"event": ...}`` says the same
      "time":    1732750000.5,                            unix seconds, informational
      "sessions": [{"stats": CONTRACT,   the session as a whole: cell.wall is its uptime,
                                         cpu/io since its container started, status null
-                   "state": "running" | "not started" | "stopped" | ...,
+                   "state": "running" | "paused" | "not started" | "stopped" | ...,
                    "uptime": 12.5 | null, "network": "none"}],
      "running": {"session", "cell_id", "execution_count", "elapsed"} | null,
      "cell":    RECORD | null,                           cell_end only

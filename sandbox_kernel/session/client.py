@@ -49,6 +49,7 @@ from .figures import NetDev, SessionFigures
 from .figures import parse_net_dev  # noqa: F401 -- moved; test_commands imports it here
 from .live_limits import LiveLimits
 from .outputs import Display, OnOutput
+from .pausing import Pausing
 from .outputs import clean_output, host_output_cap  # noqa: F401 -- moved; tests import them here
 from .transport import Transport
 from .unpickle import (  # noqa: F401 -- re-exported: tests and callers use client's names
@@ -92,7 +93,7 @@ def prewarm() -> None:
         zygote.shared(preload=ZYGOTE_PRELOAD)
 
 
-class Session(SessionFigures, LiveLimits, CommSession):
+class Session(Pausing, SessionFigures, LiveLimits, CommSession):
     """One container running the agent, started on first use and kept."""
 
     def __init__(self, name: str = "default", *, image: str = "host", limits: Limits = Limits(),
@@ -323,6 +324,7 @@ class Session(SessionFigures, LiveLimits, CommSession):
                   on_input: OnInput | None = None) -> CellResult:
         with self._busy():
             self.start()
+            self._tell_resumed(on_output)     # pausing.py: the cell that woke the session says so
             self._used = True
             before, peaks_reset = self._cell_baseline()
             started = time.monotonic()
@@ -487,6 +489,8 @@ class Session(SessionFigures, LiveLimits, CommSession):
         if not self._lock.acquire(blocking=False):
             raise SessionBusy(f"session {self.name!r} is running another request")
         try:
+            self._wake()                  # pausing.py: a paused session resumes by itself
             yield self
         finally:
+            self._idle_again()            # and pauses again after idle_pause seconds of nothing
             self._lock.release()

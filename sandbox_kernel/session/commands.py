@@ -5,8 +5,8 @@ The magics (``%container``) and the sandbox kernel are both thin faces over
 returns.  Nothing here imports IPython (the sandbox kernel has no host-side
 IPython shell).
 
-    %container status | limits | restart | stop | stats | footer | push | pull |
-               exec | sessions | on | off | images | image ...
+    %container status | limits | restart | stop | pause | resume | stats | footer |
+               push | pull | exec | sessions | on | off | images | image ...
 
 ``footer beside|output|off`` says where the stats footer goes for the
 sessions of this kernel (session/runner.py): beside the cell (drawn by the
@@ -94,7 +94,7 @@ def build_parser() -> OneLineParser:
     commands = {name: sub.add_parser(name, help=text, description=text)
                 for name, text in options.SUBCOMMANDS.items()}
     flags, session_name = options.argument("name", options.LIMITS)   # the session's --name
-    for name in ("status", "restart", "stop", "stats", "push", "pull", "exec", "on"):
+    for name in ("status", "restart", "stop", "pause", "resume", "stats", "push", "pull", "exec", "on"):
         commands[name].add_argument(*flags, **session_name)
     options.add_arguments(commands["limits"], options.LIMITS)        # --name too
     commands["stats"].add_argument("switch", nargs="?", choices=("on", "off"),
@@ -240,13 +240,14 @@ def footer_dir(session: Session) -> str:
 
 def _limits(args, sessions: Sessions, namespace, on_output) -> Output:
     session = sessions.get(args.name)
+    idle = session.set_idle_pause(args.idle_pause) if args.idle_pause is not None else []
     given = {k: getattr(args, k) for k in (*LIMIT_OPTIONS, "net", "image") if getattr(args, k) is not None}
     if not given:
-        return Output(text=f"session {session.name!r}: {describe_limits(session)}\n"
-                           f"policy: {sessions.policy.describe()}")
+        return Output(text="\n".join(idle) or f"session {session.name!r}: {describe_limits(session)}\n"
+                                               f"policy: {sessions.policy.describe()}")
     limits = {k: v for k, v in given.items() if k in LIMIT_OPTIONS}
     sessions.check_changes(limits, given.get("image"), given.get("net"))
-    notes = change_notes(session, session.set_limits(**given))
+    notes = change_notes(session, session.set_limits(**given)) + idle
     return Output(text="\n".join(notes) or f"session {session.name!r}: nothing changed")
 
 
@@ -396,9 +397,8 @@ def _import(args, sessions: Sessions, progress) -> Output:
 
 
 def _pull_image(args, sessions: Sessions, progress) -> Output:
-    """The registry and the name are checked before a socket is opened; a pull
-    replaces an image of that name, so in a policy that removes only its own,
-    it may replace only its own."""
+    """The registry and the name are checked before a socket is opened; a pull replaces an
+    image of that name, so in a policy that removes only its own, it may replace only its own."""
     sessions.policy.check_pull(args.reference)
     name = sessions.policy.check_new_name(args.image_name or args.reference.split("@")[0])
     if images.load(name) is not None:
@@ -475,7 +475,9 @@ class NotebookProgress(images.Progress):
 
 _COMMANDS = {"status": _status, "limits": _limits, "restart": _restart, "stop": _stop,
              "stats": _stats, "footer": _footer, "push": _push, "pull": _pull, "exec": _exec,
-             "sessions": _sessions, "on": _on, "off": _off, "images": _images, "image": _image}
+             "sessions": _sessions, "on": _on, "off": _off, "images": _images, "image": _image,
+             "pause": lambda args, sessions, *_: Output(text=sessions.get(args.name).pause()),
+             "resume": lambda args, sessions, *_: Output(text=sessions.get(args.name).resume())}
 
 
 # ---------------------------------------------------------------------------

@@ -96,6 +96,14 @@ def parse_footer(text) -> str:
     return word
 
 
+def parse_idle_pause(text) -> float | None:
+    """--idle-pause: a duration (10m, 30s), or none/off/never: no idle pause
+    (its own word in every face: it is no limit the policy caps)."""
+    if str(text).strip().lower() in (*NO_LIMIT, "off", "never"):
+        return None
+    return parse_duration(text, "idle pause")
+
+
 def _size(field_name: str) -> Callable:
     return lambda text: parse_size(text, field_name)
 
@@ -121,6 +129,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("image", "image", "the image, e.g. host or busybox: sandbox-kernel images and %container "
            "images list them",
            (RUN, CELL, LIMITS, KERNEL), _image, {RUN: HOST, KERNEL: HOST}, restart=True),
+    Option("idle_pause", "duration", "pause the session (cgroup freezer: no CPU, memory kept) after "
+           "it ran nothing for this long, e.g. 10m; the next cell resumes it",
+           (LIMITS,), lambda text: parse_idle_pause(text), metavar="DURATION|none"),
     Option("footer", "place", "where the stats footer goes: beside (under the cell, drawn by the "
            "labextension; the outputs stay the code's), output (a display_data after the outputs, "
            "for frontends without it) or off; %container footer changes it",
@@ -157,6 +168,8 @@ SUBCOMMANDS = {
     "limits": "show the limits, or change them",
     "restart": "a fresh container (its variables are lost)",
     "stop": "destroy the container",
+    "pause": "freeze the container (no CPU, memory kept); the next cell resumes it",
+    "resume": "thaw a paused container",
     "stats": "the last cells' figures; on/off turns the footer on or off",
     "footer": "where the footer goes: beside (under the cell), output (an output) or off",
     "push": "copy variables of this kernel into the container",

@@ -113,6 +113,7 @@ class Sessions:
             session = self.factory(name, image=image, limits=new_limits, network=net)
             self._place(session, notebook)
         self._trust(session)
+        session.idle_pause = options.parse("idle_pause", self.defaults.get("idle_pause"), options.KERNEL)
         self.sessions[name] = session
         return session
 

@@ -60,8 +60,8 @@ class SessionSnapshot:
 
     ``limits``: the session's runtime ``Limits`` (runtime/spec.py; not
     imported here, so that the panel, which imports only this module, pulls
-    in nothing of the runtime).  ``state``: "running", "not started",
-    "stopped", "starting", ...  ``uptime``: seconds since its container
+    in nothing of the runtime).  ``state``: "running", "paused" (frozen:
+    session/pausing.py), "not started", "stopped", "starting", ...  ``uptime``: seconds since its container
     started, None when none has.  ``counters``: what Session._counters()
     returns (CgroupStats.as_dict() plus net_rx/net_tx), None when no
     container runs.  ``warnings``: the container's (limits no cgroup

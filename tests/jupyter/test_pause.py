@@ -1,0 +1,56 @@
+"""The sandbox kernel pauses and resumes its session (issue 23): %container
+pause freezes it, %container status answers "paused", the next cell resumes
+it by itself and says how long that took; %container limits --idle-pause
+pauses it after that long without a cell.  Every wait is bounded."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import kernel_fixtures as kf  # tests/jupyter is on pytest's pythonpath (pyproject)
+
+NAME = "sbk-test-kernel-pause"
+ok = kf.ok
+
+
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory):
+    data = str(tmp_path_factory.mktemp("jupyter-data"))
+    kf.install_kernelspec(data, NAME)
+    with kf.jupyter_path(data):
+        k = kf.SandboxKernel(NAME)
+        try:
+            yield k
+        finally:
+            k.shutdown()
+
+
+def _host_text(ran) -> str:
+    return "".join(c["data"].get("text/plain", "") for c in ran.of("display_data")
+                   if kf.STATS_MIME not in c["data"])
+
+
+def test_pause_status_and_the_next_cell_resumes(kernel):
+    ok(kernel.run("kept = 41"))
+    assert "paused" in _host_text(ok(kernel.run("%container pause")))
+    assert "paused" in _host_text(ok(kernel.run("%container status")))
+    ran = ok(kernel.run("print(kept + 1)"))
+    assert ran.stdout == "42\n"
+    assert "resumed in" in ran.stderr and ran.stderr.count("\n") == 1
+    assert "running" in _host_text(ok(kernel.run("%container status")))
+
+
+def test_idle_pause_pauses_and_the_next_cell_resumes(kernel):
+    ok(kernel.run("%container limits --idle-pause 2s"))
+    ok(kernel.run("kept = 41"))
+    paused = False
+    for _ in range(40):                     # bounded: at most ~40 status requests
+        if "paused" in _host_text(ok(kernel.run("%container status"))):
+            paused = True
+            break
+        time.sleep(0.5)
+    ok(kernel.run("%container limits --idle-pause none"))   # a host line: it stays paused
+    assert paused
+    ran = ok(kernel.run("print(kept + 1)"))
+    assert ran.stdout == "42\n" and "resumed in" in ran.stderr
