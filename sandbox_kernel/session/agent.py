@@ -207,7 +207,7 @@ class Agent(CommRequests, AgentCore):
         stdin = self.shell.stdin_forwarder
         stdin.allowed = request.get("allow_stdin") is True
         try:
-            with self.channel.gate.cell():
+            with self.channel.gate.cell(request.get("pressure_words")):   # the host's MemoryError words
                 result = self.shell.run_cell(code, store_history=store_history, silent=silent)
                 if result.success and not self.shell.traceback_in_displayhook:
                     evaluated = self.shell.user_expressions(expressions)

@@ -126,7 +126,10 @@ def field(request: dict, name: str, kind: type):
 
 
 # ---------------------------------------------------------------------------
-# SIGINT
+# SIGINT, and memory pressure
+
+PRESSURE_SIGNAL = signal.SIGUSR2
+PRESSURE_WORDS = "stopped near the memory limit to keep your session"
 
 
 class InterruptGate:
@@ -140,38 +143,52 @@ class InterruptGate:
     when the outermost deferred block ends.  Idle, SIGINT is ignored: a
     Python handler, not SIG_IGN, so that processes a cell starts get the
     default SIGINT.
+
+    PRESSURE_SIGNAL (SIGUSR2, from the host when the container's memory
+    crossed its threshold) is raised the same way, as MemoryError with the
+    cell's ``pressure_words``: the cell stops before the OOM killer acts.
     """
 
     def __init__(self):
         self.armed = False
         self._depth = 0          # deferred blocks the main thread is inside
-        self._pending = False
+        self._pending = None     # the exception a deferred block raises at its end
         self._main = threading.main_thread().ident
+        self.pressure_words = PRESSURE_WORDS
 
     def install(self) -> None:
         signal.signal(signal.SIGINT, self._on_sigint)
+        signal.signal(PRESSURE_SIGNAL, self._on_pressure)
 
     def in_main_thread(self) -> bool:
         return threading.get_ident() == self._main
 
     def _on_sigint(self, signum, frame) -> None:
+        self._deliver(KeyboardInterrupt())
+
+    def _on_pressure(self, signum, frame) -> None:
+        self._deliver(MemoryError(self.pressure_words))
+
+    def _deliver(self, exc: BaseException) -> None:
         if not self.armed:
             return
         if self._depth:
-            self._pending = True
+            self._pending = exc
             return
-        raise KeyboardInterrupt
+        raise exc
 
     @contextmanager
-    def cell(self):
-        """While the body runs, SIGINT interrupts it."""
-        self._pending = False
+    def cell(self, pressure_words=None):
+        """While the body runs, SIGINT interrupts it (and memory pressure,
+        with ``pressure_words``: the host's, else PRESSURE_WORDS)."""
+        self._pending = None
+        self.pressure_words = pressure_words if isinstance(pressure_words, str) else PRESSURE_WORDS
         self.armed = True
         try:
             yield
         finally:
             self.armed = False
-            self._pending = False
+            self._pending = None
 
     def deferred(self) -> InterruptGate:
         """``with gate.deferred():`` a block in which SIGINT waits (main thread only;
@@ -190,9 +207,9 @@ class InterruptGate:
         if threading.get_ident() != self._main:
             return False
         self._depth -= 1
-        if self._depth == 0 and self._pending and self.armed:
-            self._pending = False
-            raise KeyboardInterrupt
+        if self._depth == 0 and self._pending is not None and self.armed:
+            exc, self._pending = self._pending, None
+            raise exc
         return False
 
 

@@ -50,6 +50,7 @@ from .figures import parse_net_dev  # noqa: F401 -- moved; test_commands imports
 from .live_limits import LiveLimits
 from .outputs import Display, OnOutput
 from .pausing import Pausing
+from .pressure_watch import MemoryPressure
 from .outputs import clean_output, host_output_cap  # noqa: F401 -- moved; tests import them here
 from .transport import Transport
 from .unpickle import (  # noqa: F401 -- re-exported: tests and callers use client's names
@@ -93,7 +94,7 @@ def prewarm() -> None:
         zygote.shared(preload=ZYGOTE_PRELOAD)
 
 
-class Session(Pausing, SessionFigures, LiveLimits, CommSession):
+class Session(Pausing, MemoryPressure, SessionFigures, LiveLimits, CommSession):
     """One container running the agent, started on first use and kept."""
 
     def __init__(self, name: str = "default", *, image: str = "host", limits: Limits = Limits(),
@@ -329,8 +330,10 @@ class Session(Pausing, SessionFigures, LiveLimits, CommSession):
             before, peaks_reset = self._cell_baseline()
             started = time.monotonic()
             limit = timeout if timeout is not None else self.limits.timeout
-            outcome = self._exchange(request, limit, cell=True, on_output=on_output,
-                                     on_input=on_input)
+            self._pressure_begin()            # pressure_watch.py: the memory watch, until _pressure_end
+            outcome = self._exchange(self._pressure_request(request), limit, cell=True,
+                                     on_output=on_output, on_input=on_input)
+            self._pressure_end()
             wall = time.monotonic() - started
             return self._conclude(outcome, before, peaks_reset, wall, limit, command)
 
@@ -368,10 +371,11 @@ class Session(Pausing, SessionFigures, LiveLimits, CommSession):
         if isinstance(reply.get("execution_count"), int):
             self._execution_count = reply["execution_count"]
         figures = stats_contract.cell_figures(before, after, peaks_reset=peaks_reset)
+        figures["memory_pressure"] = self._pressure_seen
         stats = stats_contract.build_stats(
             session=self.name, image=self.image, limits=self.limits,
             execution_count=None if command else reply.get("execution_count"),
-            wall=wall, figures=figures, status=status, warnings=self._warnings_once(),
+            wall=wall, figures=figures, status=status, warnings=self._warnings_once() + self._pressure_warnings(),
             trusted_output=self.trust_output)
         self.cell_history.append(stats)
         exit_code = verdicts.exit_code(reply) if command else None

@@ -44,9 +44,7 @@ from dataclasses import dataclass, field
 
 from ..runtime import images, layers
 from ..runtime.spec import Limits, SpecError
-from . import options
-from . import policy as policies
-from . import stats as stats_contract
+from . import options, policy as policies, stats as stats_contract
 from .client import Session, SessionError
 from .options import DEFAULT_SESSION  # noqa: F401 -- the magics and the kernel import it here
 from .policy import PolicyRefused  # noqa: F401 -- the magics import it here
@@ -240,7 +238,8 @@ def footer_dir(session: Session) -> str:
 
 def _limits(args, sessions: Sessions, namespace, on_output) -> Output:
     session = sessions.get(args.name)
-    idle = session.set_idle_pause(args.idle_pause) if args.idle_pause is not None else []
+    idle = session.set_idle_pause(args.idle_pause) + session.set_on_pressure(args.on_pressure) \
+        if (args.idle_pause, args.on_pressure) != (None, None) else []   # pausing, pressure_watch
     given = {k: getattr(args, k) for k in (*LIMIT_OPTIONS, "net", "image") if getattr(args, k) is not None}
     if not given:
         return Output(text="\n".join(idle) or f"session {session.name!r}: {describe_limits(session)}\n"

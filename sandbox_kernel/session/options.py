@@ -104,6 +104,14 @@ def parse_idle_pause(text) -> float | None:
     return parse_duration(text, "idle pause")
 
 
+def parse_on_pressure(text) -> str:
+    """--on-pressure: warn or interrupt."""
+    word = str(text).strip().lower()
+    if word not in ("warn", "interrupt"):
+        raise SpecError("on pressure", str(text).strip(), "warn or interrupt")
+    return word
+
+
 def _size(field_name: str) -> Callable:
     return lambda text: parse_size(text, field_name)
 
@@ -132,6 +140,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("idle_pause", "duration", "pause the session (cgroup freezer: no CPU, memory kept) after "
            "it ran nothing for this long, e.g. 10m; the next cell resumes it",
            (LIMITS,), lambda text: parse_idle_pause(text), metavar="DURATION|none"),
+    Option("on_pressure", "action", "when a cell's memory crosses 90% of the limit: interrupt (a "
+           "MemoryError in the cell; its variables and the container stay) or warn (the footer says "
+           "so); past the limit the cell is OOM-killed either way", (LIMITS,), parse_on_pressure,
+           metavar="warn|interrupt"),
     Option("footer", "place", "where the stats footer goes: beside (under the cell, drawn by the "
            "labextension; the outputs stay the code's), output (a display_data after the outputs, "
            "for frontends without it) or off; %container footer changes it",

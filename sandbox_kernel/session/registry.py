@@ -75,6 +75,9 @@ class Sessions:
         self.auto_options: dict = {}
         self.footer = True
         self.new_session_hint = "a %%container cell creates one"   # the sandbox kernel says its own
+        # a new session's --on-pressure: the sandbox kernel's (it gives its settings as
+        # defaults) interrupt the cell; the magics' warn (pressure_watch.py)
+        self.on_pressure = "interrupt" if defaults else "warn"
 
     def get(self, name: str) -> Session:
         """An existing session; UsageError naming the ones there are."""
@@ -114,6 +117,7 @@ class Sessions:
             self._place(session, notebook)
         self._trust(session)
         session.idle_pause = options.parse("idle_pause", self.defaults.get("idle_pause"), options.KERNEL)
+        session.on_pressure = self.on_pressure
         self.sessions[name] = session
         return session
 

@@ -44,7 +44,8 @@ CELL_FIELDS = (
     "pids_current", "pids_peak", "pids_limit", "pids_refused",
     "io_read", "io_write", "net_rx", "net_tx",
     "oom_kills", "throttled_time", "disk_used", "disk_limit", "status",
-)
+    "memory_pressure",   # the cell crossed the pressure threshold (session/pressure_watch.py);
+)                        # false: watched, not crossed; null: not watched (no limit, no cgroup)
 CUMULATIVE = ("cpu_user", "cpu_system", "io_read", "io_write", "oom_kills", "throttled_time",
               "pids_refused")   # forks and threads the pids limit refused (pids.events "max")
 LEVELS = ("memory_current", "memory_limit", "pids_current", "pids_limit", "disk_used", "disk_limit")

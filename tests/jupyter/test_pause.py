@@ -18,12 +18,8 @@ ok = kf.ok
 def kernel(tmp_path_factory):
     data = str(tmp_path_factory.mktemp("jupyter-data"))
     kf.install_kernelspec(data, NAME)
-    with kf.jupyter_path(data):
-        k = kf.SandboxKernel(NAME)
-        try:
-            yield k
-        finally:
-            k.shutdown()
+    with kf.jupyter_path(data), kf.kernels_of_one_test(NAME) as start:
+        yield start()                       # shut down when the module ends
 
 
 def _host_text(ran) -> str:
@@ -54,3 +50,14 @@ def test_idle_pause_pauses_and_the_next_cell_resumes(kernel):
     assert paused
     ran = ok(kernel.run("print(kept + 1)"))
     assert ran.stdout == "42\n" and "resumed in" in ran.stderr
+
+
+def test_the_sandbox_kernel_interrupts_a_cell_at_memory_pressure(kernel):
+    ok(kernel.run("%container limits --memory 256M"))
+    ok(kernel.run("kept = 41"))
+    ran = kernel.run("import time\nchunks = []\nfor _ in range(400):\n"
+                     "    chunks.append(bytearray(8 << 20)); chunks[-1][::4096] = b'x' * 2048\n"
+                     "    time.sleep(0.02)\n")
+    assert "stopped at 90% of the 256 MiB limit to keep your session" in ran.error_text
+    ran = ok(kernel.run("del chunks\nprint(kept + 1)"))
+    assert ran.stdout == "42\n"

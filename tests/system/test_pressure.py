@@ -102,3 +102,54 @@ def test_a_paused_session_can_be_stopped(needs_freezer):
     finally:
         session.stop()
     assert session.status()["state"] == "stopped"
+
+
+# ---------------------------------------------------------------------------
+# memory pressure: interrupted before the OOM killer, or warned
+
+GROW = ("chunks = []\n"
+        "for _ in range(400):\n"
+        "    chunks.append(bytearray(8 << 20))\n"        # 8 MiB a step, touched
+        "    chunks[-1][::4096] = b'x' * len(chunks[-1][::4096])\n"
+        "    time.sleep(0.02)\n")
+
+
+def _grow(session: Session):
+    seen = []
+    result = session.execute("import time\n" + GROW, on_output=lambda kind, c: seen.append(c))
+    return result, seen
+
+
+def test_interrupt_stops_a_growing_cell_and_the_session_keeps_its_variables(needs_freezer):
+    with Session("pressure", limits=Limits(memory=256 * MiB)) as session:
+        session.set_on_pressure("interrupt")
+        assert session.execute("kept = 41").status == "ok"
+        pid = session.status()["pid"]
+        result, _ = _grow(session)
+        assert result.status == "error", result.message
+        assert result.reply["ename"] == "MemoryError"
+        assert result.reply["evalue"] == "stopped at 90% of the 256 MiB limit to keep your session"
+        assert result.stats["cell"]["memory_pressure"] is True
+        assert result.stats["cell"]["oom_kills"] in (0, None)
+        after = session.execute("del chunks\nprint(kept + 1)", on_output=lambda k, c: None)
+        assert after.status == "ok" and session.status()["pid"] == pid   # the same container
+        assert after.stats["cell"]["memory_pressure"] is False
+
+
+def test_warn_lets_the_cell_be_oom_killed_and_the_footer_warned_first(needs_freezer):
+    with Session("warned", limits=Limits(memory=256 * MiB)) as session:
+        session.set_on_pressure("warn")
+        session.execute("kept = 41")
+        result, _ = _grow(session)
+        assert result.status == "oom", result.message
+        assert "ran out of memory" in result.message
+        assert result.stats["cell"]["memory_pressure"] is True
+        assert any("crossed 90% of the 256 MiB limit" in w for w in result.stats["warnings"])
+
+
+def test_one_allocation_past_the_limit_still_gets_todays_words(needs_freezer):
+    with Session("at-once", limits=Limits(memory=256 * MiB)) as session:
+        session.set_on_pressure("interrupt")
+        result = session.execute("x = bytearray(600 << 20)\nx[::4096] = b'x' * len(x[::4096])")
+        assert result.status == "oom", result.message
+        assert "ran out of memory at the 256 MiB limit" in result.message

@@ -1,0 +1,146 @@
+"""Memory pressure during a cell (issue 23): a part of Session (client.py).
+
+While a cell runs, a watch (runtime/cgroups/pressure.py) on the container's
+cgroup makes a descriptor ready the moment its memory crosses
+PRESSURE_FRACTION of the limit; one thread per cell sleeps in poll() on it
+and on a pipe that ends it with the cell: nothing reads counters in a loop,
+and the cell's own path only arms and disarms the watch.
+
+``on_pressure`` says what then happens (``%container limits --on-pressure``):
+
+    interrupt  SIGUSR2 to the agent, whose interrupt gate raises MemoryError
+               in the cell's main thread with the words the request carried
+               ("stopped at 90% of the 512 MiB limit to keep your session");
+               the variables set before survive, the container stays
+    warn       nothing is done to the cell: the footer and the panel mark
+               it (the contract's ``memory_pressure``, and a warning)
+
+Memory that keeps growing past the limit (C code, the signal ignored, one
+allocation past the limit at once) is OOM-killed as before, with the same
+words.  The null driver has no watch: ``memory_pressure`` stays null.
+"""
+from __future__ import annotations
+
+import os
+import select
+import threading
+import time
+
+from ..runtime.cgroups import CgroupError
+from ..runtime.cgroups.pressure import memory_watch
+from ..runtime.container import LifecycleError, State
+from . import options, stats as stats_contract
+from .agent_core import PRESSURE_SIGNAL
+
+PRESSURE_FRACTION = 0.9
+ON_PRESSURE = ("warn", "interrupt")
+JOIN_WAIT = 5.0
+
+
+def pressure_words(limit: int | None, fraction: float = PRESSURE_FRACTION) -> str | None:
+    """The MemoryError's message for a limit (None: no limit, no words)."""
+    if limit is None:
+        return None
+    return (f"stopped at {fraction * 100:.0f}% of the {stats_contract.format_bytes(limit)} "
+            f"limit to keep your session")
+
+
+class CellWatch:
+    """One cell's watch and the thread that waits on it."""
+
+    def __init__(self, watch, on_crossed):
+        self.watch, self.on_crossed = watch, on_crossed
+        self.crossed_at: float | None = None      # monotonic time of the first crossing
+        self._stop_r, self._stop_w = os.pipe()
+        self.thread = threading.Thread(target=self._wait, daemon=True, name="sbk-pressure")
+        self.thread.start()
+
+    def _wait(self) -> None:
+        poller = select.poll()
+        poller.register(self.watch.fileno(), self.watch.events)
+        poller.register(self._stop_r, select.POLLIN)
+        while True:
+            ready = dict(poller.poll())           # blocks until the kernel or the cell's end
+            if self._stop_r in ready:
+                return
+            try:
+                crossed = self.watch.crossed()
+            except OSError:
+                return                            # the group went away with its container
+            if crossed and self.crossed_at is None:
+                self.crossed_at = time.monotonic()
+                self.on_crossed()
+
+    def end(self) -> float | None:
+        """Stop waiting; the time of the crossing, if there was one."""
+        os.write(self._stop_w, b"x")
+        self.thread.join(JOIN_WAIT)
+        for fd in (self._stop_r, self._stop_w):
+            os.close(fd)
+        try:
+            self.watch.close()
+        except OSError:
+            pass                                  # the group is gone: nothing to lift
+        return self.crossed_at
+
+
+class MemoryPressure:
+    """Session's memory-pressure watch (client.py); reads _container and limits."""
+
+    on_pressure: str = "warn"
+    _cell_watch: CellWatch | None = None
+    _pressure_seen: bool | None = None      # the last cell: crossed, not crossed, or not watched
+    pressure_crossed_at: float | None = None   # when the host saw the last crossing (monotonic)
+
+    def set_on_pressure(self, action: str | None) -> list[str]:
+        """%container limits --on-pressure warn|interrupt (None: not given);
+        the note for the user.  SpecError for another word."""
+        if action is None:
+            return []
+        action = self.on_pressure = options.parse("on_pressure", action, options.LIMITS)
+        return [f"session {self.name!r}: on memory pressure ({PRESSURE_FRACTION * 100:.0f}% of "
+                f"the limit), {'interrupt the cell' if action == 'interrupt' else 'warn'}"]
+
+    def _pressure_request(self, request: dict) -> dict:
+        """An execute request with the words of its MemoryError."""
+        words = pressure_words(self.limits.memory)
+        return {**request, "pressure_words": words} if words and request["type"] == "execute" \
+            else request
+
+    def _pressure_begin(self) -> None:
+        """At a cell's start: watch its container's memory (nothing without a limit)."""
+        self._pressure_end()                      # one a request left behind (it raised)
+        self._pressure_seen = None
+        container, limit = self._container, self.limits.memory
+        if limit is None or container is None or container.cgroup is None:
+            return
+        try:
+            watch = memory_watch(container.cgroup, int(limit * PRESSURE_FRACTION))
+        except (CgroupError, OSError):
+            return                                # not watched: memory_pressure stays null
+        if watch is not None:
+            self._cell_watch = CellWatch(watch, lambda: self._pressure_crossed(container))
+
+    def _pressure_crossed(self, container) -> None:
+        """The watch's thread, at the crossing: interrupt the cell if asked."""
+        if self.on_pressure != "interrupt" or container.state is not State.RUNNING:
+            return
+        try:
+            container.signal(PRESSURE_SIGNAL)
+        except (LifecycleError, ProcessLookupError):
+            pass                                  # it died meanwhile: the verdict says how
+
+    def _pressure_end(self) -> None:
+        cell_watch, self._cell_watch = self._cell_watch, None
+        if cell_watch is not None:
+            self.pressure_crossed_at = cell_watch.end()   # monotonic; benchmarks/pressure.py reads it
+            self._pressure_seen = self.pressure_crossed_at is not None
+
+    def _pressure_warnings(self) -> list[str]:
+        """The footer's warning for a cell that crossed the threshold."""
+        if not self._pressure_seen:
+            return []
+        limit = stats_contract.format_bytes(self.limits.memory)
+        did = "the cell was interrupted" if self.on_pressure == "interrupt" else "the cell went on"
+        return [f"memory crossed {PRESSURE_FRACTION * 100:.0f}% of the {limit} limit: {did} "
+                f"(--on-pressure {self.on_pressure})"]
