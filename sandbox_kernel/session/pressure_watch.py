@@ -101,6 +101,13 @@ class MemoryPressure:
         return [f"session {self.name!r}: on memory pressure ({PRESSURE_FRACTION * 100:.0f}% of "
                 f"the limit), {'interrupt the cell' if action == 'interrupt' else 'warn'}"]
 
+    @property
+    def pressure_now(self) -> bool | None:
+        """While a cell runs (the panel's ticks): has it crossed the threshold
+        yet?  None when nothing watches it."""
+        cell_watch = self._cell_watch
+        return None if cell_watch is None else cell_watch.crossed_at is not None
+
     def _pressure_request(self, request: dict) -> dict:
         """An execute request with the words of its MemoryError."""
         words = pressure_words(self.limits.memory)

@@ -99,3 +99,14 @@ def test_a_request_carries_the_words_only_for_a_cell():
     assert session._pressure_request({"type": "execute"})["pressure_words"] == WORDS
     assert "pressure_words" not in session._pressure_request({"type": "command"})
     assert "pressure_words" not in client.Session("n")._pressure_request({"type": "execute"})
+
+
+def test_the_panel_sees_the_crossing_while_the_cell_runs():
+    from types import SimpleNamespace
+    session = client.Session("live", limits=Limits(memory=512 << 20))
+    assert session.pressure_now is None                      # nothing watched
+    session._cell_watch = SimpleNamespace(crossed_at=None)
+    assert session.pressure_now is False
+    session._cell_watch.crossed_at = 12.5
+    assert session.pressure_now is True
+    session._cell_watch = None
