@@ -116,7 +116,11 @@ async def grade_one(path: str, *, index: int, limits: Limits, kernels_dir: str, 
         resources={"metadata": {"path": workspace}},
         on_cell_execute=recorder.started, on_cell_executed=recorder.executed)
     started = time.monotonic()
-    stopped, note = await _execute_within(client, limits.timeout)
+    # the kernel's stderr (its warnings, why it died) in a file, not over the progress bar
+    with open(os.path.join(work_root, f"kernel-{index:03d}.log"), "w+b") as log:
+        stopped, note = await _execute_within(client, limits.timeout, log)
+        if stopped in ("killed", "error"):
+            note = f"{note}: {_last_line(log)}" if _last_line(log) else note
     if stopped and recorder.current is not None:
         recorder.cells.append(cell_verdict(recorder.current, {"status": "error"}, None))
         recorder.cells[-1].verdict = stopped
@@ -127,9 +131,16 @@ async def grade_one(path: str, *, index: int, limits: Limits, kernels_dir: str, 
     return grade
 
 
-async def _execute_within(client, timeout: float) -> tuple[str | None, str]:
-    """Run the notebook; what stopped it early (a verdict) and why, in words."""
-    task = asyncio.ensure_future(client.async_execute())
+def _last_line(log) -> str:
+    log.seek(0)
+    lines = [line.strip() for line in log.read()[-4096:].decode(errors="replace").splitlines()]
+    return next((line for line in reversed(lines) if line), "")
+
+
+async def _execute_within(client, timeout: float, log) -> tuple[str | None, str]:
+    """Run the notebook (the kernel's stderr to ``log``); what stopped it
+    early (a verdict) and why, in words."""
+    task = asyncio.ensure_future(client.async_execute(stderr=log))
     try:
         finished, _ = await asyncio.wait({task}, timeout=timeout)
         if not finished:
