@@ -445,6 +445,7 @@ class SandboxKernel(ReplyMetadata, EditorRequests, Kernel):
                     # a cell that ignores the interrupt is killed soon, not after
                     # the user's grace: the manager SIGTERMs us after 2.5 s
                     session.interrupt_grace = min(session.interrupt_grace, SHUTDOWN_GRACE)
+                    session.abandon()     # no fresh container for a cell killed now
                     session.interrupt()
             else:
                 self.sessions.close_all()

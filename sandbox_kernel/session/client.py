@@ -35,9 +35,7 @@ from dataclasses import dataclass
 
 from ..runtime import images, zygote
 from ..runtime.container import Container, LifecycleError, State
-from ..runtime.images import ImageNotFound  # noqa: F401 -- re-exported: the magics catch it here
 from ..runtime.spec import ContainerSpec, Limits, parse_env, parse_mount, parse_network, parse_size
-from ..runtime.spec import SpecError  # noqa: F401 -- re-exported: the magics catch it here
 from . import image_agent, stats as stats_contract, variables, verdicts
 from .agent_core import DEFAULT_OUTPUT_LIMIT, OUTPUT_LIMIT_ENV  # one definition, the agents'
 from .comm_session import CommSession
@@ -46,15 +44,11 @@ from .errors import SessionBusy, SessionError, VariableError  # noqa: F401 -- ca
 from .exchange import INTERRUPT_GRACE, TIMEOUT_GRACE, Control, Ending, Exchange, Interrupts, \
     OnInput, Outcome
 from .figures import NetDev, SessionFigures
-from .figures import parse_net_dev  # noqa: F401 -- moved; test_commands imports it here
 from .live_limits import LiveLimits
 from .outputs import Display, OnOutput
 from .pausing import Pausing
 from .pressure_watch import MemoryPressure
-from .outputs import clean_output, host_output_cap  # noqa: F401 -- moved; tests import them here
 from .transport import Transport
-from .unpickle import (  # noqa: F401 -- re-exported: tests and callers use client's names
-    SAFE_GLOBALS, RefusedGlobal, RestrictedUnpickler, restricted_loads, unpickle_pulled)
 
 AGENT_MODULE = "sandbox_kernel.session.agent"
 ZYGOTE_PRELOAD = (AGENT_MODULE,)     # what the zygote this process starts imports
@@ -137,6 +131,7 @@ class Session(Pausing, MemoryPressure, SessionFigures, LiveLimits, CommSession):
         self._execution_count = 0
         self._lock = threading.Lock()
         self._closed = False
+        self._abandoned = False
         self._used = False                    # has a request reached this container?
         self._warming: threading.Thread | None = None
 
@@ -401,13 +396,17 @@ class Session(Pausing, MemoryPressure, SessionFigures, LiveLimits, CommSession):
 
     def _restart_after_death(self, message: str) -> tuple[str, bool]:
         """The message, and whether a fresh container was started."""
-        if self._closed:                  # stopped from another thread while the cell ran
+        if self._closed or self._abandoned:   # stopped, or its owner is going, while the cell ran
             return message.replace("the container was restarted", "the session was stopped"), False
         try:
             self.start()
         except Exception as exc:          # the cell's report must still reach the user
             return message.replace("was restarted", "could not be restarted") + f" ({exc})", False
         return message, True
+
+    def abandon(self) -> None:
+        """The owner is going (a kernel's shutdown): a container that dies is not replaced."""
+        self._abandoned = True
 
     def _reap(self, kill: bool):
         """Wait for the dying container, read how it ended, destroy it."""

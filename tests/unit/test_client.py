@@ -68,6 +68,18 @@ def test_not_restarted_after_a_reply_a_stop_or_a_failed_start(session, monkeypat
     assert stopped.restarted is False and "the session was stopped" in stopped.message
 
 
+def test_an_abandoned_session_starts_no_fresh_container_after_a_death(session, monkeypatch):
+    """A kernel shutting down abandons its sessions: the cell it kills must
+    not cost a container start that the shutdown would destroy at once
+    (jupyter_client SIGTERMs a kernel that takes 2.5 s)."""
+    starts = []
+    monkeypatch.setattr(session, "start", lambda: starts.append(1))
+    session.abandon()
+    result = session._conclude(Outcome(Ending.INTERRUPT_KILLED), None, False, 1.0, None)
+    assert starts == [] and result.restarted is False
+    assert "the session was stopped" in result.message
+
+
 def test_a_command_result_takes_its_exit_code_from_the_reply(session):
     reply = Outcome(Ending.REPLY, reply={"status": "ok", "exit_code": 3})
     result = session._conclude(reply, None, False, 1.0, None, command=True)

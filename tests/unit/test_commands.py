@@ -277,13 +277,13 @@ import decimal  # noqa: E402
 import os  # noqa: E402
 import pickle  # noqa: E402
 
-from sandbox_kernel.session import client  # noqa: E402
+from sandbox_kernel.session import client, figures, outputs, unpickle  # noqa: E402
 from sandbox_kernel.session.protocol import ProtocolError  # noqa: E402
 
 
 def _pulled(name, value, protocol=pickle.DEFAULT_PROTOCOL):
     text = base64.b64encode(pickle.dumps({name: value}, protocol=protocol)).decode()
-    return client.unpickle_pulled(name, text)
+    return unpickle.unpickle_pulled(name, text)
 
 
 @pytest.mark.parametrize("protocol", [2, 4, 5])
@@ -327,26 +327,26 @@ def test_anything_else_is_refused_naming_the_variable_and_the_type(value, needs)
 def test_a_pickle_that_calls_eval_through_builtins_is_refused():
     evil = b"cbuiltins\neval\n(S'1+1'\ntR."      # protocol 0: builtins.eval('1+1')
     with pytest.raises(client.VariableError, match="builtins.eval"):
-        client.unpickle_pulled("x", base64.b64encode(evil).decode())
+        unpickle.unpickle_pulled("x", base64.b64encode(evil).decode())
 
 
 def test_a_reply_with_other_names_is_refused():
     text = base64.b64encode(pickle.dumps({"other": 1})).decode()
     with pytest.raises(client.VariableError, match="other names"):
-        client.unpickle_pulled("x", text)
+        unpickle.unpickle_pulled("x", text)
 
 
 def test_output_frames_are_rebuilt_field_by_field():
-    content = client.clean_output({"type": "stream", "id": 1, "name": "stdout", "text": "hi",
+    content = outputs.clean_output({"type": "stream", "id": 1, "name": "stdout", "text": "hi",
                                    "extra": "dropped"})
     assert content == {"name": "stdout", "text": "hi"}
-    assert client.clean_output({"type": "display_data", "data": {"text/plain": "x"}})["metadata"] == {}
+    assert outputs.clean_output({"type": "display_data", "data": {"text/plain": "x"}})["metadata"] == {}
     for bad in ({"type": "stream", "name": "stdin", "text": "x"},
                 {"type": "stream", "name": "stdout", "text": 5},
                 {"type": "error", "ename": "E", "evalue": "", "traceback": [1]},
                 {"type": "execute_result", "execution_count": True, "data": {}, "metadata": {}}):
         with pytest.raises(ProtocolError):
-            client.clean_output(bad)
+            outputs.clean_output(bad)
 
 
 def test_net_dev_leaves_loopback_out():
@@ -354,7 +354,7 @@ def test_net_dev_leaves_loopback_out():
             " face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets\n"
             "    lo:    1000      10    0    0    0     0          0         0     1000      10 0 0 0 0 0 0\n"
             "  eth0:     300       3    0    0    0     0          0         0      700       7 0 0 0 0 0 0\n")
-    assert client.parse_net_dev(text) == {"net_rx": 300, "net_tx": 700}
+    assert figures.parse_net_dev(text) == {"net_rx": 300, "net_tx": 700}
 
 
 @pytest.mark.parametrize("argv", [[], "ps aux", ["ps", 1], [b"ps"]])

@@ -169,7 +169,7 @@ def test_a_limit_that_a_load_needs_is_enough_and_one_below_is_not():
 
 
 def _pulled(text_value, **kwargs):
-    return client.unpickle_pulled("x", base64.b64encode(text_value).decode(), **kwargs)
+    return unpickle.unpickle_pulled("x", base64.b64encode(text_value).decode(), **kwargs)
 
 
 def test_the_user_gets_one_line_naming_the_variable_the_limit_and_how_to_change_it(monkeypatch):
@@ -201,9 +201,9 @@ def test_each_refusal_is_one_line(data, words):
 OLD_OR_NEW = textwrap.dedent('''
     import base64, resource, sys
     resource.setrlimit(resource.RLIMIT_DATA, (1 << 30, 1 << 30))
-    from sandbox_kernel.session import client
+    from sandbox_kernel.session import client, unpickle
     try:
-        value = client.unpickle_pulled("x", sys.stdin.read())
+        value = unpickle.unpickle_pulled("x", sys.stdin.read())
     except client.VariableError as exc:
         print("refused:", exc)
     else:
