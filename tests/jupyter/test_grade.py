@@ -245,7 +245,7 @@ def test_the_csv_report(graded, tmp_path):
     (["-j", "0", "{nb}"], "-j 0"),
     (["-j", "100000", "--memory", "1T", "{nb}"], "available"),
     (["--report", "grades.txt", "{nb}"], ".json or .csv"),
-    (["--memory", "none", "{nb}"], "cannot grade safely"),
+    (["--memory", "none", "{nb}"], "invalid memory 'none'"),
     (["--data", "/nonexistent/data", "{nb}"], "not a directory"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, argv, words):
