@@ -4,6 +4,7 @@ cell (or an idle timer's end) wakes or pauses it.  Runs on cgroup v1 here
 and on v2 in the guest (run-in-v2)."""
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -154,3 +155,28 @@ def test_one_allocation_past_the_limit_still_gets_todays_words(needs_freezer):
         result = session.execute("import numpy\nx = numpy.ones(600 << 20, dtype=numpy.uint8)")
         assert result.status == "oom", result.message
         assert "ran out of memory at the 256 MiB limit" in result.message
+
+
+def test_reading_a_big_host_file_is_no_pressure(needs_freezer, tmp_path):
+    """The page cache fills the group up to its limit and the kernel drops
+    it: only memory that stays counts (no MemoryError for a file read)."""
+    big = tmp_path / "big"
+    with open(big, "wb") as out:
+        for _ in range(320):
+            out.write(b"y" * MiB)
+        out.flush()
+        os.fsync(out.fileno())
+        os.posix_fadvise(out.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)   # its cache: the cell's to fill
+    big.chmod(0o644)
+    tmp_path.chmod(0o755)                   # the container's user reads it
+    read = ("total = 0\n"
+            "with open('/data/big', 'rb') as f:\n"
+            "    while chunk := f.read(1 << 20):\n"
+            "        total += len(chunk)\n"
+            "print(total >> 20)\n")
+    with Session("cache", limits=Limits(memory=256 * MiB), mounts=[f"{tmp_path}:/data:ro"]) as session:
+        session.set_on_pressure("interrupt")
+        seen = []
+        result = session.execute(read, on_output=lambda kind, c: seen.append(c.get("text", "")))
+        assert result.status == "ok", result.reply
+        assert "".join(seen) == "320\n"

@@ -110,3 +110,13 @@ def test_the_panel_sees_the_crossing_while_the_cell_runs():
     session._cell_watch.crossed_at = 12.5
     assert session.pressure_now is True
     session._cell_watch = None
+
+
+@pytest.mark.parametrize("stat, kept", [
+    ("total_cache 200\ntotal_shmem 50\ntotal_rss 30\n", 1000 - 150),   # v1: shmem stays
+    ("anon 30\nfile 200\nshmem 50\n", 1000 - 150),                       # v2
+    ("anon 900\n", 1000),
+])
+def test_the_cache_the_kernel_may_drop_is_no_pressure(stat, kept):
+    from sandbox_kernel.runtime.cgroups.pressure import kept_memory
+    assert kept_memory(1000, stat) == kept

@@ -7,15 +7,24 @@ without reading the counters in a loop.
     ... ready: if watch.crossed(): act
     watch.close()
 
+What counts is the memory the kernel cannot give back: usage minus the
+file cache it may drop (``file`` - ``shmem``; no swap here).  A cell that
+reads a big host file fills the cache up to the limit, and the kernel
+reclaims it: that is no pressure.  So every event is checked against
+memory.stat, and only memory that stays counts.
+
 v1: a memory threshold (``cgroup.event_control``, "EVENTFD USAGE_FD BYTES")
-on memory.usage_in_bytes: the kernel signals the eventfd each time usage
-crosses it, up or down; ``crossed`` reads the usage to tell which.
+on memory.usage_in_bytes, and the "low" vmpressure level on the same
+eventfd (it fires whenever the group reclaims: anonymous memory growing
+while the cache is dropped keeps usage near the limit, with no further
+crossing to see).
 
 v2: ``memory.high`` set to the threshold (below memory.max), and
 memory.events watched: the kernel notifies a file change (POLLPRI on an
-open descriptor, as inotify sees IN_MODIFY) when its "high" count goes up.
-``crossed`` then lifts memory.high again ("max"), so that the group is not
-throttled while its owner decides what to do; ``close`` lifts it too.
+open descriptor, as inotify sees IN_MODIFY) when its "high" count goes up
+(at most every 10 ms).  Once the memory that stays crossed, ``crossed``
+lifts memory.high again ("max"), so that the group is not throttled while
+its owner decides what to do; ``close`` lifts it too.
 
 The null driver (no cgroup) has none: ``why_not`` says so.  Nothing here
 runs a loop or a thread: the caller polls the descriptor.
@@ -31,10 +40,30 @@ from .v1 import V1Cgroup
 from .v2 import V2Cgroup
 
 
+def _stat(text: str) -> dict:
+    return {key: int(value) for key, _, value in
+            (line.partition(" ") for line in text.splitlines()) if value.strip().isdigit()}
+
+
+def kept_memory(usage: int, stat_text: str) -> int:
+    """Usage minus the file cache the kernel may drop (v1: total_cache -
+    total_shmem, v2: file - shmem): what a group holds for good."""
+    stat = _stat(stat_text)
+    if "total_cache" in stat:
+        droppable = stat["total_cache"] - stat.get("total_shmem", 0)
+    else:
+        droppable = stat.get("file", 0) - stat.get("shmem", 0)
+    return usage - max(droppable, 0)
+
+
 class MemoryWatch:
     """The descriptor and how to read it; a subclass per driver."""
 
     events = select.POLLIN
+    threshold = 0
+
+    def _past(self, usage: int, stat_text: str) -> bool:
+        return usage >= self.threshold and kept_memory(usage, stat_text) >= self.threshold
 
     def fileno(self) -> int:
         raise NotImplementedError
@@ -49,20 +78,26 @@ class MemoryWatch:
 
 class V1Watch(MemoryWatch):
     def __init__(self, directory: str, threshold: int):
-        self.usage_path = os.path.join(directory, "memory.usage_in_bytes")
         self.threshold = threshold
         self.efd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self.fds: list[int] = []
         try:
-            self.usage_fd = os.open(self.usage_path, os.O_RDONLY | os.O_CLOEXEC)
+            self.usage_fd = self._open(os.path.join(directory, "memory.usage_in_bytes"))
+            self.stat_fd = self._open(os.path.join(directory, "memory.stat"))
+            levels = self._open(os.path.join(directory, "memory.pressure_level"))
             control = os.path.join(directory, "cgroup.event_control")
-            with open(control, "w") as out:
-                out.write(f"{self.efd} {self.usage_fd} {threshold}")
+            for line in (f"{self.efd} {self.usage_fd} {threshold}", f"{self.efd} {levels} low"):
+                with open(control, "w") as out:
+                    out.write(line)
         except OSError as error:
-            os.close(self.efd)
-            if getattr(self, "usage_fd", None) is not None:
-                os.close(self.usage_fd)
+            self.close()
             raise CgroupError(error.errno, f"memory threshold on {directory}: {error.strerror}") \
                 from None
+
+    def _open(self, path: str) -> int:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self.fds.append(fd)
+        return fd
 
     def fileno(self) -> int:
         return self.efd
@@ -72,11 +107,14 @@ class V1Watch(MemoryWatch):
             os.eventfd_read(self.efd)
         except BlockingIOError:
             pass
-        return int(os.pread(self.usage_fd, 64, 0) or b"0") >= self.threshold
+        usage = int(os.pread(self.usage_fd, 64, 0) or b"0")
+        return self._past(usage, os.pread(self.stat_fd, 65536, 0).decode())
 
     def close(self) -> None:
         os.close(self.efd)                # the kernel drops the threshold with it
-        os.close(self.usage_fd)
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
 
 
 class V2Watch(MemoryWatch):
@@ -85,6 +123,7 @@ class V2Watch(MemoryWatch):
     def __init__(self, group: V2Cgroup, threshold: int):
         self.dir = group.dir
         self.fd = os.open(self.dir.file("memory.events"), os.O_RDONLY | os.O_CLOEXEC)
+        self.threshold = threshold
         try:
             self.seen = self._high_count()    # the read also arms the notification
             self.dir.write("memory.high", str(threshold))
@@ -105,7 +144,11 @@ class V2Watch(MemoryWatch):
 
     def crossed(self) -> bool:
         count = self._high_count()
-        hit, self.seen = count > self.seen, count
+        went_up, self.seen = count > self.seen, count
+        if not went_up:
+            return False
+        usage = int(self.dir.read_once("memory.current"))
+        hit = self._past(usage, self.dir.read_once("memory.stat"))
         if hit:
             self._lift()
         return hit
