@@ -69,9 +69,14 @@ def write_notebook(root: Path, name: str, kernel: str, display: str, sources: li
 
 
 def open_notebook(page, server, name: str) -> None:
+    """Open the notebook and wait until its kernel is up and idle: a cell run
+    before the kernel is connected makes JupyterLab ask which kernel to use
+    (a "Select Kernel" dialog that then takes every click)."""
     page.goto(server.url(URL[server.app].format(name=name)))
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=90_000)
     page.wait_for_selector(PANEL, state="attached")
+    page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', state="attached",
+                           timeout=120_000)
 
 
 def show_panel(page, wait_for_itself: int) -> None:
