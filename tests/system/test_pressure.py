@@ -157,26 +157,43 @@ def test_one_allocation_past_the_limit_still_gets_todays_words(needs_freezer):
         assert "ran out of memory at the 256 MiB limit" in result.message
 
 
-def test_reading_a_big_host_file_is_no_pressure(needs_freezer, tmp_path):
-    """The page cache fills the group up to its limit and the kernel drops
-    it: only memory that stays counts (no MemoryError for a file read)."""
+@pytest.fixture
+def big_file(tmp_path):
+    """A 320 MiB host directory file, not in the page cache: the cell's read fills it."""
     big = tmp_path / "big"
     with open(big, "wb") as out:
         for _ in range(320):
             out.write(b"y" * MiB)
         out.flush()
         os.fsync(out.fileno())
-        os.posix_fadvise(out.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)   # its cache: the cell's to fill
+        os.posix_fadvise(out.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
     big.chmod(0o644)
     tmp_path.chmod(0o755)                   # the container's user reads it
-    read = ("total = 0\n"
-            "with open('/data/big', 'rb') as f:\n"
-            "    while chunk := f.read(1 << 20):\n"
-            "        total += len(chunk)\n"
-            "print(total >> 20)\n")
-    with Session("cache", limits=Limits(memory=256 * MiB), mounts=[f"{tmp_path}:/data:ro"]) as session:
+    return tmp_path
+
+
+READ = ("total = 0\n"
+        "with open('/data/big', 'rb') as f:\n"
+        "    while chunk := f.read(1 << 20):\n"
+        "        total += len(chunk)\n")
+
+
+def test_reading_a_big_host_file_is_no_pressure(needs_freezer, big_file):
+    """The page cache fills the group up to its limit and the kernel drops
+    it: only memory that stays counts (no MemoryError for a file read)."""
+    with Session("cache", limits=Limits(memory=256 * MiB), mounts=[f"{big_file}:/data:ro"]) as session:
         session.set_on_pressure("interrupt")
         seen = []
-        result = session.execute(read, on_output=lambda kind, c: seen.append(c.get("text", "")))
+        result = session.execute(READ + "print(total >> 20)\n",
+                                 on_output=lambda kind, c: seen.append(c.get("text", "")))
         assert result.status == "ok", result.reply
         assert "".join(seen) == "320\n"
+
+
+def test_growing_after_the_cache_filled_the_group_is_still_interrupted(needs_freezer, big_file):
+    """Usage sits near the limit (cache) and no threshold is crossed again as
+    the list grows: the reclaim the growth causes is what tells the host."""
+    with Session("mixed", limits=Limits(memory=256 * MiB), mounts=[f"{big_file}:/data:ro"]) as session:
+        session.set_on_pressure("interrupt")
+        result = session.execute(READ + "import time\n" + GROW)
+        assert result.reply.get("ename") == "MemoryError", (result.status, result.message)
