@@ -9,6 +9,8 @@ the host's available memory holds (-j x --memory) is one line on stderr
 and exit status 2.  The executed notebooks go beside the report, in
 ``executed/``; the exit status is 0 when every submission was graded
 (whatever its verdict).
+
+nbformat, and in run.py nbclient, are imported only when grading runs.
 """
 from __future__ import annotations
 
@@ -16,8 +18,6 @@ import asyncio
 import os
 import sys
 import tempfile
-
-import nbformat
 
 from ..runtime.spec import SpecError, parse_cpus, parse_duration, parse_pids, parse_size
 from . import report as reports
@@ -71,6 +71,7 @@ def choose_jobs(asked: int | None, memory: int, cores: int, available: int | Non
 
 
 def check_notebooks(paths: list[str]) -> None:
+    import nbformat       # here: the other subcommands' --help need no Jupyter packages
     for path in paths:
         if not os.path.isfile(path):
             raise GradeError(f"{path}: no such notebook file")
