@@ -265,6 +265,7 @@ class Session(Pausing, MemoryPressure, SessionFigures, LiveLimits, CommSession):
             container.destroy()
         self._transport.close()
         self._started_at = None
+        self._pressure_forget()           # pressure_watch.py: the container's memory watch
         if container is not None:
             self._comms_gone()
 

@@ -50,6 +50,7 @@ class CellWatch:
 
     def __init__(self, watch, on_crossed):
         self.watch, self.on_crossed = watch, on_crossed
+        watch.begin()
         self.crossed_at: float | None = None      # monotonic time of the first crossing
         self._stop_r, self._stop_w = os.pipe()
         self.thread = threading.Thread(target=self._wait, daemon=True, name="sbk-pressure")
@@ -78,7 +79,7 @@ class CellWatch:
         for fd in (self._stop_r, self._stop_w):
             os.close(fd)
         try:
-            self.watch.close()
+            self.watch.end()
         except OSError:
             pass                                  # the group is gone: nothing to lift
         return self.crossed_at
@@ -89,6 +90,7 @@ class MemoryPressure:
 
     on_pressure: str = "warn"
     _cell_watch: CellWatch | None = None
+    _memory_watch: tuple | None = None      # (watch, container, threshold): one per container
     _pressure_seen: bool | None = None      # the last cell: crossed, not crossed, or not watched
     pressure_crossed_at: float | None = None   # when the host saw the last crossing (monotonic)
 
@@ -122,11 +124,30 @@ class MemoryPressure:
         if limit is None or container is None or container.cgroup is None:
             return
         try:
-            watch = memory_watch(container.cgroup, int(limit * PRESSURE_FRACTION))
+            watch = self._watch_of(container, int(limit * PRESSURE_FRACTION))
+            if watch is not None:
+                self._cell_watch = CellWatch(watch, lambda: self._pressure_crossed(container))
         except (CgroupError, OSError):
             return                                # not watched: memory_pressure stays null
-        if watch is not None:
-            self._cell_watch = CellWatch(watch, lambda: self._pressure_crossed(container))
+
+    def _watch_of(self, container, threshold: int):
+        """The container's watch, made on its first cell (and again for a new limit)."""
+        kept = self._memory_watch
+        if kept is not None and kept[1] is container and kept[2] == threshold:
+            return kept[0]
+        self._pressure_forget()
+        watch = memory_watch(container.cgroup, threshold)
+        self._memory_watch = (watch, container, threshold) if watch is not None else None
+        return watch
+
+    def _pressure_forget(self) -> None:
+        """Close the watch of a container that is gone (client.py's _discard) or replaced."""
+        kept, self._memory_watch = self._memory_watch, None
+        if kept is not None:
+            try:
+                kept[0].close()
+            except OSError:
+                pass                              # the group went with its container
 
     def _pressure_crossed(self, container) -> None:
         """The watch's thread, at the crossing: interrupt the cell if asked."""

@@ -120,3 +120,48 @@ def test_the_panel_sees_the_crossing_while_the_cell_runs():
 def test_the_cache_the_kernel_may_drop_is_no_pressure(stat, kept):
     from sandbox_kernel.runtime.cgroups.pressure import kept_memory
     assert kept_memory(1000, stat) == kept
+
+
+class FakeWatch:
+    events = 1                                # POLLIN
+
+    def __init__(self):
+        self.r, self.w = os.pipe()
+        self.calls = []
+
+    def fileno(self):
+        return self.r
+
+    def begin(self):
+        self.calls.append("begin")
+
+    def end(self):
+        self.calls.append("end")
+
+    def crossed(self):
+        return False
+
+    def close(self):
+        self.calls.append("close")
+        os.close(self.r)
+        os.close(self.w)
+
+
+def test_one_watch_per_container_not_per_cell(monkeypatch):
+    """Registering a v1 threshold costs the kernel a synchronize_rcu() (tens
+    of ms): a container's watch is made on its first cell and kept."""
+    from types import SimpleNamespace
+    from sandbox_kernel.runtime.container import State
+    from sandbox_kernel.session import pressure_watch
+    made = []
+    monkeypatch.setattr(pressure_watch, "memory_watch",
+                        lambda cgroup, threshold: made.append(FakeWatch()) or made[-1])
+    session = client.Session("once", limits=Limits(memory=512 << 20))
+    session._container = SimpleNamespace(cgroup=object(), state=State.RUNNING,
+                                         destroy=lambda: None)
+    for _ in range(3):
+        session._pressure_begin()
+        session._pressure_end()
+    assert len(made) == 1 and made[0].calls == ["begin", "end"] * 3
+    session._discard()                        # the container goes: so does its watch
+    assert made[0].calls[-1] == "close"

@@ -3,9 +3,14 @@ group's memory crosses a threshold, so that the owner learns it at once
 without reading the counters in a loop.
 
     watch = memory_watch(cgroup, threshold)     # None: this driver has none (why_not says)
+    watch.begin()                               # each cell: forget what came before
     poll.register(watch.fileno(), watch.events)
     ... ready: if watch.crossed(): act
-    watch.close()
+    watch.end()
+    watch.close()                               # with the group
+
+A watch is made once per group and kept: registering a v1 threshold costs
+the kernel a synchronize_rcu() (15-50 ms here), too much for every cell.
 
 What counts is the memory the kernel cannot give back: usage minus the
 file cache it may drop (``file`` - ``shmem``; no swap here).  A cell that
@@ -68,6 +73,12 @@ class MemoryWatch:
     def fileno(self) -> int:
         raise NotImplementedError
 
+    def begin(self) -> None:
+        """Before a cell: what happened between cells is not the cell's."""
+
+    def end(self) -> None:
+        """After a cell."""
+
     def crossed(self) -> bool:
         """After the descriptor was ready: True if usage is at or past the threshold."""
         raise NotImplementedError
@@ -102,11 +113,17 @@ class V1Watch(MemoryWatch):
     def fileno(self) -> int:
         return self.efd
 
-    def crossed(self) -> bool:
+    def begin(self) -> None:
+        self._drain()
+
+    def _drain(self) -> None:
         try:
             os.eventfd_read(self.efd)
         except BlockingIOError:
             pass
+
+    def crossed(self) -> bool:
+        self._drain()
         usage = int(os.pread(self.usage_fd, 64, 0) or b"0")
         return self._past(usage, os.pread(self.stat_fd, 65536, 0).decode())
 
@@ -131,6 +148,15 @@ class V2Watch(MemoryWatch):
             os.close(self.fd)
             raise
         self.lifted = False
+
+    def begin(self) -> None:
+        self.seen = self._high_count()
+        if self.lifted:
+            self.dir.write("memory.high", str(self.threshold))
+            self.lifted = False
+
+    def end(self) -> None:
+        self._lift()                      # between cells nothing is throttled
 
     def _high_count(self) -> int:
         for line in os.pread(self.fd, 4096, 0).decode().splitlines():
