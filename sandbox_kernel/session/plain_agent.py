@@ -74,6 +74,7 @@ class PlainAgent(AgentCore):
         self.stdin = StdinForwarder(channel)
         builtins.input, getpass.getpass = self.stdin.input, self.stdin.getpass
         self.execution_count = 1
+        self.pressure_words = None
         self.noted = False
         self.reaper.install()
 
@@ -82,6 +83,10 @@ class PlainAgent(AgentCore):
         silent = bool(request.get("silent", False))
         self.last_execute_id = request.get("id")
         self.begin_output()
+        count_from = request.get("count_from")
+        if type(count_from) is int and count_from > self.execution_count:
+            self.execution_count = count_from        # a fresh container goes on counting
+        self.pressure_words = request.get("pressure_words")   # the host's MemoryError words
         self.stdin.allowed = request.get("allow_stdin") is True
         try:
             return self._execute(code, silent)
@@ -120,7 +125,7 @@ class PlainAgent(AgentCore):
         saved = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = self.streams
         try:
-            with self.channel.gate.cell():
+            with self.channel.gate.cell(self.pressure_words):
                 yield
         finally:
             for stream in self.streams:

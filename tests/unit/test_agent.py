@@ -1043,3 +1043,34 @@ def test_a_bad_output_limit_stops_either_agent(fresh_agent, which):
         assert agent.wait() == 2
     finally:
         agent.close()
+
+
+# -- a fresh container's agent: counts on, and stops at the host's memory words ----------
+
+
+@BOTH_AGENTS
+def test_a_fresh_agent_counts_on_from_the_hosts_count(fresh_agent, which):
+    agent = _started(fresh_agent, which)
+    try:
+        _, reply = agent.execute("1", count_from=7)
+        assert reply["execution_count"] == 7
+        _, reply = agent.execute("2", count_from=3)       # never backwards
+        assert reply["execution_count"] == 8
+    finally:
+        agent.close()
+
+
+@BOTH_AGENTS
+def test_memory_pressure_stops_the_cell_with_the_hosts_words(fresh_agent, which):
+    agent = _started(fresh_agent, which)
+    words = "stopped at 90% of the 256 MiB limit to keep your session"
+    try:
+        _, reply = agent.execute("kept = 1")
+        assert reply["status"] == "ok"
+        _, reply = agent.execute("import os, signal, time\nos.kill(os.getpid(), signal.SIGUSR2)\n"
+                                 "time.sleep(30)", pressure_words=words)
+        assert (reply["status"], reply["ename"], reply["evalue"]) == ("error", "MemoryError", words)
+        outputs, reply = agent.execute("print(kept)")
+        assert reply["status"] == "ok" and stdout_text(outputs) == "1\n"
+    finally:
+        agent.close()
