@@ -159,10 +159,11 @@ class SandboxKernel(ReplyMetadata, EditorRequests, Kernel):
         self.policy, policy_errors = self._resolve_policy()
         self.sessions = commands.Sessions(
             policy=self.policy, trust_output=self.trust_output,
-            defaults={k: self.resolved.values[k] for k in kernel_settings.LIMITS},
+            defaults={k: self.resolved.values[k] for k in (*kernel_settings.LIMITS, "idle_pause")},
             notebook_dir=kernel_settings.notebook_directory(
                 trust_environment=self.policy.name != policies.CLASSROOM))
         self.sessions.footer = self.resolved.footer
+        self.sessions.on_pressure = "interrupt"   # a cell near the limit stops; its session stays
         self.sessions.new_session_hint = (f"every cell runs in the session {SESSION!r}: "
                                           f"leave out --name")
         self.usage = UsageMeter()

@@ -139,7 +139,8 @@ OPTIONS: tuple[Option, ...] = (
            (RUN, CELL, LIMITS, KERNEL), _image, {RUN: HOST, KERNEL: HOST}, restart=True),
     Option("idle_pause", "duration", "pause the session (cgroup freezer: no CPU, memory kept) after "
            "it ran nothing for this long, e.g. 10m; the next cell resumes it",
-           (LIMITS,), lambda text: parse_idle_pause(text), metavar="DURATION|none"),
+           (LIMITS, KERNEL), lambda text: parse_idle_pause(text), {KERNEL: None},
+           metavar="DURATION|none"),
     Option("on_pressure", "action", "when a cell's memory crosses 90% of the limit: interrupt (a "
            "MemoryError in the cell; its variables and the container stay) or warn (the footer says "
            "so); past the limit the cell is OOM-killed either way", (LIMITS,), parse_on_pressure,

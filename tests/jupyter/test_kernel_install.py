@@ -115,10 +115,10 @@ def test_precedence_in_order_defaults_config_kernelspec_environment():
         from_command_line={"memory", "pids"},
         environ={"SANDBOX_KERNEL_PIDS": "77", "SANDBOX_KERNEL_FOOTER": "off"})
     assert resolved.values == {"memory": "512M", "cpus": "0.5", "pids": "77", "timeout": None,
-                               "net": "none", "image": "host"}
+                               "net": "none", "image": "host", "idle_pause": None}
     assert resolved.sources == {"memory": "kernelspec", "cpus": "config",
                                 "pids": "SANDBOX_KERNEL_PIDS", "timeout": "default",
-                                "net": "default", "image": "default"}
+                                "net": "default", "image": "default", "idle_pause": "default"}
     assert resolved.footer is False and resolved.errors == []
 
 

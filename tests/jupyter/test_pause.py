@@ -61,3 +61,22 @@ def test_the_sandbox_kernel_interrupts_a_cell_at_memory_pressure(kernel):
     assert "stopped at 90% of the 256 MiB limit to keep your session" in ran.error_text
     ran = ok(kernel.run("del chunks\nprint(kept + 1)"))
     assert ran.stdout == "42\n"
+
+
+def test_an_idle_pause_installed_with_the_kernelspec_pauses_its_sessions(tmp_path):
+    """sandbox-kernel install --idle-pause (a kernel setting of the option schema):
+    the session pauses after that long without a cell, and the next one resumes it."""
+    name = "sbk-test-kernel-idle"
+    kf.install_kernelspec(str(tmp_path), name, {"idle_pause": "2s"})
+    with kf.jupyter_path(str(tmp_path)), kf.kernels_of_one_test(name) as start:
+        kernel = start()
+        ok(kernel.run("kept = 41"))
+        paused = False
+        for _ in range(40):                 # bounded: at most ~40 status requests
+            if "paused" in _host_text(ok(kernel.run("%container status"))):
+                paused = True
+                break
+            time.sleep(0.5)
+        assert paused
+        ran = ok(kernel.run("print(kept + 1)"))
+        assert ran.stdout == "42\n" and "resumed in" in ran.stderr

@@ -67,7 +67,8 @@ def test_the_kernels_settings_are_the_schemas():
     assert settings.SETTINGS == options.names(options.KERNEL)
     assert settings.LIMITS == ("memory", "cpus", "pids", "timeout")
     assert settings.DEFAULTS == {"memory": "1G", "cpus": "1", "pids": "256", "timeout": None,
-                                 "net": "none", "image": "host", "footer": "beside"}
+                                 "net": "none", "image": "host", "idle_pause": None,
+                                 "footer": "beside"}
     for name in settings.SETTINGS:
         assert settings.HELP[name] == options.help_for(name, options.KERNEL, with_default=False)
         assert settings.setting_traits()[name].help == settings.HELP[name]
