@@ -27,6 +27,15 @@ def _host_text(ran) -> str:
                    if kf.STATS_MIME not in c["data"])
 
 
+def _paused_soon(kernel) -> bool:
+    """Whether %container status says paused within ~20 s (at most 40 asks)."""
+    for _ in range(40):
+        if "paused" in _host_text(ok(kernel.run("%container status"))):
+            return True
+        time.sleep(0.5)
+    return False
+
+
 def test_pause_status_and_the_next_cell_resumes(kernel):
     ok(kernel.run("kept = 41"))
     assert "paused" in _host_text(ok(kernel.run("%container pause")))
@@ -40,12 +49,7 @@ def test_pause_status_and_the_next_cell_resumes(kernel):
 def test_idle_pause_pauses_and_the_next_cell_resumes(kernel):
     ok(kernel.run("%container limits --idle-pause 2s"))
     ok(kernel.run("kept = 41"))
-    paused = False
-    for _ in range(40):                     # bounded: at most ~40 status requests
-        if "paused" in _host_text(ok(kernel.run("%container status"))):
-            paused = True
-            break
-        time.sleep(0.5)
+    paused = _paused_soon(kernel)
     ok(kernel.run("%container limits --idle-pause none"))   # a host line: it stays paused
     assert paused
     ran = ok(kernel.run("print(kept + 1)"))
@@ -71,12 +75,6 @@ def test_an_idle_pause_installed_with_the_kernelspec_pauses_its_sessions(tmp_pat
     with kf.jupyter_path(str(tmp_path)), kf.kernels_of_one_test(name) as start:
         kernel = start()
         ok(kernel.run("kept = 41"))
-        paused = False
-        for _ in range(40):                 # bounded: at most ~40 status requests
-            if "paused" in _host_text(ok(kernel.run("%container status"))):
-                paused = True
-                break
-            time.sleep(0.5)
-        assert paused
+        assert _paused_soon(kernel)
         ran = ok(kernel.run("print(kept + 1)"))
         assert ran.stdout == "42\n" and "resumed in" in ran.stderr
