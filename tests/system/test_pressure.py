@@ -159,17 +159,22 @@ def test_one_allocation_past_the_limit_still_gets_todays_words(needs_freezer):
 
 @pytest.fixture
 def big_file(tmp_path):
-    """A 320 MiB host directory file, not in the page cache: the cell's read fills it."""
+    """A 320 MiB host directory file, not in the page cache: the cell's read fills it.
+    Removed after the test: pytest keeps every tmp_path of a session, and in the
+    v2 guest with the checkout under /tmp they live in a RAM-backed /run/tmp."""
     big = tmp_path / "big"
-    with open(big, "wb") as out:
-        for _ in range(320):
-            out.write(b"y" * MiB)
-        out.flush()
-        os.fsync(out.fileno())
-        os.posix_fadvise(out.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-    big.chmod(0o644)
-    tmp_path.chmod(0o755)                   # the container's user reads it
-    return tmp_path
+    try:
+        with open(big, "wb") as out:
+            for _ in range(320):
+                out.write(b"y" * MiB)
+            out.flush()
+            os.fsync(out.fileno())
+            os.posix_fadvise(out.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        big.chmod(0o644)
+        tmp_path.chmod(0o755)               # the container's user reads it
+        yield tmp_path
+    finally:
+        big.unlink(missing_ok=True)
 
 
 READ = ("total = 0\n"
