@@ -100,9 +100,17 @@ class Registry:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
 
-    def blob_gets(self) -> list[str]:
-        """The digests of the blobs served so far (from the access log)."""
-        return re.findall(r'"GET /v2/[^ ]+/blobs/(sha256:[0-9a-f]{64}) HTTP', self.log_text())
+    def blob_gets(self, expected: int = 0, wait: float = 10.0) -> list[str]:
+        """The digests of the blobs served so far (from the access log),
+        waiting up to ``wait`` s for at least ``expected`` of them: the
+        registry logs a request after its answer, so the client can be done
+        before the line is written (seen in the loaded v2 guest)."""
+        deadline = time.monotonic() + wait
+        while True:
+            served = re.findall(r'"GET /v2/[^ ]+/blobs/(sha256:[0-9a-f]{64}) HTTP', self.log_text())
+            if len(served) >= expected or time.monotonic() > deadline:
+                return served
+            time.sleep(0.05)
 
     def log_text(self) -> str:
         self.log.flush()
@@ -277,11 +285,11 @@ def test_pull_picks_this_platform_from_an_index_and_shares_layers(registry, stor
                                  name="sbk/second:1", architecture=images.host_architecture())
     registry.push(second, "1", "sbk/second:1")
     first = images.pull(f"{registry.address}/sbk/multi:latest", "multi")
-    served = registry.blob_gets()
+    served = registry.blob_gets(expected=2)
     assert len(served) == 2             # this platform's config and its one layer, not the other's
     assert run("cat /etc/os-release", image="multi").stdout.startswith('NAME="sbk busybox"')
     other = images.pull(f"{registry.address}/sbk/second:1", "second")
-    new = registry.blob_gets()[len(served):]
+    new = registry.blob_gets(expected=len(served) + 2)[len(served):]
     assert len(new) == 2                # its config and its new layer; busybox's is shared
     assert other.layers[0] == first.layers[0] and len(store.layers()) == 2
     assert run("cat /etc/second", image="second").stdout == "second image\n"
