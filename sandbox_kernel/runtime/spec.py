@@ -76,6 +76,9 @@ class ContainerSpec:
     hostname: str = DEFAULT_HOSTNAME
     user: tuple[int, int] = DEFAULT_USER
     pass_fds: tuple[int, ...] = ()
+    # what the container is for, as `sandbox-kernel top` and the stats endpoint show it
+    # (cards.py): kind (magics, kernel, provisioner, run, grade), session, kernel_id, ...
+    labels: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_strings(cls, command, *, memory=None, cpus=None, pids=None, timeout=None,
