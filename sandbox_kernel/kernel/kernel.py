@@ -94,7 +94,7 @@ from ..version import __version__    # not the package: its __init__ loads the m
 from ..panel.channel import StatsChannel
 from ..runtime import doctor, images
 from ..runtime.spec import Limits, SpecError
-from ..session import commands, policy as policies, stats as stats_contract
+from ..session import commands, labels, policy as policies, stats as stats_contract
 from ..session.comm_relay import CommRelay
 from ..session.client import SessionBusy, SessionError, prewarm
 from ..session.runner import Cell, CellRunner, StepFailed
@@ -155,6 +155,8 @@ class SandboxKernel(ReplyMetadata, EditorRequests, Kernel):
         self._shutdown_thread: threading.Thread | None = None
         self._blocked: tuple | None = None        # (ename, evalue, traceback): every cell says it
         self._start_error: BaseException | None = None
+        labels.label_process(kind="kernel", kernel_id=labels.kernel_id_of(
+            getattr(self.parent, "connection_file", None)))   # on the containers' cards
         self.resolved = self._resolve_settings()
         self.policy, policy_errors = self._resolve_policy()
         self.sessions = commands.Sessions(

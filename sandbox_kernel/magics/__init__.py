@@ -16,6 +16,7 @@ import inspect
 import sys
 
 from ..panel import channel_for_shell
+from ..session import labels
 from ..session.commands import Sessions, UsageError, pool_size
 
 _sessions: Sessions | None = None
@@ -38,6 +39,8 @@ def load_ipython_extension(ip) -> None:
     if _magics is not None:
         unload_transformer(ip)
     _magics = ContainerMagics(ip, sessions())
+    kernel_app = getattr(getattr(ip, "kernel", None), "parent", None)
+    labels.label_process(kind="magics", kernel_id=labels.kernel_id_of(getattr(kernel_app, "connection_file", None)))
     _magics.stats_channel = channel_for_shell(ip, lambda: list(sessions().sessions.values()))
     ip.register_magics(_magics)
     ip.input_transformers_cleanup.append(_magics.auto_transformer)

@@ -33,6 +33,7 @@ import dataclasses
 import enum
 import errno
 import functools
+import logging
 import os
 import secrets
 import signal
@@ -41,13 +42,15 @@ import threading
 import time
 from dataclasses import dataclass
 
-from . import cleanup, image_store, rootfs, spawn, userns
+from . import cards, cleanup, image_store, rootfs, spawn, userns
 from .cgroups import Cgroup, CgroupDriver, CgroupError, detect_driver
 from .cgroups.base import PREFIX
 from .container_env import workload_environment
 from .launch_config import LauncherConfig
 from .spec import ContainerSpec
 from .stats import CgroupStats
+
+log = logging.getLogger(__name__)
 from .container_env import DEFAULT_PATH, inside_path  # noqa: F401 -- moved; tests still import them here
 from .container_env import workload_environment as _environment  # noqa: F401 -- moved; tests still import it here
 from .spawn import ContainerStartError  # noqa: F401 -- moved; cli, image_build, the session and tests import it here
@@ -102,6 +105,8 @@ class Container:
         self._destroying = threading.Lock()
         self._unpinning = threading.Lock()   # _finish and destroy may both let the layer go
         self._started_at = 0.0
+        self.started_wall = 0.0
+        self.net_host_ifname: str | None = None   # --net bridge: the host side of its veth
         self._idmap: userns.IdMap | None = None   # rootless only
         self.result: ExitResult | None = None
         self.layer_size: int | None = None   # bytes of the writable layer's tmpfs (rootfs.layer_size)
@@ -122,7 +127,20 @@ class Container:
             self.destroy()
             raise
         self.state = State.RUNNING
+        self._write_card()
         return self
+
+    @property
+    def state_dir(self) -> str | None:
+        return self._state_dir
+
+    def _write_card(self) -> None:
+        """What this container is, for top and the stats endpoint (cards.py); a
+        card that cannot be written costs the lookers, never the start."""
+        try:
+            cards.write(cards.card_of(self))
+        except OSError as error:
+            log.warning("container %s: no card written in %s: %s", self.name, self._state_dir, error)
 
     def _track_init(self) -> None:
         """The null driver knows the container by its init (host pid)."""
@@ -189,6 +207,7 @@ class Container:
             raise LifecycleError("the disk limit is the size of the writable layer: it needs a restart")
         self.cgroup.set(limits)
         self.spec = dataclasses.replace(self.spec, limits=limits)
+        self._write_card()
 
     def stats(self) -> CgroupStats:
         if self.cgroup is None:
@@ -356,6 +375,7 @@ class Container:
         lifeline_r, self._lifeline_w = os.pipe()
         config.status_fd, config.lifeline_fd, config.result_fd = status_w, lifeline_r, result_w
         self._started_at = time.monotonic()
+        self.started_wall = time.time()   # for its card: when, as a user reads a clock
         try:
             mode = self._spawn_mode or spawn.default_mode()
             if mode == "fork" and not spawn.single_threaded():

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from ..runtime import images, zygote
 from ..runtime.container import Container, LifecycleError, State
 from ..runtime.spec import ContainerSpec, Limits, parse_env, parse_mount, parse_network, parse_size
-from . import image_agent, stats as stats_contract, variables, verdicts
+from . import image_agent, labels, stats as stats_contract, variables, verdicts
 from .agent_core import DEFAULT_OUTPUT_LIMIT, OUTPUT_LIMIT_ENV  # one definition, the agents'
 from .comm_session import CommSession
 from .container_signals import ContainerSignals
@@ -230,7 +230,7 @@ class Session(Pausing, MemoryPressure, SessionFigures, LiveLimits, CommSession):
             # the time limit is per cell (ours), not the container's
             limits=dataclasses.replace(self.limits, timeout=None),
             network=self.network, mounts=self.mounts + agent.mounts + notebook, env=env + agent.env,
-            image=self.image, pass_fds=(fd,),
+            image=self.image, pass_fds=(fd,), labels=labels.for_session(self.name),
             workdir=(self.workdir or notebook[0].target) if notebook else "/workspace")
 
     def restart(self) -> None:

@@ -594,3 +594,16 @@ def test_each_bad_container_line_is_one_line_and_the_kernel_carries_on(kernel):
     help_lines = shown_lines(ok(kernel.run("%container -h")))
     assert len(help_lines) > 10 and any("limits" in line for line in help_lines)
     assert len(shown_lines(ok(kernel.run("%container limits?")))) > 5
+
+
+def test_the_containers_card_names_the_kernel_and_its_session(kernel):
+    """top, the stats endpoint and the hub's admin page find a kernel's container by its card."""
+    from sandbox_kernel.runtime import cards
+    ok(kernel.run("1"))
+    mine = cards.of_owner(kernel.pid)
+    assert mine, "no card of the kernel's container"
+    assert {c.labels.get("kind") for c in mine} == {"kernel"}
+    assert "default" in {c.labels.get("session") for c in mine}
+    # a bare KernelManager names its connection file at random: no id to tell (a jupyter
+    # server's is kernel-<id>.json, labels.kernel_id_of; tests/unit/test_labels.py)
+    assert {c.labels.get("kernel_id") for c in mine} == {None}
