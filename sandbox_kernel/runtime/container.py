@@ -49,11 +49,11 @@ from .container_env import workload_environment
 from .launch_config import LauncherConfig
 from .spec import ContainerSpec
 from .stats import CgroupStats
-
-log = logging.getLogger(__name__)
 from .container_env import DEFAULT_PATH, inside_path  # noqa: F401 -- moved; tests still import them here
 from .container_env import workload_environment as _environment  # noqa: F401 -- moved; tests still import it here
 from .spawn import ContainerStartError  # noqa: F401 -- moved; cli, image_build, the session and tests import it here
+
+log = logging.getLogger(__name__)
 
 
 class LifecycleError(RuntimeError):
