@@ -1,0 +1,224 @@
+"""The stats endpoint (sandbox_kernel/server): a real `jupyter server` with
+the extension enabled, on 127.0.0.1 with a token, temporary Jupyter dirs.
+
+REST and websocket answer the side panel's message for the sandbox kernel
+(its containers' cards); a kernel that is not sandboxed and an unknown id
+get 404 with the reason; without the token (or with a wrong one) both are
+refused.  Every wait is bounded; the server and its kernels are stopped at
+teardown (their containers with them).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import websocket
+from jupyter_client import BlockingKernelClient
+
+REPO = Path(__file__).resolve().parents[2]
+SANDBOX_KERNEL = "sbk-endpoint-256m"
+MEMORY = 256 << 20
+START_TIMEOUT = 90.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    base: str
+    token: str
+    runtime_dir: Path
+    process: subprocess.Popen
+
+    def request(self, method: str, path: str, token: str | None = "", body: dict | None = None):
+        """(status, JSON body); ``token`` "" uses the server's, None sends none."""
+        headers = {"Content-Type": "application/json"}
+        token = self.token if token == "" else token
+        if token is not None:
+            headers["Authorization"] = f"token {token}"
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"{self.base}/{path}", data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                raw = response.read()
+                return response.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as error:
+            raw = error.read()
+            try:
+                return error.code, json.loads(raw)
+            except ValueError:
+                return error.code, {"raw": raw.decode(errors="replace"), "reason": error.reason}
+
+    def start_kernel(self, name: str) -> str:
+        status, model = self.request("POST", "api/kernels", body={"name": name})
+        assert status == 201, model
+        return model["id"]
+
+    def client(self, kernel_id: str) -> BlockingKernelClient:
+        client = BlockingKernelClient(connection_file=str(self.runtime_dir / f"kernel-{kernel_id}.json"))
+        client.load_connection_file()
+        client.start_channels()
+        client.wait_for_ready(timeout=60)
+        return client
+
+    def ws(self, kernel_id: str, token: str | None = "") -> websocket.WebSocket:
+        token = self.token if token == "" else token
+        header = [f"Authorization: token {token}"] if token is not None else []
+        url = self.base.replace("http://", "ws://") + f"/sandbox-kernel/api/kernels/{kernel_id}/stats/ws"
+        return websocket.create_connection(url, header=header, timeout=30)
+
+    def stop(self) -> None:
+        try:
+            for kernel in self.request("GET", "api/kernels")[1] or []:
+                self.request("DELETE", f"api/kernels/{kernel['id']}")
+        finally:
+            if self.process.poll() is None:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                try:
+                    self.process.wait(20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                    self.process.wait(5)
+
+
+def jupyter_env(tmp_path: Path) -> dict:
+    """Temporary Jupyter dirs with the extension enabled the way the package
+    enables it (jupyter-config/), and the sandbox kernelspec (256M)."""
+    config, prefix = tmp_path / "config", tmp_path / "prefix"
+    (config / "jupyter_server_config.d").mkdir(parents=True)
+    shipped = REPO / "jupyter-config" / "jupyter_server_config.d" / "sandbox_kernel.json"
+    (config / "jupyter_server_config.d" / "sandbox_kernel.json").write_text(shipped.read_text())
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(config), "JUPYTER_DATA_DIR": str(tmp_path / "data"),
+           "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "IPYTHONDIR": str(tmp_path / "ipython"),
+           "JUPYTER_PATH": str(prefix / "share" / "jupyter")}
+    env.pop("JUPYTER_PREFER_ENV_PATH", None)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "sandbox-kernel"), "install", "--prefix", str(prefix),
+         "--name", SANDBOX_KERNEL, "--memory", "256M"], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    return env
+
+
+def start_server(tmp_path: Path, env: dict) -> Server:
+    port, token = _free_port(), uuid.uuid4().hex
+    log = open(tmp_path / "server.log", "w")
+    argv = [sys.executable, "-m", "jupyter_server", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+            "--allow-root", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={tmp_path}"]
+    process = subprocess.Popen(argv, env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    server = Server(f"http://127.0.0.1:{port}", token, Path(env["JUPYTER_RUNTIME_DIR"]), process)
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"jupyter server exited: {(tmp_path / 'server.log').read_text()[-3000:]}")
+        try:
+            if server.request("GET", "api/status")[0] == 200:
+                return server
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    server.stop()
+    raise RuntimeError(f"jupyter server did not answer within {START_TIMEOUT:g} s")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("endpoint")
+    server = start_server(tmp_path, jupyter_env(tmp_path))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def sandbox_kernel(server):
+    """A sandbox kernel that ran one cell: its container is up."""
+    kernel_id = server.start_kernel(SANDBOX_KERNEL)
+    client = server.client(kernel_id)
+    try:
+        reply = client.execute_interactive("x = 'a' * (8 << 20)", timeout=120)
+        assert reply["content"]["status"] == "ok", reply["content"]
+    finally:
+        client.stop_channels()
+    return kernel_id
+
+
+def _session(message: dict) -> dict:
+    assert len(message["sessions"]) == 1, message["sessions"]
+    return message["sessions"][0]
+
+
+def test_rest_answers_the_contract_for_the_sandbox_kernel(server, sandbox_kernel):
+    status, message = server.request("GET", f"sandbox-kernel/api/kernels/{sandbox_kernel}/stats")
+    assert status == 200, message
+    assert (message["protocol"], message["event"], message["kernel"]) == (1, "snapshot", "sandbox")
+    assert message["kernel_id"] == sandbox_kernel and message["deaths"] == []
+    entry = _session(message)
+    assert entry["state"] == "running" and entry["stats"]["session"] == "default"
+    assert entry["stats"]["limits"]["memory"] == MEMORY
+    cell = entry["stats"]["cell"]
+    assert cell["memory_limit"] == MEMORY
+    assert cell["memory_current"] > 8 << 20, cell      # the cell's 8 MiB string is in there
+    assert cell["pids_current"] >= 1 and cell["status"] is None
+
+
+def test_websocket_streams_snapshot_ticks_and_answers_requests(server, sandbox_kernel):
+    sock = server.ws(sandbox_kernel)
+    try:
+        first = json.loads(sock.recv())
+        assert (first["event"], first["reason"], first["kernel"]) == ("snapshot", "open", "sandbox")
+        tick = json.loads(sock.recv())
+        assert tick["event"] == "tick" and _session(tick)["stats"]["limits"]["memory"] == MEMORY
+        sock.send("not json")                       # one warning in the log, the socket stays
+        sock.send(json.dumps({"request": "stats"}))
+        events = [json.loads(sock.recv()) for _ in range(3)]
+        assert any(m["event"] == "snapshot" and m["reason"] == "request" for m in events), events
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("token", [None, "wrong"], ids=["no-token", "wrong-token"])
+def test_refused_without_the_token(server, sandbox_kernel, token):
+    status, _ = server.request("GET", f"sandbox-kernel/api/kernels/{sandbox_kernel}/stats", token=token)
+    assert status == 403
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        server.ws(sandbox_kernel, token=token)
+    assert refused.value.status_code == 403
+
+
+def test_404_with_the_reason_for_unknown_and_unsandboxed_kernels(server):
+    status, body = server.request("GET", "sandbox-kernel/api/kernels/no-such-kernel/stats")
+    assert status == 404 and "no kernel no-such-kernel on this server" in body["message"]
+    plain = server.start_kernel("python3")
+    try:
+        status, body = server.request("GET", f"sandbox-kernel/api/kernels/{plain}/stats")
+        assert status == 404 and "is not sandboxed" in body["message"], body
+        with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+            server.ws(plain)
+        assert refused.value.status_code == 404
+    finally:
+        server.request("DELETE", f"api/kernels/{plain}")
+
+
+def test_shipped_config_enables_the_extension():
+    shipped = json.loads((REPO / "jupyter-config" / "jupyter_server_config.d" / "sandbox_kernel.json").read_text())
+    assert shipped == {"ServerApp": {"jpserver_extensions": {"sandbox_kernel.server": True}}}
+    from sandbox_kernel import server as extension
+    assert extension._jupyter_server_extension_points() == [{"module": "sandbox_kernel.server"}]
