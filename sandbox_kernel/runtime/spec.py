@@ -15,7 +15,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-NETWORK_POLICIES = ("none", "host")
+NETWORK_POLICIES = ("none", "host", "bridge")
 DEFAULT_DISK = 1 << 30
 DEFAULT_HOSTNAME = "sandbox"
 DEFAULT_USER = (65532, 65532)  # distroless "nonroot": no host user has it
@@ -79,11 +79,15 @@ class ContainerSpec:
     # what the container is for, as `sandbox-kernel top` and the stats endpoint show it
     # (cards.py): kind (magics, kernel, provisioner, run, grade), session, kernel_id, ...
     labels: tuple[tuple[str, str], ...] = ()
+    # --net bridge only (net_bridge.py): the names whose addresses it may reach
+    # (("*",): open egress; (): none), and its bandwidth in bits/s (None: no limit)
+    allow: tuple[str, ...] = ()
+    rate: int | None = None
 
     @classmethod
     def from_strings(cls, command, *, memory=None, cpus=None, pids=None, timeout=None,
                      disk=None, net="none", mounts=(), env=(), workdir=None,
-                     **extra) -> "ContainerSpec":
+                     allow=None, rate=None, **extra) -> "ContainerSpec":
         """Build a spec from what a user typed on a command line or in a magic."""
         if not command:
             raise SpecError("command", "", "a program to run, e.g. -- /bin/sh -c 'echo hi'")
@@ -94,8 +98,11 @@ class ContainerSpec:
             disk=parse_size(disk, "disk") if disk is not None else DEFAULT_DISK,
             timeout=parse_duration(timeout, "timeout"),
         )
+        network = parse_network(net)
+        allowed, bandwidth = parse_allow(allow), parse_rate(rate)
+        _bridge_only(network, allow=(allowed, allow), rate=(bandwidth, rate))
         return cls(
-            command=tuple(command), limits=limits, network=parse_network(net),
+            command=tuple(command), limits=limits, network=network, allow=allowed, rate=bandwidth,
             mounts=tuple(parse_mount(m) for m in mounts),
             env=tuple(parse_env(e) for e in env),
             workdir=parse_workdir(workdir) if workdir else "/workspace",
@@ -173,8 +180,58 @@ def parse_duration(text, field_name: str = "timeout") -> float | None:
 def parse_network(text) -> str:
     value = (text or "none").strip().lower()
     if value not in NETWORK_POLICIES:
-        raise SpecError("net", text, "none (loopback only) or host")
+        raise SpecError("net", text, "none (loopback only), bridge (root: a veth on sbk-br0) or host")
     return value
+
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+ALLOW_ACCEPTED = ("domain names separated by commas, e.g. pypi.org,files.pythonhosted.org, "
+                  "or * alone for open egress")
+
+
+def parse_allow(text) -> tuple[str, ...]:
+    """'pypi.org,files.pythonhosted.org' -> ('pypi.org', 'files.pythonhosted.org');
+    '*' -> ('*',) (open egress); None and '' -> () (no egress).  A name allows
+    itself and its subdomains, as dnsmasq matches them (net_resolver.py)."""
+    if text is None:
+        return ()
+    items = str(text).split(",") if isinstance(text, str) else [str(item) for item in text]
+    names = [item.strip().lower().rstrip(".") for item in items if item.strip()]
+    if names == ["*"]:
+        return ("*",)
+    for name in names:
+        labels = name.split(".")
+        if len(name) > 253 or len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
+            raise SpecError("allow", text, ALLOW_ACCEPTED)
+    return tuple(dict.fromkeys(names))
+
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(bit|kbit|mbit|gbit)?\s*$", re.IGNORECASE)
+_RATE_UNITS = {None: 1, "bit": 1, "kbit": 10**3, "mbit": 10**6, "gbit": 10**9}   # decimal, as tc's
+RATE_ACCEPTED = "a bandwidth such as 10mbit, 500kbit or 1gbit (bits per second), at least 8kbit"
+
+
+def parse_rate(text) -> int | None:
+    """'10mbit' -> 10_000_000 bits/s; a bare number is bits/s; None and '' stay None."""
+    if text is None or (isinstance(text, str) and text.strip() == ""):
+        return None
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = text
+    else:
+        match = _RATE.match(str(text))
+        value = int(float(match.group(1)) * _RATE_UNITS[(match.group(2) or "").lower() or None]) \
+            if match else 0
+    if not 8000 <= value <= 10**12:
+        raise SpecError("rate", text, RATE_ACCEPTED)
+    return value
+
+
+def _bridge_only(network: str, **given) -> None:
+    """--allow and --rate mean something only on a bridge: refuse them elsewhere
+    rather than let a user believe a limit holds."""
+    for name, (parsed, typed) in given.items():
+        if parsed and network != "bridge":
+            raise SpecError(name, typed, f"--net bridge with --{name} (the network is {network})")
 
 
 def parse_mount(text) -> Mount:

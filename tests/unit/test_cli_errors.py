@@ -18,7 +18,7 @@ def _cli(*args):
     (["run", "--pids", "-1", "--", "true"], ["pids", "-1"]),
     (["run", "--timeout", "soon", "--", "true"], ["timeout", "soon", "30s"]),
     (["run", "--disk", "big", "--", "true"], ["disk", "big"]),
-    (["run", "--net", "bridge", "--", "true"], ["net", "bridge", "host"]),
+    (["run", "--net", "wifi", "--", "true"], ["net", "wifi", "bridge", "host"]),
     (["run", "--mount", "/nope:/x", "--", "true"], ["mount", "/nope"]),
     (["run", "--env", "NOEQ", "--", "true"], ["env", "NOEQ"]),
     (["run", "--workdir", "rel", "--", "true"], ["workdir", "rel"]),

@@ -67,7 +67,8 @@ def test_the_kernels_settings_are_the_schemas():
     assert settings.SETTINGS == options.names(options.KERNEL)
     assert settings.LIMITS == ("memory", "cpus", "pids", "timeout")
     assert settings.DEFAULTS == {"memory": "1G", "cpus": "1", "pids": "256", "timeout": None,
-                                 "net": "none", "image": "host", "idle_pause": None,
+                                 "net": "none", "allow": None, "rate": None, "image": "host",
+                                 "idle_pause": None,
                                  "footer": "beside"}
     for name in settings.SETTINGS:
         assert settings.HELP[name] == options.help_for(name, options.KERNEL, with_default=False)
@@ -124,7 +125,7 @@ def test_a_value_is_parsed_by_the_one_function(name, text, face, value):
     ("cpus", "unlimited", options.RUN),
     ("pids", "-3", options.KERNEL),
     ("timeout", "soon", options.LIMITS),
-    ("net", "bridge", options.KERNEL),
+    ("net", "wifi", options.KERNEL),
 ])
 def test_a_bad_value_or_a_none_where_none_does_not_lift_is_a_spec_error(name, text, face):
     with pytest.raises(SpecError, match=f"invalid {name} "):
