@@ -5,9 +5,14 @@
  *                 \-  another kernel: comm_info lists comms  -> open a comm
  *                     of the target (the magics were loaded     (the magics
  *                     by an earlier page)                        are there)
- *                 \-  neither: wait; `%load_ext sandbox_kernel` opens one
+ *                 \-  neither: ask the server's stats endpoint (endpoint.ts):
+ *                     a kernel the sandbox provisioner started (R, bash...)
+ *                     streams its container's stats over a websocket
+ *                 \-  none of these: wait; `%load_ext sandbox_kernel` opens one
  *                     from the kernel, accepted by the target registered here
- *   restart       -> forget everything, then the same again
+ *   restart       -> forget everything, then the same again; but the
+ *                    endpoint's socket stays (it names the kernel, not its
+ *                    process) and so does the death that caused the restart
  *
  * Every message feeds the notebook's StatsModel.  `request()` asks for a
  * snapshot (the panel shows this notebook again).
@@ -16,9 +21,15 @@ import { ISessionContext } from '@jupyterlab/apputils';
 import { Kernel, KernelMessage } from '@jupyterlab/services';
 import { ISignal, Signal } from '@lumino/signaling';
 
-import { parseMessage, StatsModel, TARGET } from './model';
+import { EndpointStats } from './endpoint';
+import { deathKey, IDeath, IStatsMessage, parseMessage, StatsModel, TARGET } from './model';
+
+/** Deaths older than this when first seen are shown in the panel but not notified. */
+export const NOTIFY_WITHIN_SECONDS = 600;
 
 export const SANDBOX_IMPLEMENTATION = 'sandbox-kernel';
+/** The stats endpoint's kind for a kernel the sandbox provisioner started (sandbox_kernel/server). */
+export const KIND_PROVISIONED = 'provisioned';
 
 export class KernelStatsConnection {
   constructor(readonly sessionContext: ISessionContext) {
@@ -53,10 +64,22 @@ export class KernelStatsConnection {
     return this._kernel !== null;
   }
 
+  /** Fires once per death of the kernel the stats endpoint reports (for a notification). */
+  get died(): ISignal<this, IDeath> {
+    return this._died;
+  }
+
+  /** True when the stats come from the server's endpoint, not a comm. */
+  get viaEndpoint(): boolean {
+    return this._endpoint !== null;
+  }
+
   /** Ask for a snapshot (sessions and every cell row). */
   request(): void {
     if (this._comm && !this._comm.isDisposed) {
       this._comm.send({ request: 'stats' });
+    } else if (this._endpoint) {
+      this._endpoint.request();
     }
   }
 
@@ -76,11 +99,14 @@ export class KernelStatsConnection {
     change: { newValue: Kernel.IKernelConnection | null }
   ): void {
     this._detach();
-    this.model.reset();
+    this.model.forgetKernel();
     this._attach(change.newValue);
   }
 
   private _onStatusChanged(_: ISessionContext, status: Kernel.Status): void {
+    if (this._endpoint) {
+      return; // the endpoint follows the kernel through restarts; it says "restarting"
+    }
     if (status === 'restarting' || status === 'autorestarting' || status === 'dead') {
       // the kernel's comms are gone with it
       this._comm = null;
@@ -114,6 +140,14 @@ export class KernelStatsConnection {
       this._comm.dispose();
     }
     this._comm = null;
+    this._dropEndpoint();
+  }
+
+  private _dropEndpoint(): void {
+    if (this._endpoint) {
+      this._endpoint.dispose();
+      this._endpoint = null;
+    }
   }
 
   /** Open our comm if the kernel has the target; else wait to be announced. */
@@ -123,6 +157,11 @@ export class KernelStatsConnection {
     try {
       const info = await kernel.info;
       let hasTarget = info.implementation === SANDBOX_IMPLEMENTATION;
+      // a provisioned kernel first: the server knows it without asking the
+      // kernel, whose language may not answer comm_info (IRkernel and others)
+      if (!hasTarget && (await this._tryEndpoint(kernel))) {
+        return;
+      }
       if (!hasTarget) {
         const reply = await kernel.requestCommInfo({ target_name: TARGET });
         const comms = reply.content.status === 'ok' ? reply.content.comms : {};
@@ -136,6 +175,56 @@ export class KernelStatsConnection {
     } finally {
       this._probing = false;
       this._probeEnded.emit();
+    }
+  }
+
+  /**
+   * A kernel the sandbox provisioner started: its stats from the server's
+   * endpoint (true).  False for any other kernel (the sandbox kernel and
+   * the magics have their comm, which says more: the cells' rows).
+   */
+  private async _tryEndpoint(kernel: Kernel.IKernelConnection): Promise<boolean> {
+    if (this._endpoint?.kernelId === kernel.id) {
+      return true;
+    }
+    const endpoint = new EndpointStats(kernel.id, kernel.serverSettings);
+    let first: IStatsMessage | null = null;
+    try {
+      first = await endpoint.probe();
+    } catch (error) {
+      console.warn('sandbox-kernel panel: the stats endpoint did not answer', error);
+    }
+    if (first === null || first.kernel !== KIND_PROVISIONED || kernel !== this._kernel ||
+        this._comm || this._disposed) {
+      endpoint.dispose();
+      return false;
+    }
+    this._dropEndpoint();
+    this._endpoint = endpoint;
+    this._applyEndpoint(first);
+    endpoint.message.connect((_, message) => this._applyEndpoint(message), this);
+    endpoint.open();
+    return true;
+  }
+
+  private _applyEndpoint(message: IStatsMessage): void {
+    if (this._comm) {
+      return; // a comm opened meanwhile (the magics): it says more
+    }
+    const wasConnected = this.model.connected;
+    this.model.apply(message);
+    if (!wasConnected) {
+      this._sandboxed.emit();
+    }
+    const recent = Date.now() / 1000 - NOTIFY_WITHIN_SECONDS;
+    for (const death of message.deaths ?? []) {
+      const key = deathKey(death);
+      if (!this._seenDeaths.has(key)) {
+        this._seenDeaths.add(key);
+        if (death.at >= recent) {
+          this._died.emit(death);
+        }
+      }
     }
   }
 
@@ -158,6 +247,7 @@ export class KernelStatsConnection {
   };
 
   private _adopt(comm: Kernel.IComm): void {
+    this._dropEndpoint();
     const previous = this._comm;
     this._comm = comm;
     if (previous && previous !== comm && !previous.isDisposed) {
@@ -209,6 +299,9 @@ export class KernelStatsConnection {
   private _sandboxed = new Signal<this, void>(this);
   private _probeEnded = new Signal<this, void>(this);
   private _cellEnded = new Signal<this, ICellEnded>(this);
+  private _died = new Signal<this, IDeath>(this);
+  private _endpoint: EndpointStats | null = null;
+  private _seenDeaths = new Set<string>();
 }
 
 /** A cell_end: who sent it ("sandbox", "magics") and its cell row, unparsed. */

@@ -8,13 +8,16 @@
  * current notebook turns out to be sandboxed, the panel opens itself if the
  * right sidebar is closed (once per page).  Each notebook also gets its
  * CellFooters: the stats footer under each sandboxed cell (cellfooter.ts).
+ * When a kernel the sandbox provisioner started dies (out of memory...), a
+ * JupyterLab notification says so in the provisioner's plain words, besides
+ * the panel: JupyterLab's own dialog only says that the kernel died.
  */
 import {
   ILayoutRestorer,
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
-import { ICommandPalette } from '@jupyterlab/apputils';
+import { ICommandPalette, Notification } from '@jupyterlab/apputils';
 import { ICodeCellModel } from '@jupyterlab/cells';
 import { IMainMenu } from '@jupyterlab/mainmenu';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
@@ -76,6 +79,17 @@ const plugin: JupyterFrontEndPlugin<void> = {
       const connection = new KernelStatsConnection(notebook.sessionContext);
       connections.set(notebook, connection);
       connection.sandboxed.connect(() => openOnce(notebook));
+      connection.died.connect((_, death) => {
+        Notification.error(`${notebook.title.label}: ${death.message}`, {
+          autoClose: false,
+          actions: [
+            {
+              label: 'Show Sandbox Stats',
+              callback: () => app.shell.activateById(PANEL_ID)
+            }
+          ]
+        });
+      });
       // the footer under each sandboxed cell: the sandbox kernel's from its
       // replies (CellFooters), the magics' from the panel's cell_end
       const footers = new CellFooters(notebook);

@@ -89,6 +89,21 @@ export interface IPolicy {
   caps: Record<string, number | null>;
 }
 
+/**
+ * A death of a kernel the sandbox provisioner started, as the stats
+ * endpoint tells it (provisioner/registry.py Death.as_dict): its reason
+ * ("oom", "killed", "signal", "exit", "timeout"), its plain words ("the R
+ * kernel ran out of memory at the 1 GiB limit (peak 1 GiB)") and when
+ * (unix seconds).
+ */
+export interface IDeath {
+  reason: string;
+  message: string;
+  at: number;
+  memoryPeak: number | null;
+  memoryLimit: number | null;
+}
+
 export interface IStatsMessage {
   event: StatsEvent;
   kernel: string | null;
@@ -99,6 +114,13 @@ export interface IStatsMessage {
   history: ICellRecord[] | null;
   /** Snapshots of the sandbox kernel only; null otherwise. */
   policy: IPolicy | null;
+  /** The stats endpoint's: the kernel's deaths, oldest first; null from the comm. */
+  deaths: IDeath[] | null;
+  /** False when no cell is measured alone (a provisioned kernel: the whole kernel is one container). */
+  perCell: boolean;
+  /** The kernel's language and display name (the stats endpoint's; null from the comm). */
+  language: string | null;
+  displayName: string | null;
 }
 
 const NUMBER_FIELDS: (keyof IFigures)[] = [
@@ -251,10 +273,33 @@ export function parseMessage(
       history: Array.isArray(data.history)
         ? parseList(data.history, parseRecord)
         : null,
-      policy: parsePolicy(data.policy)
+      policy: parsePolicy(data.policy),
+      deaths: Array.isArray(data.deaths) ? parseList(data.deaths, parseDeath) : null,
+      perCell: data.per_cell !== false,
+      language: str(data.language),
+      displayName: str(data.display_name)
     };
   }
   return parseBareContract(data, metadataEvent);
+}
+
+/** A death, or null when `raw` has no words or no time (nothing to say). */
+export function parseDeath(raw: unknown): IDeath | null {
+  if (!isObject(raw) || typeof raw.message !== 'string' || num(raw.at) === null) {
+    return null;
+  }
+  return {
+    reason: str(raw.reason) ?? 'unknown',
+    message: raw.message,
+    at: raw.at as number,
+    memoryPeak: num(raw.memory_peak),
+    memoryLimit: num(raw.memory_limit)
+  };
+}
+
+/** The same death seen twice (a snapshot and the ticks after it): one key. */
+export function deathKey(death: IDeath): string {
+  return `${death.at}:${death.reason}`;
 }
 
 /** The policy of a snapshot, or null when it is not one. */
@@ -318,7 +363,11 @@ function parseBareContract(
         : null,
     cell,
     history: null,
-    policy: null
+    policy: null,
+    deaths: null,
+    perCell: true,
+    language: null,
+    displayName: null
   };
 }
 
@@ -404,6 +453,21 @@ export class StatsModel {
     return this._running;
   }
 
+  /** False when the kernel's cells cannot be measured one by one (a provisioned kernel). */
+  get perCell(): boolean {
+    return this._perCell;
+  }
+
+  /** The kernel's language, when the stats endpoint said it ("R", "bash"). */
+  get language(): string | null {
+    return this._language;
+  }
+
+  /** The kernel's deaths the stats endpoint reported, oldest first; kept across restarts. */
+  get deaths(): IDeath[] {
+    return this._deaths.slice();
+  }
+
   /** The sandbox kernel's policy, from its last snapshot (null: none sent). */
   get policy(): IPolicy | null {
     return this._policy;
@@ -429,6 +493,13 @@ export class StatsModel {
     }
   }
 
+  /** Forget the deaths too: another kernel (reset() keeps them: a restart follows a death). */
+  forgetKernel(): void {
+    this._deaths = [];
+    this._language = null;
+    this.reset();
+  }
+
   /** Forget everything: the kernel restarted or changed. */
   reset(): void {
     this._sessions.clear();
@@ -436,6 +507,7 @@ export class StatsModel {
     this._running = null;
     this._kernelKind = null;
     this._policy = null;
+    this._perCell = true;
     this._connected = false;
     this._changed.emit();
   }
@@ -443,6 +515,11 @@ export class StatsModel {
   apply(message: IStatsMessage, now: number = Date.now()): void {
     this._connected = true;
     this._kernelKind = message.kernel ?? this._kernelKind;
+    this._perCell = message.perCell;
+    this._language = message.language ?? this._language;
+    if (message.deaths !== null) {
+      this._deaths = message.deaths.slice();
+    }
     if (message.kernel !== null) {
       // the envelope lists every session: the ones it leaves out are gone
       const names = new Set(message.sessions.map(e => e.stats.session));
@@ -497,6 +574,9 @@ export class StatsModel {
   private _kernelKind: string | null = null;
   private _running: IRunning | null = null;
   private _policy: IPolicy | null = null;
+  private _perCell = true;
+  private _language: string | null = null;
+  private _deaths: IDeath[] = [];
   private _sessions = new Map<string, ISessionView>();
   private _cells: Ring<ICellRecord>;
 }

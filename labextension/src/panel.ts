@@ -7,6 +7,10 @@
  *               gauges: memory current and peak / limit, CPU / cpus, pids / limit
  *               sparklines of the last minutes (inline SVG)
  *   table       one row per cell, newest first; a click scrolls to the cell
+ *               (a kernel the sandbox provisioner started, whose figures come
+ *               from the server's endpoint: no table, and a note saying why)
+ *   deaths      the provisioned kernel's deaths in plain words ("the R kernel
+ *               ran out of memory at the 1 GiB limit (peak 1 GiB)")
  *
  * Plain DOM, redrawn on the model's `changed` (coalesced by Lumino's update
  * request) and once a second while shown, for the uptime and the running
@@ -28,7 +32,7 @@ import {
   formatUptime,
   NA
 } from './format';
-import { ICellRecord, IPolicy, IRunning, ISample, ISessionView, StatsModel } from './model';
+import { ICellRecord, IDeath, IPolicy, IRunning, ISample, ISessionView, StatsModel } from './model';
 
 export const PANEL_ID = 'sandbox-kernel-stats';
 /** The sparklines' window. */
@@ -162,6 +166,9 @@ export class SandboxStatsPanel extends Widget {
     if (model.policy) {
       parts.push(policyNote(model.policy));
     }
+    if (model.deaths.length > 0) {
+      parts.push(deathsBox(model.deaths));
+    }
     if (model.sessions.length === 0) {
       parts.push(
         note(
@@ -171,9 +178,13 @@ export class SandboxStatsPanel extends Widget {
       );
     }
     for (const view of model.sessions) {
-      parts.push(sessionSection(view, model.running, now));
+      parts.push(sessionSection(view, model.running, now, !model.perCell));
     }
     body.replaceChildren(...parts);
+    if (!model.perCell) {
+      this._setTable(tableBox, 'whole-kernel', noPerCellTable(model.language));
+      return;
+    }
     const key = tableKey(model);
     if (key !== this._tableKey) {
       this._setTable(
@@ -265,7 +276,8 @@ function notSandboxed(kernelName: string): HTMLElement {
       'sbk-note',
       `${kernelName || 'This kernel'} runs cells on this machine, without container limits. ` +
         'Choose the "Python 3 (sandbox)" kernel, or run %load_ext sandbox_kernel and ' +
-        'start a cell with %%container.'
+        'start a cell with %%container; for other languages, an admin can wrap the kernel: ' +
+        'sandbox-kernel install --wrap <kernelspec>.'
     )
   );
   return box;
@@ -279,17 +291,56 @@ function liveUptime(view: ISessionView, now: number): number | null {
   return uptime + Math.max(0, now - view.receivedAt) / 1000;
 }
 
-function sessionSection(view: ISessionView, running: IRunning | null, now: number): HTMLElement {
+/**
+ * The kernel's deaths, newest first (the last few): the provisioner's words,
+ * and when.  A restart follows each; the gauges show the new container.
+ */
+export const DEATHS_SHOWN = 5;
+
+function deathsBox(deaths: IDeath[]): HTMLElement {
+  const box = el('div', 'sbk-deaths');
+  box.setAttribute('role', 'alert');
+  box.style.color = 'var(--jp-error-color1)';
+  for (const death of deaths.slice(-DEATHS_SHOWN).reverse()) {
+    const line = el('p', 'sbk-death');
+    line.dataset.reason = death.reason;
+    line.dataset.at = String(death.at);
+    const when = new Date(death.at * 1000).toLocaleTimeString();
+    line.append(el('strong', 'sbk-death-when', `${when}: `), el('span', 'sbk-death-text', death.message));
+    box.append(line);
+  }
+  return box;
+}
+
+/** Why a provisioned kernel has no per-cell table. */
+function noPerCellTable(language: string | null): HTMLElement {
+  const kernel = language ? `The ${language} kernel` : 'This kernel';
+  return note(
+    `${kernel} runs whole inside one container: the sandbox does not run its cells one by one, ` +
+      'so what one cell cost cannot be told apart from the rest of the kernel. ' +
+      'The gauges and sparklines above are the whole kernel\'s; ' +
+      'the per-cell table needs the "Python 3 (sandbox)" kernel or %%container cells.',
+    'sbk-no-per-cell'
+  );
+}
+
+function sessionSection(
+  view: ISessionView,
+  running: IRunning | null,
+  now: number,
+  wholeKernel = false
+): HTMLElement {
   const { stats, state, network } = view.entry;
   const section = el('section', 'sbk-session');
   section.dataset.session = stats.session;
   const facts = el('dl', 'sbk-facts');
-  const busy = running !== null && running.session === stats.session;
+  // a whole kernel in a container: its CPU rate is always worth showing
+  const busy = wholeKernel || (running !== null && running.session === stats.session);
   const rows: [string, string, string][] = [
     ['session', stats.session, 'sbk-session-name'],
     ['image', stats.image, 'sbk-image'],
     ['network', network ?? NA, 'sbk-network'],
-    ['state', busy ? `${state}, running a cell` : state, 'sbk-state'],
+    ['state', busy && !wholeKernel ? `${state}, running a cell` : state, 'sbk-state'],
     ['uptime', formatUptime(liveUptime(view, now)), 'sbk-uptime'],
     ['limits', formatLimits(stats.limits), 'sbk-limits']
   ];
