@@ -22,7 +22,7 @@ row with its fix: unprivileged user namespaces (kernel.unprivileged_userns_clone
 user.max_user_namespaces, Ubuntu's kernel.apparmor_restrict_unprivileged_userns),
 newuidmap/newgidmap and the user's subordinate ids (a range of ids inside,
 else one), a delegated cgroup (else rlimits only, and the first cell says
-so), whether ``systemd-run --user --scope -p Delegate=yes`` could give one,
+so), the per-user ceiling over it (``sandbox-kernel delegate``), whether ``systemd-run --user --scope -p Delegate=yes`` could give one,
 and which networks work (none and host; a bridge needs root).
 
 This module reads mountinfo itself rather than importing the cgroup drivers:
@@ -389,6 +389,22 @@ def check_systemd_scope(euid: int, layout: CgroupLayout, run_root: str = "/run")
                  "in a delegated cgroup", required=False)
 
 
+def check_ceiling(layout: CgroupLayout, euid: int) -> Check | None:
+    """The per-user ceiling root set (sandbox-kernel delegate) over this process, if any:
+    every container started from here shares it.  None for root outside any ceiling."""
+    from .doctor_ceiling import ceiling_dirs, describe
+    dirs = ceiling_dirs(layout.dirs)
+    if dirs:
+        return Check("ceiling", True, describe(dirs), required=False)
+    if euid == 0:
+        return None
+    return Check("ceiling", False, "this process is under no per-user ceiling: its containers "
+                 "are limited one by one, not together",
+                 f"as root: sandbox-kernel delegate {_user_name(euid)} --memory 4G --cpus 2 "
+                 "--pids 1024, and start this user's server inside it (sandbox_kernel.hub does)",
+                 required=False)
+
+
 def check_rootless_network() -> Check:
     return Check("rootless network", True, "none (loopback only) and host work; a bridge needs "
                  "root (a veth pair and NAT in the host's network namespace)", required=False)
@@ -407,6 +423,8 @@ def diagnose(proc_root: str = "/proc", sys_root: str = "/sys", etc_root: str = "
         if "memory" in layout.dirs:
             checks.append(check_swap(layout, proc_root, sys_root))
         checks.append(check_cgroup_writable(layout, euid))
+        ceiling = check_ceiling(layout, euid)
+        checks += [ceiling] if ceiling is not None else []
     checks += [check_overlayfs(proc_root), check_seccomp(proc_root, status), check_pyroute2(),
                check_idmap_tools(euid)]
     if euid != 0:

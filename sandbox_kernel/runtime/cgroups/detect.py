@@ -14,19 +14,28 @@ it may write to, never from a fixed /sys/fs/cgroup.
   cgroup2 at /sys/fs/cgroup/unified) so picks v1: its cgroup2 has none.
 - A writable v2 group without controllers still beats nothing (freeze,
   kill, cpu time); else null, whose reason says what was missing.
+- A user's process inside a delegated ceiling (delegation.py) finds its
+  own group writable and makes its containers there, under the ceiling, on
+  v2 and v1 alike.  v1's cpu controller refuses (EINVAL) a child quota above
+  an ancestor's, where v2 just lets the ancestor bound it: so on v1 under a
+  CPU quota (a ceiling, a container engine's limit) a container's CPU limit
+  is capped at that quota (``CappedV1Driver``) instead of failing to start.
 
 ``proc_root`` and ``root`` (what mount points are relative to) are
 parameters so that tests run against a fake cgroupfs in a temp dir.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 
-from .base import CgroupDriver, CgroupError
+from ..spec import Limits
+from .base import Cgroup, CgroupDriver, CgroupError
 from .null import NullDriver
 from .v1 import CONTROLLERS as V1_CONTROLLERS
-from .v1 import V1Driver
+from .v1 import CPU_PERIOD as V1_CPU_PERIOD
+from .v1 import V1Cgroup, V1Driver
 from .v2 import LEAF, V2Driver
 
 DELEGATE_HINT = ("not root and no delegated cgroup v2 subtree "
@@ -130,7 +139,8 @@ def v1_candidate(mounts: list[CgroupMount], membership: dict[str, str],
             else:
                 refused.append(directory)
     if parents:
-        return V1Driver(parents)
+        quota = ancestor_cpu_quota(parents["cpu"]) if "cpu" in parents else None
+        return V1Driver(parents) if quota is None else CappedV1Driver(parents, quota)
     if refused:
         return "cgroup v1: " + _not_writable(refused[0])
     return "cgroup v1: no memory, cpu, pids, blkio or freezer hierarchy is mounted"
@@ -154,3 +164,54 @@ def detect_driver(proc_root: str = "/proc", root: str = "/") -> CgroupDriver:
         return v2
     reasons = [c if isinstance(c, str) else f"cgroup {c.version}: no controllers" for c in (v2, v1)]
     return NullDriver("; ".join(reasons))
+
+
+def ancestor_cpu_quota(directory: str) -> float | None:
+    """The smallest CPU quota (cores) of ``directory`` and its ancestors in a v1
+    cpu hierarchy, or None when none has one; walks up while the files exist."""
+    smallest = None
+    while directory != "/" and os.path.exists(os.path.join(directory, "cpu.cfs_quota_us")):
+        try:
+            with open(os.path.join(directory, "cpu.cfs_quota_us"), encoding="ascii") as file:
+                quota = int(file.read())
+            with open(os.path.join(directory, "cpu.cfs_period_us"), encoding="ascii") as file:
+                period = int(file.read())
+        except (OSError, ValueError):
+            break
+        if quota > 0 and period > 0:
+            cores = quota / period
+            smallest = cores if smallest is None else min(smallest, cores)
+        directory = os.path.dirname(directory)
+    return smallest
+
+
+def _capped(limits: Limits, cores: float) -> Limits:
+    if limits.cpus is None or limits.cpus <= cores:
+        return limits
+    # a quota of exactly the ancestor's: rounded down to whole microseconds of the period
+    return dataclasses.replace(limits, cpus=int(cores * V1_CPU_PERIOD) / V1_CPU_PERIOD)
+
+
+class CappedV1Cgroup(V1Cgroup):
+    """A v1 group whose CPU limit is capped at its ancestors' quota, also live."""
+
+    cap: float
+
+    def set(self, limits: Limits) -> None:
+        super().set(_capped(limits, self.cap))
+
+
+class CappedV1Driver(V1Driver):
+    """V1Driver under an ancestor's CPU quota: asks above it get the quota."""
+
+    def __init__(self, parents: dict[str, str], cap: float):
+        super().__init__(parents)
+        self.cap = cap
+        self.reason += f"; CPU limits capped at {cap:g} (an ancestor's quota)"
+
+    def create(self, name: str, limits: Limits) -> Cgroup:
+        group = super().create(name, _capped(limits, self.cap))
+        # the same object, now capping its live changes too (V1Driver builds a plain V1Cgroup)
+        group.__class__ = CappedV1Cgroup
+        group.cap = self.cap
+        return group
