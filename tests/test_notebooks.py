@@ -1,10 +1,14 @@
-"""The course: every notebooks/NN-*.ipynb, checked as a student would meet it.
+"""The course: every notebooks/NN-*.ipynb and its Korean edition notebooks/ko/NN-*.ipynb,
+checked as a student would meet it.
 
 For each notebook:
 - its shape: a goal at the top, exercises (a markdown cell, a collapsed
   reference solution tagged ``solution``, a ``check`` cell that asserts with a
   message), further reading; a kernel it declares (``python3-sandbox``, or
-  ``python3`` with ``%load_ext sandbox_kernel``);
+  ``python3`` with ``%load_ext sandbox_kernel``).  The headings are the edition's
+  own words (SHAPE_WORDS: "Goal", "Exercises", "Further reading" in English;
+  "목표", "연습 문제", "더 읽을거리" in Korean, whose notebooks also link the
+  glossary notebooks/ko/용어집.md in their first cell);
 - the committed outputs: no errors, and every figure the prose quotes agrees
   with what a code cell printed;
 - a fresh run top to bottom with nbclient on its kernel: no cell errors
@@ -20,11 +24,19 @@ prints a line ``NAME = NUMBER [unit]`` (stdout or text/plain).
 
 Runs natively (scripts/test course) and, for the notebooks that show cgroup
 files, in the cgroup v2 guest (scripts/test course-v2), where processes start
-about ten times slower: the timeouts scale.
+about ten times slower: the timeouts scale.  A notebook runs in its own
+directory (notebooks/ or notebooks/ko/), as Jupyter would start it.
+
+Committed outputs are written by the same run (one notebook at a time, as root):
+    .venv/bin/python tests/test_notebooks.py --write notebooks/ko/03-namespaces.ipynb
+tests/test_course_twins.py checks that each Korean notebook keeps its English
+twin's code cells.
 """
 from __future__ import annotations
 
+import argparse
 import ast
+import contextlib
 import glob
 import math
 import os
@@ -40,8 +52,22 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK_DIR = os.path.join(REPO, "notebooks")
-NOTEBOOKS = sorted(glob.glob(os.path.join(NOTEBOOK_DIR, "[0-9][0-9]-*.ipynb")))
+KOREAN_DIR = os.path.join(NOTEBOOK_DIR, "ko")
+ENGLISH = sorted(glob.glob(os.path.join(NOTEBOOK_DIR, "[0-9][0-9]-*.ipynb")))
+KOREAN = sorted(glob.glob(os.path.join(KOREAN_DIR, "[0-9][0-9]-*.ipynb")))
+NOTEBOOKS = ENGLISH + KOREAN
 KERNELS = ("python3-sandbox", "python3")
+GLOSSARY = "용어집.md"                            # notebooks/ko/용어집.md, linked by both editions
+
+# The words each edition's shape checks look for (the Korean ones are agreed with the
+# translators in /work/notes/ko_headings.md): the goal in the first cell, the headings of
+# the exercises and of further reading.
+SHAPE_WORDS = {
+    "en": {"goal": r"\bgoal\b", "exercises": r"^#+\s*exercises\b",
+           "further reading": r"^#+\s*further reading"},
+    "ko": {"goal": r"목표", "exercises": r"^#+\s*연습 문제",
+           "further reading": r"^#+\s*더 읽을거리"},
+}
 
 
 def _in_uml_guest() -> bool:
@@ -60,11 +86,21 @@ NOTEBOOK_TIMEOUT = 180 * SLOW                   # a notebook takes about a minut
 
 
 def test_the_course_has_notebooks():
-    assert NOTEBOOKS, f"no notebook named NN-*.ipynb in {NOTEBOOK_DIR}"
+    assert ENGLISH, f"no notebook named NN-*.ipynb in {NOTEBOOK_DIR}"
+    assert KOREAN, f"no notebook named NN-*.ipynb in {KOREAN_DIR}"
 
 
 def ids(path: str) -> str:
-    return os.path.basename(path)
+    """00-start-here.ipynb for the English edition, ko/00-start-here.ipynb for the Korean."""
+    return os.path.relpath(path, NOTEBOOK_DIR)
+
+
+def edition(path: str) -> str:
+    return "ko" if os.path.dirname(os.path.abspath(path)) == KOREAN_DIR else "en"
+
+
+def shape_word(path: str, what: str) -> str:
+    return SHAPE_WORDS[edition(path)][what]
 
 
 # ---- the shape of a notebook ----------------------------------------------------------
@@ -92,15 +128,34 @@ def test_notebook_is_valid_and_declares_a_kernel_it_can_run_on(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
 def test_notebook_opens_with_its_goal(path):
     first = read(path).cells[0]
-    assert first.cell_type == "markdown" and re.search(r"\bgoal\b", first.source, re.I), (
-        f"{ids(path)}: the first cell should be markdown that states the notebook's goal")
+    goal = shape_word(path, "goal")
+    assert first.cell_type == "markdown" and re.search(goal, first.source, re.I), (
+        f"{ids(path)}: the first cell should be markdown that states the notebook's goal"
+        f" (a line with {goal!r})")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
-def test_notebook_ends_with_further_reading(path):
+@pytest.mark.parametrize("heading", ["exercises", "further reading"])
+def test_notebook_has_the_headings_of_its_edition(path, heading):
     markdown = [cell.source for cell in read(path).cells if cell.cell_type == "markdown"]
-    assert any(re.search(r"^#+\s*further reading", text, re.I | re.M) for text in markdown), (
-        f"{ids(path)}: no markdown heading 'Further reading'")
+    pattern = shape_word(path, heading)
+    assert any(re.search(pattern, text, re.I | re.M) for text in markdown), (
+        f"{ids(path)}: no markdown heading {heading!r} (a line matching {pattern!r})")
+
+
+@pytest.mark.parametrize("path", KOREAN, ids=ids)
+def test_a_korean_notebook_links_the_glossary_at_the_top(path):
+    first = read(path).cells[0]
+    assert f"]({GLOSSARY})" in first.source, (
+        f"{ids(path)}: the first cell should link the glossary: [용어집]({GLOSSARY})")
+
+
+def test_the_glossary_exists_and_the_english_edition_links_it():
+    assert os.path.isfile(os.path.join(KOREAN_DIR, GLOSSARY)), f"no {KOREAN_DIR}/{GLOSSARY}"
+    start = read(os.path.join(NOTEBOOK_DIR, "00-start-here.ipynb"))
+    assert any(f"](ko/{GLOSSARY})" in cell.source for cell in start.cells
+               if cell.cell_type == "markdown"), (
+        f"00-start-here.ipynb should link the glossary: [...](ko/{GLOSSARY})")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
@@ -250,19 +305,26 @@ def check_figures(notebook, where: str) -> None:
 
 @pytest.fixture(scope="module")
 def kernelspecs(tmp_path_factory):
+    with course_kernelspecs(str(tmp_path_factory.mktemp("jupyter"))):
+        yield
+
+
+@contextlib.contextmanager
+def course_kernelspecs(data_dir: str):
     """python3-sandbox written by the project's installer (with its default settings) into
     a temporary Jupyter data directory; python3 is the venv's own ipykernel."""
     from sandbox_kernel.kernel import install
-    data_dir = tmp_path_factory.mktemp("jupyter")
     spec = install.kernel_json(install.checked_settings({}), footer=True)
-    install.write_kernelspec(str(data_dir / "kernels" / "python3-sandbox"), spec)
+    install.write_kernelspec(os.path.join(data_dir, "kernels", "python3-sandbox"), spec)
     before = os.environ.get("JUPYTER_PATH")
-    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(data_dir), before]))
-    yield
-    if before is None:
-        os.environ.pop("JUPYTER_PATH", None)
-    else:
-        os.environ["JUPYTER_PATH"] = before
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [data_dir, before]))
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("JUPYTER_PATH", None)
+        else:
+            os.environ["JUPYTER_PATH"] = before
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the notebooks run cells in real containers: root")
@@ -278,13 +340,14 @@ def test_notebook_runs_top_to_bottom(path, kernelspecs):
 
 
 def execute(path: str):
-    """Run the notebook with nbclient on the kernel it declares; (notebook, kernel pid)."""
+    """Run the notebook with nbclient on the kernel it declares, in the notebook's own
+    directory; (notebook, kernel pid)."""
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
     notebook = read(path)
     client = NotebookClient(notebook, timeout=CELL_TIMEOUT, startup_timeout=STARTUP_TIMEOUT,
                             kernel_name=notebook.metadata.kernelspec.name,
-                            resources={"metadata": {"path": NOTEBOOK_DIR}})
+                            resources={"metadata": {"path": os.path.dirname(path)}})
     pids = []
     client.on_notebook_start = lambda notebook: pids.append(client.km.provisioner.process.pid)
     try:
@@ -405,3 +468,39 @@ def test_a_thing_a_notebook_leaves_is_found_and_a_live_neighbours_is_not(tmp_pat
     assert someone_elses(neighbour, kernel_pid=None)
     assert not someone_elses(neighbour, kernel_pid=os.getppid())    # the notebook kernel's own
     assert not someone_elses("path /run/sbk-999999999-x", kernel_pid=None)   # a dead owner's
+
+
+# ---- writing the committed outputs ----------------------------------------------------
+
+def write_outputs(path: str) -> None:
+    """Run one notebook as test_notebook_runs_top_to_bottom does and save its outputs,
+    once its figures agree and it left nothing behind."""
+    with tempfile.TemporaryDirectory(prefix="course-jupyter-") as data_dir, \
+            course_kernelspecs(data_dir):
+        before = sbk_things()
+        notebook, kernel_pid = execute(path)
+    check_figures(notebook, f"{ids(path)} (fresh run)")
+    assert not footers(notebook), f"{ids(path)}: the run's outputs hold stats footers"
+    left = wait_for_leftovers(before, kernel_pid, sbk_prefixes(notebook))
+    assert not left, f"{ids(path)} left behind: {left}"
+    nbformat.write(notebook, path)
+    print(f"wrote the outputs of a fresh run into {path}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Run course notebooks top to bottom (as"
+                                     " root) and save their outputs for a commit.")
+    parser.add_argument("--write", nargs="+", required=True, metavar="NOTEBOOK",
+                        help="notebooks/NN-*.ipynb or notebooks/ko/NN-*.ipynb")
+    args = parser.parse_args(argv)
+    for path in args.write:
+        try:
+            write_outputs(os.path.abspath(path))
+        except (AssertionError, pytest.fail.Exception) as error:
+            print(f"{path}: not written: {error}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
