@@ -19,7 +19,16 @@
  * The parts and their words are the ones of session/stats.py
  * `footer_parts`, so the footer reads the same as the output one.
  */
-import { formatBytes, formatG, formatSeconds, NA } from './format';
+import {
+  formatBytes,
+  formatG,
+  formatRate,
+  formatRefusals,
+  formatSeconds,
+  IRefusal,
+  NA,
+  parseRefusals
+} from './format';
 import { CellStatus, num, parseStats, IStats } from './model';
 
 /** The key in an execute_reply's metadata and in a cell's. */
@@ -34,6 +43,11 @@ export interface IFooterExtras {
   pids_refused: number | null;
   warnings: string[];
   trusted_output: boolean;
+  /** Connections and lookups the allowlist refused in the cell; null: nothing filters. */
+  net_refused: number | null;
+  net_refusals: IRefusal[] | null;
+  /** The bridge's bandwidth in bits/s (the contract's `network.rate`), null: none. */
+  net_rate: number | null;
 }
 
 /** One cell's footer: the contract, where it goes, the notebook's directory. */
@@ -60,7 +74,10 @@ function parseExtras(raw: Record<string, unknown>): IFooterExtras {
     disk_limit: num(cell.disk_limit),
     pids_refused: num(cell.pids_refused),
     warnings,
-    trusted_output: raw.trusted_output === true
+    trusted_output: raw.trusted_output === true,
+    net_refused: num(cell.net_refused),
+    net_refusals: parseRefusals(cell.net_refusals),
+    net_rate: isObject(raw.network) ? num(raw.network.rate) : null
   };
 }
 
@@ -146,6 +163,13 @@ function pidsText(beside: IBeside): string {
   return of(pids, limit === null ? null : String(limit));
 }
 
+function netText(beside: IBeside): string {
+  const { cell } = beside.stats;
+  const text = `rx ${formatBytes(cell.net_rx)} tx ${formatBytes(cell.net_tx)}`;
+  const rate = beside.extras.net_rate;
+  return rate !== null && rate > 0 ? `${text} at ${formatRate(rate)}` : text;
+}
+
 /** (label, text) pairs in order, as session/stats.py `footer_parts`. */
 export function footerParts(beside: IBeside): [string, string][] {
   const { stats, extras } = beside;
@@ -158,8 +182,11 @@ export function footerParts(beside: IBeside): [string, string][] {
     ['mem', memoryText(beside)],
     ['pids', pidsText(beside)],
     ['io', `r ${formatBytes(cell.io_read)} w ${formatBytes(cell.io_write)}`],
-    ['net', `rx ${formatBytes(cell.net_rx)} tx ${formatBytes(cell.net_tx)}`]
+    ['net', netText(beside)]
   ];
+  if (extras.net_refused) {
+    parts.push(['refused', formatRefusals(extras.net_refused, extras.net_refusals)]);
+  }
   if (extras.disk_used !== null || extras.disk_limit !== null) {
     let disk = of(formatBytes(extras.disk_used), extras.disk_limit === null ? null : formatBytes(extras.disk_limit));
     if (diskFull(extras.disk_used, extras.disk_limit)) {

@@ -111,3 +111,87 @@ export function formatLimits(limits: {
     limits.timeout === null ? 'no timeout' : `timeout ${formatSeconds(limits.timeout)}`
   ].join(', ');
 }
+
+/** Bits per second as session/stats.py `format_rate`: 10 Mbit/s, 1.5 Gbit/s, 800 kbit/s. */
+export function formatRate(bits: number | null): string {
+  if (bits === null) {
+    return NA;
+  }
+  const units: [string, number][] = [
+    ['Gbit/s', 1e9],
+    ['Mbit/s', 1e6],
+    ['kbit/s', 1e3]
+  ];
+  for (const [unit, scale] of units) {
+    if (bits >= scale) {
+      const value = bits / scale;
+      return Number.isInteger(value) ? `${value} ${unit}` : `${fixed(value, 1)} ${unit}`;
+    }
+  }
+  return `${bits} bit/s`;
+}
+
+/**
+ * One destination the session's allowlist refused (the contract's
+ * `net_refusals`, session/stats.py): an address, or a name the resolver
+ * would not answer (protocol "dns"); the names looked up that led there.
+ */
+export interface IRefusal {
+  destination: string;
+  names: string[];
+  protocol: string;
+  port: number | null;
+  count: number;
+}
+
+/** The destinations the footer names before it says how many more. */
+export const REFUSALS_SHOWN = 4;
+
+/** The contract's `net_refusals`, or null when it holds none (nothing filters). */
+export function parseRefusals(raw: unknown): IRefusal[] | null {
+  if (!Array.isArray(raw)) {
+    return null;
+  }
+  const entries: IRefusal[] = [];
+  for (const item of raw) {
+    if (typeof item !== 'object' || item === null || typeof item.destination !== 'string') {
+      continue;
+    }
+    const names = Array.isArray(item.names)
+      ? item.names.filter((n: unknown): n is string => typeof n === 'string')
+      : [];
+    const port = typeof item.port === 'number' && Number.isFinite(item.port) ? item.port : null;
+    const count = typeof item.count === 'number' && Number.isFinite(item.count) ? item.count : 0;
+    entries.push({
+      destination: item.destination,
+      names,
+      protocol: typeof item.protocol === 'string' ? item.protocol : '?',
+      port,
+      count
+    });
+  }
+  return entries;
+}
+
+/** As session/stats.py `refusal_text`: "198.51.100.7 tcp/80 x3", "example.com (name not allowed)". */
+export function formatRefusal(entry: IRefusal): string {
+  let text: string;
+  if (entry.protocol === 'dns') {
+    text = `${entry.destination} (name not allowed)`;
+  } else {
+    text = entry.destination;
+    text += entry.names.length ? ` (${entry.names.join(', ')})` : '';
+    text += ` ${entry.protocol}` + (entry.port !== null ? `/${entry.port}` : '');
+  }
+  return entry.count > 1 ? `${text} x${entry.count}` : text;
+}
+
+/** As session/stats.py `refusals_text`: "3: example.com (name not allowed), 198.51.100.7 tcp/80 x2". */
+export function formatRefusals(total: number, entries: IRefusal[] | null): string {
+  const list = entries ?? [];
+  const named = list.slice(0, REFUSALS_SHOWN).map(formatRefusal);
+  if (list.length > REFUSALS_SHOWN) {
+    named.push(`${list.length - REFUSALS_SHOWN} more`);
+  }
+  return named.length ? `${total}: ${named.join(', ')}` : String(total);
+}

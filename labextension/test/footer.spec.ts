@@ -89,6 +89,43 @@ describe('the footer beside the cell', () => {
     expect(node.textContent).toContain('mem 50 MiB (peak 59 MiB) / 256 MiB');
   });
 
+  it('names the refusals of --net bridge as Python does', () => {
+    // session/stats.py footer_text of tests/unit/test_net_session_units.py contract_with_refusals
+    const stats = {
+      session: 's', image: 'host', limits: { memory: null, cpus: null, pids: null, timeout: null },
+      cell: {
+        execution_count: 2, wall: 0.5, net_rx: 2097152, net_tx: 3072, net_refused: 4, status: 'ok',
+        net_refusals: [
+          { destination: '198.18.1.13', names: [], protocol: 'tcp', port: 80, count: 2 },
+          { destination: '198.18.1.12', names: ['example.com'], protocol: 'tcp', port: 443, count: 1 },
+          { destination: 'example.com', names: ['example.com'], protocol: 'dns', port: 53, count: 1 }
+        ]
+      },
+      network: { mode: 'bridge', allow: ['pypi.org'], rate: 10000000 }
+    };
+    expect(footerText(parseBeside({ stats })!)).toBe(
+      'container s [host] | status ok | wall 500 ms | cpu n/a user, n/a sys | mem n/a | ' +
+        'pids n/a | io r n/a w n/a | net rx 2 MiB tx 3 KiB at 10 Mbit/s | refused 4: ' +
+        '198.18.1.13 tcp/80 x2, 198.18.1.12 (example.com) tcp/443, example.com (name not allowed)'
+    );
+    const node = renderFooter(parseBeside({ stats })!);
+    expect(node.querySelector('[data-label="refused"]')).not.toBeNull();
+  });
+
+  it('says no refusal where nothing filters, and keeps a long list short', () => {
+    const beside = parseBeside({ stats: contract() })!;
+    expect(beside.extras.net_refused).toBeNull();
+    expect(footerText(beside)).not.toContain('refused 0');
+    const many = Array.from({ length: 10 }, (_, n) => ({
+      destination: `198.18.1.${n}`, names: [], protocol: 'tcp', port: 80, count: 1
+    }));
+    const long = parseBeside({
+      stats: { ...contract(), cell: { ...contract().cell, net_refused: 10, net_refusals: many } }
+    })!;
+    expect(footerText(long)).toContain('refused 10: 198.18.1.0 tcp/80, ');
+    expect(footerText(long)).toContain('198.18.1.3 tcp/80, 6 more');
+  });
+
   it('escapes nothing by hand: the session name is text, never markup', () => {
     const stats = { ...contract(), session: '<img src=x onerror=alert(1)>' };
     const node = renderFooter(parseBeside({ stats })!);

@@ -9,7 +9,10 @@ import {
   formatCount,
   formatG,
   formatLimits,
+  formatRate,
+  formatRefusals,
   formatSeconds,
+  parseRefusals,
   formatUptime,
   NA
 } from '../src/format';
@@ -87,5 +90,23 @@ describe('the footer formats', () => {
     expect(formatUptime(42.9)).toBe('42 s');
     expect(formatUptime(185)).toBe('3 min 05 s');
     expect(formatUptime(3720)).toBe('1 h 02 min');
+  });
+
+  it('formats a rate and refusals as format_rate and refusals_text do', () => {
+    const cases: [number | null, string][] = [
+      [null, NA], [500, '500 bit/s'], [8000, '8 kbit/s'], [1500000, '1.5 Mbit/s'],
+      [10000000, '10 Mbit/s'], [2500000000, '2.5 Gbit/s'], [999999, '1000.0 kbit/s']
+    ];
+    for (const [bits, text] of cases) {
+      expect(formatRate(bits)).toBe(text);
+    }
+    const entries = parseRefusals([
+      { destination: '198.18.1.9', names: [], protocol: 'icmp', port: null, count: 3 },
+      'not an entry',
+      { destination: 7 }
+    ]);
+    expect(formatRefusals(3, entries)).toBe('3: 198.18.1.9 icmp x3');
+    expect(parseRefusals(null)).toBeNull();
+    expect(formatRefusals(2, [])).toBe('2');
   });
 });

@@ -112,6 +112,27 @@ def parse_on_pressure(text) -> str:
     return word
 
 
+def parse_allow_option(text) -> tuple[str, ...]:
+    """--allow: the runtime's parse_allow (names, or "*"), with "none" and ""
+    for no destination in every face: "none" is no name to allow."""
+    if isinstance(text, str) and text.strip().lower() in ("", "none"):
+        return ()
+    from ..runtime.spec import parse_allow
+    return parse_allow(text)
+
+
+def parse_rate_option(text) -> int | None:
+    """--rate: the runtime's parse_rate (bits/s), with none/unlimited for no
+    limit in every face (its own word: no cap of the policy is a Limits field)."""
+    if text is None or str(text).strip().lower() in NO_LIMIT:
+        return None
+    from ..runtime.spec import parse_rate
+    return parse_rate(text)
+
+
+NETWORK_OPTIONS = ("net", "allow", "rate")     # a session's network: kept for a restart
+
+
 def _size(field_name: str) -> Callable:
     return lambda text: parse_size(text, field_name)
 
@@ -132,8 +153,17 @@ OPTIONS: tuple[Option, ...] = (
            face_help={RUN: "wall time limit of the command, e.g. 30s, 2m: then killed"}),
     Option("disk", "size", "size of the writable layer, e.g. 1G", (RUN, LIMITS), _size("disk"),
            {RUN: "1G"}, cap="max_disk", restart=True),
-    Option("net", "network", "network: none (loopback only) or host", (RUN, CELL, LIMITS, KERNEL),
-           parse_network, {RUN: "none", KERNEL: "none"}, restart=True),
+    Option("net", "network", "network: none (loopback only), host, or bridge (its own address "
+           "behind the host's NAT, root; egress only to the --allow names)",
+           (RUN, CELL, LIMITS, KERNEL), parse_network, {RUN: "none", KERNEL: "none"}, restart=True,
+           metavar="none|host|bridge"),
+    Option("allow", "names", "with --net bridge: the domain names the session may reach (and their "
+           "subdomains), comma separated, e.g. pypi.org,files.pythonhosted.org; '*': any "
+           "destination; none: nothing leaves (the default)", (RUN, CELL, LIMITS, KERNEL),
+           lambda text: parse_allow_option(text), {KERNEL: None}, restart=True, metavar="NAMES"),
+    Option("rate", "bandwidth", "with --net bridge: the bandwidth each way, e.g. 10mbit, 500kbit "
+           "(bits per second); none: no limit (the default)", (RUN, CELL, LIMITS, KERNEL),
+           lambda text: parse_rate_option(text), {KERNEL: None}, restart=True, metavar="RATE"),
     Option("image", "image", "the image, e.g. host or busybox: sandbox-kernel images and %container "
            "images list them",
            (RUN, CELL, LIMITS, KERNEL), _image, {RUN: HOST, KERNEL: HOST}, restart=True),

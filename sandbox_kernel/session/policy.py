@@ -15,7 +15,12 @@ Two presets:
                             (or --max-memory/--max-cpus/--max-pids/
                             --max-timeout/--max-disk); no "no limit"
     sessions                one: the kernel's own (--max-sessions)          any number
-    session network         none, or the kernel's own --net                 none or host
+    session network         none, or the kernel's own --net                 none, host or bridge
+    session --allow         (--net bridge) names within the kernel's own    any names, or '*'
+                            --allow (--may-allow NAMES), subdomains too;
+                            '*' only if the kernel's is '*'
+    session --rate          (--net bridge) at most the kernel's own --rate  any rate, or none
+                            (--max-rate); none only if it has none
     session image           any image there is                              any image
     image ls, inspect       allowed                                         allowed
     image import            only from the --import-dir directories          from anywhere
@@ -53,7 +58,7 @@ from dataclasses import dataclass, replace
 
 from ..runtime import images
 from ..runtime.spec import DEFAULT_DISK, SpecError, parse_network
-from . import options
+from . import options, stats as stats_contract
 from .policy_notebook import (  # noqa: F401 -- moved; commands, settings and tests use policy's names
     NOTEBOOK_DIR_MODES, NOTEBOOK_DIR_WORDS, SYSTEM_DIRS, SYSTEM_TREES, NotebookDir, home_directories,
     notebook_dir_for, parse_notebook_dir, parse_notebook_root, unsafe_directory)
@@ -63,6 +68,7 @@ from .policy_values import (  # noqa: F401 -- moved; commands, settings and test
 
 CLASSROOM, TRUSTED = "classroom", "trusted"
 PRESETS = (CLASSROOM, TRUSTED)
+BUILD_NETWORKS = ("none", "host")
 CAPPED = tuple(option.name for option in options.OPTIONS if option.cap)   # the schema says which
 INSTALL = "sandbox-kernel install"
 # a new image's name in the classroom: one path component, Docker's NAME[:TAG]
@@ -89,6 +95,9 @@ class Policy:
     max_disk: int | None = None            # bytes of a writable layer
     max_sessions: int | None = None
     networks: tuple | None = None          # a session's networks
+    may_allow: tuple | None = None         # names a bridged session may --allow, with their
+                                           # subdomains (None: any; ("*",): any and '*' itself)
+    max_rate: int | None = None            # bits/s: a bridged session's --rate at most
     images: tuple | None = None            # images a session may run (None: all there are)
     import_dirs: tuple | None = None       # real paths an import may read below
     pull_registries: tuple | None = None   # host[:port] a pull may contact
@@ -148,6 +157,25 @@ class Policy:
             self._refuse(f"a session's network may be {' or '.join(self.networks)}, not {network}",
                          "sets the kernel's network", f"{INSTALL} --net host")
         return network
+
+    def check_egress(self, network: str, allow=(), rate=None) -> None:
+        """A bridged session's egress (``allow``: runtime.spec.parse_allow's
+        tuple; ``rate``: bits/s or None) within the policy's: every name
+        allowed covered by may_allow (a name covers its subdomains, as the
+        resolver matches them), the rate at most max_rate.  Other networks
+        have no egress to check: none has none, host is the host's (check_network)."""
+        if network != "bridge":
+            return
+        allow = options.parse_allow_option(allow or "")      # the names as the resolver has them
+        outside = [name for name in allow if not covered(name, self.may_allow)]
+        if outside:
+            wider = ",".join(dict.fromkeys((*(self.may_allow or ()), *outside)))
+            self._refuse(f"a session may --allow {_names(self.may_allow)}, not {', '.join(outside)}",
+                         "lists the names", f"{INSTALL} --may-allow {wider}")
+        if self.max_rate is not None and (rate is None or rate > self.max_rate):
+            asked = "no rate limit" if rate is None else f"--rate {stats_contract.format_rate(rate)}"
+            self._refuse(f"{asked} is above the cap of {stats_contract.format_rate(self.max_rate)}",
+                         "sets the caps", f"{INSTALL} --max-rate {typed_rate(rate)}")
 
     # -- images ------------------------------------------------------------------
 
@@ -215,7 +243,7 @@ class Policy:
                      "lists the hosts", f"{INSTALL} --pull-registry HOST:PORT for each")
 
     def build_network(self, requested: str | None) -> str:
-        network = parse_network(requested) if requested else self.build_networks[0]
+        network = parse_build_network(requested) if requested else self.build_networks[0]
         if network not in self.build_networks:
             self._refuse(f"a build's network may be {' or '.join(self.build_networks)}, not {network}",
                          "sets it", f"{INSTALL} --build-network host")
@@ -272,6 +300,8 @@ class Policy:
         else:
             bases = "any image" if self.host_builds else "stored images not on the host"
         return [f"net {listed(self.networks, 'none')}",
+                f"allow {_names(self.may_allow)}",
+                f"rate {'no cap' if self.max_rate is None else stats_contract.format_rate(self.max_rate)}",
                 f"import from {listed(self.import_dirs, 'no directory')}",
                 f"pull from {listed(self.pull_registries, 'no registry')}",
                 f"build net {'/'.join(self.build_networks)} from {bases}",
@@ -284,6 +314,7 @@ class Policy:
         return {"name": self.name,
                 "caps": {s: self.cap(s) for s in (*CAPPED, "sessions")},
                 "networks": _list(self.networks), "images": _list(self.images),
+                "may_allow": _list(self.may_allow), "max_rate": self.max_rate,
                 "import_dirs": _list(self.import_dirs), "pull_registries": _list(self.pull_registries),
                 "build_networks": list(self.build_networks), "build_bases": _list(self.build_bases),
                 "host_builds": self.host_builds, "remove_any": self.remove_any,
@@ -304,21 +335,25 @@ def trusted() -> Policy:
     return Policy(name=TRUSTED)
 
 
-def classroom(limits: dict, net: str = "none") -> Policy:
+def classroom(limits: dict, net: str = "none", allow=(), rate=None) -> Policy:
     """The kernel's own limits (parsed; None: no limit) are the caps; its
-    network and none are the sessions' networks; nothing is imported or
-    pulled; builds run with net none, from stored images not on the host."""
+    network and none are the sessions' networks, its --allow the names a
+    session may allow (none by default) and its --rate the rate's cap;
+    nothing is imported or pulled; builds run with net none, from stored
+    images not on the host."""
     return Policy(name=CLASSROOM, max_memory=limits.get("memory"), max_cpus=limits.get("cpus"),
                   max_pids=limits.get("pids"), max_timeout=limits.get("timeout"),
                   max_disk=limits.get("disk", DEFAULT_DISK), max_sessions=1,
-                  networks=tuple(dict.fromkeys(("none", parse_network(net)))), import_dirs=(),
+                  networks=tuple(dict.fromkeys(("none", parse_network(net)))),
+                  may_allow=options.parse_allow_option(allow or ""),
+                  max_rate=options.parse_rate_option(rate), import_dirs=(),
                   pull_registries=(), build_networks=("none",), host_builds=False,
                   remove_any=False, strict_names=True, notebook_dir="overlay")
 
 
-def preset(name: str, limits: dict, net: str = "none") -> Policy:
+def preset(name: str, limits: dict, net: str = "none", allow=(), rate=None) -> Policy:
     if name == CLASSROOM:
-        return classroom(limits, net)
+        return classroom(limits, net, allow, rate)
     if name == TRUSTED:
         return trusted()
     raise SpecError("policy", name, " or ".join(PRESETS))
@@ -326,7 +361,8 @@ def preset(name: str, limits: dict, net: str = "none") -> Policy:
 
 def with_overrides(policy: Policy, overrides: dict) -> Policy:
     """``policy`` with the installer's explicit choices (None: not given):
-    max_* as typed ("2G", "none": no cap), lists of strings, a build network."""
+    max_* as typed ("2G", "none": no cap), lists of strings, a build network,
+    may_allow (names as --allow takes them, a string or a list) and max_rate."""
     fields = {}
     for setting in (*CAPPED, "sessions"):
         text = overrides.get(f"max_{setting}")
@@ -337,11 +373,15 @@ def with_overrides(policy: Policy, overrides: dict) -> Policy:
     if overrides.get("pull_registries") is not None:
         fields["pull_registries"] = tuple(normal_registry(r) for r in overrides["pull_registries"])
     if overrides.get("build_network"):
-        network = parse_network(overrides["build_network"])
+        network = parse_build_network(overrides["build_network"])
         fields["build_networks"] = tuple(dict.fromkeys((network, "none")))
     for key in ("images", "build_bases"):
         if overrides.get(key) is not None:
             fields[key] = tuple(check_reference(n) for n in overrides[key])
+    if overrides.get("may_allow") is not None:
+        fields["may_allow"] = options.parse_allow_option(_joined(overrides["may_allow"]))
+    if overrides.get("max_rate") is not None:
+        fields["max_rate"] = options.parse_rate_option(overrides["max_rate"])
     if overrides.get("notebook_dir"):
         fields["notebook_dir"] = parse_notebook_dir(overrides["notebook_dir"])
     if overrides.get("notebook_root"):
@@ -349,6 +389,43 @@ def with_overrides(policy: Policy, overrides: dict) -> Policy:
     return replace(policy, **fields)
 
 
-
 def _list(values):
     return None if values is None else list(values)
+
+
+def parse_build_network(text) -> str:
+    """A build's network: none or host (a build runs no session: no bridge,
+    no allowlist for it to keep)."""
+    network = parse_network(text)
+    if network not in BUILD_NETWORKS:
+        raise SpecError("build network", text, " or ".join(BUILD_NETWORKS))
+    return network
+
+
+def covered(name: str, may_allow: tuple | None) -> bool:
+    """Whether ``may_allow`` covers the name: itself or a parent domain is
+    listed ("pypi.org" covers "files.pypi.org", not "evilpypi.org"), or
+    "*" is; "*" (open egress) only by "*"."""
+    if may_allow is None or "*" in may_allow:
+        return True
+    return name != "*" and any(name == cap or name.endswith("." + cap) for cap in may_allow)
+
+
+def _names(may_allow: tuple | None) -> str:
+    if may_allow is None:
+        return "any names"
+    return "any destination ('*')" if "*" in may_allow else (", ".join(may_allow) or "no name")
+
+
+def _joined(values) -> str:
+    return values if isinstance(values, str) else ",".join(map(str, values))
+
+
+def typed_rate(bits) -> str:
+    """A rate as --rate and --max-rate take it: 10mbit, 1500kbit, none."""
+    if bits is None:
+        return "none"
+    for unit, scale in (("gbit", 10 ** 9), ("mbit", 10 ** 6), ("kbit", 10 ** 3)):
+        if bits % scale == 0:
+            return f"{bits // scale}{unit}"
+    return str(bits)

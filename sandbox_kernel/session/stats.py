@@ -8,6 +8,11 @@ the footer drawn from it.
               "memory_current": 52428800, "memory_peak": 61865984, "memory_limit": 268435456,
               "pids_current": 2, "pids_peak": 3, "pids_limit": 64,
               "io_read": 0, "io_write": 4096, "net_rx": 0, "net_tx": 0,
+              "net_refused": 2, "net_refusals": [
+                  {"destination": "example.com", "names": ["example.com"], "protocol": "dns",
+                   "port": 53, "count": 1},
+                  {"destination": "198.51.100.7", "names": [], "protocol": "tcp",
+                   "port": 80, "count": 1}],
               "oom_kills": 0, "throttled_time": 0.0,
               "disk_used": 12582912, "disk_limit": 536870912, "status": "ok"}}
 
@@ -21,6 +26,18 @@ layer's (/tmp, the fresh /workspace, image writes) bytes at the cell's end
 and its size: --disk, at most half the memory limit where its files count
 as memory (runtime/rootfs.py ``layer_size``).  ``status`` is ok, error,
 timeout, oom or killed.
+
+The network (issue 21).  ``net_rx``/``net_tx``: bytes received and sent
+(``--net bridge``: the veth's counters, the same figures ``top`` shows; the
+host's network: null).  ``net_refused``: the connections and lookups the
+session's allowlist refused during the cell (null where nothing filters: net
+none or host).  ``net_refusals``: those refusals, one entry per destination
+(null where nothing filters), most refused first: ``destination`` an address,
+or a name the resolver would not answer (``protocol`` "dns"); ``names`` the
+names looked up that led there (a raw address: none); ``port`` null for a
+protocol without ports; ``count`` how many in the cell.  The optional key
+``network`` ({"mode": "bridge", "allow": [...], "rate": bits/s or null})
+says what the session may reach (``network_dict``).
 
 Optional keys: ``warnings`` (see build_stats) and ``"trusted_output": true``
 when the session passes the container's display data to the browser as it is
@@ -42,12 +59,13 @@ CELL_FIELDS = (
     "execution_count", "wall", "cpu_user", "cpu_system",
     "memory_current", "memory_peak", "memory_limit",
     "pids_current", "pids_peak", "pids_limit", "pids_refused",
-    "io_read", "io_write", "net_rx", "net_tx",
+    "io_read", "io_write", "net_rx", "net_tx", "net_refused", "net_refusals",
     "oom_kills", "throttled_time", "disk_used", "disk_limit", "status",
     "memory_pressure",   # the cell crossed the pressure threshold (session/pressure_watch.py);
 )                        # false: watched, not crossed; null: not watched (no limit, no cgroup)
 CUMULATIVE = ("cpu_user", "cpu_system", "io_read", "io_write", "oom_kills", "throttled_time",
-              "pids_refused")   # forks and threads the pids limit refused (pids.events "max")
+              "pids_refused",   # forks and threads the pids limit refused (pids.events "max")
+              "net_refused")    # connections and lookups the allowlist refused
 LEVELS = ("memory_current", "memory_limit", "pids_current", "pids_limit", "disk_used", "disk_limit")
 PEAKS = ("memory_peak", "pids_peak")
 
@@ -96,7 +114,8 @@ def delta(before, after):
 
 def cell_figures(before: dict | None, after: dict | None, *, peaks_reset: bool) -> dict:
     """Per-cell figures from two snapshots of counters (CgroupStats.as_dict()
-    plus net_rx/net_tx).  ``before`` None: a cell with no baseline, so the
+    plus net_rx/net_tx, and net_refused/net_refusals where an allowlist
+    filters: net_counters).  ``before`` None: a cell with no baseline, so the
     cumulative figures are the container's totals."""
     after = after or {}
     figures = {}
@@ -109,18 +128,80 @@ def cell_figures(before: dict | None, after: dict | None, *, peaks_reset: bool) 
         figures[key] = after.get(key)
     for key in PEAKS:
         figures[key] = after.get(key) if peaks_reset else None
+    figures["net_refusals"] = refusals_delta((before or {}).get("net_refusals"),
+                                             after.get("net_refusals"))
     return figures
+
+
+# -- the network's refusals ------------------------------------------------------
+
+DNS = "dns"      # the protocol of a lookup the session's resolver refused
+
+
+def refusal(destination: str, protocol: str, port, count: int, names=()) -> dict:
+    """One entry of ``net_refusals``: plain JSON, the names sorted."""
+    return {"destination": str(destination), "names": sorted({str(n) for n in names}),
+            "protocol": str(protocol), "port": None if port is None else int(port),
+            "count": int(count)}
+
+
+def net_counters(net_stats) -> dict:
+    """The counters' network keys from the runtime's ``NetStats`` of a
+    bridged container (runtime/net_bridge.py; read by attribute, not
+    imported): rx/tx bytes and the refusals, cumulative as the cgroup's
+    counters are.  A connection refused keeps the names the container looked
+    up that led to its address; a name the resolver would not answer is an
+    entry of protocol "dns" whose destination is the name (lookups come
+    collapsed: one each)."""
+    entries = [refusal(r.destination, r.protocol, r.port, r.count, r.names)
+               for r in net_stats.refused or () if r.count]
+    entries += [refusal(lookup.name, DNS, 53, 1, (lookup.name,))
+                for lookup in dict.fromkeys(net_stats.lookups or ()) if not lookup.allowed]
+    return {"net_rx": net_stats.rx_bytes, "net_tx": net_stats.tx_bytes,
+            "net_refused": sum(entry["count"] for entry in entries),
+            "net_refusals": _most_first(entries)}
+
+
+def _key(entry: dict) -> tuple:
+    return entry["destination"], entry["protocol"], entry["port"]
+
+
+def refusals_delta(before, after) -> list | None:
+    """The refusals counted between two snapshots of ``net_refusals`` (each
+    cumulative); None when ``after`` is unknown.  An entry whose count went
+    backwards (a fresh container) counts from 0."""
+    if after is None:
+        return None
+    earlier = {_key(entry): entry["count"] for entry in before or ()}
+    entries = []
+    for entry in after:
+        count = delta(earlier.get(_key(entry), 0), entry["count"])
+        if count:
+            entries.append({**entry, "count": count})
+    return _most_first(entries)
+
+
+def _most_first(entries: list) -> list:
+    return sorted(entries, key=lambda e: (-e["count"], e["destination"], e["protocol"], e["port"] or 0))
+
+
+def network_dict(mode: str, allow=None, rate=None) -> dict:
+    """The contract's optional ``network``: the mode, the allowlist (a list;
+    ["*"]: any destination; []: none) and the rate in bits/s (null: none)."""
+    return {"mode": str(mode), "allow": None if allow is None else list(allow), "rate": rate}
 
 
 def build_stats(*, session: str, image: str, limits, execution_count: int | None,
                 wall: float | None, figures: dict, status: str | None,
-                warnings: list[str] | None = None, trusted_output: bool = False) -> dict:
+                warnings: list[str] | None = None, trusted_output: bool = False,
+                network: dict | None = None) -> dict:
     """The contract dict.  ``figures`` holds the cell fields (see cell_figures);
     absent ones are null.  ``warnings`` (optional key, a list of sentences):
     what the user must know about the figures, such as limits that no cgroup
     enforces (a rootless container without a delegated cgroup).
     ``trusted_output`` (optional key, only when true): the container's display
-    data reached the browser unsanitised; the footer says "output trusted"."""
+    data reached the browser unsanitised; the footer says "output trusted".
+    ``network`` (optional key): network_dict's, for a bridged session."""
     if status is not None and status not in STATUSES:
         raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
     cell = {key: figures.get(key) for key in CELL_FIELDS}
@@ -130,6 +211,8 @@ def build_stats(*, session: str, image: str, limits, execution_count: int | None
         stats["warnings"] = list(warnings)
     if trusted_output:
         stats["trusted_output"] = True
+    if network is not None:
+        stats["network"] = network
     return stats
 
 
@@ -187,8 +270,10 @@ def footer_parts(stats: dict) -> list[tuple[str, str]]:
         ("mem", _of(mem, format_bytes(memory_limit) if memory_limit is not None else None)),
         ("pids", _of(pids, str(pids_limit) if pids_limit is not None else None)),
         ("io", f"r {format_bytes(cell.get('io_read'))} w {format_bytes(cell.get('io_write'))}"),
-        ("net", f"rx {format_bytes(cell.get('net_rx'))} tx {format_bytes(cell.get('net_tx'))}"),
+        ("net", _net_text(stats)),
     ]
+    if cell.get("net_refused"):
+        parts.append(("refused", refusals_text(cell["net_refused"], cell.get("net_refusals"))))
     if cell.get("disk_used") is not None or cell.get("disk_limit") is not None:
         parts.append(("disk", _disk_share(cell)))
     if stats.get("notebook_dir"):
@@ -199,6 +284,53 @@ def footer_parts(stats: dict) -> list[tuple[str, str]]:
         parts.append(("output", "trusted"))
     parts += [("warning", str(text)) for text in stats.get("warnings") or ()]
     return parts
+
+
+def _net_text(stats: dict) -> str:
+    """'rx 1.2 MiB tx 3 KiB', and the bridge's rate when there is one."""
+    cell = stats.get("cell") or {}
+    text = f"rx {format_bytes(cell.get('net_rx'))} tx {format_bytes(cell.get('net_tx'))}"
+    rate = (stats.get("network") or {}).get("rate")
+    return f"{text} at {format_rate(rate)}" if isinstance(rate, int) and rate > 0 else text
+
+
+def format_rate(bits) -> str:
+    """Bits per second as tc and --rate say them: 10 Mbit/s, 1.5 Gbit/s, 800 kbit/s."""
+    if bits is None:
+        return NA
+    for unit, scale in (("Gbit/s", 10 ** 9), ("Mbit/s", 10 ** 6), ("kbit/s", 10 ** 3)):
+        if bits >= scale:
+            value = bits / scale
+            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+    return f"{bits} bit/s"
+
+
+REFUSALS_SHOWN = 4
+"""The footer names this many refused destinations, then says how many more."""
+
+
+def refusal_text(entry: dict) -> str:
+    """'example.com (name not allowed)', '198.51.100.7 tcp/80 x3',
+    '151.101.0.223 (pypi.org) tcp/443'."""
+    count = entry.get("count") or 0
+    if entry.get("protocol") == DNS:
+        text = f"{entry.get('destination')} (name not allowed)"
+    else:
+        names = entry.get("names") or []
+        text = str(entry.get("destination"))
+        text += f" ({', '.join(map(str, names))})" if names else ""
+        text += f" {entry.get('protocol')}" + (f"/{entry['port']}" if entry.get("port") is not None else "")
+    return text + (f" x{count}" if count > 1 else "")
+
+
+def refusals_text(total, entries) -> str:
+    """The footer's "refused" part: how many, then who ('3: example.com
+    (name not allowed), 198.51.100.7 tcp/80 x2')."""
+    entries = list(entries or ())
+    named = [refusal_text(entry) for entry in entries[:REFUSALS_SHOWN]]
+    if len(entries) > REFUSALS_SHOWN:
+        named.append(f"{len(entries) - REFUSALS_SHOWN} more")
+    return f"{total}: {', '.join(named)}" if named else str(total)
 
 
 def _disk_share(cell: dict) -> str:
