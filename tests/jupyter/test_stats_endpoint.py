@@ -76,15 +76,26 @@ class Server:
         client.wait_for_ready(timeout=60)
         return client
 
-    def ws(self, kernel_id: str, token: str | None = "") -> websocket.WebSocket:
+    def login_cookie(self) -> str:
+        """The cookie a browser gets from a request with the token."""
+        request = urllib.request.Request(f"{self.base}/api/status",
+                                         headers={"Authorization": f"token {self.token}"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            cookies = response.headers.get_all("Set-Cookie") or []
+        return "; ".join(cookie.split(";", 1)[0] for cookie in cookies)
+
+    def ws(self, kernel_id: str, token: str | None = "", origin: str | None = None,
+           cookie: str | None = None) -> websocket.WebSocket:
         token = self.token if token == "" else token
         header = [f"Authorization: token {token}"] if token is not None else []
+        header += [f"Cookie: {cookie}"] if cookie else []
         url = self.base.replace("http://", "ws://") + f"/sandbox-kernel/api/kernels/{kernel_id}/stats/ws"
-        return websocket.create_connection(url, header=header, timeout=30)
+        return websocket.create_connection(url, header=header, timeout=30, origin=origin)
 
     def stop(self) -> None:
         try:
-            for kernel in self.request("GET", "api/kernels")[1] or []:
+            status, kernels = self.request("GET", "api/kernels")
+            for kernel in kernels if status == 200 else []:
                 self.request("DELETE", f"api/kernels/{kernel['id']}")
         finally:
             if self.process.poll() is None:
@@ -114,12 +125,12 @@ def jupyter_env(tmp_path: Path) -> dict:
     return env
 
 
-def start_server(tmp_path: Path, env: dict) -> Server:
+def start_server(tmp_path: Path, env: dict, *options: str) -> Server:
     port, token = _free_port(), uuid.uuid4().hex
     log = open(tmp_path / "server.log", "w")
     argv = [sys.executable, "-m", "jupyter_server", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
             "--allow-root", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-            f"--ServerApp.root_dir={tmp_path}"]
+            f"--ServerApp.root_dir={tmp_path}", *options]
     process = subprocess.Popen(argv, env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=log,
                                stderr=subprocess.STDOUT, start_new_session=True)
     server = Server(f"http://127.0.0.1:{port}", token, Path(env["JUPYTER_RUNTIME_DIR"]), process)
@@ -201,6 +212,48 @@ def test_refused_without_the_token(server, sandbox_kernel, token):
     with pytest.raises(websocket.WebSocketBadStatusException) as refused:
         server.ws(sandbox_kernel, token=token)
     assert refused.value.status_code == 403
+
+
+def test_websocket_from_another_origin_is_refused(server, sandbox_kernel):
+    """A page of another site cannot read the stats with the user's cookie;
+    the server's own pages can."""
+    cookie = server.login_cookie()
+    assert cookie
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        server.ws(sandbox_kernel, token=None, cookie=cookie, origin="http://evil.example")
+    assert refused.value.status_code == 403
+    sock = server.ws(sandbox_kernel, token=None, cookie=cookie, origin=server.base)
+    try:
+        assert json.loads(sock.recv())["event"] == "snapshot"
+    finally:
+        sock.close()
+
+
+DENY_KERNELS = '''
+from jupyter_server.auth.authorizer import Authorizer
+
+class NoKernels(Authorizer):
+    """Everything but the kernels resource: as a deployment may restrict it."""
+    def is_authorized(self, handler, user, action, resource):
+        return resource != "kernels"
+'''
+
+
+def test_the_servers_authorizer_decides(tmp_path):
+    """An authenticated user the server's authorizer refuses the kernels
+    resource gets 403 from both, as from /api/kernels."""
+    (tmp_path / "deny_kernels.py").write_text(DENY_KERNELS)
+    env = {**jupyter_env(tmp_path), "PYTHONPATH": str(tmp_path)}
+    server = start_server(tmp_path, env, "--ServerApp.authorizer_class=deny_kernels.NoKernels")
+    try:
+        assert server.request("GET", "api/kernels")[0] == 403
+        status, _ = server.request("GET", "sandbox-kernel/api/kernels/any/stats")
+        assert status == 403
+        with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+            server.ws("any")
+        assert refused.value.status_code == 403
+    finally:
+        server.stop()
 
 
 def test_404_with_the_reason_for_unknown_and_unsandboxed_kernels(server):
