@@ -28,6 +28,7 @@ from jupyter_client import BlockingKernelClient
 
 REPO = Path(__file__).resolve().parents[2]
 SANDBOX_KERNEL = "sbk-endpoint-256m"
+WRAPPED_PYTHON = "python3-provisioned-256m"
 MEMORY = 256 << 20
 START_TIMEOUT = 90.0
 
@@ -122,7 +123,20 @@ def jupyter_env(tmp_path: Path) -> dict:
         [str(Path(sys.executable).parent / "sandbox-kernel"), "install", "--prefix", str(prefix),
          "--name", SANDBOX_KERNEL, "--memory", "256M"], capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 0, done.stderr
+    write_wrapped_python(prefix / "share" / "jupyter" / "kernels" / WRAPPED_PYTHON)
     return env
+
+
+def write_wrapped_python(directory: Path) -> None:
+    """ipykernel under the sandbox provisioner (256M), as a kernelspec says
+    it (metadata.kernel_provisioner): the endpoint's concern is the kernel
+    it starts, not how the kernelspec was written."""
+    directory.mkdir(parents=True)
+    (directory / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (provisioned, 256M)", "language": "python",
+        "metadata": {"kernel_provisioner": {"provisioner_name": "sandbox-provisioner",
+                                            "config": {"memory": "256M"}}}}))
 
 
 def start_server(tmp_path: Path, env: dict, *options: str) -> Server:
@@ -268,6 +282,39 @@ def test_404_with_the_reason_for_unknown_and_unsandboxed_kernels(server):
         assert refused.value.status_code == 404
     finally:
         server.request("DELETE", f"api/kernels/{plain}")
+
+
+def wait_for(server: Server, kernel_id: str, check, timeout: float = 120.0) -> dict:
+    """The first REST answer that passes ``check`` (bounded)."""
+    deadline, message = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        status, message = server.request("GET", f"sandbox-kernel/api/kernels/{kernel_id}/stats")
+        if status == 200 and check(message):
+            return message
+        time.sleep(0.5)
+    raise AssertionError(f"no stats answer passed the check within {timeout:g} s; last: {message}")
+
+
+def test_a_provisioned_kernel_and_its_out_of_memory_death(server):
+    """The whole kernel is one container: its figures against its limit, no
+    per-cell rows; past the limit the endpoint says in plain words that the
+    kernel ran out of memory, and goes on with the restarted kernel."""
+    kernel_id = server.start_kernel(WRAPPED_PYTHON)
+    client = server.client(kernel_id)
+    try:
+        message = wait_for(server, kernel_id, lambda m: m["sessions"][0]["state"] == "running")
+        assert (message["kernel"], message["per_cell"], message["deaths"]) == ("provisioned", False, [])
+        stats = _session(message)["stats"]
+        assert stats["limits"]["memory"] == MEMORY and stats["cell"]["memory_current"] > 0
+        client.execute("x = b'\\x01' * (1 << 30)   # 1 GiB under 256M")
+        message = wait_for(server, kernel_id, lambda m: m["deaths"])
+        (death,) = message["deaths"]
+        assert death["reason"] == "oom", death
+        assert "ran out of memory" in death["message"] and "256 MiB" in death["message"], death
+        wait_for(server, kernel_id, lambda m: m["sessions"][0]["state"] == "running")  # restarted
+    finally:
+        client.stop_channels()
+        server.request("DELETE", f"api/kernels/{kernel_id}")
 
 
 def test_shipped_config_enables_the_extension():
