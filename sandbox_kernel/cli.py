@@ -6,6 +6,8 @@
     sandbox-kernel install --user --memory 2G --cpus 2
     sandbox-kernel images import busybox.tar --name busybox
     sandbox-kernel run --image busybox -- /bin/sh -c 'cat /etc/os-release'
+    sandbox-kernel delegate alice --memory 4G --cpus 2 --pids 1024
+    sandbox-kernel top --json
 
 Bad input gets one line on stderr and exit status 2.  The options of ``run``
 and ``install`` come from session/options.py.
@@ -63,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     from . import images_cli
     images_cli.add_arguments(sub)
     _grade_parser(sub)
+    from . import admin_cli
+    admin_cli.add_arguments(sub)
     return parser
 
 
@@ -158,6 +162,9 @@ def main(argv=None) -> int:
     if args.action == "grade":
         from .grade import cli as grade_cli
         return grade_cli.main(args, parser)
+    if args.action in ("delegate", "top"):
+        from . import admin_cli
+        return admin_cli.main(args, parser)
     if args.action == "images":
         from . import images_cli
         return images_cli.main(args, parser)

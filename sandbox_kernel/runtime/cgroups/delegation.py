@@ -23,6 +23,9 @@ ceiling is written one level up, in a group the user does not own.  Limits
 are hierarchical, so nothing the user makes below can exceed them: memory
 (swap included), pids and CPU time.
 
+Users cannot see each other's: the base can be passed but not listed (0711),
+a ceiling's directory is root's with the user's group (0710).
+
 Nothing here is named ``sbk-``: the reaper and the leftover checks, which
 own that prefix, never touch a ceiling.  Imports: the drivers' file helpers
 and their stats readers.
@@ -33,14 +36,13 @@ import errno
 import os
 import pwd
 import re
-import signal
-import time
 from dataclasses import dataclass
 
 from ..stats import CgroupStats
+from . import teardown
 from .base import CgroupError
 from .detect import CgroupMount, parse_mountinfo
-from .files import CgroupDir, poll_until
+from .files import CgroupDir
 from .v1 import CONTROLLERS as V1_CONTROLLERS
 from .v1 import V1Cgroup
 from .v2 import CONTROLLERS as V2_CONTROLLERS
@@ -52,7 +54,6 @@ SERVER = "server"
 UNIFIED = "unified"          # the key of the one v2 hierarchy in the path maps
 CPU_PERIOD = 100_000         # microseconds, as the drivers use
 MAX_DEPTH = "32"             # v2 cgroup.max.depth of a ceiling: a user's tree stays shallow
-REMOVE_SECONDS = 5.0
 _USER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
 DELEGATED_FILES = {"v2": ("cgroup.procs", "cgroup.threads", "cgroup.subtree_control"),
                    "v1": ("cgroup.procs", "tasks")}
@@ -206,9 +207,21 @@ def _prepare_tree(version: str, root: str, entry: pwd.struct_passwd) -> None:
         _make_group(directory, version)
         if version == "v2":
             _enable_controllers(directory)
+    _close_to_others(base, ceiling, entry.pw_gid)
     if version == "v2":
         _write(CgroupDir(ceiling), "cgroup.max.depth", MAX_DEPTH)
     _hand_over(delegated, version, entry.pw_uid, entry.pw_gid)
+
+
+def _close_to_others(base: str, ceiling: str, gid: int) -> None:
+    """Students must not see each other's cgroups: the base may be passed but not
+    listed, a ceiling is entered by its own user (its group) and root only."""
+    try:
+        os.chmod(base, 0o711)
+        os.chown(ceiling, 0, gid)
+        os.chmod(ceiling, 0o710)
+    except OSError as error:
+        raise DelegationError(error.errno, f"chmod/chown {error.filename}: {error.strerror}") from None
 
 
 def _make_group(directory: str, version: str) -> None:
@@ -409,10 +422,14 @@ def remove(user: str) -> bool:
         return False
     freezer = _paths(roots, entry.pw_name).get("freezer")
     if freezer is not None and os.path.isdir(freezer):
-        _kill_frozen(freezer)
-    for top in tops:
-        _empty_and_remove(top)
-        _remove_if_unused(os.path.dirname(top))
+        teardown.kill_frozen(freezer)
+    try:
+        for top in tops:
+            teardown.empty_and_remove(top)
+            _remove_if_unused(os.path.dirname(top))
+    except CgroupError as error:
+        raise DelegationError(error.errno, f"removing the ceiling of {entry.pw_name}: "
+                                           f"{error.strerror}") from None
     return True
 
 
@@ -423,73 +440,3 @@ def _remove_if_unused(base: str) -> None:
     except OSError as error:
         if error.errno not in (errno.EBUSY, errno.ENOTEMPTY, errno.ENOENT):
             raise DelegationError(error.errno, f"rmdir {base}: {error.strerror}") from None
-
-
-def _kill_frozen(top: str) -> None:
-    """v1 has no cgroup.kill: freeze the subtree so that nothing forks between
-    the listing and the kill (a frozen task dies once thawed), kill, thaw."""
-    freezer = CgroupDir(top)
-    _write(freezer, "freezer.state", "FROZEN")
-    try:
-        poll_until(lambda: freezer.read_once("freezer.state").strip() == "FROZEN")
-        _kill_all(_subtree(top))
-    finally:
-        _write(freezer, "freezer.state", "THAWED")
-
-
-def _subtree(top: str) -> list[str]:
-    """Every group under top, top first; iterative, so a deep tree is no problem."""
-    found, pending = [], [top]
-    while pending:
-        directory = pending.pop()
-        found.append(directory)
-        try:
-            with os.scandir(directory) as entries:
-                pending.extend(e.path for e in entries if e.is_dir(follow_symlinks=False))
-        except FileNotFoundError:
-            continue
-    return found
-
-
-def _empty_and_remove(top: str) -> None:
-    deadline = time.monotonic() + REMOVE_SECONDS
-    while True:
-        groups = _subtree(top)
-        _kill_all(groups)
-        for directory in reversed(groups):   # children before their parents
-            _rmdir_when_empty(directory, deadline)
-        if not os.path.isdir(top):
-            return
-        if time.monotonic() >= deadline:   # a new child appeared meanwhile, again and again
-            raise DelegationError(errno.EBUSY, f"{top} could not be emptied in "
-                                               f"{REMOVE_SECONDS:g} s")
-
-
-def _kill_all(groups: list[str]) -> None:
-    top = CgroupDir(groups[0])
-    if top.has("cgroup.kill"):   # v2, Linux >= 5.14: the whole subtree at once
-        _write(top, "cgroup.kill", "1")
-        return
-    for directory in groups:
-        for pid in CgroupDir(directory).pids():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                continue
-
-
-def _rmdir_when_empty(directory: str, deadline: float) -> None:
-    def removed() -> bool:
-        try:
-            os.rmdir(directory)
-        except FileNotFoundError:
-            return True
-        except OSError as error:
-            if error.errno != errno.EBUSY:
-                raise DelegationError(error.errno, f"rmdir {directory}: {error.strerror}") from None
-            _kill_all([directory])   # a process forked after the kill, or still dying
-            return False
-        return True
-    if not poll_until(removed, max(0.1, deadline - time.monotonic()), 0.02):
-        raise DelegationError(errno.EBUSY, f"rmdir {directory}: still busy after "
-                                           f"{REMOVE_SECONDS:g} s (a process in state D?)")
