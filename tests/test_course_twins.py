@@ -95,6 +95,17 @@ def test_the_course_has_korean_notebooks():
     assert KOREAN, f"no notebook named NN-*.ipynb in {KOREAN_DIR}"
 
 
+ENGLISH = sorted(os.path.join(NOTEBOOK_DIR, name) for name in os.listdir(NOTEBOOK_DIR)
+                 if re.match(r"^\d\d-.*\.ipynb$", name))
+
+
+@pytest.mark.parametrize("path", ENGLISH, ids=ids)
+def test_every_english_notebook_has_a_korean_twin(path):
+    korean = os.path.join(KOREAN_DIR, os.path.basename(path))
+    assert os.path.isfile(korean), (
+        f"{ids(path)} has no Korean twin {ids(korean)}: the course is taught in both")
+
+
 @pytest.mark.parametrize("path", KOREAN, ids=ids)
 def test_a_korean_notebook_has_an_english_twin_of_the_same_name(path):
     assert os.path.isfile(twin_of(path)), (
