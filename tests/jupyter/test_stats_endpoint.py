@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,12 +30,6 @@ SANDBOX_KERNEL = "sbk-endpoint-256m"
 WRAPPED_PYTHON = "python3-provisioned-256m"
 MEMORY = 256 << 20
 START_TIMEOUT = 90.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -95,7 +88,7 @@ class Server:
 
     def stop(self) -> None:
         try:
-            status, kernels = self.request("GET", "api/kernels")
+            status, kernels = self.request("GET", "api/kernels") if self.base else (None, None)
             for kernel in kernels if status == 200 else []:
                 self.request("DELETE", f"api/kernels/{kernel['id']}")
         finally:
@@ -140,22 +133,26 @@ def write_wrapped_python(directory: Path) -> None:
 
 
 def start_server(tmp_path: Path, env: dict, *options: str) -> Server:
-    port, token = _free_port(), uuid.uuid4().hex
+    """A server on a port the OS picks (--port=0), read back from the
+    server's info file in the runtime dir."""
+    token, runtime_dir = uuid.uuid4().hex, Path(env["JUPYTER_RUNTIME_DIR"])
     log = open(tmp_path / "server.log", "w")
-    argv = [sys.executable, "-m", "jupyter_server", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+    argv = [sys.executable, "-m", "jupyter_server", "--no-browser", "--ip=127.0.0.1", "--port=0",
             "--allow-root", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
             f"--ServerApp.root_dir={tmp_path}", *options]
     process = subprocess.Popen(argv, env=env, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=log,
                                stderr=subprocess.STDOUT, start_new_session=True)
-    server = Server(f"http://127.0.0.1:{port}", token, Path(env["JUPYTER_RUNTIME_DIR"]), process)
+    server = Server("", token, runtime_dir, process)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"jupyter server exited: {(tmp_path / 'server.log').read_text()[-3000:]}")
         try:
+            info = json.loads((runtime_dir / f"jpserver-{process.pid}.json").read_text())
+            server.base = f"http://127.0.0.1:{info['port']}"
             if server.request("GET", "api/status")[0] == 200:
                 return server
-        except (urllib.error.URLError, OSError):
+        except (OSError, ValueError, KeyError):
             pass
         time.sleep(0.5)
     server.stop()
