@@ -258,3 +258,48 @@ def test_the_contracts_json_carries_the_network():
     assert bundle["network"] == {"mode": "bridge", "allow": ["pypi.org"], "rate": 10_000_000}
     assert bundle["cell"]["net_refused"] == 4 and len(bundle["cell"]["net_refusals"]) == 3
     assert set(bundle["cell"]) == set(stats.CELL_FIELDS)
+
+
+# -- rootless: pasta, or one line ----------------------------------------------------------------
+
+
+def refused_rootless(*args, **kwargs) -> str:
+    from sandbox_kernel.runtime import net_pasta
+    with pytest.raises(net_pasta.RootlessNetRefused) as caught:
+        net_pasta.check(*args, **kwargs)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("rootless --net bridge refused: ")
+    return message
+
+
+def test_rootless_an_allowlist_or_no_egress_is_refused_never_opened(tmp_path):
+    tun = tmp_path / "tun"
+    tun.write_text("")
+    assert "--allow pypi.org cannot be enforced without root" in refused_rootless(
+        ("pypi.org",), None, path="/bin/true", tun=str(tun))
+    assert "no --allow (nothing may leave)" in refused_rootless((), None, path="/bin/true", tun=str(tun))
+    assert "--net none for no egress" in refused_rootless((), None, path="/bin/true", tun=str(tun))
+
+
+def test_rootless_a_rate_is_refused(tmp_path):
+    assert "--rate needs a host veth" in refused_rootless(("*",), 1_000_000, path="/bin/true")
+
+
+def test_rootless_open_egress_needs_pasta_and_its_device(tmp_path, monkeypatch):
+    from sandbox_kernel.runtime import net_pasta
+    monkeypatch.setattr(net_pasta.shutil, "which", lambda name: None)
+    assert "pasta is not installed" in refused_rootless(("*",), None)
+    assert "cannot open" in refused_rootless(("*",), None, path="/bin/true",
+                                             tun=str(tmp_path / "missing"))
+    tun = tmp_path / "tun"
+    tun.write_text("")
+    assert net_pasta.check(("*",), None, path="/bin/true", tun=str(tun)) == "/bin/true"
+
+
+def test_pasta_gets_no_way_to_the_hosts_loopback():
+    from sandbox_kernel.runtime import net_pasta
+    argv = net_pasta.pasta_argv("/usr/bin/pasta", 1234, "/tmp/x/pid")
+    joined = " ".join(argv)
+    for words in ("-T none", "-U none", "-t none", "-u none", "--no-map-gw", "--config-net"):
+        assert words in joined
+    assert argv[-1] == "1234"
