@@ -18,9 +18,11 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 from sandbox_kernel.runtime.cgroups import delegation
 
@@ -50,17 +52,50 @@ def system_user():
     name = PREFIX + secrets.token_hex(4)
     subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/sh", name],
                    check=True, capture_output=True)
-    home = tempfile.mkdtemp(prefix=f"{name}-home.", dir="/run")
+    home = None
     try:
         entry = pwd.getpwnam(name)
+        home = tempfile.mkdtemp(prefix=f"{name}-home.", dir="/run")
         os.chown(home, entry.pw_uid, entry.pw_gid)
         yield name
     finally:
         try:
             delegation.remove(name)   # kills what is left in the ceiling
         finally:
-            shutil.rmtree(home, ignore_errors=True)
-            subprocess.run(["userdel", name], check=False, capture_output=True)
+            if home is not None:
+                shutil.rmtree(home, ignore_errors=True)
+            _delete_user(name)
+
+
+def _processes_of(uid: int) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        try:
+            if name.isdigit() and os.stat(f"/proc/{name}").st_uid == uid:
+                found.append(int(name))
+        except FileNotFoundError:
+            continue
+    return found
+
+
+def _delete_user(name: str) -> None:
+    """userdel refuses while a process of the user exists (one still dying after
+    the ceiling's kill, or one started outside it): kill those, by pid, first."""
+    uid = pwd.getpwnam(name).pw_uid
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        pids = _processes_of(uid)
+        if not pids:
+            break
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+    ran = subprocess.run(["userdel", name], check=False, capture_output=True, text=True)
+    if ran.returncode != 0:
+        ran = subprocess.run(["userdel", "--force", name], check=False, capture_output=True, text=True)
+    if ran.returncode != 0:
+        raise RuntimeError(f"userdel {name} failed ({ran.returncode}): {ran.stderr.strip()}")
 
 
 def home_of(user: str) -> str:
@@ -92,16 +127,26 @@ def user_env(user: str, extra: dict | None = None) -> dict[str, str]:
     return env
 
 
-def run_as(user: str, argv: list[str], ceiling=None, env: dict | None = None,
-           timeout: float = 300) -> subprocess.CompletedProcess:
-    """argv as user (inside ceiling's server leaf when given); output captured as text."""
+def _as_user(user: str, argv: list[str], ceiling, env: dict | None) -> tuple[list[str], dict]:
+    """The command line and Popen keywords that run argv as user (see the module docstring)."""
     interpreter = os.path.realpath(sys.executable)
     outer = {"CLOSED": _closed_dir(interpreter, user), "INTERPRETER": interpreter,
              "RUN_USER": user, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
     assignments = [f"{k}={v}" for k, v in user_env(user, env).items()]
     enter = (lambda: delegation.enter(ceiling, 0)) if ceiling is not None else None
-    return subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "bash", "-c", _INNER, "run-as",
-         *assignments, *argv],
-        env=outer, preexec_fn=enter, capture_output=True, text=True, timeout=timeout,
-        cwd="/", check=False)
+    command = ["unshare", "--mount", "--propagation", "private", "bash", "-c", _INNER, "run-as",
+               *assignments, *argv]
+    return command, {"env": outer, "preexec_fn": enter, "cwd": "/", "text": True}
+
+
+def run_as(user: str, argv: list[str], ceiling=None, env: dict | None = None,
+           timeout: float = 300) -> subprocess.CompletedProcess:
+    """argv as user (inside ceiling's server leaf when given); output captured as text."""
+    command, keywords = _as_user(user, argv, ceiling, env)
+    return subprocess.run(command, capture_output=True, timeout=timeout, check=False, **keywords)
+
+
+def start_as(user: str, argv: list[str], ceiling=None, env: dict | None = None) -> subprocess.Popen:
+    """As run_as, but started and left running: the caller waits for it (or kills it)."""
+    command, keywords = _as_user(user, argv, ceiling, env)
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **keywords)

@@ -46,6 +46,7 @@ from .files import CgroupDir
 from .v1 import CONTROLLERS as V1_CONTROLLERS
 from .v1 import V1Cgroup
 from .v2 import CONTROLLERS as V2_CONTROLLERS
+from .v2 import LEAF as V2_LEAF
 from .v2 import V2Cgroup
 
 BASE = "sandbox-kernel-users"
@@ -398,15 +399,26 @@ def enter(ceiling: Ceiling, pid: int = 0) -> None:
     """Root: move process ``pid`` (0: the caller) into the user's server leaf,
     made if missing.  Only os calls, so it is safe in a preexec_fn."""
     _need_root("enter")
-    leaves = ceiling.server()
-    for leaf in _distinct(leaves):
-        if not os.path.isdir(os.path.dirname(leaf)):
-            raise DelegationError(errno.ENOENT, f"{os.path.dirname(leaf)} is gone: was the "
+    for server in _distinct(ceiling.server()):
+        if not os.path.isdir(os.path.dirname(server)):
+            raise DelegationError(errno.ENOENT, f"{os.path.dirname(server)} is gone: was the "
                                                 f"ceiling of {ceiling.user} removed?")
-        _make_group(leaf, ceiling.version)
-        _hand_over(leaf, ceiling.version, ceiling.uid, ceiling.gid)
-    for leaf in _distinct(leaves):
-        _write(CgroupDir(leaf), "cgroup.procs", str(pid))
+        target = _entry_group(server, ceiling)
+        _write(CgroupDir(target), "cgroup.procs", str(pid))
+
+
+def _entry_group(server: str, ceiling: Ceiling) -> str:
+    """server/, made and handed over if missing; on v2, server/leaf once the
+    runtime enabled controllers below server/ for its containers (then, by the
+    no-internal-process rule, server/ itself can take no process: EBUSY)."""
+    _make_group(server, ceiling.version)
+    _hand_over(server, ceiling.version, ceiling.uid, ceiling.gid)
+    if ceiling.version != "v2" or not CgroupDir(server).read_once("cgroup.subtree_control").split():
+        return server
+    leaf = os.path.join(server, V2_LEAF)
+    _make_group(leaf, ceiling.version)
+    _hand_over(leaf, ceiling.version, ceiling.uid, ceiling.gid)
+    return leaf
 
 
 # -- remove ---------------------------------------------------------------------
