@@ -22,6 +22,7 @@ from types import SimpleNamespace
 
 from ..panel import messages
 from ..runtime import cards
+from ..session import stats as stats_contract
 from ..session.stats import SessionSnapshot
 
 KIND_PROVISIONED = "provisioned"
@@ -110,9 +111,7 @@ def provisioned_view(provisioned) -> KernelView:
     """One session: the kernel's container (state "restarting" between two)."""
     spec = provisioned.spec
     figures = provisioned.stats() if provisioned.container is not None else None
-    counters = None if figures is None else figures.as_dict()
-    if counters is not None:
-        counters.update(_net_counters(getattr(provisioned.container, "net_host_ifname", None)))
+    counters = None if figures is None else {**figures.as_dict(), **_container_net(provisioned.container)}
     running = counters is not None
     snapshot = SessionSnapshot(
         name=provisioned.display_name or provisioned.kernel_id, image=spec.image,
@@ -123,6 +122,15 @@ def provisioned_view(provisioned) -> KernelView:
     return KernelView(provisioned.kernel_id, KIND_PROVISIONED, [snapshot],
                       language=provisioned.language, display_name=provisioned.display_name,
                       deaths=[death.as_dict() for death in provisioned.deaths])
+
+
+def _container_net(container) -> dict:
+    """A bridged container of this process: its bytes and refusals (the
+    runtime's NetStats); else what the host side of a veth says, or null."""
+    net_stats = container.net_stats() if hasattr(container, "net_stats") else None
+    if net_stats is not None:
+        return stats_contract.net_counters(net_stats)
+    return _net_counters(getattr(container, "net_host_ifname", None))
 
 
 # -- the sandbox kernel's containers, from their cards ------------------------------

@@ -58,3 +58,14 @@ def test_net_counters_come_from_the_host_side_of_the_veth_or_are_null():
     assert sources._net_counters("sbk-no-such-veth") == {"net_rx": None, "net_tx": None}
     lo = sources._net_counters("lo")
     assert isinstance(lo["net_rx"], int) and isinstance(lo["net_tx"], int)
+
+
+def test_a_bridged_provisioned_kernel_shows_its_bytes_and_refusals():
+    refused = SimpleNamespace(destination="203.0.113.7", protocol="tcp", port=443, count=2,
+                              names=("example.com",))
+    net = SimpleNamespace(rx_bytes=1000, tx_bytes=200, refused=[refused], lookups=[])
+    container = SimpleNamespace(net_stats=lambda: net, net_host_ifname="sbk-v-x")
+    message = sources.provisioned_view(_provisioned(container, CgroupStats(memory_current=MIB))).message("tick")
+    cell = message["sessions"][0]["stats"]["cell"]
+    assert (cell["net_rx"], cell["net_tx"], cell["net_refused"]) == (1000, 200, 2)
+    assert cell["net_refusals"][0]["names"] == ["example.com"]
