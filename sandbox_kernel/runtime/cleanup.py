@@ -21,7 +21,15 @@ import, pull or build, and ``sbk-<pid>-image-<hex>.json``) are swept the
 same way, by every store command and by ``reap_stale``: an import killed
 mid-way leaves nothing once the next one runs (issue 15).
 
-Imports: safe_fs, cgroups and image_basics (store_root) only.
+``--net bridge`` leaves more on a dead owner's behalf: its resolver (a
+dnsmasq), its nftables chains, sets and map elements, maybe its veth, and
+the bridge once nobody uses it.  Their records are in net_records.RUN_DIR,
+named by the container: ``reap_stale`` hands them to ``net_bridge.reap_stale``
+(imported only when that directory exists, so a host without bridges never
+imports pyroute2).
+
+Imports: safe_fs, cgroups and image_basics (store_root); net_bridge inside
+``_reap_networks``.
 """
 from __future__ import annotations
 
@@ -74,7 +82,22 @@ def reap_stale(driver: CgroupDriver, state_parents=None) -> list[str]:
     removed = [path for path in driver.leftovers() if orphaned(path) and _remove_group(path)]
     for parent in state_parents:
         removed += _reap_state_dirs(parent)
-    return removed + _reap_own_store()
+    return removed + _reap_own_store() + _reap_networks()
+
+
+NET_RUN_DIR = "/run/sandbox-kernel-net"   # net_records.RUN_DIR (that module imports this one)
+
+
+def _reap_networks() -> list[str]:
+    """A dead owner's --net bridge pieces; root's only (they are root's)."""
+    if os.geteuid() != 0 or not os.path.isdir(NET_RUN_DIR):
+        return []
+    from . import net_bridge
+    try:
+        return net_bridge.reap_stale(orphaned)
+    except OSError as error:   # NetError, NetFilterError: logged, a start never fails for it
+        log.warning("could not remove a dead owner's bridge network: %s", error)
+        return []
 
 
 def _reap_own_store() -> list[str]:

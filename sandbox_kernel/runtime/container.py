@@ -107,6 +107,8 @@ class Container:
         self._started_at = 0.0
         self.started_wall = 0.0
         self.net_host_ifname: str | None = None   # --net bridge: the host side of its veth
+        self.net_address: str | None = None       # --net bridge: its IPv4 address
+        self._net = None                          # --net bridge: net_bridge.Attachment
         self._idmap: userns.IdMap | None = None   # rootless only
         self.result: ExitResult | None = None
         self.layer_size: int | None = None   # bytes of the writable layer's tmpfs (rootfs.layer_size)
@@ -118,8 +120,10 @@ class Container:
         self._require(State.CREATED, "start")
         try:
             self._prepare_host()
+            self._attach_network()
             config = self._launch_config()
             self._spawn(config)
+            self._network_joined()
             if self.cgroup.tracks_members:
                 self._track_init()
             self._pin_layer()
@@ -214,6 +218,14 @@ class Container:
             raise LifecycleError(f"container {self.name} has no cgroup ({self.state.value})")
         return self._with_disk(_with_limits(self.cgroup.stats(), self.spec))
 
+    def net_stats(self):
+        """--net bridge: the container's bytes, refusals and lookups
+        (net_bridge.NetStats); None for the other networks."""
+        if self._net is None:
+            return None
+        from . import net_bridge
+        return net_bridge.stats(self._net)
+
     def disk_usage(self) -> tuple[int | None, int | None]:
         """(bytes used, bytes in all) of the writable layer: /tmp, the fresh
         /workspace and the image's writes.  Used is None when the layer
@@ -293,6 +305,7 @@ class Container:
             if self._process is not None:
                 self._process.send_signal(signal.SIGKILL)
                 self._process.reap()
+            self._detach_network()
             self._unpin_layer()   # before the cgroup goes: its pages are charged there
             if self.cgroup is not None:
                 self.cgroup.destroy()
@@ -358,15 +371,45 @@ class Container:
             userns=idmap, keep_groups=bool(idmap and not idmap.by_tool),
             command=list(spec.command), env=workload_environment(spec),
             workdir=spec.workdir, hostname=spec.hostname, uid=uid, gid=gid,
-            network=spec.network, join_files=self.cgroup.join_files(),
+            network=self._launch_network(), join_files=self.cgroup.join_files(),
             rlimits=[list(r) for r in self.cgroup.child_rlimits()],
             cpus=self.cgroup.child_affinity(),   # where no cpuset pins it: cgroups/cpus.py
             plan=plan,
             new_root=os.path.join(state_dir, "root"),
             host_mnt_ns=os.stat("/proc/self/ns/mnt").st_ino,
-            pass_fds=list(spec.pass_fds),
+            pass_fds=list(spec.pass_fds) + self._network_fds(),
             cgroup_dirs=[os.path.dirname(p) for p in self.cgroup.join_files()],
             state_dir=state_dir)
+
+    # -- --net bridge: net_bridge.py; pyroute2 is imported only here -----------
+
+    def _attach_network(self) -> None:
+        """The namespace, veth, resolver and filter, before the spawn (network.py)."""
+        if self.spec.network != "bridge":
+            return
+        from . import net_bridge
+        self._net = net_bridge.attach(self.name, self.spec.allow, self.spec.rate)
+        self.net_host_ifname, self.net_address = self._net.host_ifname, self._net.address
+
+    def _launch_network(self) -> str:
+        if self._net is None:
+            return self.spec.network
+        from .network import bridge_policy
+        return bridge_policy(self._net.netns_fd)
+
+    def _network_fds(self) -> list[int]:
+        return [self._net.netns_fd] if self._net is not None else []
+
+    def _network_joined(self) -> None:
+        if self._net is not None:
+            from . import net_bridge
+            net_bridge.joined(self._net)
+
+    def _detach_network(self) -> None:
+        """After the container's processes are gone; idempotent."""
+        if self._net is not None:
+            from . import net_bridge
+            net_bridge.detach(self._net)
 
     def _spawn(self, config: LauncherConfig) -> None:
         spawn.ensure_standard_fds()

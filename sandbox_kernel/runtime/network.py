@@ -1,5 +1,6 @@
 """Network policies: ``none`` (a fresh network namespace with only loopback,
-the default) and ``host`` (the host's namespace, shared).
+the default), ``host`` (the host's namespace, shared) and ``bridge`` (root:
+a namespace the owner prepared with a veth on sbk-br0, net_bridge.py).
 
 Child side: ``setup_child(policy)`` runs in the container's init right after
 it unshared its namespaces.  For ``none`` that is one netlink request that
@@ -16,6 +17,15 @@ tests and ``doctor``.
     ---------                      ---------------------------------------------
     none: nothing                  RTM_NEWLINK index=1 flags=IFF_UP -> ack
     host: no new namespace         nothing
+    bridge: net_bridge.prepare     setns(FD) into the prepared namespace
+      makes the namespace, its     (the policy reaches init as "bridge:FD", FD
+      veth, address and route,     one of pass_fds): eth0, its address, route
+      before the spawn             and lo are up before the workload exists
+
+Why the owner prepares the namespace and init joins it, rather than init
+making one and the owner configuring it afterwards: the workload must not
+run a single instruction before its network is what the spec says, and
+the owner only hears from init when the workload is already running.
 
 Imports: nothing of the project.
 """
@@ -25,6 +35,8 @@ import errno
 import os
 import socket
 import struct
+
+from . import syscalls as sc
 
 NETLINK_ROUTE = 0
 RTM_NEWLINK = 16
@@ -42,6 +54,20 @@ def needs_new_namespace(policy: str) -> bool:
 def setup_child(policy: str) -> None:
     if policy == "none":
         set_link_up(LOOPBACK_INDEX)
+    elif policy.startswith("bridge:"):
+        sc.setns(_namespace_fd(policy), sc.CLONE_NEWNET)
+
+
+def bridge_policy(netns_fd: int) -> str:
+    """What the launcher is told for a bridge: the prepared namespace's fd."""
+    return f"bridge:{netns_fd}"
+
+
+def _namespace_fd(policy: str) -> int:
+    try:
+        return int(policy.partition(":")[2])
+    except ValueError:
+        raise OSError(errno.EINVAL, f"network policy {policy!r}: expected bridge:FD") from None
 
 
 def set_link_up(index: int) -> None:
