@@ -331,12 +331,18 @@ def course_kernelspecs(data_dir: str):
 @pytest.mark.timeout(NOTEBOOK_TIMEOUT)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=ids)
 def test_notebook_runs_top_to_bottom(path, kernelspecs):
+    fresh_run(path)
+
+
+def fresh_run(path: str):
+    """The notebook run top to bottom, its figures checked, nothing left behind."""
     before = sbk_things()
     notebook, kernel_pid = execute(path)
     check_figures(notebook, f"{ids(path)} (fresh run)")
     assert not footers(notebook), f"{ids(path)}: a fresh run's outputs hold stats footers"
     left = wait_for_leftovers(before, kernel_pid, sbk_prefixes(notebook))
     assert not left, f"{ids(path)} left behind: {left}"
+    return notebook
 
 
 def execute(path: str):
@@ -415,6 +421,39 @@ def test_notebook_renders_to_html(path, tmp_path):
         f"{html.name} lost the quoted figures' spans")
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS + [os.path.join(KOREAN_DIR, GLOSSARY)], ids=ids)
+def test_bold_and_italics_render(path):
+    """CommonMark does not close ``**`` after a punctuation mark when a letter follows, as a
+    Korean particle does: ``**네임스페이스(namespace)**를`` shows its stars; the English term
+    goes outside: ``**네임스페이스**(namespace)를``."""
+    if path.endswith(".ipynb"):
+        texts = [(f"cell {i}", cell.source) for i, cell in enumerate(read(path).cells)
+                 if cell.cell_type == "markdown"]
+    else:
+        with open(path, encoding="utf-8") as handle:
+            texts = [("", handle.read())]
+    problems = [f"{where}: ...{snippet}..." for where, text in texts
+                for snippet in stray_stars(text)]
+    assert not problems, (f"{ids(path)}: emphasis shown as stars (put a parenthesis after the"
+                          " closing stars):\n  " + "\n  ".join(problems))
+
+
+def stray_stars(markdown: str) -> list[str]:
+    """The places where ``*`` is left in the prose once nbconvert rendered it (code aside)."""
+    from nbconvert.filters.markdown_mistune import markdown2html_mistune
+    html = markdown2html_mistune(markdown)
+    prose = re.sub(r"<(code|pre)\b.*?</\1>", "", html, flags=re.S)
+    return [prose[max(0, m.start() - 25):m.end() + 25].replace("\n", " ")
+            for m in re.finditer(r"\*+", prose)]
+
+
+def test_stray_stars_are_found_and_rendered_emphasis_is_not():
+    assert stray_stars("**네임스페이스(namespace)**를 가집니다")
+    assert stray_stars("*스로틀링(throttling)*됩니다")
+    assert not stray_stars("**네임스페이스**(namespace)를, *스로틀링*(throttling)됩니다")
+    assert not stray_stars("**Goal:** see `sbk-*` and\n\n    a * b\n")
+
+
 # ---- the checker itself: a contradicted or missing figure fails ------------------------
 
 def notebook_quoting(prose: str, printed: str):
@@ -477,12 +516,7 @@ def write_outputs(path: str) -> None:
     once its figures agree and it left nothing behind."""
     with tempfile.TemporaryDirectory(prefix="course-jupyter-") as data_dir, \
             course_kernelspecs(data_dir):
-        before = sbk_things()
-        notebook, kernel_pid = execute(path)
-    check_figures(notebook, f"{ids(path)} (fresh run)")
-    assert not footers(notebook), f"{ids(path)}: the run's outputs hold stats footers"
-    left = wait_for_leftovers(before, kernel_pid, sbk_prefixes(notebook))
-    assert not left, f"{ids(path)} left behind: {left}"
+        notebook = fresh_run(path)
     nbformat.write(notebook, path)
     print(f"wrote the outputs of a fresh run into {path}")
 
