@@ -392,17 +392,21 @@ def check_systemd_scope(euid: int, layout: CgroupLayout, run_root: str = "/run")
 def check_ceiling(layout: CgroupLayout, euid: int) -> Check | None:
     """The per-user ceiling root set (sandbox-kernel delegate) over this process, if any:
     every container started from here shares it.  None for root outside any ceiling."""
-    from .doctor_ceiling import ceiling_dirs, describe
-    dirs = ceiling_dirs(layout.dirs)
-    if dirs:
-        return Check("ceiling", True, describe(dirs), required=False)
-    if euid == 0:
-        return None
-    return Check("ceiling", False, "this process is under no per-user ceiling: its containers "
-                 "are limited one by one, not together",
-                 f"as root: sandbox-kernel delegate {_user_name(euid)} --memory 4G --cpus 2 "
-                 "--pids 1024, and start this user's server inside it (sandbox_kernel.hub does)",
-                 required=False)
+    from .doctor_ceiling import ceiling_row
+    row = ceiling_row(layout.dirs, euid, _user_name(euid))
+    return None if row is None else Check("ceiling", *row, required=False)
+
+
+def check_container_probe(euid: int) -> Check:
+    """Namespaces and mounts tried for real (doctor_probe.py): what a container runtime
+    around this process (a pod's seccomp, AppArmor, procMount) may refuse."""
+    from .doctor_probe import explain, probe
+    failure = probe()
+    if failure is None:
+        users = "user, " if euid else ""
+        return Check("container probe", True, f"{users}mount and pid namespaces, tmpfs and proc work")
+    detail, fix = explain(failure)
+    return Check("container probe", False, detail, fix)
 
 
 def check_rootless_network() -> Check:
@@ -425,8 +429,10 @@ def diagnose(proc_root: str = "/proc", sys_root: str = "/sys", etc_root: str = "
         checks.append(check_cgroup_writable(layout, euid))
         ceiling = check_ceiling(layout, euid)
         checks += [ceiling] if ceiling is not None else []
-    checks += [check_overlayfs(proc_root), check_seccomp(proc_root, status), check_pyroute2(),
-               check_idmap_tools(euid)]
+    checks += [check_overlayfs(proc_root), check_seccomp(proc_root, status)]
+    if proc_root == "/proc":   # the real host: try the steps (a fake one in the unit tests cannot)
+        checks.append(check_container_probe(euid))
+    checks += [check_pyroute2(), check_idmap_tools(euid)]
     if euid != 0:
         checks += [check_subordinate_ids(euid, etc_root), check_systemd_scope(euid, layout, run_root),
                    check_rootless_network()]

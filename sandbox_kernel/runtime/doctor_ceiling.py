@@ -75,3 +75,36 @@ def _size(text: str | None) -> str:
 def _cores(quota: str | None, period: str) -> str:
     shown = _unlimited(quota)
     return f"{int(shown) / int(period):g}" if shown.isdigit() and period.isdigit() else shown
+
+
+def inherited_memory_limit(directory: str | None) -> str | None:
+    """The smallest memory limit of this cgroup and the ancestors shown (a pod's,
+    in its cgroup namespace), e.g. "memory 2 GiB at /sys/fs/cgroup"; None if none."""
+    smallest, where = None, None
+    while directory and directory != "/":
+        text = _read(os.path.join(directory, "memory.max")) \
+            or _read(os.path.join(directory, "memory.limit_in_bytes"))
+        if text is None:
+            break
+        shown = _unlimited(text.strip())
+        if shown.isdigit() and (smallest is None or int(shown) < smallest):
+            smallest, where = int(shown), directory
+        directory = os.path.dirname(directory)
+    return None if smallest is None else f"memory {_size(str(smallest))} at {where}"
+
+
+def ceiling_row(own_dirs: dict[str, str], euid: int, user: str) -> tuple | None:
+    """(ok, detail, fix) of doctor's ceiling row; None for root outside any ceiling."""
+    dirs = ceiling_dirs(own_dirs)
+    if dirs:
+        return True, describe(dirs), None
+    if euid == 0:
+        return None
+    inherited = inherited_memory_limit(own_dirs.get("memory"))
+    if inherited is not None:   # a pod's limits, a systemd slice's: they bound all containers
+        return (True, f"no delegated ceiling, but this process's cgroup is held to {inherited}: "
+                "every container started from here shares it", None)
+    return (False, "this process is under no per-user ceiling: its containers are limited one "
+            "by one, not together",
+            f"as root: sandbox-kernel delegate {user} --memory 4G --cpus 2 --pids 1024, and "
+            "start this user's server inside it (sandbox_kernel.hub does)")

@@ -45,3 +45,13 @@ def test_a_user_outside_any_ceiling_is_told_how_to_get_one(tmp_path):
     assert not check.ok and not check.required
     assert "sandbox-kernel delegate" in check.fix
     assert doctor.check_ceiling(layout, 0) is None   # root outside one: no row
+
+
+def test_a_limited_cgroup_without_a_ceiling_is_reported_as_shared(tmp_path):
+    # a pod: its container's cgroup (the root of its cgroup namespace) has the pod's limit
+    _write(tmp_path / "pod", {"memory.max": str(2 << 30) + "\n"})
+    _write(tmp_path / "pod" / "kernel", {"memory.max": "max\n"})
+    own = str(tmp_path / "pod" / "kernel")
+    check = doctor.check_ceiling(doctor.CgroupLayout("v2", (), {"memory": own}, own), 1000)
+    assert check.ok
+    assert f"memory 2 GiB at {tmp_path / 'pod'}" in check.detail
