@@ -72,9 +72,21 @@ class StatsSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
 
     async def open(self, kernel_id: str) -> None:   # type: ignore[override]
         super().open()
+        self._loop = asyncio.get_running_loop()
+        self._unsubscribe = sources.on_death(self._death_seen)
         self._ticker = PeriodicCallback(self._tick, TICK_SECONDS * 1000)
         await self._send("snapshot", "open")
         self._ticker.start()
+
+    def _death_seen(self, kernel_id: str, death) -> None:
+        """The provisioner's thread saw a death: tell the panel now, not at
+        the next tick (the notification comes with JupyterLab's own dialog)."""
+        if kernel_id != self.kernel_id or self.ws_connection is None:
+            return
+        try:
+            self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._send("tick")))
+        except RuntimeError:        # the server's loop is closed: it is going away
+            self.log.debug("sandbox-kernel stats ws: a death of %s after the loop closed", kernel_id)
 
     def on_message(self, message) -> None:
         try:
@@ -91,6 +103,9 @@ class StatsSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
         ticker = getattr(self, "_ticker", None)
         if ticker is not None:
             ticker.stop()
+        unsubscribe, self._unsubscribe = getattr(self, "_unsubscribe", None), None
+        if unsubscribe is not None:
+            unsubscribe()
 
     async def _tick(self) -> None:
         await self._send("tick")

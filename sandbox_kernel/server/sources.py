@@ -17,6 +17,7 @@ handlers call it off the event loop.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -75,7 +76,7 @@ def view_of(kernel_manager, kernel_id: str) -> KernelView:
                   "sandboxed: the sandbox provisioner did not start it and it runs no sandbox containers")
 
 
-def _registry_get(kernel_id: str):
+def _registry():
     # imported here: the provisioner pulls in jupyter_client's provisioning, which
     # the sandbox kernel's answers do not need
     try:
@@ -84,7 +85,19 @@ def _registry_get(kernel_id: str):
         if error.name not in ("sandbox_kernel.provisioner", "sandbox_kernel.provisioner.registry"):
             raise
         return None     # a checkout without the provisioner: no kernel can be provisioned
-    return registry.get(kernel_id)
+    return registry
+
+
+def _registry_get(kernel_id: str):
+    registry = _registry()
+    return None if registry is None else registry.get(kernel_id)
+
+
+def on_death(callback) -> Callable[[], None]:
+    """callback(kernel_id, death) at each death the provisioner records, from
+    the thread that saw it; returns the unsubscribe function."""
+    registry = _registry()
+    return (lambda: None) if registry is None else registry.subscribe(callback)
 
 
 def kernel_pid(manager) -> int | None:
