@@ -23,6 +23,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import zipfile
@@ -132,6 +133,35 @@ def leftovers() -> list[str]:
         if b"dnsmasq" in cmdline and b"sandbox-kernel-net" in cmdline:
             found.append(f"dnsmasq pid {pid}")
     return found
+
+
+def run_python(code: str, *args: str, timeout: float = 120, **spec):
+    """``python -c code args`` in a --net bridge container (spec fields as
+    keywords, e.g. allow=("pypi.org",), rate=10**6); returns (exit code, the
+    output, its NetStats read before the container went)."""
+    from sandbox_kernel.runtime.container import Container
+    from sandbox_kernel.runtime.spec import ContainerSpec
+    spec.setdefault("network", "bridge")
+    with tempfile.TemporaryFile() as output:
+        with Container(ContainerSpec(command=(sys.executable, "-c", code, *args), **spec),
+                       stdout=output, stderr=output) as box:
+            box.start()
+            result = box.wait(timeout)
+            stats = box.net_stats()
+        output.seek(0)
+        return result.exit_code, output.read().decode(errors="replace"), stats
+
+
+FETCH = """
+import sys, time, urllib.request
+started = time.monotonic()
+try:
+    body = urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2]) if len(sys.argv) > 2 else 5).read()
+except OSError as error:
+    print("FAILED", error); sys.exit(3)
+print("FETCHED", len(body), time.monotonic() - started)
+print(body[:200].decode(errors="replace"))
+"""
 
 
 # -- the wheel ---------------------------------------------------------------------------
