@@ -24,9 +24,14 @@ import sys
 import tempfile
 import time
 
+import pytest
+
 from sandbox_kernel.runtime.cgroups import delegation
 
 PREFIX = "sbk-t-"
+NEEDS_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="makes system users and ceilings: needs root")
+CLI = [sys.executable, "-m", "sandbox_kernel.cli"]           # as root, this interpreter
+SANDBOX_KERNEL = os.path.join(os.path.dirname(sys.executable), "sandbox-kernel")   # for run_as
 
 _INNER = r'''
 set -e

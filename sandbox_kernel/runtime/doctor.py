@@ -39,6 +39,8 @@ import re
 import shutil
 from dataclasses import asdict, dataclass, field
 
+from .doctor_ceiling import read_text
+
 NAMESPACES = ("mnt", "uts", "ipc", "net", "pid", "cgroup")
 # the kernel option behind each namespace (the mount and cgroup ones have none of their own)
 NS_CONFIG = {"mnt": "CONFIG_NAMESPACES", "uts": "CONFIG_UTS_NS", "ipc": "CONFIG_IPC_NS",
@@ -84,13 +86,7 @@ class CgroupLayout:
 
 # ---- reading the host ---------------------------------------------------------------
 
-def _read(path: str) -> str | None:
-    """A file's text, or None when it is absent or unreadable (a doctor reports, never raises)."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read()
-    except OSError:
-        return None
+_read = read_text   # a file's text, or None when absent or unreadable: a doctor never raises
 
 
 def _sysctl(proc_root: str, name: str) -> str | None:

@@ -11,7 +11,8 @@ import os
 BASE = "sandbox-kernel-users"   # cgroups/delegation.py's BASE (a test keeps them equal)
 
 
-def _read(path: str) -> str | None:
+def read_text(path: str) -> str | None:
+    """A file's text, or None when it is absent or unreadable (a doctor reports, never raises)."""
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             return f.read()
@@ -41,12 +42,12 @@ def ceiling_dirs(own_dirs: dict[str, str]) -> dict[str, str]:
 def _figures(dirs: dict[str, str]) -> list[str]:
     """What the ceiling's own files say: limit (and use) of memory, cpus, pids."""
     def number(controller: str, name: str) -> str | None:
-        text = _read(os.path.join(dirs.get(controller, "/nonexistent"), name))
+        text = read_text(os.path.join(dirs.get(controller, "/nonexistent"), name))
         return None if text is None else text.split()[0] if text.split() else None
     memory = number("memory", "memory.max") or number("memory", "memory.limit_in_bytes")
     used = number("memory", "memory.current") or number("memory", "memory.usage_in_bytes")
     quota = number("cpu", "cpu.max") or number("cpu", "cpu.cfs_quota_us")
-    period = (_read(os.path.join(dirs.get("cpu", "/nonexistent"), "cpu.max")) or "").split()[1:] \
+    period = (read_text(os.path.join(dirs.get("cpu", "/nonexistent"), "cpu.max")) or "").split()[1:] \
         or [number("cpu", "cpu.cfs_period_us") or "100000"]
     figures = [f"memory {_size(memory)} (in use {_size(used)})",
                f"cpus {_cores(quota, period[0])}",
@@ -82,8 +83,8 @@ def inherited_memory_limit(directory: str | None) -> str | None:
     in its cgroup namespace), e.g. "memory 2 GiB at /sys/fs/cgroup"; None if none."""
     smallest, where = None, None
     while directory and directory != "/":
-        text = _read(os.path.join(directory, "memory.max")) \
-            or _read(os.path.join(directory, "memory.limit_in_bytes"))
+        text = read_text(os.path.join(directory, "memory.max")) \
+            or read_text(os.path.join(directory, "memory.limit_in_bytes"))
         if text is None:
             break
         shown = _unlimited(text.strip())

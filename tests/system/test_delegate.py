@@ -18,15 +18,10 @@ import sys
 import pytest
 
 from sandbox_kernel.runtime.cgroups import delegation
-from system_users import run_as, system_user
+from system_users import CLI, NEEDS_ROOT, SANDBOX_KERNEL, run_as, system_user
 
-pytestmark = [
-    pytest.mark.system,
-    pytest.mark.skipif(os.geteuid() != 0, reason="makes system users and ceilings: needs root"),
-]
+pytestmark = [pytest.mark.system, NEEDS_ROOT]
 MiB = 1 << 20
-CLI = [sys.executable, "-m", "sandbox_kernel.cli"]
-SANDBOX_KERNEL = os.path.join(os.path.dirname(sys.executable), "sandbox-kernel")
 # a memory bomb that says how far it got; its own container asks no memory limit
 BOMB = ("import os\nchunks = []\nfor i in range(int(os.environ['MB']) // 16):\n"
         "    chunks.append(b'x' * (16 << 20))\nprint('survived', flush=True)\n")

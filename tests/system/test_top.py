@@ -20,15 +20,10 @@ from sandbox_kernel import top
 from sandbox_kernel.runtime.cgroups import delegation
 from sandbox_kernel.runtime.container import Container
 from sandbox_kernel.runtime.spec import ContainerSpec, Limits
-from system_users import run_as, start_as, system_user
+from system_users import CLI, NEEDS_ROOT, SANDBOX_KERNEL, run_as, start_as, system_user
 
-pytestmark = [
-    pytest.mark.system,
-    pytest.mark.skipif(os.geteuid() != 0, reason="makes system users and ceilings: needs root"),
-]
+pytestmark = [pytest.mark.system, NEEDS_ROOT]
 MiB = 1 << 20
-CLI = [sys.executable, "-m", "sandbox_kernel.cli"]
-SANDBOX_KERNEL = os.path.join(os.path.dirname(sys.executable), "sandbox-kernel")
 WAIT_SECONDS = 120
 LABELS = (("kind", "kernel"), ("session", "top-test"), ("kernel_id", "k-123"),
           ("language", "python"))
