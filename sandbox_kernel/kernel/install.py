@@ -41,6 +41,20 @@ runs with, where the ``jupyter`` of the same environment looks, and which
 goes away with the environment; ``--user`` in the user's Jupyter data
 directory; ``--prefix P`` in P/share/jupyter/kernels.
 
+``--wrap KERNELSPEC`` sandboxes another kernel (issue 18: R, bash, a plain
+ipykernel...): it writes a kernelspec with the wrapped one's argv,
+language, env, interrupt_mode and logos, and ``metadata.kernel_provisioner``
+naming the ``sandbox-provisioner`` (sandbox_kernel/provisioner/) with the
+limits and policy given::
+
+    sandbox-kernel install --wrap ir --memory 1G --cpus 1        # "ir-sandbox", "R (sandbox)"
+    sandbox-kernel install --wrap bash --name bash-class --policy classroom --max-memory 2G
+
+Its settings: --memory, --cpus, --pids, --net, --image, --policy, --max-memory,
+--max-cpus, --max-pids, --max-disk, --notebook-dir, --notebook-root (the
+provisioner's, checked as it checks them); the others are the sandbox
+kernel's and are refused with --wrap.
+
 interrupt_mode is "message": the frontend asks the kernel over the control
 channel, and the kernel signals itself (see kernel.py, "Interrupts").  That
 works through any kernel provisioner, local or remote, since the manager
@@ -167,7 +181,6 @@ def install(settings: dict, *, name: str = DEFAULT_NAME, display_name: str = DEF
             systemd_scope: bool = False, policy: dict | None = None,
             trust_output: bool = False) -> str:
     """Check, write and install the kernelspec; returns where it went."""
-    from jupyter_client.kernelspec import KernelSpecManager
     checked = checked_settings(settings)
     policy = checked_policy(checked, policy or {})
     if not display_name.strip():
@@ -179,14 +192,7 @@ def install(settings: dict, *, name: str = DEFAULT_NAME, display_name: str = DEF
                        policy=policy, trust_output=trust_output)
     with tempfile.TemporaryDirectory(prefix="sbk-kernelspec-") as tmp:
         source = write_kernelspec(os.path.join(tmp, name), spec)
-        try:
-            return KernelSpecManager().install_kernel_spec(source, kernel_name=name, user=user,
-                                                           prefix=prefix)
-        except ValueError as error:       # an invalid kernel name
-            raise InstallError(f"invalid name {name!r}: {error}") from None
-        except OSError as error:
-            raise InstallError(f"cannot write the kernelspec: {error.strerror}: "
-                               f"{error.filename} (try --user, or run as root)") from None
+        return _install_dir(source, name, user=user, prefix=prefix)
 
 
 # -- the command line (cli.py's ``install`` subcommand) ------------------------------
@@ -199,9 +205,15 @@ def add_arguments(parser) -> None:
     where.add_argument("--sys-prefix", action="store_true",
                        help="install next to this Python, in sys.prefix/share/jupyter (the default)")
     where.add_argument("--prefix", metavar="P", help="install in P/share/jupyter/kernels")
-    parser.add_argument("--name", default=DEFAULT_NAME, help="the kernelspec's name (default: %(default)s)")
-    parser.add_argument("--display-name", default=DEFAULT_DISPLAY_NAME,
-                        help="the name shown in the launcher (default: %(default)s)")
+    parser.add_argument("--wrap", metavar="KERNELSPEC",
+                        help="sandbox another installed kernel (ir, bash, python3...): its argv in a "
+                             "container through the sandbox-provisioner (jupyter kernelspec list "
+                             "shows the names)")
+    parser.add_argument("--name", help=f"the kernelspec's name (default: {DEFAULT_NAME}; "
+                                       f"with --wrap K: K{WRAP_SUFFIX})")
+    parser.add_argument("--display-name",
+                        help=f"the name shown in the launcher (default: {DEFAULT_DISPLAY_NAME}; "
+                             f"with --wrap: the wrapped one's, with ' (sandbox)')")
     options.add_arguments(parser, options.KERNEL)     # --memory, --cpus...: the settings
     parser.add_argument("--no-footer", action="store_true",
                         help="no stats footer under each cell, as --footer off "
@@ -245,7 +257,12 @@ def _add_policy_arguments(parser) -> None:
 
 
 def run(args) -> str:
-    """Install from parsed arguments; InstallError on a bad value."""
+    """Install from parsed arguments; InstallError on a bad value.  Sets
+    ``args.name`` to the name installed (the default when none was given)."""
+    if args.wrap:
+        return run_wrap(args)
+    args.name = args.name or DEFAULT_NAME
+    args.display_name = DEFAULT_DISPLAY_NAME if args.display_name is None else args.display_name
     given = {name: getattr(args, name) for name in kernel_settings.names()}
     if args.no_footer and given.get("footer") not in (None, "off"):
         raise InstallError(f"--no-footer and --footer {given['footer']}: give one of them")
@@ -254,3 +271,111 @@ def run(args) -> str:
     return install(given, name=args.name, display_name=args.display_name, user=args.user,
                    prefix=prefix, footer=not args.no_footer, systemd_scope=args.systemd_scope,
                    policy=policy, trust_output=args.trust_output)
+
+
+# -- --wrap KERNELSPEC: any kernel through the sandbox-provisioner (issue 18) ---------------
+
+PROVISIONER_NAME = "sandbox-provisioner"
+WRAP_SUFFIX = "-sandboxed"      # not "-sandbox": python3-sandbox is the sandbox kernel's name
+# install option -> the provisioner's setting (sandbox_kernel/provisioner/settings.py)
+WRAP_SETTINGS = {"memory": "memory", "cpus": "cpus", "pids": "pids", "net": "net", "image": "image",
+                 "policy": "policy", "max_memory": "max_memory", "max_cpus": "max_cpus",
+                 "max_pids": "max_pids", "max_disk": "max_disk", "notebook_dir": "notebook_dir",
+                 "notebook_root": "notebook_root"}
+
+
+def _not_wrapped() -> list[str]:
+    """The install options only the sandbox kernel has (a wrapped kernel has no
+    cells the host sees, no images to manage): every setting and policy option
+    the provisioner does not take, as the schema has them now."""
+    names = [*kernel_settings.names(), *POLICY_ARGUMENTS, "no_footer", "trust_output", "systemd_scope"]
+    return [name for name in names if name not in WRAP_SETTINGS]
+
+
+def run_wrap(args) -> str:
+    """``install --wrap``: from parsed arguments; InstallError on a bad value
+    (an option the provisioner does not take is refused, never ignored)."""
+    refused = [name for name in _not_wrapped() if getattr(args, name, None) not in (None, [], False)]
+    if args.name == DEFAULT_NAME:
+        raise InstallError(f"--name {DEFAULT_NAME} is the sandbox kernel's: give a wrapped kernel "
+                           f"another name (default: {args.wrap}{WRAP_SUFFIX})")
+    if refused:
+        flag = "--" + refused[0].replace("_", "-")
+        raise InstallError(f"{flag} is the sandbox kernel's, not a wrapped kernel's: --wrap takes "
+                           "--memory, --cpus, --pids, --net, --image, --policy, --max-memory, "
+                           "--max-cpus, --max-pids, --max-disk, --notebook-dir, --notebook-root")
+    config = {setting: getattr(args, option) for option, setting in WRAP_SETTINGS.items()
+              if getattr(args, option, None) is not None}
+    args.name = args.name or args.wrap + WRAP_SUFFIX
+    prefix = args.prefix if args.prefix else (None if args.user else sys.prefix)
+    return install_wrapped(args.wrap, config, name=args.name, display_name=args.display_name,
+                           user=args.user, prefix=prefix)
+
+
+def wrapped_kernel_json(wrapped: dict, config: dict, display_name: str | None = None) -> dict:
+    """The wrapped kernelspec's kernel.json with the provisioner named in its metadata."""
+    spec = json.loads(json.dumps(wrapped))          # a deep copy of plain JSON
+    spec["display_name"] = display_name or f"{wrapped.get('display_name') or 'kernel'} (sandbox)"
+    metadata = spec.setdefault("metadata", {})
+    metadata["kernel_provisioner"] = {"provisioner_name": PROVISIONER_NAME, "config": dict(config)}
+    metadata.pop("debugger", None)                  # the debugger's files are the host's: off
+    return spec
+
+
+def install_wrapped(kernelspec: str, config: dict, *, name: str, display_name: str | None = None,
+                    user: bool = False, prefix: str | None = None) -> str:
+    """Check the settings, then write and install the wrapping kernelspec; where it went."""
+    from jupyter_client.kernelspec import KernelSpecManager
+    from ..provisioner import settings as provisioner_settings
+    try:
+        provisioner_settings.plan(config)
+    except provisioner_settings.SettingsError as error:
+        raise InstallError(str(error).removeprefix("sandbox-provisioner: ")) from None
+    try:
+        source_dir = KernelSpecManager().find_kernel_specs()[kernelspec]
+    except KeyError:
+        raise InstallError(f"no kernelspec named {kernelspec!r} to wrap: jupyter kernelspec list "
+                           "shows those installed") from None
+    with open(os.path.join(source_dir, "kernel.json"), encoding="utf-8") as handle:
+        wrapped = json.load(handle)
+    _check_wrappable(kernelspec, wrapped)
+    if display_name is not None and not display_name.strip():
+        raise InstallError("invalid display name '': expected some text, e.g. 'R (sandbox)'")
+    spec = wrapped_kernel_json(wrapped, config, display_name)
+    with tempfile.TemporaryDirectory(prefix="sbk-kernelspec-") as tmp:
+        target = os.path.join(tmp, name)
+        _copy_resources(source_dir, target)
+        write_kernelspec(target, spec)
+        return _install_dir(target, name, user=user, prefix=prefix)
+
+
+def _check_wrappable(name: str, spec: dict) -> None:
+    provisioner = (spec.get("metadata") or {}).get("kernel_provisioner")
+    if provisioner:
+        raise InstallError(f"kernelspec {name!r} has a kernel provisioner already "
+                           f"({provisioner.get('provisioner_name')!r}): wrap the kernelspec it wraps")
+    argv = spec.get("argv") or []
+    if KERNEL_MODULE in argv:
+        raise InstallError(f"kernelspec {name!r} is the sandbox kernel: its cells run in containers "
+                           "already (sandbox-kernel install sets its limits)")
+    if not argv or not all(isinstance(arg, str) for arg in argv):
+        raise InstallError(f"kernelspec {name!r} has no argv to wrap (a kernel started some other way)")
+
+
+def _copy_resources(source: str, target: str) -> None:
+    """The wrapped kernelspec's logos and files (not its kernel.json), one level deep."""
+    os.makedirs(target)
+    for entry in os.scandir(source):
+        if entry.is_file(follow_symlinks=False) and entry.name != "kernel.json":
+            shutil.copy(entry.path, target)
+
+
+def _install_dir(source: str, name: str, *, user: bool, prefix: str | None) -> str:
+    from jupyter_client.kernelspec import KernelSpecManager
+    try:
+        return KernelSpecManager().install_kernel_spec(source, kernel_name=name, user=user, prefix=prefix)
+    except ValueError as error:       # an invalid kernel name
+        raise InstallError(f"invalid name {name!r}: {error}") from None
+    except OSError as error:
+        raise InstallError(f"cannot write the kernelspec: {error.strerror}: "
+                           f"{error.filename} (try --user, or run as root)") from None
