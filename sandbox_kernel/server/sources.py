@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 from ..panel import messages
+from ..provisioner import registry     # in-process: the provisioners of this server's kernels
 from ..runtime import cards
 from ..session import stats as stats_contract
 from ..session.stats import SessionSnapshot
@@ -62,7 +63,7 @@ def view_of(kernel_manager, kernel_id: str) -> KernelView:
     """The kernel's view, or NoStats with the reason."""
     if kernel_id not in kernel_manager:
         raise NoStats(f"no kernel {kernel_id} on this server")
-    provisioned = _registry_get(kernel_id)
+    provisioned = registry.get(kernel_id)
     if provisioned is not None:
         return provisioned_view(provisioned)
     manager = kernel_manager.get_kernel(kernel_id)
@@ -76,28 +77,10 @@ def view_of(kernel_manager, kernel_id: str) -> KernelView:
                   "sandboxed: the sandbox provisioner did not start it and it runs no sandbox containers")
 
 
-def _registry():
-    # imported here: the provisioner pulls in jupyter_client's provisioning, which
-    # the sandbox kernel's answers do not need
-    try:
-        from ..provisioner import registry
-    except ModuleNotFoundError as error:
-        if error.name not in ("sandbox_kernel.provisioner", "sandbox_kernel.provisioner.registry"):
-            raise
-        return None     # a checkout without the provisioner: no kernel can be provisioned
-    return registry
-
-
-def _registry_get(kernel_id: str):
-    registry = _registry()
-    return None if registry is None else registry.get(kernel_id)
-
-
 def on_death(callback) -> Callable[[], None]:
     """callback(kernel_id, death) at each death the provisioner records, from
     the thread that saw it; returns the unsubscribe function."""
-    registry = _registry()
-    return (lambda: None) if registry is None else registry.subscribe(callback)
+    return registry.subscribe(callback)
 
 
 def kernel_pid(manager) -> int | None:
