@@ -17,7 +17,7 @@ Enabled by jupyter-config/jupyter_server_config.d/sandbox_kernel.json
 or ``jupyter server extension enable sandbox_kernel.server``.
 
 Imports: runtime (cards), session (the stats contract), panel (its
-messages), provisioner (its registry, when a kernel asks).
+messages), provisioner (its in-process registry).
 """
 from __future__ import annotations
 
