@@ -123,7 +123,6 @@ class Container:
             self._attach_network()
             config = self._launch_config()
             self._spawn(config)
-            self._network_joined()
             if self.cgroup.tracks_members:
                 self._track_init()
             self._pin_layer()
@@ -399,11 +398,6 @@ class Container:
 
     def _network_fds(self) -> list[int]:
         return [self._net.netns_fd] if self._net is not None else []
-
-    def _network_joined(self) -> None:
-        if self._net is not None:
-            from . import net_bridge
-            net_bridge.joined(self._net)
 
     def _detach_network(self) -> None:
         """After the container's processes are gone; idempotent."""

@@ -164,6 +164,18 @@ print(body[:200].decode(errors="replace"))
 """
 
 
+UPLOAD = """
+import sys, time, urllib.request
+body = b"u" * int(sys.argv[2])
+started = time.monotonic()
+try:
+    reply = urllib.request.urlopen(urllib.request.Request(sys.argv[1], data=body, method="POST"), timeout=120).read()
+except OSError as error:
+    print("FAILED", error); sys.exit(3)
+print("SENT", len(body), time.monotonic() - started, reply.decode().strip())
+"""
+
+
 # -- the wheel ---------------------------------------------------------------------------
 
 def build_wheel(directory: str) -> str:
@@ -273,6 +285,15 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path == "/":
             return self._send(f"hello from {host}\n".encode(), "text/plain")
         self.send_error(404)
+
+    def do_POST(self):   # noqa: N802 -- /sink: reads the body, answers its length
+        size, left = 0, int(self.headers.get("Content-Length") or 0)
+        while left > 0:
+            chunk = self.rfile.read(min(left, 65536))
+            if not chunk:
+                break
+            size, left = size + len(chunk), left - len(chunk)
+        self._send(f"received {size}\n".encode(), "text/plain")
 
     def _send(self, body: bytes, kind: str) -> None:
         self.send_response(200)
