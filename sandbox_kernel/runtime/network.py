@@ -27,7 +27,7 @@ making one and the owner configuring it afterwards: the workload must not
 run a single instruction before its network is what the spec says, and
 the owner only hears from init when the workload is already running.
 
-Imports: nothing of the project.
+Imports: syscalls (setns) only.
 """
 from __future__ import annotations
 
