@@ -1,0 +1,109 @@
+"""A plain ipykernel against the same ipykernel wrapped by the
+sandbox-provisioner (`sandbox-kernel install --wrap python3`), side by side
+in one run, through jupyter_client as a frontend drives them.
+
+    sudo .venv/bin/python benchmarks/provisioner.py [--runs 10] [--trips 200]
+
+  start        start_kernel to the first kernel_info reply (wait_for_ready):
+               a process vs a container (cgroup, namespaces, mounts) with the
+               same process inside; target at most 1.2x
+  round trip   execute_request to execute_reply of ``x = 1`` on a running
+               kernel (tcp on loopback vs ipc sockets through the bind
+               mount); target at most 1.05x
+
+Medians and p90 in milliseconds, and the ratios.  The machine is shared and
+noisy: starts are interleaved (one of each in turn), round trips too.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+from jupyter_client.manager import start_new_kernel
+
+from sandbox_kernel.kernel import install
+
+WRAPPED = "python3-bench-sandboxed"
+
+
+def start_once(name: str) -> tuple[float, object, object]:
+    started = time.perf_counter()
+    km, kc = start_new_kernel(kernel_name=name, startup_timeout=120)
+    return time.perf_counter() - started, km, kc
+
+
+def stop(km, kc) -> None:
+    kc.stop_channels()
+    km.shutdown_kernel(now=True)
+
+
+def round_trip(kc) -> float:
+    started = time.perf_counter()
+    reply = kc.execute("x = 1", reply=True, timeout=60)
+    elapsed = time.perf_counter() - started
+    if reply["content"]["status"] != "ok":
+        raise SystemExit(f"cell failed: {reply['content']}")
+    return elapsed
+
+
+def measure_starts(runs: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {"python3": [], WRAPPED: []}
+    for _ in range(runs):
+        for name in times:
+            elapsed, km, kc = start_once(name)
+            times[name].append(elapsed)
+            stop(km, kc)
+    return times
+
+
+def measure_trips(trips: int) -> dict[str, list[float]]:
+    kernels = {name: start_once(name)[1:] for name in ("python3", WRAPPED)}
+    times: dict[str, list[float]] = {name: [] for name in kernels}
+    try:
+        for name, (_, kc) in kernels.items():
+            for _ in range(10):         # warm up both
+                round_trip(kc)
+        for _ in range(trips):
+            for name, (_, kc) in kernels.items():
+                times[name].append(round_trip(kc))
+    finally:
+        for km, kc in kernels.values():
+            stop(km, kc)
+    return times
+
+
+def summary(label: str, times: dict[str, list[float]], target: float) -> None:
+    plain, wrapped = (times[name] for name in ("python3", WRAPPED))
+    for name, values in (("plain ipykernel", plain), ("wrapped", wrapped)):
+        ordered = sorted(values)
+        p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+        print(f"{label:11} {name:16} median {statistics.median(values) * 1000:8.1f} ms   "
+              f"p90 {p90 * 1000:8.1f} ms   (n={len(values)})")
+    ratio = statistics.median(wrapped) / statistics.median(plain)
+    print(f"{label:11} ratio wrapped/plain {ratio:.2f}x (target at most {target}x)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=10, help="starts of each kernel")
+    parser.add_argument("--trips", type=int, default=200, help="round trips on each kernel")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("run as root (sudo): containers with cgroup limits")
+    data = tempfile.mkdtemp(prefix="sbk-bench-prov-")
+    try:
+        install.install_wrapped("python3", {}, name=WRAPPED, prefix=data)
+        os.environ["JUPYTER_PATH"] = os.path.join(data, "share", "jupyter")
+        summary("start", measure_starts(args.runs), 1.2)
+        summary("round trip", measure_trips(args.trips), 1.05)
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
