@@ -283,19 +283,28 @@ def _write_ceiling(version: str, groups: dict[str, str], memory: int | None,
         _write(group, "memory.max", _max(memory), "the user already uses more than that")
         if group.has("memory.swap.max"):
             _write(group, "memory.swap.max", "max" if memory is None else "0")
-        if group.has("cpu.max"):
-            _write(group, "cpu.max", f"{_quota(cpus, 'max')} {CPU_PERIOD}")
-        if group.has("pids.max"):
-            _write(group, "pids.max", _max(pids))
+        _write_if_there(group, "cpu.max", f"{_quota(cpus, 'max')} {CPU_PERIOD}", cpus)
+        _write_if_there(group, "pids.max", _max(pids), pids)
         return
     _write_v1_memory(CgroupDir(groups["memory"]), memory)
-    if "cpu" in groups:
-        cpu = CgroupDir(groups["cpu"])
-        _write(cpu, "cpu.cfs_period_us", str(CPU_PERIOD))
-        _write(cpu, "cpu.cfs_quota_us", _quota(cpus, "-1"),
-               "v1 refuses a ceiling below a container's own CPU quota inside it")
-    if "pids" in groups:
-        _write(CgroupDir(groups["pids"]), "pids.max", _max(pids))
+    cpu = CgroupDir(groups.get("cpu", os.path.join(groups["memory"], "no-cpu-hierarchy")))
+    _write_if_there(cpu, "cpu.cfs_period_us", str(CPU_PERIOD), cpus)
+    _write_if_there(cpu, "cpu.cfs_quota_us", _quota(cpus, "-1"), cpus,
+                    "v1 refuses a ceiling below a container's own CPU quota inside it")
+    pids_dir = CgroupDir(groups.get("pids", os.path.join(groups["memory"], "no-pids-hierarchy")))
+    _write_if_there(pids_dir, "pids.max", _max(pids), pids)
+
+
+def _write_if_there(group: CgroupDir, name: str, value: str, wanted, fix: str = "") -> None:
+    """A limit file of a controller this host may lack: absent and not asked for
+    is fine (nothing to lift); asked for, it is an error, never a silent no-limit."""
+    if group.has(name):
+        _write(group, name, value, fix)
+    elif wanted is not None:
+        controller = name.split(".")[0]
+        raise DelegationError(errno.EOPNOTSUPP, f"no {controller} controller for the ceiling "
+                                                f"({group.file(name)} is missing): enable or "
+                                                f"mount {controller}, or leave that ceiling out")
 
 
 def _write_v1_memory(group: CgroupDir, memory: int | None) -> None:
