@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 import queue
+import secrets
+import socket
+import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 
 from sandbox_kernel.runtime.cgroups import detect_driver
 
@@ -59,3 +65,51 @@ def drain(kc) -> None:
             kc.get_iopub_msg(timeout=0.2)
     except queue.Empty:
         pass
+
+
+JUPYTER = os.path.join(os.path.dirname(sys.executable), "jupyter")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """A jupyter server on 127.0.0.1 with a token, in a session of its own."""
+
+    def __init__(self, root: str):
+        self.port, self.token = _free_port(), secrets.token_hex(16)
+        self.log = open(os.path.join(root, "server.log"), "w+")
+        self.process = subprocess.Popen(
+            [JUPYTER, "server", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
+             f"--ServerApp.port={self.port}", f"--IdentityProvider.token={self.token}",
+             f"--ServerApp.root_dir={root}"],
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, env=dict(os.environ))
+
+    def api(self, path: str, body: dict | None = None, *, prefix: str = "api", method: str | None = None):
+        method = method or ("POST" if body is not None else "GET")
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/{prefix}/{path}", method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=150) as response:
+            text = response.read()
+        return json.loads(text) if text else None
+
+    def up(self) -> bool:
+        try:
+            return "started" in self.api("status")
+        except OSError:
+            return False
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()[-3000:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(30)
+        self.log.close()
