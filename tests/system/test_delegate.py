@@ -66,8 +66,12 @@ def test_the_user_cannot_lift_the_ceiling(user, ceiling):
                os.path.join(ceiling.delegated.get("memory") or ceiling.delegated["unified"],
                             limit_file)]
     script = "; ".join(f"echo -1 > {t} 2>/dev/null && echo WROTE {t}" for t in targets)
-    ran = run_as(user, ["/bin/sh", "-c", script + "; true"], ceiling=ceiling)
-    assert "WROTE" not in ran.stdout, ran.stdout
+    # nor leave it: move itself out to the base, the hierarchy's root or another's group
+    base = os.path.dirname(memory_dir)
+    escapes = [os.path.join(base, "cgroup.procs"), os.path.join(os.path.dirname(base), "cgroup.procs")]
+    script += "; " + "; ".join(f"echo $$ > {t} 2>/dev/null && echo MOVED {t}" for t in escapes)
+    ran = run_as(user, ["/bin/sh", "-c", script + "; cat /proc/self/cgroup; true"], ceiling=ceiling)
+    assert "WROTE" not in ran.stdout and "MOVED" not in ran.stdout, ran.stdout
     assert delegation.ceiling_of(ceiling.uid).memory == 160 * MiB
 
 
