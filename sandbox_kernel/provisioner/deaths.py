@@ -41,7 +41,7 @@ def death_of(language: str, result, limits) -> Death:
 def _reason_and_words(who: str, result, limits, peak) -> tuple[str, str]:
     # an OOM kill counted earlier (a cell's child) does not make a later exit an OOM:
     # the OOM killer's signal is SIGKILL
-    if result.status == "oom" and result.signal in (None, signal.SIGKILL):
+    if result.status == "oom" and (result.signal == signal.SIGKILL or result.exit_code is None):
         peak_text = f" (peak {stats_contract.format_bytes(peak)})" if peak is not None else ""
         return "oom", f"{who} ran out of memory{verdicts.at_limit(limits)}{peak_text}"
     if result.status == "timeout":
