@@ -40,6 +40,7 @@ from typing import Any
 
 from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets import Unicode
+from traitlets.config import LoggingConfigurable
 
 from ..runtime.container import Container, LifecycleError, State
 from . import deaths, registry, settings
@@ -49,28 +50,20 @@ KEPT_ENV = ("JPY_SESSION_NAME",)     # of the manager's environment, besides the
 POLL_INTERVAL = 0.1
 
 
-def _setting(name: str) -> Unicode:
-    return Unicode(None, allow_none=True, config=True,
-                   help=f"{name} of the kernel's container, as sandbox-kernel install --wrap takes it "
-                        f"(see sandbox_kernel/provisioner/settings.py)")
+def _settings_traits() -> type:
+    """A configurable with one Unicode trait per setting (settings.py), so
+    that ``c.SandboxProvisioner.memory = "2G"`` works in a server's config
+    file and the kernelspec's ``config`` sets them too."""
+    names = (*settings.SETTINGS, *settings.POLICY_SETTINGS)
+    traits = {name: Unicode(None, allow_none=True, config=True,
+                            help=f"{name} of the kernel's container, as sandbox-kernel install --wrap "
+                                 "takes it (sandbox_kernel/provisioner/settings.py)")
+              for name in names}
+    return type("SandboxProvisionerSettings", (LoggingConfigurable,), traits)
 
 
-class SandboxProvisioner(KernelProvisionerBase):
+class SandboxProvisioner(KernelProvisionerBase, _settings_traits()):
     """The kernelspec's kernel in a container with the installer's limits and policy."""
-
-    memory = _setting("memory")
-    cpus = _setting("cpus")
-    pids = _setting("pids")
-    disk = _setting("disk")
-    net = _setting("net")
-    image = _setting("image")
-    policy = _setting("policy")
-    max_memory = _setting("max_memory")
-    max_cpus = _setting("max_cpus")
-    max_pids = _setting("max_pids")
-    max_disk = _setting("max_disk")
-    notebook_dir = _setting("notebook_dir")
-    notebook_root = _setting("notebook_root")
 
     container: Container | None = None
     _dir: ConnectionDir | None = None
