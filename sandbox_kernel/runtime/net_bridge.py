@@ -175,7 +175,7 @@ def _plumb(attachment: Attachment, bridge: dict, rate: int | None) -> None:
 
 
 def _guard(attachment: Attachment, bridge: dict) -> None:
-    """The container's resolver, then its filter pieces."""
+    """The container's resolver and its filter pieces (made while dnsmasq starts)."""
     log_path = net_records.dns_log(attachment.name)
     attachment.resolver = net_resolver.start(
         attachment.name, bridge["gateway"], attachment.allow, bridge["dns"],
@@ -187,6 +187,7 @@ def _guard(attachment: Attachment, bridge: dict) -> None:
     net_filter.install(net_filter.container_rules(
         attachment.tag, attachment.address, bridge["uplink"], attachment.allow == ("*",),
         attachment.resolver.address))
+    net_resolver.ready(attachment.resolver)   # dnsmasq started meanwhile
 
 
 def _undo(name: str, tag: str, address: str | None) -> None:

@@ -102,18 +102,24 @@ def install(batch: str) -> None:
 
 
 def remove_container(tag: str, address: str | None) -> list[str]:
-    """Remove one container's pieces, each on its own (a piece already gone
-    does not keep the others); returns what could not be removed."""
+    """Remove one container's pieces: in one transaction when all are there
+    (the usual destroy), else each on its own (a piece already gone, as after
+    a half-done start, does not keep the others); returns what could not go."""
     pieces = []
     if address:
         pieces += [f"delete element ip {TABLE} by_source {{ {address} }}",
                    f"delete element ip {TABLE} dns_by_source {{ {address} }}"]
     pieces += [f"delete chain ip {TABLE} {kind}_{tag}" for kind in ("c", "d", "refuse")]
     pieces += [f"delete set ip {TABLE} {kind}_{tag}" for kind in ("a", "r", "o")]
+    try:
+        install("\n".join(pieces) + "\n")
+        return []
+    except NetFilterError:
+        pass
     failed = []
     for piece in pieces:
         try:
-            run(["-f", "-"], piece + "\n")
+            install(piece + "\n")
         except NetFilterError as error:
             if "No such file or directory" not in str(error):
                 failed.append(f"{piece}: {error}")

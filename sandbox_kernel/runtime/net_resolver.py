@@ -69,7 +69,7 @@ def arguments(listen: str, port: int, allow: tuple[str, ...], upstream: str,
 
 def start(name: str, listen: str, allow: tuple[str, ...], upstream: str, nftset: str,
           log_path: str) -> Resolver:
-    """Start the container's dnsmasq and wait until it answers on its port."""
+    """Start the container's dnsmasq; ``ready`` waits until it answers."""
     port = _free_port(listen)
     args = arguments(listen, port, allow, upstream, nftset, log_path)
     try:
@@ -77,9 +77,13 @@ def start(name: str, listen: str, allow: tuple[str, ...], upstream: str, nftset:
                                    stderr=subprocess.PIPE, start_new_session=True)
     except OSError as error:
         raise ResolverError(error.errno, f"starting dnsmasq for {name}: {error.strerror}") from None
-    resolver = Resolver(process.pid, f"{listen}:{port}", log_path, allow, process)
-    _await_listening(resolver, listen, port)
-    return resolver
+    return Resolver(process.pid, f"{listen}:{port}", log_path, allow, process)
+
+
+def ready(resolver: Resolver) -> None:
+    """Wait until the resolver listens; raise (and stop it) if it cannot."""
+    listen, port = resolver.address.rsplit(":", 1)
+    _await_listening(resolver, listen, int(port))
 
 
 def stop(resolver: Resolver) -> None:

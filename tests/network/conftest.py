@@ -1,7 +1,7 @@
 """Fixtures of the network tests: the fake internet (fakenet.py) and the
 environment that points the runtime's bridge at it.
 
-    fake_internet  (module)   FakeInternet: .netns .uplink .dns .addresses .raw_ip .index_url
+    fake_internet  (module)   one at a time on the machine (fakenet.taking_turns); FakeInternet: .netns .uplink .dns .addresses .raw_ip .index_url
                               .package .blob_url(host, size) .env
     net_env        (function) fake_internet's env set in os.environ; after the test, nothing of
                               the runtime's bridge network may be left (cleaned, then failed, if so)
@@ -41,11 +41,12 @@ def fake_internet(tmp_path_factory):
     missing = _missing()
     if missing:
         pytest.skip(missing)
-    internet = fakenet.start(str(tmp_path_factory.mktemp("fakenet")))
-    try:
-        yield internet
-    finally:
-        fakenet.stop(internet)
+    with fakenet.taking_turns():
+        internet = fakenet.start(str(tmp_path_factory.mktemp("fakenet")))
+        try:
+            yield internet
+        finally:
+            fakenet.stop(internet)
 
 
 @pytest.fixture

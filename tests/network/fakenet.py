@@ -16,7 +16,9 @@ Run as a script (``python fakenet.py serve DIR``) it is the servers, inside the 
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import os
 import socket
@@ -59,6 +61,30 @@ class FakeInternet:
     @staticmethod
     def blob_url(host: str, size: int) -> str:
         return f"http://{host}/blob/{size}"
+
+
+LOCK = "/run/sandbox-kernel-fakenet.lock"
+
+
+@contextlib.contextmanager
+def taking_turns(timeout: float = 1200):
+    """One fake internet (and so one test run's bridge) on the machine at a
+    time: they share 198.18.1.0/24 and sbk-br0, and each run's checks for
+    leftovers would see, and clean, another's.  A bounded wait for the turn."""
+    fd = os.open(LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"another test run held {LOCK} for {timeout:.0f} s") from None
+                time.sleep(0.5)
+        yield
+    finally:
+        os.close(fd)
 
 
 def start(directory: str) -> FakeInternet:
