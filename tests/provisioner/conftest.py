@@ -11,8 +11,8 @@ import os
 import shutil
 import tempfile
 
+import kernel_fixtures  # tests/jupyter is on pytest's pythonpath (pyproject)
 import pytest
-
 from provisioner.prov_helpers import MEMORY, START_TIMEOUT, WRAPPED, leftovers
 from sandbox_kernel.kernel import install
 
@@ -26,14 +26,12 @@ def jupyter_path():
     data = tempfile.mkdtemp(prefix="sbk-prov-tests-")
     for wrapped in WRAPPED:
         install.install_wrapped(wrapped, {"memory": MEMORY}, name=WRAPPED[wrapped], prefix=data)
-    before = os.environ.get("JUPYTER_PATH")
-    os.environ["JUPYTER_PATH"] = os.path.join(data, "share", "jupyter") + (f":{before}" if before else "")
-    yield os.environ["JUPYTER_PATH"].split(":")[0]
-    if before is None:
-        os.environ.pop("JUPYTER_PATH", None)
-    else:
-        os.environ["JUPYTER_PATH"] = before
-    shutil.rmtree(data, ignore_errors=True)
+    kernels = os.path.join(data, "share", "jupyter")
+    try:
+        with kernel_fixtures.jupyter_path(kernels):
+            yield kernels
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture

@@ -5,12 +5,13 @@ streams, errors, completion, inspect, is_complete, history, the pager,
 clear_output), over ipc sockets in the provisioner's private directory."""
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 import tempfile
 import unittest
 
 import jupyter_kernel_test
+import kernel_fixtures
 import test_conformance as sandbox_conformance  # tests/jupyter is on pytest's pythonpath (pyproject)
 from provisioner.prov_helpers import leftovers
 
@@ -33,22 +34,16 @@ class TestWrappedIPykernelConformance(jupyter_kernel_test.KernelTests):
     def setUpClass(cls) -> None:
         if os.geteuid() != 0:
             raise unittest.SkipTest("the provisioner's tests run as root")
-        cls._data_dir = tempfile.mkdtemp(prefix="sbk-prov-conformance-")
-        install.install_wrapped("python3", {"memory": "512M"}, name=KERNEL_NAME, prefix=cls._data_dir)
-        cls._before = os.environ.get("JUPYTER_PATH")
-        os.environ["JUPYTER_PATH"] = os.path.join(cls._data_dir, "share", "jupyter")
+        cls._undo = contextlib.ExitStack()     # the data directory and JUPYTER_PATH, undone in order
+        data = cls._undo.enter_context(tempfile.TemporaryDirectory(prefix="sbk-prov-conformance-"))
+        install.install_wrapped("python3", {"memory": "512M"}, name=KERNEL_NAME, prefix=data)
+        cls._undo.enter_context(kernel_fixtures.jupyter_path(os.path.join(data, "share", "jupyter")))
         super().setUpClass()
 
     @classmethod
     def tearDownClass(cls) -> None:
-        try:
+        with cls._undo:
             super().tearDownClass()
-        finally:
-            if cls._before is None:
-                os.environ.pop("JUPYTER_PATH", None)
-            else:
-                os.environ["JUPYTER_PATH"] = cls._before
-            shutil.rmtree(cls._data_dir, ignore_errors=True)
         assert leftovers() == []
 
     def test_the_kernel_runs_in_its_container(self) -> None:
