@@ -125,9 +125,7 @@ class SandboxProvisioner(KernelProvisionerBase, _settings_traits()):
         if kernel is not None:
             kernel.container = None
         if not restart:
-            if self._dir is not None:
-                self._dir.remove()
-                self._dir = None
+            self._forget_directory()
             registry.remove(self.kernel_id)
 
     # -- the start ---------------------------------------------------------------------
@@ -156,10 +154,16 @@ class SandboxProvisioner(KernelProvisionerBase, _settings_traits()):
                                        env=self._kernel_env(kwargs.get("env") or {}),
                                        kernel_dir=self._dir.host_dir, labels=self._labels())
         container = Container(spec, stdin=subprocess.DEVNULL)
-        await asyncio.to_thread(container.start)
+        try:
+            await asyncio.to_thread(container.start)     # a failed start destroys what it made
+        except BaseException:
+            if registry.get(self.kernel_id) is None:     # a first start: no restart will come
+                self._forget_directory()
+            raise
         self.container, self._asked_to_end, self._judged = container, False, False
         kernel = registry.enter(self.kernel_id, self._language(), self.kernel_spec.display_name)
-        kernel.restarts += kernel.container is not None or kernel.spec is not None
+        if kernel.spec is not None:                      # it ran before: this is a restart
+            kernel.restarts += 1
         kernel.container, kernel.spec, kernel.started = container, spec, container.started_wall
         return self.connection_info
 
@@ -167,6 +171,11 @@ class SandboxProvisioner(KernelProvisionerBase, _settings_traits()):
         return recommended + 5.0      # a container start, and R's
 
     # -- helpers -----------------------------------------------------------------------
+
+    def _forget_directory(self) -> None:
+        if self._dir is not None:
+            self._dir.remove()
+            self._dir = None
 
     def _settings(self) -> dict:
         return {name: getattr(self, name) for name in (*settings.SETTINGS, *settings.POLICY_SETTINGS)

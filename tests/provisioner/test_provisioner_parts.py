@@ -119,3 +119,13 @@ def test_the_kernel_gets_its_kernelspecs_variables_and_nothing_of_the_servers():
     provisioner = SandboxProvisioner(kernel_id="k", kernel_spec=spec, parent=None)
     env = {"R_LIBS": "/lib", "JPY_SESSION_NAME": "n.ipynb", "JUPYTERHUB_API_TOKEN": "t", "PATH": "/x"}
     assert provisioner._kernel_env(env) == {"R_LIBS": "/lib", "JPY_SESSION_NAME": "n.ipynb"}
+
+
+def test_a_start_that_fails_leaves_no_connection_directory(jupyter_path):
+    from jupyter_client.manager import KernelManager
+    from provisioner.prov_helpers import leftovers
+    km = KernelManager(kernel_name="bash-sandboxed")
+    km.kernel_spec.argv = ["/nonexistent/kernel", "-f", "{connection_file}"]
+    with pytest.raises(Exception, match="nonexistent"):
+        km.start_kernel()
+    assert leftovers() == [] and registry.get(km.kernel_id or "") is None
