@@ -358,7 +358,8 @@ class Container:
         if idmap is not None:   # who the workload is inside the user namespace
             spec = dataclasses.replace(spec, user=(idmap.workload_uid, idmap.workload_gid))
         # the plan mounts the layer at its size: --disk, at most half the memory
-        spec = dataclasses.replace(spec, limits=dataclasses.replace(spec.limits, disk=self.layer_size))
+        spec = dataclasses.replace(spec, limits=dataclasses.replace(spec.limits, disk=self.layer_size),
+                                   mounts=spec.mounts + self._network_mounts())
         rootless = idmap is not None
         if spec.image == image_store.HOST:
             plan = rootfs.host_image_plan(spec, state_dir, self._workspace(), rootless=rootless)
@@ -389,6 +390,14 @@ class Container:
         from . import net_bridge
         self._net = net_bridge.attach(self.name, self.spec.allow, self.spec.rate)
         self.net_host_ifname, self.net_address = self._net.host_ifname, self._net.address
+
+    def _network_mounts(self) -> tuple:
+        """/etc/resolv.conf naming the bridge: its resolver answers there (a
+        host's 127.0.0.53 would be the container's own loopback)."""
+        if self._net is None:
+            return ()
+        from . import net_bridge
+        return (net_bridge.resolv_conf_mount(self._net, self._state_dir),)
 
     def _launch_network(self) -> str:
         if self._net is None:

@@ -65,6 +65,7 @@ class Attachment:
     tag: str
     host_ifname: str
     address: str
+    gateway: str
     netns_fd: int | None
     resolver: net_resolver.Resolver | None
     allow: tuple[str, ...]
@@ -79,7 +80,7 @@ def attach(name: str, allow: tuple[str, ...], rate: int | None) -> Attachment:
         bridge = _ensure_bridge()
         address = net_records.free_address(bridge)
         net_records.write_container(name, {"tag": tag, "address": address, "resolver_pid": None})
-    attachment = Attachment(name, tag, f"sbk{tag}h", address, None, None, allow)
+    attachment = Attachment(name, tag, f"sbk{tag}h", address, bridge["gateway"], None, None, allow)
     try:
         _plumb(attachment, bridge, rate)
         _guard(attachment, bridge)
@@ -100,6 +101,16 @@ def detach(attachment: Attachment) -> None:
     with net_records.locked():
         _undo(attachment.name, attachment.tag, attachment.address)
         _remove_bridge_if_unused()
+
+
+def resolv_conf_mount(attachment: Attachment, state_dir: str):
+    """A read-only /etc/resolv.conf for the container naming its gateway, where
+    its resolver answers (any server it names is sent there too: net_filter)."""
+    from .spec import Mount
+    path = os.path.join(state_dir, "resolv.conf")
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644), "w") as handle:
+        handle.write(f"nameserver {attachment.gateway}\noptions ndots:0\n")
+    return Mount(path, "/etc/resolv.conf", read_only=True, on_path=False)
 
 
 def stats(attachment: Attachment) -> NetStats:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from fakenet import FETCH, run_python
 
 
@@ -47,3 +48,24 @@ def test_the_network_is_ready_before_the_workload_runs(net_env):
                                  "print('ADDR', socket.inet_ntoa(fcntl.ioctl(s.fileno(), 0x8915, "
                                  "struct.pack('256s', b'eth0'))[20:24]))")
     assert code == 0 and "ADDR 10.231.0." in output, output
+
+
+def test_resolv_conf_names_the_bridge_and_cannot_be_changed(net_env):
+    code, output, _ = run_python("print(open('/etc/resolv.conf').read())\n"
+                                 "try:\n    open('/etc/resolv.conf', 'w')\nexcept OSError as e:\n    print('RO', e.errno)")
+    assert code == 0 and "nameserver 10.231.0.1" in output and "RO " in output, output
+
+
+@pytest.mark.parametrize("mode", ["fork", "exec", "zygote"])
+def test_every_spawn_path_joins_the_prepared_namespace(net_env, mode):
+    import tempfile
+    from sandbox_kernel.runtime.container import Container
+    from sandbox_kernel.runtime.spec import ContainerSpec
+    code = "import socket; print(sorted(n for _, n in socket.if_nameindex()))"
+    with tempfile.TemporaryFile() as output:
+        with Container(ContainerSpec(command=(sys.executable, "-c", code), network="bridge"),
+                       stdout=output, stderr=output, spawn=mode) as box:
+            box.start()
+            assert box.wait(60).exit_code == 0
+        output.seek(0)
+        assert "['eth0', 'lo']" in output.read().decode()
