@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from unittest import mock
 
 NETWORK_TESTS = pathlib.Path(__file__).resolve().parents[1] / "tests" / "network"
 TARGET_EXTRA_MS = 15.0
@@ -51,16 +52,10 @@ def fake_internet():
     net = fakenet()
     with net.taking_turns(), tempfile.TemporaryDirectory(prefix="sbk-bench-net-") as directory:
         internet = net.start(directory)
-        saved = {name: os.environ.get(name) for name in internet.env}
-        os.environ.update(internet.env)
         try:
-            yield internet
+            with mock.patch.dict(os.environ, internet.env):
+                yield internet
         finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
             net.stop(internet)
 
 

@@ -4,11 +4,10 @@ stats contract's network figures (rx/tx, refusals with the names looked up)
 in the footer.  Pure: nothing here starts a container or touches the network."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 
 from sandbox_kernel import cli
+from sandbox_kernel.runtime.net_stats import Lookup, NetStats, Refusal
 from sandbox_kernel.runtime.spec import Limits, SpecError
 from sandbox_kernel.session import commands, options, policy as policies, stats
 from sandbox_kernel.session.policy import PolicyRefused
@@ -157,27 +156,7 @@ def test_a_build_runs_on_none_or_host_never_a_bridge():
 # -- the stats contract's network ------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Refused:
-    destination: str
-    protocol: str
-    port: int | None
-    count: int
-    names: tuple = ()
-
-
-@dataclass(frozen=True)
-class Lookup:
-    name: str
-    allowed: bool
-
-
-@dataclass(frozen=True)
-class NetStats:
-    rx_bytes: int
-    tx_bytes: int
-    refused: list
-    lookups: list
+Refused = Refusal      # the runtime's records (runtime/net_stats.py), read by attribute
 
 
 def net_stats(rx=0, tx=0, refused=(), lookups=()):
