@@ -59,9 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
     from .kernel import install
     install.add_arguments(sub.add_parser(
-        "install", help="install the kernelspec of the sandbox kernel",
-        description="Install the Jupyter kernel 'Python 3 (sandbox)': every cell runs in a container.",
-        epilog="example: sandbox-kernel install --user --memory 2G --cpus 2 --timeout 5m"))
+        "install", help="install the kernelspec of the sandbox kernel, or --wrap another kernel",
+        description="Install the Jupyter kernel 'Python 3 (sandbox)': every cell runs in a container; "
+                    "or, with --wrap KERNELSPEC, another kernel (R, bash...) whole in a container "
+                    "through the sandbox-provisioner (docs/provisioner.md).",
+        epilog="examples: sandbox-kernel install --user --memory 2G --cpus 2 --timeout 5m; "
+               "sandbox-kernel install --wrap ir --memory 1G"))
     from . import images_cli
     images_cli.add_arguments(sub)
     _grade_parser(sub)
