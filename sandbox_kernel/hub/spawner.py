@@ -103,10 +103,14 @@ class SandboxSpawner(LocalProcessSpawner):
         parser = argparse.ArgumentParser(prog="SandboxSpawner.kernel_args", exit_on_error=False)
         install.add_arguments(parser)
         try:
-            parsed = parser.parse_args(["--prefix", self.kernel_prefix, "--name", self.kernel_name,
-                                        "--display-name", self.kernel_display_name, *args])
-        except (argparse.ArgumentError, SystemExit) as error:
-            raise ValueError(f"SandboxSpawner.kernel_args {list(args)}: {error}") from None
+            parsed, unknown = parser.parse_known_args(
+                ["--prefix", self.kernel_prefix, "--name", self.kernel_name,
+                 "--display-name", self.kernel_display_name, *args])
+        except argparse.ArgumentError as error:
+            raise ValueError(f"SandboxSpawner.kernel_args: {error}") from None
+        if unknown:
+            raise ValueError(f"SandboxSpawner.kernel_args: unknown {' '.join(unknown)}: they are "
+                             "sandbox-kernel install's options (sandbox-kernel install --help)")
         where = install.run(parsed)
         _INSTALLED[key] = args
         return where
@@ -116,14 +120,24 @@ class SandboxSpawner(LocalProcessSpawner):
         args.append(f"--MappingKernelManager.default_kernel_name={self.kernel_name}")
         if self.only_sandbox_kernel:
             args += [f"--KernelSpecManager.allowed_kernelspecs={self.kernel_name}",
-                     "--ServerApp.terminals_enabled=False"]
+                     "--ServerApp.terminals_enabled=False", "--ContentsManager.allow_hidden=False"]
         return args
 
     def get_env(self) -> dict:
         env = super().get_env()
         # the hub's kernelspec first; with only_sandbox_kernel no other is allowed anyway
         env["JUPYTER_PATH"] = os.path.join(self.kernel_prefix, "share", "jupyter")
+        if self.only_sandbox_kernel:
+            # config of root's, not ~/.jupyter: what a student writes in the home changes
+            # neither the server's allowed kernels nor the kernel's settings
+            env["JUPYTER_CONFIG_DIR"] = self.config_dir()
         return env
+
+    def config_dir(self) -> str:
+        """An empty configuration directory of root's, beside the kernelspec."""
+        directory = os.path.join(self.kernel_prefix, "etc", "jupyter")
+        os.makedirs(directory, mode=0o755, exist_ok=True)
+        return directory
 
     async def start(self):
         figures = self.ceiling_figures()
@@ -186,12 +200,12 @@ class SandboxSpawner(LocalProcessSpawner):
                       self.user.name, removed, swept or "none")
 
 
-def sweep_state_dirs(uid: int) -> list[str]:
+def sweep_state_dirs(uid: int, parents=None) -> list[str]:
     """Remove the user's container state directories (sbk-<pid>-...) whose
     owner process is gone, in the places the runtime makes them (safe_fs
     removes what the user left in them without following a link)."""
     removed = []
-    for parent in sorted({*cards.STATE_PARENTS, tempfile.gettempdir()}):
+    for parent in parents or sorted({*cards.STATE_PARENTS, tempfile.gettempdir()}):
         try:
             names = os.listdir(parent)
         except OSError:
