@@ -36,15 +36,26 @@ def test_the_endpoint_reports_an_R_kernels_out_of_memory_death(jupyter_path):
             client.wait_for_ready(timeout=60)
             client.execute(R_BOMB)
             answer = until(lambda: server.api(stats, prefix="sandbox-kernel/api")["deaths"], timeout=90)
+            assert answer, server.output()
+            death = answer[-1]
+            assert death["reason"] == "oom"
+            assert death["message"].startswith(f"the R kernel ran out of memory at the {MEMORY[:-1]} MiB limit")
+            # the server's restarter starts it again, on the same sockets and key
+            assert until(lambda: _answers(client), timeout=120), server.output()
         finally:
             client.stop_channels()
-        assert answer, server.output()
-        death = answer[-1]
-        assert death["reason"] == "oom"
-        assert death["message"].startswith(f"the R kernel ran out of memory at the {MEMORY[:-1]} MiB limit")
         server.api(f"kernels/{kernel_id}", method="DELETE")
     finally:
         server.stop()
         cleanup.reap_stale(detect_driver())
         shutil.rmtree(root, ignore_errors=True)
     assert leftovers(server.process.pid) == []
+
+
+def _answers(client) -> bool:
+    """The kernel replies to a cell (after its restart); False while it does not."""
+    try:
+        reply = client.execute_interactive("cat(1 + 1)", timeout=5)
+    except TimeoutError:
+        return False
+    return reply["content"]["status"] == "ok"
