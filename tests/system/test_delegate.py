@@ -172,3 +172,34 @@ def test_a_user_cannot_delegate(user):
     ran = run_as(user, [SANDBOX_KERNEL, "delegate", user, "--memory", "1G"])
     assert ran.returncode == 1
     assert "needs root" in ran.stderr and ran.stderr.count("\n") == 1, ran.stderr
+
+
+# Run as the user, inside the ceiling: the sandbox kernel installed with the trusted
+# policy and no memory limit of its own, driven by nbclient as CI would.
+KERNEL_RUN = r"""
+import json, subprocess, sys
+import nbformat
+from nbclient import NotebookClient
+subprocess.run([sys.argv[1], "install", "--user", "--name", "sbk-trusted", "--policy", "trusted",
+                "--memory", "none", "--pids", "none"], check=True, capture_output=True)
+cells = ["x = 41", "chunks = [b'x' * (16 << 20) for _ in range(40)]\nprint('survived')",
+         "print(x + 1 if 'x' in dir() else 'restarted')"]
+notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+NotebookClient(notebook, timeout=300, kernel_name="sbk-trusted", allow_errors=True).execute()
+print(json.dumps([cell.outputs for cell in notebook.cells]))
+"""
+
+
+def test_a_trusted_sandbox_kernel_cannot_exceed_the_ceiling(user):
+    ceiling = delegation.delegate(user, memory=384 * MiB, pids=400)
+    ran = run_as(user, [sys.executable, "-c", KERNEL_RUN, SANDBOX_KERNEL], ceiling=ceiling,
+                 timeout=600)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    outputs = json.loads(ran.stdout.splitlines()[-1])
+    texts = ["".join(o.get("text", "") for o in cell) + json.dumps(cell) for cell in outputs]
+    assert "survived" not in texts[1], texts[1][-2000:]
+    assert "memory" in texts[1].lower(), texts[1][-2000:]        # the verdict names the memory
+    assert "42" in texts[2] or "restarted" in texts[2], texts[2]   # the kernel itself stays up
+    usage = delegation.ceiling_of(ceiling.uid).usage()
+    assert usage.memory_peak >= 0.9 * ceiling.memory          # it was the ceiling that held
+    assert usage.oom_kills is None or usage.oom_kills >= 1    # v1 counts kills per group only

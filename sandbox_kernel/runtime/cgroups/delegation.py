@@ -94,8 +94,10 @@ class Ceiling:
         figures = _read_stats(self.version, self.groups)
         if figures is None:
             return None
+        # v1 counts an OOM kill in the victim's own group only: at the ceiling it would say 0
+        kills = figures.oom_kills if self.version == "v2" else None
         return CeilingUsage(figures.memory_current, figures.memory_peak, figures.pids_current,
-                            figures.cpu_usage, figures.oom_kills)
+                            figures.cpu_usage, kills)
 
 
 # -- where the hierarchies are ------------------------------------------------
