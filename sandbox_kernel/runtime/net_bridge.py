@@ -197,13 +197,13 @@ def _guard(attachment: Attachment, bridge: dict) -> None:
             "resolver_pid": attachment.resolver.pid})
     net_filter.install(net_filter.container_rules(
         attachment.tag, attachment.address, bridge["uplink"], attachment.allow == ("*",),
-        attachment.resolver.address))
+        attachment.resolver.address, attachment.host_ifname))
     net_resolver.ready(attachment.resolver)   # dnsmasq started meanwhile
 
 
 def _undo(name: str, tag: str, address: str | None) -> None:
     """Remove one container's filter pieces, veth and record (under the lock)."""
-    for failure in net_filter.remove_container(tag, address):
+    for failure in net_filter.remove_container(tag, address, f"sbk{tag}h"):
         log.warning("container %s: %s", name, failure)
     index = _link_index(f"sbk{tag}h")
     if index is not None:

@@ -12,6 +12,12 @@
     input      from sbk-br0: only what was DNATed (its DNS); the host's services stay closed
     postrouting (nat) ip saddr POOL oifname UPLINK masquerade: NAT out of the uplink only
 
+and ``bridge sandbox_kernel``, on the frames a veth brings to the bridge: iifname vmap @ports
+-> p_<id>: IPv4 from the container's own address and ARP for it pass, anything else is
+dropped.  The kernel already refuses a non-local source to a process without
+CAP_NET_ADMIN (IP_FREEBIND binds one, and the route lookup then fails), and the
+workload has no capabilities: this holds even if some day one had.
+
 @a_<id> is filled by the container's dnsmasq (--nftset, net_resolver.py) with the addresses
 of the allowed names and of their CNAME chains; elements expire after ALLOW_TIMEOUT (dnsmasq
 2.90 adds them without the record's TTL, so the set's own timeout stands for it; conntrack
@@ -71,12 +77,18 @@ add rule ip {TABLE} prerouting iifname "{BRIDGE}" meta l4proto {{ tcp, udp }} th
 add rule ip {TABLE} input iifname "{BRIDGE}" ct status dnat accept
 add rule ip {TABLE} input iifname "{BRIDGE}" drop
 add rule ip {TABLE} postrouting ip saddr {pool} oifname "{_quoted(uplink)}" masquerade
+add table bridge {TABLE}
+add map bridge {TABLE} ports {{ type ifname : verdict; }}
+add chain bridge {TABLE} prerouting {{ type filter hook prerouting priority -200; policy accept; }}
+flush chain bridge {TABLE} prerouting
+add rule bridge {TABLE} prerouting iifname vmap @ports
 """
 
 
 def container_rules(tag: str, address: str, uplink: str, open_egress: bool,
-                    resolver: str) -> str:
-    """One container's chains and sets; ``resolver`` is its dnsmasq's ip:port."""
+                    resolver: str, port: str) -> str:
+    """One container's chains and sets; ``resolver`` is its dnsmasq's ip:port,
+    ``port`` its veth's host side."""
     t, allow = TABLE, "accept" if open_egress else f"ip daddr @a_{tag} accept"
     return f"""add set ip {t} a_{tag} {{ type ipv4_addr; flags timeout; timeout {ALLOW_TIMEOUT}; }}
 add set ip {t} r_{tag} {{ type ipv4_addr . inet_proto . inet_service; flags dynamic; counter; size 4096; }}
@@ -94,6 +106,11 @@ add chain ip {t} d_{tag}
 add rule ip {t} d_{tag} meta l4proto {{ tcp, udp }} dnat ip to {resolver}
 add element ip {t} by_source {{ {address} : jump c_{tag} }}
 add element ip {t} dns_by_source {{ {address} : jump d_{tag} }}
+add chain bridge {t} p_{tag}
+add rule bridge {t} p_{tag} ether type ip ip saddr {address} accept
+add rule bridge {t} p_{tag} ether type arp arp saddr ip {address} accept
+add rule bridge {t} p_{tag} drop
+add element bridge {t} ports {{ "{_quoted(port)}" : jump p_{tag} }}
 """
 
 
@@ -101,7 +118,7 @@ def install(batch: str) -> None:
     run(["-f", "-"], batch)
 
 
-def remove_container(tag: str, address: str | None) -> list[str]:
+def remove_container(tag: str, address: str | None, port: str) -> list[str]:
     """Remove one container's pieces: in one transaction when all are there
     (the usual destroy), else each on its own (a piece already gone, as after
     a half-done start, does not keep the others); returns what could not go."""
@@ -109,6 +126,8 @@ def remove_container(tag: str, address: str | None) -> list[str]:
     if address:
         pieces += [f"delete element ip {TABLE} by_source {{ {address} }}",
                    f"delete element ip {TABLE} dns_by_source {{ {address} }}"]
+    pieces += [f"delete element bridge {TABLE} ports {{ \"{_quoted(port)}\" }}",
+               f"delete chain bridge {TABLE} p_{tag}"]
     pieces += [f"delete chain ip {TABLE} {kind}_{tag}" for kind in ("c", "d", "refuse")]
     pieces += [f"delete set ip {TABLE} {kind}_{tag}" for kind in ("a", "r", "o")]
     try:
@@ -127,12 +146,13 @@ def remove_container(tag: str, address: str | None) -> list[str]:
 
 
 def remove_table() -> None:
-    """The whole table (the last container went)."""
-    try:
-        run(["delete", "table", "ip", TABLE])
-    except NetFilterError as error:
-        if "No such file or directory" not in str(error):
-            raise
+    """Both tables (the last container went)."""
+    for family in ("ip", "bridge"):
+        try:
+            run(["delete", "table", family, TABLE])
+        except NetFilterError as error:
+            if "No such file or directory" not in str(error):
+                raise
 
 
 def table_exists() -> bool:

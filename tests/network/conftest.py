@@ -75,5 +75,6 @@ def _clean(left: list[str]) -> None:
             subprocess.run(["ip", "link", "del", what], capture_output=True)
         elif kind == "dnsmasq":
             subprocess.run(["kill", "-9", what.split()[-1]], capture_output=True)
-    subprocess.run(["nft", "delete", "table", "ip", "sandbox_kernel"], capture_output=True)
+    for family in ("ip", "bridge"):
+        subprocess.run(["nft", "delete", "table", family, "sandbox_kernel"], capture_output=True)
     shutil.rmtree(net_records.RUN_DIR, ignore_errors=True)

@@ -149,7 +149,7 @@ def leftovers() -> list[str]:
     found = [f"link {name}" for name in os.listdir("/sys/class/net")
              if name == "sbk-br0" or (name.startswith("sbk") and name.endswith("h"))]
     tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
-    found += [f"nft {line.strip()}" for line in tables.splitlines() if "sandbox_kernel" in line]
+    found += [f"nft {line.strip()}" for line in tables.splitlines() if "sandbox_kernel" in line]   # ip and bridge
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as handle:
