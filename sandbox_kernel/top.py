@@ -166,6 +166,12 @@ def _cpu(usage: dict, limit) -> str:
     return f"{percent}/{'-' if limit is None else f'{limit:g}'}"
 
 
+def _kernel(row: dict) -> str:
+    """What runs the container: "python 3f2a1b9c" (language, kernel id), else its kind."""
+    name = row["language"] or row["kind"] or "-"
+    return f"{name} {row['kernel_id'][:8]}" if row["kernel_id"] else name
+
+
 def render(snap: dict) -> str:
     """The screen: the ceilings, then one row per container (used/limit)."""
     lines = [f"sandbox-kernel top  {snap['host']}  cgroup {snap['cgroup']}  "
@@ -177,7 +183,7 @@ def render(snap: dict) -> str:
             lines.append(f"{c['user'][:16]:<16} {_of(u['memory'], c['memory'], _size):>15} "
                          f"{_cpu(u, c['cpus']):>12} {_of(u['pids'], c['pids']):>11}")
         lines.append("")
-    header = (f"{'USER':<12} {'SESSION':<12} {'KIND':<10} {'IMAGE':<16} {'MEMORY':>15} "
+    header = (f"{'USER':<12} {'SESSION':<12} {'KERNEL':<16} {'IMAGE':<16} {'MEMORY':>15} "
               f"{'CPU':>10} {'PIDS':>9} {'UPTIME':>8} {'NET rx/tx':>13}  CEILING")
     lines.append(header)
     for r in snap["containers"]:
@@ -186,7 +192,7 @@ def render(snap: dict) -> str:
         ceiling = (f"{_size(ceil['memory'])} {ceil['cpus'] or '-'}cpu {ceil['pids'] or '-'}p"
                    if ceil else "-")
         lines.append(f"{r['user'][:12]:<12} {(r['session'] or '-')[:12]:<12} "
-                     f"{(r['kind'] or '-')[:10]:<10} {r['image'][:16]:<16} "
+                     f"{_kernel(r)[:16]:<16} {r['image'][:16]:<16} "
                      f"{_of(u['memory'], lim['memory'], _size):>15} {_cpu(u, lim['cpus']):>10} "
                      f"{_of(u['pids'], lim['pids']):>9} {_duration(r['uptime']):>8} {net:>13}  "
                      f"{ceiling}")

@@ -26,6 +26,7 @@ def test_the_screen_shows_ceilings_and_rows_with_unknowns_as_dashes():
          "usage": {**usage, "memory": 256 << 20, "pids": 7, "cpu_percent": 12.5}}],
         "containers": [
         {"name": "sbk-1-ab", "user": "alice", "session": None, "kind": "kernel",
+         "language": "python", "kernel_id": "3f2a1b9c-0000",
          "image": "host", "uptime": 3725.0, "usage": usage,
          "limits": {"memory": 512 << 20, "cpus": None, "pids": 64}, "net": None,
          "ceiling": {"memory": 1 << 30, "cpus": 2.0, "pids": 100}}]}
@@ -33,4 +34,5 @@ def test_the_screen_shows_ceilings_and_rows_with_unknowns_as_dashes():
     assert "256.0M/1.0G" in screen and "12.5%/2" in screen and "7/100" in screen
     row = screen.splitlines()[-1]
     assert row.startswith("alice") and "-/512.0M" in row and "1:02:05" in row
+    assert "python 3f2a1b9c " in row
     assert "1.0G 2.0cpu 100p" in row
