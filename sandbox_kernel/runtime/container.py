@@ -388,7 +388,7 @@ class Container:
         if self.spec.network != "bridge":
             return
         from . import net_bridge
-        self._net = net_bridge.attach(self.name, self.spec.allow, self.spec.rate)
+        self._net = net_bridge.attach(self.name, self.spec.allow, self.spec.rate, cleanup.orphaned)
         self.net_host_ifname, self.net_address = self._net.host_ifname, self._net.address
 
     def _network_mounts(self) -> tuple:

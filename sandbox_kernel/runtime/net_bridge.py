@@ -71,12 +71,16 @@ class Attachment:
     allow: tuple[str, ...]
 
 
-def attach(name: str, allow: tuple[str, ...], rate: int | None) -> Attachment:
-    """Everything the container's network needs, before its spawn."""
+def attach(name: str, allow: tuple[str, ...], rate: int | None, orphaned=None) -> Attachment:
+    """Everything the container's network needs, before its spawn.
+    ``orphaned(name)`` (cleanup.orphaned): dead owners' records are undone
+    first, so that a long-lived owner never finds the pool full of them."""
     if os.geteuid() != 0:
         raise NetError("--net bridge needs root (rootless: the pasta network, where installed)")
     tag = net_records.tag_of(name)
     with net_records.locked():
+        if orphaned is not None:
+            _reap_orphans(orphaned)
         bridge = _ensure_bridge()
         address = net_records.free_address(bridge)
         net_records.write_container(name, {"tag": tag, "address": address, "resolver_pid": None})
@@ -129,14 +133,20 @@ def reap_stale(orphaned) -> list[str]:
     ``orphaned(name)``: whether a container's owner is gone (cleanup.orphaned)."""
     if not os.path.isdir(net_records.RUN_DIR):
         return []
-    removed = []
     with net_records.locked():
-        for name, record in net_records.orphaned_containers(orphaned):
-            net_resolver.kill_if_ours(record.get("resolver_pid") or 0, f"{name}.dns.log")
-            _undo(name, record["tag"], record.get("address"))
-            removed.append(f"net {name}")
+        removed = _reap_orphans(orphaned)
         if _remove_bridge_if_unused():
             removed.append(f"net {BRIDGE}")
+    return removed
+
+
+def _reap_orphans(orphaned) -> list[str]:
+    """Dead owners' containers: resolver, filter pieces, veth, record (under the lock)."""
+    removed = []
+    for name, record in net_records.orphaned_containers(orphaned):
+        net_resolver.kill_if_ours(record.get("resolver_pid") or 0, f"{name}.dns.log")
+        _undo(name, record["tag"], record.get("address"))
+        removed.append(f"net {name}")
     return removed
 
 

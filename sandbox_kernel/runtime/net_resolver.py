@@ -55,7 +55,7 @@ def arguments(listen: str, port: int, allow: tuple[str, ...], upstream: str,
     """dnsmasq's command line (``nftset``: "4#ip#TABLE#SET")."""
     args = [_dnsmasq(), "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
             "--no-hosts", "--no-poll", "--bind-interfaces", f"--listen-address={listen}",
-            f"--port={port}", "--cache-size=0", "--filter-AAAA", "--user=root",
+            f"--port={port}", "--cache-size=0", "--filter-AAAA",
             # the log's path names the container: reap_stale knows its dnsmasq by it
             "--log-queries", f"--log-facility={log_path}", "--pid-file="]
     if allow == ("*",):

@@ -100,3 +100,20 @@ def _await_container_gone(name: str, timeout: float = 30) -> None:
     while os.path.exists(f"/sys/class/net/sbk{tag}h") and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not os.path.exists(f"/sys/class/net/sbk{tag}h"), "the dead owner's veth stayed"
+
+
+def test_a_live_owners_next_bridge_start_undoes_a_dead_owners_network(net_env):
+    # a kernel that has run for days starts containers long after its one reap_stale
+    owner = subprocess.Popen([sys.executable, "-c", OWNER], stdout=subprocess.PIPE, text=True)
+    try:
+        name = owner.stdout.readline().strip()
+    finally:
+        owner.send_signal(signal.SIGKILL)
+        owner.wait(30)
+        owner.stdout.close()
+    _await_container_gone(name)
+    with Container(ContainerSpec(command=SLEEP, network="bridge")) as box:
+        box.start()
+        assert not os.path.exists(os.path.join(net_records.RUN_DIR, f"{name}.json"))
+        resolvers = [item for item in fakenet.leftovers() if item.startswith("dnsmasq")]
+        assert resolvers == [f"dnsmasq pid {box._net.resolver.pid}"], resolvers   # its own only
