@@ -53,14 +53,17 @@ def pytest_collection_modifyitems(config, items):
 def classroom_users():
     """Three students and a teacher (the hub's admin), real system users."""
     tag = secrets.token_hex(2)
+    homes = tempfile.mkdtemp(prefix="sbk-hub-homes-", dir="/run")
+    os.chmod(homes, 0o755)
     made, problems = [], []
     try:
         for role in ("ann", "bob", "cat", "teach"):
-            made.append(make_user(f"sbkh{tag}{role}"))
+            made.append(make_user(f"sbkh{tag}{role}", homes))
         yield made[:3], made[3]
     finally:
         for user in made:
             problems += remove_user(user)
+        shutil.rmtree(homes, ignore_errors=True)
     assert not problems, problems
 
 

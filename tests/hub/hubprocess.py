@@ -16,7 +16,6 @@ import os
 import pwd
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,17 +24,13 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jupyterhub.utils import random_port as free_port
+
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 HUB_START_TIMEOUT = 120.0
 SPAWN_TIMEOUT = 240.0
 STOP_TIMEOUT = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # -- system users ---------------------------------------------------------------
@@ -48,9 +43,12 @@ class SystemUser:
     home: str = ""
 
 
-def make_user(name: str) -> SystemUser:
-    """useradd + chpasswd: a real login for PAM."""
-    subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", "--user-group", name],
+def make_user(name: str, homes: str) -> SystemUser:
+    """useradd + chpasswd: a real login for PAM.  The home is below ``homes``,
+    a local directory (in the v2 guest /home is the host's, where ownership
+    does not hold)."""
+    subprocess.run(["useradd", "--create-home", "--home-dir", os.path.join(homes, name),
+                    "--shell", "/bin/sh", "--user-group", name],
                    check=True, capture_output=True, timeout=60)
     password = secrets.token_urlsafe(12)
     subprocess.run(["chpasswd"], input=f"{name}:{password}\n", text=True, check=True,
@@ -211,14 +209,15 @@ class Hub:
         return self.log_path.read_text()[-chars:] if self.log_path else ""
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
+        if self.process is None:
             return
-        os.killpg(self.process.pid, signal.SIGTERM)      # the hub stops its servers and proxy
-        try:
-            self.process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)      # the hub stops its servers and proxy
+            try:
+                self.process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
         self._log.close()
 
     # -- REST --------------------------------------------------------------------
