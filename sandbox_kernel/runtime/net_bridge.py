@@ -159,6 +159,15 @@ def _ensure_bridge() -> dict:
     if bridge is not None and _link_index(BRIDGE) is not None:
         return bridge
     config = net_records.configure(_host_routes(), _default_interface())
+    try:
+        _make_bridge(config)
+    except BaseException:
+        _remove_bridge_if_unused()   # half a bridge is no bridge: the next start makes it whole
+        raise
+    return config
+
+
+def _make_bridge(config: dict) -> None:
     from pyroute2 import IPRoute
     with IPRoute() as ip:
         if not ip.link_lookup(ifname=BRIDGE):
@@ -173,7 +182,6 @@ def _ensure_bridge() -> dict:
     _write_sysctl(_forwarding(BRIDGE), "1")
     _write_sysctl(_forwarding(config["uplink"]), "1")
     net_filter.install(net_filter.base_rules(config["pool"], config["uplink"]))
-    return config
 
 
 def _plumb(attachment: Attachment, bridge: dict, rate: int | None) -> None:

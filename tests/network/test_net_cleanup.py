@@ -117,3 +117,14 @@ def test_a_live_owners_next_bridge_start_undoes_a_dead_owners_network(net_env):
         assert not os.path.exists(os.path.join(net_records.RUN_DIR, f"{name}.json"))
         resolvers = [item for item in fakenet.leftovers() if item.startswith("dnsmasq")]
         assert resolvers == [f"dnsmasq pid {box._net.resolver.pid}"], resolvers   # its own only
+
+
+def test_a_bridge_that_fails_half_made_is_removed(net_env, monkeypatch):
+    from sandbox_kernel.runtime import net_filter
+    monkeypatch.setattr(net_filter, "base_rules", lambda pool, uplink: "add table ip sandbox_kernel\nnonsense\n")
+    with pytest.raises(net_filter.NetFilterError, match="nft -f -"):
+        Container(ContainerSpec(command=SLEEP, network="bridge")).start()
+    assert not _bridge_up() and not os.path.exists(os.path.join(net_records.RUN_DIR, "bridge.json"))
+    monkeypatch.undo()
+    with Container(ContainerSpec(command=SLEEP, network="bridge")) as box:   # the next start works
+        box.start()
