@@ -220,9 +220,10 @@ def run(args: list[str], batch: str | None = None) -> str:
                               timeout=NFT_TIMEOUT, check=False)
     except (OSError, subprocess.TimeoutExpired) as error:
         raise NetFilterError(f"nft {' '.join(args)}: {error}") from None
-    if done.returncode != 0:
-        first = (batch or "").strip().splitlines()[:1]
-        raise NetFilterError(f"nft {' '.join(args)} {first}: {done.stderr.strip()}")
+    if done.returncode != 0:   # one line: nft's first, and the batch's first if nft did not quote it
+        said = (done.stderr.strip().splitlines() or ["failed"])[0]
+        asked = (batch or "").strip().splitlines()[:1]
+        raise NetFilterError(f"nft {' '.join(args)}{' (' + asked[0] + ')' if asked else ''}: {said}")
     return done.stdout
 
 
