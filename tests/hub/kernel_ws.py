@@ -23,6 +23,7 @@ class CellRun:
     errors: list = field(default_factory=list)     # (ename, evalue)
     data: list = field(default_factory=list)        # display_data/execute_result bundles
     metadata: dict = field(default_factory=dict)     # execute_reply's metadata
+    idle: bool = False                                # iopub's idle status for this request
 
     @property
     def text(self) -> str:
@@ -96,6 +97,10 @@ class Notebook:
             run.status, run.metadata = content["status"], message.get("metadata", {})
             if content["status"] == "error" and not run.errors:
                 run.errors.append((content.get("ename"), content.get("evalue")))
+        elif kind == "status" and content.get("execution_state") == "idle":
+            run.idle = True
+        # the reply (shell) may overtake the outputs (iopub): done when both have come
+        if run.status and run.idle and not self.done[parent].done():
             self.done[parent].set_result(run)
 
     def send(self, code: str) -> str:

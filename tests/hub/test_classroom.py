@@ -212,7 +212,8 @@ def _owned_files(uid: int) -> list[str]:
 def test_zz_nothing_of_a_student_is_left_after_the_servers_stop(hub, classroom, classroom_users):
     students, _ = classroom_users
     for student in students:
-        assert classroom[student.name].run("print('before')").stdout == "before\n"
+        ran = classroom[student.name].run("print('before')")
+        assert ran.stdout == "before\n", (student.name, ran.status, ran.text, ran.data)
     for student in students:
         hub.stop_server(student)
     for student in students:
