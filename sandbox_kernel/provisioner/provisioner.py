@@ -42,12 +42,14 @@ from jupyter_client.provisioning.provisioner_base import KernelProvisionerBase
 from traitlets import Unicode
 from traitlets.config import LoggingConfigurable
 
+from ..runtime import spawn, zygote
 from ..runtime.container import Container, LifecycleError, State
 from . import deaths, registry, settings
 from .connection import ConnectionDir
 
 KEPT_ENV = ("JPY_SESSION_NAME",)     # of the manager's environment, besides the kernelspec's env
 POLL_INTERVAL = 0.1
+ZYGOTE_PRELOAD_MODULE = "sandbox_kernel.provisioner.zygote_preload"
 
 
 def _settings_traits() -> type:
@@ -153,6 +155,7 @@ class SandboxProvisioner(KernelProvisionerBase, _settings_traits()):
         spec = settings.container_spec(self._plan, command, cwd=kwargs.get("cwd"),
                                        env=self._kernel_env(kwargs.get("env") or {}),
                                        kernel_dir=self._dir.host_dir, labels=self._labels())
+        _warm_zygote(spec)
         container = Container(spec, stdin=subprocess.DEVNULL)
         try:
             await asyncio.to_thread(container.start)     # a failed start destroys what it made
@@ -207,6 +210,13 @@ class SandboxProvisioner(KernelProvisionerBase, _settings_traits()):
         if result is None:
             return -signal.SIGKILL
         return result.exit_code if result.exit_code is not None else -(result.signal or signal.SIGKILL)
+
+
+def _warm_zygote(spec) -> None:
+    """Start this server's zygote importing ipykernel in its idle time
+    (zygote_preload.py), when the kernel is one it can run without exec."""
+    if zygote.enabled() and spawn.in_process_module(spec) is not None:
+        zygote.shared(preload=(ZYGOTE_PRELOAD_MODULE,))
 
 
 def _kernel_owner() -> tuple[int, int] | None:
