@@ -86,8 +86,14 @@ def attach(name: str, allow: tuple[str, ...], rate: int | None, orphaned=None) -
         net_records.write_container(name, {"tag": tag, "address": address, "resolver_pid": None})
     attachment = Attachment(name, tag, f"sbk{tag}h", address, bridge["gateway"], None, None, allow)
     try:
-        _plumb(attachment, bridge, rate)
-        _guard(attachment, bridge)
+        pending = _guard(attachment, bridge)   # resolver and rules on their way meanwhile
+        try:
+            _plumb(attachment, bridge, rate)
+        except BaseException:
+            pending.settle()   # detach removes what it made
+            raise
+        pending.wait()
+        net_resolver.ready(attachment.resolver)
     except BaseException:
         detach(attachment)
         raise
@@ -203,8 +209,9 @@ def _plumb(attachment: Attachment, bridge: dict, rate: int | None) -> None:
                   bridge["prefixlen"], bridge["gateway"], rate)
 
 
-def _guard(attachment: Attachment, bridge: dict) -> None:
-    """The container's resolver and its filter pieces (made while dnsmasq starts)."""
+def _guard(attachment: Attachment, bridge: dict) -> net_filter.Pending:
+    """Start the container's resolver, and the nft command that installs its
+    filter pieces (they name its veth and address, which need not exist yet)."""
     log_path = net_records.dns_log(attachment.name)
     attachment.resolver = net_resolver.start(
         attachment.name, bridge["gateway"], attachment.allow, bridge["dns"],
@@ -213,16 +220,21 @@ def _guard(attachment: Attachment, bridge: dict) -> None:
         net_records.write_container(attachment.name, {
             "tag": attachment.tag, "address": attachment.address,
             "resolver_pid": attachment.resolver.pid})
-    net_filter.install(net_filter.container_rules(
+    return net_filter.start_install(net_filter.container_rules(
         attachment.tag, attachment.address, bridge["uplink"], attachment.allow == ("*",),
         attachment.resolver.address, attachment.host_ifname))
-    net_resolver.ready(attachment.resolver)   # dnsmasq started meanwhile
 
 
 def _undo(name: str, tag: str, address: str | None) -> None:
     """Remove one container's filter pieces, veth and record (under the lock)."""
-    for failure in net_filter.remove_container(tag, address, f"sbk{tag}h"):
+    removal = net_filter.Removal(tag, address, f"sbk{tag}h")   # nft works while the veth goes
+    _delete_veth(name, tag)
+    for failure in removal.finish():
         log.warning("container %s: %s", name, failure)
+    net_records.remove_container(name)
+
+
+def _delete_veth(name: str, tag: str) -> None:
     index = _link_index(f"sbk{tag}h")
     if index is not None:
         from pyroute2 import IPRoute
@@ -233,7 +245,6 @@ def _undo(name: str, tag: str, address: str | None) -> None:
             except NetlinkError as error:   # ENODEV: its namespace went meanwhile
                 if error.code != 19:
                     log.warning("container %s: deleting veth sbk%sh: %s", name, tag, error)
-    net_records.remove_container(name)
 
 
 def _remove_bridge_if_unused() -> bool:

@@ -118,10 +118,37 @@ def install(batch: str) -> None:
     run(["-f", "-"], batch)
 
 
-def remove_container(tag: str, address: str | None, port: str) -> list[str]:
-    """Remove one container's pieces: in one transaction when all are there
+def start_install(batch: str) -> Pending:
+    return Pending(["-f", "-"], batch)
+
+
+class Removal:
+    """One container's pieces going: in one transaction when all are there
     (the usual destroy), else each on its own (a piece already gone, as after
-    a half-done start, does not keep the others); returns what could not go."""
+    a half-done start, does not keep the others).  Started at once; ``finish``
+    returns what could not go."""
+
+    def __init__(self, tag: str, address: str | None, port: str):
+        self.pieces = _pieces(tag, address, port)
+        self.pending = start_install("\n".join(self.pieces) + "\n")
+
+    def finish(self) -> list[str]:
+        try:
+            self.pending.wait()
+            return []
+        except NetFilterError:
+            pass
+        failed = []
+        for piece in self.pieces:
+            try:
+                install(piece + "\n")
+            except NetFilterError as error:
+                if "No such file or directory" not in str(error):
+                    failed.append(f"{piece}: {error}")
+        return failed
+
+
+def _pieces(tag: str, address: str | None, port: str) -> list[str]:
     pieces = []
     if address:
         pieces += [f"delete element ip {TABLE} by_source {{ {address} }}",
@@ -130,19 +157,7 @@ def remove_container(tag: str, address: str | None, port: str) -> list[str]:
                f"delete chain bridge {TABLE} p_{tag}"]
     pieces += [f"delete chain ip {TABLE} {kind}_{tag}" for kind in ("c", "d", "refuse")]
     pieces += [f"delete set ip {TABLE} {kind}_{tag}" for kind in ("a", "r", "o")]
-    try:
-        install("\n".join(pieces) + "\n")
-        return []
-    except NetFilterError:
-        pass
-    failed = []
-    for piece in pieces:
-        try:
-            install(piece + "\n")
-        except NetFilterError as error:
-            if "No such file or directory" not in str(error):
-                failed.append(f"{piece}: {error}")
-    return failed
+    return pieces
 
 
 def remove_table() -> None:
@@ -214,17 +229,42 @@ def allowed_addresses(tag: str) -> list[str]:
 
 
 def run(args: list[str], batch: str | None = None) -> str:
-    nft = shutil.which("nft") or "/usr/sbin/nft"
-    try:
-        done = subprocess.run([nft, *args], input=batch, capture_output=True, text=True,
-                              timeout=NFT_TIMEOUT, check=False)
-    except (OSError, subprocess.TimeoutExpired) as error:
-        raise NetFilterError(f"nft {' '.join(args)}: {error}") from None
-    if done.returncode != 0:   # one line: nft's first, and the batch's first if nft did not quote it
-        said = (done.stderr.strip().splitlines() or ["failed"])[0]
-        asked = (batch or "").strip().splitlines()[:1]
-        raise NetFilterError(f"nft {' '.join(args)}{' (' + asked[0] + ')' if asked else ''}: {said}")
-    return done.stdout
+    return Pending(args, batch).wait()
+
+
+class Pending:
+    """An nft command under way: a container's rules are installed while its
+    veth is made and its resolver starts (net_bridge.attach)."""
+
+    def __init__(self, args: list[str], batch: str | None = None):
+        self.args, self.batch = args, batch
+        nft = shutil.which("nft") or "/usr/sbin/nft"
+        try:
+            self.process = subprocess.Popen([nft, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                            stderr=subprocess.PIPE, text=True)
+        except OSError as error:
+            raise NetFilterError(f"nft {' '.join(args)}: {error}") from None
+
+    def wait(self) -> str:
+        """nft's output; NetFilterError if it failed."""
+        try:
+            out, err = self.process.communicate(self.batch, timeout=NFT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.communicate()
+            raise NetFilterError(f"nft {' '.join(self.args)}: no answer within {NFT_TIMEOUT} s") from None
+        if self.process.returncode != 0:   # one line: nft's first, and the batch's first
+            said = (err.strip().splitlines() or ["failed"])[0]
+            asked = (self.batch or "").strip().splitlines()[:1]
+            raise NetFilterError(f"nft {' '.join(self.args)}{' (' + asked[0] + ')' if asked else ''}: {said}")
+        return out
+
+    def settle(self) -> None:
+        """Wait for it, whatever its outcome (something else failed meanwhile)."""
+        try:
+            self.wait()
+        except NetFilterError:
+            pass
 
 
 def _quoted(name: str) -> str:
