@@ -15,8 +15,9 @@ instead of a local process::
     shutdown_kernel   -> shutdown_requested, terminate/kill, wait, cleanup (destroy)
 
 The kernel's connection (connection.py): ipc sockets in a directory only
-the server's user and the kernel can enter, bound into the container; the
-HMAC key is in the two connection files only.  Limits, image, network and
+the server's user and the kernel can enter, bound into the container, and
+moved once bound where only the server can (so the server never follows a
+link the kernel made); the HMAC key is in the two connection files only.  Limits, image, network and
 the notebook's directory (settings.py): the installer's, checked by the
 session layer's parsers and policy.  The kernel's environment: the
 runtime's clean one, the kernelspec's ``env`` and JPY_SESSION_NAME; never
@@ -49,6 +50,7 @@ from .connection import ConnectionDir
 
 KEPT_ENV = ("JPY_SESSION_NAME",)     # of the manager's environment, besides the kernelspec's env
 POLL_INTERVAL = 0.1
+CLAIM_TIMEOUT = 60.0      # from the container's start to the kernel's five sockets bound
 ZYGOTE_PRELOAD_MODULE = "sandbox_kernel.provisioner.zygote_preload"
 
 
@@ -159,7 +161,12 @@ class SandboxProvisioner(KernelProvisionerBase, _settings_traits()):
         container = Container(spec, stdin=subprocess.DEVNULL)
         try:
             await asyncio.to_thread(container.start)     # a failed start destroys what it made
+            # the server connects only to sockets moved where the kernel cannot write (connection.py)
+            await asyncio.to_thread(self._dir.claim, self.connection_info,
+                                    lambda: container.state is State.RUNNING and container.poll() is None,
+                                    CLAIM_TIMEOUT)
         except BaseException:
+            await asyncio.to_thread(container.destroy)
             if registry.get(self.kernel_id) is None:     # a first start: no restart will come
                 self._forget_directory()
             raise

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import os
 import queue
+import socket
 import stat
 
 import nbformat
 import pytest
 from provisioner.prov_helpers import MEMORY, WRAPPED, drain, leftovers, run, until
+from jupyter_client.manager import KernelManager
 from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 
@@ -98,11 +100,14 @@ def test_the_hmac_key_reaches_only_its_kernel(start, monkeypatch):
     assert status == "ok"
     assert key not in text and "the-hubs-api-token" not in text   # not in its environment or argv
     outer = os.path.dirname(os.path.dirname(km.ip))
-    for path, mode, uid in ((outer, 0o700, 0), (os.path.dirname(km.ip), 0o700, 65532),
-                            (os.path.join(os.path.dirname(km.ip), "kernel.json"), 0o600, 65532)):
+    for path, mode, uid in ((outer, 0o700, 0), (os.path.join(outer, "k"), 0o700, 65532),
+                            (os.path.join(outer, "k", "kernel.json"), 0o600, 65532),
+                            (os.path.dirname(km.ip), 0o700, 0)):     # the sockets the server uses
         info = os.lstat(path)
         assert (stat.S_IMODE(info.st_mode), info.st_uid) == (mode, uid), path
     assert km.transport == "ipc"              # no port anyone on the host could connect to
+    for port in ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port"):
+        assert stat.S_ISSOCK(os.lstat(f"{km.ip}-{getattr(km, port)}").st_mode)
     # another container of the same user (uid 65532) does not see it
     status, text = run(kc, "ls /run")
     assert text.split() == ["jupyter-kernel"]
@@ -136,3 +141,26 @@ def _reply_to(kc, msg_id):
     except queue.Empty:
         return None
     return message if message["parent_header"].get("msg_id") == msg_id else None
+
+
+def test_a_link_the_kernel_makes_for_a_socket_is_never_followed(start, tmp_path):
+    """A kernel that puts a symbolic link where its socket should be, to a
+    unix socket of the host, fails to start in one line; the server (root)
+    connects to nothing through it."""
+    host_socket = socket.socket(socket.AF_UNIX)
+    host_socket.bind(str(tmp_path / "host.sock"))
+    host_socket.listen()
+    host_socket.settimeout(0.5)
+    km = KernelManager(kernel_name=WRAPPED["bash"])
+    km.kernel_spec.argv = ["/bin/sh", "-c", f"for p in $(seq 1 5); do ln -s {tmp_path}/host.sock "
+                           "/run/jupyter-kernel/kernel-$p; done; sleep 60", "{connection_file}"]
+    try:
+        with pytest.raises(Exception, match="is not a socket the kernel bound \\(a symbolic link"):
+            km.start_kernel()
+        with pytest.raises(TimeoutError):
+            host_socket.accept()
+    finally:
+        host_socket.close()
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
+    assert leftovers() == []
