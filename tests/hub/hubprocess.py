@@ -98,8 +98,12 @@ def remove_user(user: SystemUser) -> list[str]:
 # -- the hub's mount namespace ----------------------------------------------------
 
 def closed_ancestor(path: str) -> str | None:
-    """The topmost directory on the way to path that other users cannot enter."""
+    """The topmost directory on the way to path that other users cannot enter;
+    path itself must be open to them (a tmpfs can show it, not open it)."""
     closed, directory = None, os.path.realpath(path)
+    if os.path.isdir(directory) and not os.stat(directory).st_mode & 0o001:
+        raise RuntimeError(f"{directory} is mode {os.stat(directory).st_mode & 0o777:o}: the "
+                           "students' servers run from it; make it enterable (chmod o+rx)")
     while directory != "/":
         directory = os.path.dirname(directory)
         if not os.stat(directory).st_mode & 0o001:
@@ -124,7 +128,8 @@ def exposing_script(paths: list[str]) -> str:
         lines.append(f"mount -t tmpfs -o mode=0755,size=64k tmpfs '{closed}'")
         for child in sorted(children):
             lines += [f"mkdir '{closed}/{child}'", f"mount --move \"$keep/{child}\" '{closed}/{child}'"]
-        lines.append("rm -rf \"$keep\"")
+        # rmdir, never rm -r: a bind mount left there would be the real directory
+        lines += [f"rmdir \"$keep/{child}\"" for child in sorted(children)] + ["rmdir \"$keep\""]
     # the v2 guest's module mounts below /usr (see tests/rootless/as-user)
     lines.append("while read -r _ _ _ _ point _; do case $point in /usr/*) "
                  "umount -l \"$point\" 2>/dev/null || true ;; esac; done < /proc/self/mountinfo")
@@ -182,7 +187,7 @@ class Hub:
         (self.directory / "jupyterhub_config.py").write_text(self.config())
         self.log_path = self.directory / "hub.log"
         argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                exposing_script([sys.executable, str(REPO)]), "hub",
+                exposing_script([sys.executable, sys.prefix, str(REPO)]), "hub",
                 sys.executable, "-m", "jupyterhub", "-f", str(self.directory / "jupyterhub_config.py")]
         env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER")}
         env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '/usr/bin:/bin')}"

@@ -8,6 +8,7 @@ import glob
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 from sandbox_kernel.runtime import cards
@@ -57,6 +58,21 @@ def test_each_server_runs_as_its_user_inside_its_ceiling(hub, classroom, classro
         assert f"/{delegation.BASE}/{student.name}/{delegation.DELEGATED}/" in groups, groups
         assert os.path.isdir(leaf)
         assert os.stat(student.home).st_mode & 0o077 == 0      # private_home closed it
+
+
+def test_top_json_lists_each_students_session_with_their_ceiling(hub, classroom, classroom_users):
+    students, _ = classroom_users
+    done = subprocess.run([str(Path(sys.executable).parent / "sandbox-kernel"), "top", "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    snap = json.loads(done.stdout)
+    ceilings = {c["user"]: c for c in snap["ceilings"]}
+    for student in students:
+        assert ceilings[student.name]["memory"] == 384 << 20 and ceilings[student.name]["pids"] == 512
+        mine = [c for c in snap["containers"] if c["user"] == student.name]
+        assert mine and all(c["kind"] == "kernel" and c["session"] == "default" for c in mine), mine
+        assert mine[0]["ceiling"]["memory"] == 384 << 20
+        assert mine[0]["kernel_id"] == classroom[student.name].kernel["id"]
 
 
 def _in_b_container(a, a_home: str, connection_file: str, port: int) -> str:
