@@ -8,8 +8,9 @@
       |  unshare(NEWPID), fork
       v
     init      PID 1 of the new pid namespace
-      |  join cgroup, bind to CPUs, unshare(NEWCGROUP|NEWNS|NEWUTS|NEWIPC[|NEWNET]),
-      |  mount plan, pivot_root, hostname, loopback; fork
+      |  bind to CPUs, unshare(NEWNS|NEWUTS|NEWIPC[|NEWNET]), mount plan,
+      |  pivot_root, hostname, loopback; [the launcher puts init into the
+      |  cgroup meanwhile] wait for that, unshare(NEWCGROUP); fork
       v
     workload  rlimits, drop capabilities, uid, no_new_privs, seccomp; exec
 
@@ -50,6 +51,7 @@ safe_fs, security, syscalls and userns; nothing of the owner's side.
 """
 from __future__ import annotations
 
+import errno
 import importlib
 import json
 import mmap
@@ -68,6 +70,7 @@ from .launch_config import LauncherConfig, LauncherConfigError
 from .layer_holds import hold_lower_dirs
 
 PR_SET_DUMPABLE = 4   # linux/prctl.h
+JOINED = b"j"         # launcher -> init: init is in the container's cgroup
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
                      signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
 
@@ -121,11 +124,14 @@ def launcher_main(config: LauncherConfig) -> int:
     except OSError as error:
         _report(status_fd, "unshare(CLONE_NEWPID)", error)
         return 125
+    joined_r, joined_w = os.pipe2(os.O_CLOEXEC)
     init_pid = os.fork()
     if init_pid == 0:
-        for fd in held:   # the host's record of what is in use; none of the container's
+        for fd in (*held, joined_w):   # the host's record of what is in use; none of the container's
             os.close(fd)
-        os._exit(_run_init(config))
+        os._exit(_run_init(config, joined_r))
+    os.close(joined_r)
+    _join_cgroup(config, init_pid, joined_w)
     os.close(status_fd)
     _let_go_of_the_commands_files(config.pass_fds)
     code = _supervise(config, init_pid)
@@ -203,12 +209,12 @@ def _clean_up(config: LauncherConfig) -> None:
 
 # ------------------------------------------------------------------------- init
 
-def _run_init(config: LauncherConfig) -> int:
+def _run_init(config: LauncherConfig, joined_r: int) -> int:
     status_fd = config.status_fd
     os.close(config.result_fd)  # the launcher's channels, not ours
     os.close(config.lifeline_fd)
     try:
-        workload = _init_setup(config)
+        workload = _init_setup(config, joined_r)
     except SetupFailed as failure:
         _report(status_fd, failure.step, failure.error)
         return 125
@@ -216,14 +222,15 @@ def _run_init(config: LauncherConfig) -> int:
     return _reap(workload)
 
 
-def _init_setup(config: LauncherConfig) -> int:
+def _init_setup(config: LauncherConfig, joined_r: int) -> int:
     """The container's setup, top to bottom, as named steps.  Returns the
-    workload's pid."""
+    workload's pid.  The launcher puts us into the cgroup meanwhile
+    (_join_cgroup): we wait for it before the cgroup namespace and the
+    workload, which therefore never run outside the limits."""
     # Named first: until then ps, the tests and containers_stacking see a
     # second "sbk-launcher".
     _step("name init", sc.set_process_name, "sbk-init")
     _step("die with the launcher", sc.set_pdeathsig, signal.SIGKILL)
-    _step("join cgroup", _join_cgroup, config.join_files)
     _step("bind to CPUs", _bind_to_cpus, config.cpus)
     _step("hide the owner's command line", replace_command_line, "sbk-init")
     _step("unshare namespaces", sc.unshare, _namespace_flags(config.network))
@@ -231,6 +238,9 @@ def _init_setup(config: LauncherConfig) -> int:
     _step("pivot_root", mount_apply.pivot, config.new_root)
     _step("sethostname", sc.sethostname, config.hostname)
     _step("network " + config.network, network.setup_child, config.network)
+    _step("join cgroup", _await_joined, joined_r)
+    # after the join: the namespace's root is the container's own group
+    _step("unshare the cgroup namespace", sc.unshare, sc.CLONE_NEWCGROUP)
     for signum in FORWARDED_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)  # until the workload exists
     # before the workload exists: init's /proc files become the host root's
@@ -245,16 +255,39 @@ def _init_setup(config: LauncherConfig) -> int:
 
 
 def _namespace_flags(policy: str) -> int:
-    flags = sc.CLONE_NEWCGROUP | sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC
+    """All but the cgroup namespace, which init makes once it is in its group."""
+    flags = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC
     if network.needs_new_namespace(policy):
         flags |= sc.CLONE_NEWNET
     return flags
 
 
-def _join_cgroup(join_files: list[str]) -> None:
-    # "0" means the writing process: our pid in this namespace is 1, not the host's
-    for path in join_files:
-        sc.write_proc_file(path, "0")
+def _join_cgroup(config: LauncherConfig, init_pid: int, joined_w: int) -> None:
+    """In the launcher: move init (its host pid: our child, not reaped, so
+    the number is still its) into the container's cgroup while init makes
+    its mounts.  Why here: a migration waits for an RCU grace period (the
+    kernel's cgroup_threadgroup_rwsem, taken for writing; about 5 ms here),
+    which init's own setup now overlaps.  One byte on ``joined_w`` says
+    done; on a failure init is killed and sees none (_await_joined)."""
+    try:
+        for path in config.join_files:
+            sc.write_proc_file(path, str(init_pid))
+    except OSError as error:
+        _report(config.status_fd, "join cgroup", error)
+        _kill_quietly(init_pid, signal.SIGKILL)
+    else:
+        os.write(joined_w, JOINED)
+    finally:
+        os.close(joined_w)
+
+
+def _await_joined(joined_r: int) -> None:
+    try:
+        done = os.read(joined_r, 1)
+    finally:
+        os.close(joined_r)
+    if done != JOINED:
+        raise OSError(errno.ECANCELED, "the launcher could not put init into the container's cgroup")
 
 
 def _bind_to_cpus(cpus: list[int] | None) -> None:

@@ -1,0 +1,84 @@
+"""The runtime's fast start keeps every property of a slow one.
+
+The launcher moves init into the container's cgroup while init makes its
+mounts (launcher._join_cgroup: a cgroup migration waits for an RCU grace
+period, which init's setup now overlaps).  What must hold however the
+join is done: the workload never runs outside the group, the cgroup
+namespace's root is the container's own group, a join that fails stops
+the start with its step named, and nothing is left behind."""
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+
+import pytest
+
+from sandbox_kernel.runtime import spawn
+from sandbox_kernel.runtime.container import Container, ContainerStartError
+from sandbox_kernel.runtime.spec import ContainerSpec, Limits
+
+pytestmark = pytest.mark.usefixtures("no_leftovers")
+
+MODES = ("fork", "zygote")
+
+
+@pytest.fixture(params=MODES)
+def mode(request, cgroup_driver):
+    if cgroup_driver.version == "null":
+        pytest.skip("no cgroup to join here (the null driver)")
+    return request.param
+
+
+def test_the_cgroup_namespace_root_is_the_containers_own_group(mode, run):
+    ran = run("cat /proc/self/cgroup", spawn=mode)
+    assert ran.result.status == "ok", ran.stderr
+    paths = [line.split(":", 2)[2] for line in ran.stdout.splitlines() if line]
+    assert paths and all(path == "/" for path in paths), ran.stdout
+
+
+def test_init_and_the_workload_are_in_every_group_and_the_launcher_in_none(mode):
+    spec = ContainerSpec(command=("/bin/sleep", "30"), limits=Limits(memory=256 << 20, pids=64))
+    with Container(spec, stdin=subprocess.DEVNULL, spawn=mode) as box:
+        box.start()
+        launcher = box.pid
+        for procs in box.cgroup.join_files():
+            with open(procs) as handle:
+                members = {int(pid) for pid in handle.read().split()}
+            assert len(members) == 2, (procs, members)   # init and sleep, nothing else
+            assert launcher not in members, procs
+            for pid in members:
+                assert spawn.child_of(pid) in (None, *members), "a member's child outside the group"
+
+
+def test_a_join_that_fails_stops_the_start_with_its_step_named(mode, monkeypatch):
+    """One hierarchy's group removed between its creation and the start: the
+    launcher cannot move init there; the workload never runs."""
+    with tempfile.TemporaryDirectory() as scratch:
+        marker = os.path.join(scratch, "ran")
+        spec = ContainerSpec(command=("/bin/sh", "-c", "echo > /workspace/ran"), workspace=scratch)
+        box = Container(spec, stdin=subprocess.DEVNULL, spawn=mode)
+        real = Container._launch_config
+
+        def remove_a_group(self):
+            config = real(self)
+            os.rmdir(os.path.dirname(self.cgroup.join_files()[-1]))
+            return config
+
+        monkeypatch.setattr(Container, "_launch_config", remove_a_group)
+        try:
+            with pytest.raises(ContainerStartError) as raised:
+                box.start()
+        finally:
+            box.destroy()
+        assert raised.value.step == "join cgroup", raised.value
+        assert not os.path.exists(marker), "the workload ran without its cgroup"
+
+
+def test_two_hundred_starts_in_a_row_leave_nothing(mode):
+    """A grader's loop (bounded); the no_leftovers fixture checks the host."""
+    spec = ContainerSpec(command=("/bin/true",), limits=Limits(memory=64 << 20, pids=16))
+    for _ in range(200):
+        with Container(spec, stdin=subprocess.DEVNULL, spawn=mode) as box:
+            box.start()
+            assert box.wait(timeout=30).status == "ok"
