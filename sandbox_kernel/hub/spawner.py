@@ -14,8 +14,11 @@ For each start, as root (the hub):
    kernels and their rootless containers, is inside), with only that
    kernelspec allowed, as the default, and no terminals.
 
-On stop, ``delegation.remove`` kills whatever the user left running under
-the ceiling and removes its groups: no per-user host state stays.
+On stop, the kernels get ``stop_grace`` seconds to remove their containers,
+then ``delegation.remove`` kills whatever the user left running under the
+ceiling and removes its groups, and state directories of containers a killed
+kernel left are swept: no per-user host state stays.  With named servers the
+ceiling is the user's, shared: it goes with the user's last server.
 """
 from __future__ import annotations
 
@@ -177,8 +180,16 @@ class SandboxSpawner(LocalProcessSpawner):
 
     async def stop(self, now=False):
         await super().stop(now=now)
+        if self.other_servers_running():
+            self.log.info("ceiling of %s kept: another server of theirs runs in it", self.user.name)
+            return
         await self.wait_for_kernels()
         self.remove_host_state()
+
+    def other_servers_running(self) -> bool:
+        """Named servers of the same user share the ceiling."""
+        spawners = getattr(self.user, "spawners", None) or {}
+        return any(other is not self and other.active for other in spawners.values())
 
     async def wait_for_kernels(self) -> None:
         """A kernel whose server is gone shuts down by itself and removes its

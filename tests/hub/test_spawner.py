@@ -83,3 +83,24 @@ def test_the_sweep_removes_only_the_users_orphaned_state_dirs(tmp_path):
     assert sweep_state_dirs(uid, parents=[str(tmp_path)]) == [str(orphan)]
     assert not orphan.exists()
     assert live.is_dir() and others.is_dir() and link.is_symlink() and target.is_dir()
+
+
+class _Other:
+    def __init__(self, active: bool):
+        self.active = active
+
+
+class _User:
+    name = "ann"
+
+    def __init__(self):
+        self.spawners = {}
+
+
+def test_named_servers_share_the_ceiling_until_the_last_stops():
+    user = _User()
+    spawner = SandboxSpawner(user=user)
+    user.spawners = {"": spawner, "project": _Other(active=True)}
+    assert spawner.other_servers_running()
+    user.spawners["project"] = _Other(active=False)
+    assert not spawner.other_servers_running()
