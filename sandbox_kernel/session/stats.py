@@ -185,6 +185,16 @@ def _most_first(entries: list) -> list:
     return sorted(entries, key=lambda e: (-e["count"], e["destination"], e["protocol"], e["port"] or 0))
 
 
+def network_words(mode: str, allow=None, rate=None) -> str:
+    """A session's network as %container status says it: 'none', 'host',
+    'bridge (allow pypi.org, files.pythonhosted.org; rate 10 Mbit/s)'."""
+    if mode != "bridge":
+        return str(mode)
+    names = list(allow or ())
+    allowed = "any destination" if names == ["*"] else (", ".join(names) or "nothing")
+    return f"bridge (allow {allowed}; rate {format_rate(rate) if rate else 'no limit'})"
+
+
 def network_dict(mode: str, allow=None, rate=None) -> dict:
     """The contract's optional ``network``: the mode, the allowlist (a list;
     ["*"]: any destination; []: none) and the rate in bits/s (null: none)."""

@@ -282,3 +282,11 @@ def test_pasta_gets_no_way_to_the_hosts_loopback():
     for words in ("-T none", "-U none", "-t none", "-u none", "--no-map-gw", "--config-net"):
         assert words in joined
     assert argv[-1] == "1234"
+
+
+def test_status_says_what_a_bridged_session_may_reach():
+    assert stats.network_words("none") == "none"
+    assert stats.network_words("bridge", ("pypi.org", "files.pythonhosted.org"), 10_000_000) == (
+        "bridge (allow pypi.org, files.pythonhosted.org; rate 10 Mbit/s)")
+    assert stats.network_words("bridge", ()) == "bridge (allow nothing; rate no limit)"
+    assert stats.network_words("bridge", ("*",)) == "bridge (allow any destination; rate no limit)"
