@@ -129,3 +129,13 @@ def test_a_start_that_fails_leaves_no_connection_directory(jupyter_path):
     with pytest.raises(Exception, match="nonexistent"):
         km.start_kernel()
     assert leftovers() == [] and registry.get(km.kernel_id or "") is None
+
+
+def test_a_bad_setting_in_the_kernelspec_stops_the_start_in_one_line(jupyter_path):
+    from jupyter_client.manager import KernelManager
+    from provisioner.prov_helpers import leftovers
+    km = KernelManager(kernel_name="bash-sandboxed")
+    km.kernel_spec.metadata["kernel_provisioner"]["config"] = {"memory": "12X"}
+    with pytest.raises(settings.SettingsError, match="^sandbox-provisioner: invalid memory '12X': expected"):
+        km.start_kernel()
+    assert leftovers() == []
