@@ -211,6 +211,8 @@ def test_the_admin_page_shows_every_student_to_the_teacher_only(
         assert "403" in page.content()
     finally:
         context.close()
+    for student in students:          # nor with a student's API token
+        assert hub.status("GET", "/services/sandbox-top/api/snapshot", hub.tokens[student.name]) == 403
 
 
 def _owned_files(uid: int) -> list[str]:
