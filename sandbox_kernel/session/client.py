@@ -27,14 +27,12 @@ import collections
 import contextlib
 import dataclasses
 import os
-import socket
-import subprocess
 import threading
 import time
 from dataclasses import dataclass
 
 from ..runtime import images, zygote
-from ..runtime.container import Container, LifecycleError, State
+from ..runtime.container import LifecycleError, State
 from ..runtime.spec import ContainerSpec, Limits, parse_env, parse_mount, parse_network, parse_size
 from . import image_agent, labels, stats as stats_contract, variables, verdicts
 from .agent_core import DEFAULT_OUTPUT_LIMIT, OUTPUT_LIMIT_ENV  # one definition, the agents'
@@ -48,6 +46,7 @@ from .live_limits import LiveLimits
 from .outputs import Display, OnOutput
 from .pausing import Pausing
 from .pressure_watch import MemoryPressure
+from .spare import Spares
 from .transport import Transport
 
 AGENT_MODULE = "sandbox_kernel.session.agent"
@@ -88,7 +87,7 @@ def prewarm() -> None:
         zygote.shared(preload=ZYGOTE_PRELOAD)
 
 
-class Session(Pausing, MemoryPressure, SessionFigures, LiveLimits, CommSession):
+class Session(Pausing, MemoryPressure, SessionFigures, LiveLimits, CommSession, Spares):
     """One container running the agent, started on first use and kept."""
 
     def __init__(self, name: str = "default", *, image: str = "host", limits: Limits = Limits(),
@@ -162,24 +161,10 @@ class Session(Pausing, MemoryPressure, SessionFigures, LiveLimits, CommSession):
             return
         self._discard()
         prewarm()                             # the zygote imports the agent, if this starts it
-        ours, theirs = socket.socketpair()
-        pipes = [os.pipe() for _ in ("stdout", "stderr")]
-        try:
-            container = Container(self._spec(theirs.fileno()), stdin=subprocess.DEVNULL,
-                                  stdout=pipes[0][1], stderr=pipes[1][1])
-            container.start()
-        except BaseException:
-            ours.close()
-            for r, _ in pipes:
-                os.close(r)
-            raise
-        finally:
-            theirs.close()
-            for _, w in pipes:
-                os.close(w)
+        launched = self._take_spare() or self._launch()   # spare.py: a restart takes the spare
         with self._state:
-            self._container = container
-        self._transport.attach(ours, {pipes[0][0]: "stdout", pipes[1][0]: "stderr"})
+            self._container = launched.container
+        self._transport.attach(launched.sock, launched.logs)
         self._started_at = time.monotonic()
         self._closed = False
         self._used = False
@@ -245,8 +230,9 @@ class Session(Pausing, MemoryPressure, SessionFigures, LiveLimits, CommSession):
             self._await_warm()            # a start under way must not finish after us
         except SessionError:
             pass
-        self._discard()
         self._closed = True
+        self._drop_spare()
+        self._discard()
 
     close = stop
 
@@ -498,3 +484,4 @@ class Session(Pausing, MemoryPressure, SessionFigures, LiveLimits, CommSession):
         finally:
             self._idle_again()            # and pauses again after idle_pause seconds of nothing
             self._lock.release()
+            self._spare_soon()            # spare.py: the next restart's container, once answered

@@ -41,10 +41,13 @@ class Sessions:
     running.  A new session takes one whose image and network match and
     gets its limits set live (memory, cpus and pids through the cgroup, as
     ``%container limits`` does); when none matches, the pool is dropped.
-    Bounded (MAX_POOL), never refilled, private to this process (each
+    Bounded (MAX_POOL), refilled in the background when a session takes
+    one (until dropped), private to this process (each
     container's launcher lives only as long as its owner), and closed with
     the sessions.  A warm container is an ordinary container: its own
-    cgroup with the limits, counted like any other.
+    cgroup with the limits, counted like any other.  The sessions made
+    here (at most MAX_POOL of them) also keep a spare container for their
+    restarts (spare.py) while the pool is on (SANDBOX_KERNEL_POOL > 0).
 
     The policy (policy.py) is asked before every action on the host: a new
     session (how many, its limits, network and image), a change of limits,
@@ -71,6 +74,8 @@ class Sessions:
         self.made: set[str] = set()               # images this kernel built, imported or pulled
         self.sessions: dict[str, Session] = {}
         self.pool: list[Session] = []
+        self.pool_target = 0                      # warm_up's size: the pool is refilled to it
+        self.spares = pool_size_or_default() > 0  # sessions keep a spare for their restarts
         self.auto: str | None = None
         self.auto_options: dict = {}
         self.footer = True
@@ -116,6 +121,8 @@ class Sessions:
             session = self.factory(name, image=image, limits=new_limits, network=net)
             self._place(session, notebook)
         self._trust(session)
+        # spare.py: a restart takes a container started ahead (MAX_POOL sessions keep one)
+        session.keep_spare = self.spares and sum(s.keep_spare for s in self.sessions.values()) < MAX_POOL
         session.idle_pause = options.parse("idle_pause", self.defaults.get("idle_pause"), options.KERNEL)
         session.on_pressure = self.on_pressure
         self.sessions[name] = session
@@ -184,19 +191,28 @@ class Sessions:
         how many were started."""
         if self.sessions or self.pool:
             return 0
+        self.pool_target = min(size, MAX_POOL)
+        self._refill()
+        return len(self.pool)
+
+    def _refill(self) -> None:
+        """Start containers ahead, in the background, until the pool has
+        pool_target of them: every new session finds one."""
+        if len(self.pool) >= self.pool_target:
+            return
         notebook = self.notebook_mount()
-        for _ in range(min(size, MAX_POOL)):
+        while len(self.pool) < self.pool_target:
             session = self.factory(DEFAULT_SESSION, image=images.HOST, limits=parse_limits(self.defaults),
                                    network="none")
             self._place(session, notebook)
             self._trust(session)
             session.start_soon()
             self.pool.append(session)
-        return len(self.pool)
 
     def drop_pool(self) -> None:
         """Destroy the containers started ahead that no session took."""
         pool, self.pool = self.pool, []
+        self.pool_target = 0                      # dropped: not refilled (other options are in use)
         for session in pool:
             session.stop()
 
@@ -214,6 +230,9 @@ class Sessions:
             return None
         session = fits[0]
         self.pool.remove(session)
+        # the next new session's, in the background once this one has answered
+        # (not while its first cell runs: the two starts would share the cpus)
+        session.after_answer = self._refill
         session.name = name
         try:
             session.set_limits(**given)
@@ -233,6 +252,14 @@ def pool_size(environ=os.environ) -> int:
         raise UsageError(f"{POOL_ENV}={text!r}: not a pool size; accepted: 0 (no containers "
                          f"started ahead) to {MAX_POOL}; the default is {DEFAULT_POOL}")
     return int(text)
+
+
+def pool_size_or_default(environ=os.environ) -> int:
+    """pool_size, or the default when SANDBOX_KERNEL_POOL is bad (the magics say so when they load)."""
+    try:
+        return pool_size(environ)
+    except UsageError:
+        return DEFAULT_POOL
 
 
 def parse_limits(strings: dict) -> Limits:

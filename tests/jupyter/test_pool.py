@@ -71,7 +71,62 @@ def test_the_magics_start_a_container_ahead_and_the_first_cell_takes_it_with_its
     status = ok(kernel.run("%container status")).of("display_data")[0]["data"]["text/plain"]
     assert str(launchers[0]) in status, status                 # the same container, not a second one
     assert f"sbk-{kernel.pid}-" in status                      # this kernel's own
-    assert below(kernel.pid, "sbk-launcher") == launchers
+    # in the background: the pool's next container, and the session's spare (spare.py)
+    assert wait_for(lambda: len(below(kernel.pid, "sbk-launcher")) == 3)
+    assert launchers[0] in below(kernel.pid, "sbk-launcher")
+
+
+def launcher_of(kernel, name: str) -> int:
+    """The launcher pid %container status names for session ``name``."""
+    status = ok(kernel.run(f"%container status --name {name}")).of("display_data")[0]["data"]["text/plain"]
+    pids = [pid for pid in below(kernel.pid, "sbk-launcher") if str(pid) in status]
+    assert len(pids) == 1, status
+    return pids[0]
+
+
+# what one session leaves in its container: files where a user may write,
+# a variable, an environment variable and a process still running
+LEAVE_TRACES = """
+import os, pathlib, subprocess
+for place in ("/tmp", "/dev/shm", "/var/tmp", os.path.expanduser("~"), os.getcwd()):
+    try:
+        pathlib.Path(place, "left-by-a").write_text("secret of a")
+    except OSError:
+        pass
+os.environ["LEFT_BY_A"] = "secret of a"
+left_by_a = "secret of a"
+held = subprocess.Popen(["sleep", "600"])
+"""
+FIND_TRACES = """
+import os, glob
+seen = [p for place in ("/tmp", "/dev/shm", "/var/tmp", os.path.expanduser("~"), os.getcwd())
+        for p in glob.glob(os.path.join(place, "left-by-a"))]
+seen += ["env"] if "LEFT_BY_A" in os.environ else []
+seen += ["variable"] if "left_by_a" in globals() else []
+seen += [pid for pid in os.listdir("/proc") if pid.isdigit()
+         and open(f"/proc/{pid}/cmdline", "rb").read().startswith(b"sleep\0600")]
+print(seen)
+"""
+
+
+def test_a_warm_container_holds_nothing_of_the_session_before_it(start):
+    """The pool's next container and a session's spare were started ahead,
+    while another session ran: the session that takes one (a new --name
+    session; a restart) sees nothing the other wrote, set or started."""
+    kernel = start(env={"SANDBOX_KERNEL_NOTEBOOK_DIR": "none"})     # a fresh /workspace each
+    ok(kernel.run("%load_ext sandbox_kernel"))
+    ok(kernel.run("%container footer off"))
+    ok(kernel.run("%%container --name a\n" + LEAVE_TRACES))
+    traces = ok(kernel.run("%%container --name a\n" + FIND_TRACES)).stdout
+    assert "left-by-a" in traces and "env" in traces and "variable" in traces, traces   # the probe sees them
+    assert wait_for(lambda: len(below(kernel.pid, "sbk-launcher")) == 3)   # a, the pool's next, a's spare
+    warm = set(below(kernel.pid, "sbk-launcher"))
+
+    assert ok(kernel.run("%%container --name b\n" + FIND_TRACES)).stdout == "[]\n"
+    assert launcher_of(kernel, "b") in warm                     # the pool's container, started ahead
+    ok(kernel.run("%container restart --name a"))
+    assert ok(kernel.run("%%container --name a\n" + FIND_TRACES)).stdout == "[]\n"
+    assert launcher_of(kernel, "a") in warm                     # a's spare, started ahead
 
 
 def test_a_container_started_ahead_that_no_cell_used_goes_away_with_the_kernel(start, leftovers):

@@ -1,0 +1,136 @@
+"""A session's spare container: started in the background once the session
+has answered a request, so that a restart (after an out-of-memory cell, a
+crash, ``exit()`` or ``%container restart``) takes a running container at
+once instead of waiting for a start; the next spare is then started in the
+background again.  A part of Session (client.py).
+
+A spare is as fresh as a new container: it is started from the session's
+spec like any other and no request ever reaches it before it is taken
+(tests/jupyter/test_pool.py shows nothing written by a session is visible
+to the container that replaces it).  It is taken only if the session's
+spec still equals the one it was started with (limits, image, network,
+mounts, environment): a change of limits makes the next restart start a
+fresh one.  ``keep_spare`` is off by default: the registry (registry.py)
+turns it on for the sessions it makes while the pool is on.
+
+Imports the runtime's Container; reads Session's _spec, _closed,
+_abandoned, name and keep_spare.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import threading
+from dataclasses import dataclass
+
+from ..runtime.container import Container, State
+
+SPARE_WAIT = 60.0     # a restart waits this long for a spare being started
+
+
+@dataclass
+class Launched:
+    """A started container and our ends of its channels (the socket and the
+    read ends of its stdout and stderr pipes, by name)."""
+    container: Container
+    sock: socket.socket
+    logs: dict[int, str]
+    spec_key: object = None
+
+    def close(self) -> None:
+        self.container.destroy()
+        self.sock.close()
+        for fd in self.logs:
+            os.close(fd)
+
+
+class Spares:
+    """Session's container launch and its spare (client.py)."""
+
+    keep_spare: bool = False
+    after_answer = None       # called once after the next answered request (registry.py: the pool's refill)
+    _spare: Launched | None = None
+    _spare_thread: threading.Thread | None = None
+
+    @property
+    def _spare_lock(self) -> threading.Lock:
+        # dict.setdefault is atomic: two threads get the same lock
+        return self.__dict__.setdefault("_spare_lock_object", threading.Lock())
+
+    def _launch(self) -> Launched:
+        """A container running the agent, with its socket and log pipes."""
+        ours, theirs = socket.socketpair()
+        pipes = [os.pipe() for _ in ("stdout", "stderr")]
+        try:
+            container = Container(self._spec(theirs.fileno()), stdin=subprocess.DEVNULL,
+                                  stdout=pipes[0][1], stderr=pipes[1][1])
+            container.start()
+        except BaseException:
+            ours.close()
+            for r, _ in pipes:
+                os.close(r)
+            raise
+        finally:
+            theirs.close()
+            for _, w in pipes:
+                os.close(w)
+        return Launched(container, ours, {pipes[0][0]: "stdout", pipes[1][0]: "stderr"})
+
+    def _spec_key(self):
+        """What a spare must have been started with to replace the container:
+        the spec, but for the socket's descriptor number."""
+        return self._spec(0)
+
+    def _spare_soon(self) -> None:
+        """After a request: start the spare in the background, if wanted and
+        not there yet; and call after_answer once."""
+        hook, self.after_answer = self.after_answer, None
+        if hook is not None and not self._closed and not self._abandoned:
+            hook()
+        if not self.keep_spare or self._closed or self._abandoned:
+            return
+        with self._spare_lock:
+            if self._spare is not None or self._spare_thread is not None:
+                return
+            key = self._spec_key()
+            self._spare_thread = threading.Thread(target=self._start_spare, args=(key,), daemon=True,
+                                                  name=f"sbk-spare-{self.name}")
+            self._spare_thread.start()
+
+    def _start_spare(self, key) -> None:
+        try:
+            launched = self._launch()
+        except Exception:             # noqa: BLE001 -- a restart then starts one itself, and reports
+            launched = None
+        if launched is not None:
+            launched.spec_key = key
+        with self._spare_lock:
+            self._spare, self._spare_thread = launched, None
+        if launched is not None and (self._closed or self._abandoned):
+            self._drop_spare()
+
+    def _take_spare(self) -> Launched | None:
+        """The spare, if it runs and was started with the session's spec now
+        (waiting for one being started); None otherwise (it is destroyed)."""
+        thread = self._spare_thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(SPARE_WAIT)
+        with self._spare_lock:
+            spare, self._spare = self._spare, None
+        if spare is None:
+            return None
+        if spare.container.state is State.RUNNING and spare.spec_key == self._spec_key():
+            return spare
+        spare.close()
+        return None
+
+    def _drop_spare(self) -> None:
+        """Destroy the spare (the session stops); waits for one being started."""
+        thread = self._spare_thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(SPARE_WAIT)
+        with self._spare_lock:
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.close()
