@@ -82,3 +82,25 @@ def test_two_hundred_starts_in_a_row_leave_nothing(mode):
         with Container(spec, stdin=subprocess.DEVNULL, spawn=mode) as box:
             box.start()
             assert box.wait(timeout=30).status == "ok"
+
+
+def test_an_ended_containers_group_goes_without_a_freeze_a_running_ones_is_killed(
+        cgroup_driver, monkeypatch):
+    """v1 destroy freezes, kills and thaws only where a process is left."""
+    if cgroup_driver.version != "v1":
+        pytest.skip(f"v1 only (here: {cgroup_driver.version})")
+    from sandbox_kernel.runtime.cgroups import v1
+    kills = []
+    real_kill = v1.V1Cgroup.kill
+    monkeypatch.setattr(v1.V1Cgroup, "kill", lambda self: (kills.append(self.name), real_kill(self)))
+    ended = ContainerSpec(command=("/bin/true",))
+    with Container(ended, stdin=subprocess.DEVNULL) as box:
+        box.start()
+        assert box.wait(timeout=30).status == "ok"
+    assert kills == []
+    running = ContainerSpec(command=("/bin/sleep", "30"))
+    with Container(running, stdin=subprocess.DEVNULL) as box:
+        box.start()
+        groups = [os.path.dirname(procs) for procs in box.cgroup.join_files()]
+    assert kills and kills[0] == box.name
+    assert not [group for group in groups if os.path.exists(group)]

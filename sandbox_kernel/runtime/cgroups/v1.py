@@ -69,6 +69,15 @@ class V1Driver(CgroupDriver):
         self.sys_block = sys_block
         self.controllers = tuple(self.parents)
         self.reason = "cgroup v1; " + ", ".join(f"{c} under {p}" for c, p in self.parents.items())
+        self._known_disks: tuple[list[str], list[str]] = ([], [])   # (names, MAJ:MIN)
+
+    def _disks(self) -> list[str]:
+        """MAJ:MIN of every disk in sys_block, read again only when the list of
+        names changed (a disk's number does not change while it is there)."""
+        names = sorted(os.listdir(self.sys_block)) if os.path.isdir(self.sys_block) else []
+        if names != self._known_disks[0]:
+            self._known_disks = (names, list(filter(None, (_device_of(self.sys_block, n) for n in names))))
+        return self._known_disks[1]
 
     def create(self, name: str, limits: Limits) -> Cgroup:
         check_name(name)
@@ -87,7 +96,7 @@ class V1Driver(CgroupDriver):
             if "cpuset" in paths:
                 prepare_cpuset(group.dirs["cpuset"], self.parents["cpuset"])
             group.set(limits)
-            group.io_counted = "blkio" in paths and count_io(group.dirs["blkio"], self.sys_block)
+            group.io_counted = "blkio" in paths and count_io(group.dirs["blkio"], self._disks())
         except CgroupError:
             group.destroy()
             raise
@@ -105,14 +114,20 @@ class V1Driver(CgroupDriver):
         return sorted(found)
 
 
-def count_io(blkio: CgroupDir, sys_block: str) -> bool:
-    """Switch blkio byte counting on for every disk (see the module docstring);
-    True if it is on for at least one."""
+def _device_of(sys_block: str, disk: str) -> str | None:
+    try:
+        with open(os.path.join(sys_block, disk, "dev"), encoding="ascii") as file:
+            return file.read().strip()
+    except OSError:   # gone meanwhile
+        return None
+
+
+def count_io(blkio: CgroupDir, devices: list[str]) -> bool:
+    """Switch blkio byte counting on for every disk (MAJ:MIN, see the module
+    docstring); True if it is on for at least one."""
     counted = False
-    for disk in sorted(os.listdir(sys_block)) if os.path.isdir(sys_block) else ():
+    for device in devices:
         try:
-            with open(os.path.join(sys_block, disk, "dev"), encoding="ascii") as file:
-                device = file.read().strip()
             blkio.write("blkio.throttle.read_bps_device", f"{device} 0")
             counted = True
         except OSError:   # CgroupError too: a disk without a queue, or gone meanwhile
@@ -267,7 +282,12 @@ class V1Cgroup(Cgroup):
     def destroy(self) -> None:
         try:
             if any(d.present() for d in self.hierarchies):
-                self.kill()
+                # An ended container's group is empty: no freeze and thaw
+                # then.  Nothing can enter an empty group but by a write to
+                # cgroup.procs, and the launcher, who made the one write, is
+                # gone by now (Container.destroy reaps it first).
+                if self.pids():
+                    self.kill()
                 remove_when_empty(self.hierarchies, self.kill)
         except CgroupError as error:
             if error.errno not in (errno.ENOENT, errno.ENODEV):   # removed meanwhile
