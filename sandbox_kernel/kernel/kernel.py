@@ -264,7 +264,9 @@ class SandboxKernel(ReplyMetadata, EditorRequests, Kernel):
             if self._fake_host_blocks():
                 return
             prewarm()
-            self.container_session().start()
+            session = self.container_session()
+            session.start()
+            session.arm_memory_watch()    # session/spare.py: not in the first cell's time
         except Exception as error:     # reported by the first cell, which tries again
             self.log.warning("the container did not start: %s", error)
             self._start_error = error

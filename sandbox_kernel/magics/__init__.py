@@ -14,10 +14,12 @@ from __future__ import annotations
 import atexit
 import inspect
 import sys
+from typing import TYPE_CHECKING
 
-from ..panel import channel_for_shell
-from ..session import labels
-from ..session.commands import Sessions, UsageError, pool_size
+from ..session.preload import start_zygote
+
+if TYPE_CHECKING:
+    from ..session.commands import Sessions
 
 _sessions: Sessions | None = None
 _magics = None
@@ -28,6 +30,7 @@ def sessions() -> Sessions:
     """The sessions of this process (created on first use)."""
     global _sessions
     if _sessions is None:
+        from ..session.commands import Sessions
         _sessions = Sessions()
         atexit.register(_sessions.close_all)
     return _sessions
@@ -35,6 +38,13 @@ def sessions() -> Sessions:
 
 def load_ipython_extension(ip) -> None:
     global _magics
+    # the zygote imports the agent (IPython) in its own process while this
+    # one imports the session's modules (~0.1 s each): a cell sent at once
+    # after %load_ext finds it ready sooner (session/preload.py)
+    start_zygote()
+    from ..panel import channel_for_shell
+    from ..session import labels
+    from ..session.commands import Sessions  # noqa: F401 -- the heavy imports, after the zygote's start
     from .magics import ContainerMagics
     if _magics is not None:
         unload_transformer(ip)
@@ -46,8 +56,6 @@ def load_ipython_extension(ip) -> None:
     ip.input_transformers_cleanup.append(_magics.auto_transformer)
     _close_before_kernel_shutdown(getattr(ip, "kernel", None))
     _relay_comms(getattr(ip, "kernel", None), sessions())
-    from ..session.client import prewarm
-    prewarm()
     _warm_up(sessions())
 
 
@@ -71,6 +79,7 @@ def _warm_up(registry: Sessions) -> None:
     """Start the first session's container now, in the background, so that
     the first %%container cell finds it running (commands.Sessions.warm_up;
     SANDBOX_KERNEL_POOL=0 turns it off)."""
+    from ..session.commands import UsageError, pool_size
     try:
         size = pool_size()
     except UsageError as error:

@@ -31,7 +31,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from ..runtime import images, zygote
+from ..runtime import images
 from ..runtime.container import LifecycleError, State
 from ..runtime.spec import ContainerSpec, Limits, parse_env, parse_mount, parse_network, parse_size
 from . import image_agent, labels, stats as stats_contract, variables, verdicts
@@ -49,8 +49,7 @@ from .pressure_watch import MemoryPressure
 from .spare import Spares
 from .transport import Transport
 
-AGENT_MODULE = "sandbox_kernel.session.agent"
-ZYGOTE_PRELOAD = (AGENT_MODULE,)     # what the zygote this process starts imports
+from .preload import AGENT_MODULE, ZYGOTE_PRELOAD, start_zygote  # noqa: F401 -- callers import them here
 
 REQUEST_TIMEOUT = 60.0        # a request that is not a cell (complete, push, ...)
 WARM_WAIT = 60.0              # a request waits this long for a start begun in the background
@@ -83,8 +82,7 @@ class CellResult:
 def prewarm() -> None:
     """Start this process's zygote now, so the first cell does not wait for
     its IPython import (kernels and the magics call this when they load)."""
-    if zygote.enabled():
-        zygote.shared(preload=ZYGOTE_PRELOAD)
+    start_zygote()
 
 
 class Session(Pausing, MemoryPressure, SessionFigures, LiveLimits, CommSession, Spares):
@@ -185,6 +183,7 @@ class Session(Pausing, MemoryPressure, SessionFigures, LiveLimits, CommSession, 
     def _start_in_background(self) -> None:
         try:
             self.start()
+            self.arm_memory_watch()       # spare.py: not in the first cell's time
         except Exception:                 # noqa: BLE001 -- the first request tries again and reports it
             pass
 
