@@ -70,7 +70,8 @@ function duration(s) {
 function cpu(usage, limit) {
   const percent = usage.cpu_percent === null || usage.cpu_percent === undefined
     ? "–" : usage.cpu_percent.toFixed(0) + " %";
-  return percent + (limit === null || limit === undefined ? "" : " of " + limit + (limit === 1 ? " cpu" : " cpus"));
+  if (limit === null || limit === undefined) return percent;
+  return percent + " of " + limit + (limit === 1 ? " cpu" : " cpus");
 }
 
 function cell(row, text, className) {

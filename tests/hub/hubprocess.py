@@ -28,6 +28,7 @@ from jupyterhub.utils import random_port as free_port
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
+ROLES = ("ann", "bob", "cat", "teach")
 HUB_START_TIMEOUT = 120.0
 SPAWN_TIMEOUT = 240.0
 STOP_TIMEOUT = 60.0
@@ -93,6 +94,23 @@ def remove_user(user: SystemUser) -> list[str]:
     if done.returncode not in (0, 12):      # 12: the home could not be removed (reported)
         problems.append(f"userdel {user.name}: {done.stderr.strip()}")
     return problems
+
+
+USER_PREFIX = "sbkh"      # + 4 hex digits + a role: the accounts this tier makes
+
+
+def remove_stale_users() -> list[str]:
+    """Accounts of an earlier run whose machine died before its clean-up (the v2
+    guest writes the host's /etc/passwd; its /run, with their homes, went with
+    it): ours by name, no home left, no process.  Returns their names."""
+    removed = []
+    for entry in pwd.getpwall():
+        name = entry.pw_name
+        if (name.startswith(USER_PREFIX) and len(name) > 8 and name[8:] in ROLES
+                and not os.path.exists(entry.pw_dir) and not pids_of_uid(entry.pw_uid)):
+            subprocess.run(["userdel", name], capture_output=True, timeout=60)
+            removed.append(name)
+    return removed
 
 
 # -- the hub's mount namespace ----------------------------------------------------
