@@ -96,13 +96,17 @@ class Spares:
             hook()
         if not self.keep_spare or self._closed or self._abandoned:
             return
+        key = self._spec_key()
         with self._spare_lock:
-            if self._spare is not None or self._spare_thread is not None:
-                return
-            key = self._spec_key()
-            self._spare_thread = threading.Thread(target=self._start_spare, args=(key,), daemon=True,
-                                                  name=f"sbk-spare-{self.name}")
-            self._spare_thread.start()
+            stale = self._spare if self._spare is not None and self._spare.spec_key != key else None
+            if stale is not None:         # the limits (or image...) changed since: start another
+                self._spare = None
+            if self._spare is None and self._spare_thread is None:
+                self._spare_thread = threading.Thread(target=self._start_spare, args=(key,), daemon=True,
+                                                      name=f"sbk-spare-{self.name}")
+                self._spare_thread.start()
+        if stale is not None:
+            stale.close()
 
     def _start_spare(self, key) -> None:
         try:

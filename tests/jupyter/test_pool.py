@@ -166,3 +166,16 @@ def test_the_sandbox_kernels_agent_holds_no_file_of_the_kernel_or_of_its_zygote(
     assert not shared & set(of_zygote.values()), (inside, of_zygote)
     # the kernel holds the read ends of the agent's two log pipes, and nothing else of it
     assert shared & set(of_kernel.values()) == {inside[1], inside[2]}, (inside, of_kernel)
+
+
+def test_a_restart_after_a_change_of_limits_gets_the_new_limits_not_the_spares_old_ones(start):
+    kernel = start()
+    ok(kernel.run("%load_ext sandbox_kernel"))
+    ok(kernel.run("%container footer output"))
+    ok(kernel.run("%%container --name c --memory 200M\nx = 1"))
+    assert wait_for(lambda: len(below(kernel.pid, "sbk-launcher")) == 3)   # c's spare is up, with 200M
+    ok(kernel.run("%container limits --name c --memory 300M"))
+    ok(kernel.run("%container restart --name c"))
+    ran = ok(kernel.run("%%container --name c\nprint('restarted')"))
+    assert ran.stdout == "restarted\n"
+    assert ran.footers[-1]["cell"]["memory_limit"] == 300 << 20          # read from the cgroup
