@@ -41,6 +41,18 @@ def main(args, parser) -> int:
     return _delegate(args, parser)
 
 
+def _sweep_state_dirs(user: str) -> None:
+    """What the user's containers killed with the ceiling could not remove."""
+    import pwd
+    from .runtime import cleanup
+    try:
+        uid = pwd.getpwnam(user).pw_uid
+    except KeyError:
+        return
+    for path in cleanup.reap_state_dirs_of(uid):
+        print(f"removed {path}, left by a container of {user}")
+
+
 def _delegate(args, parser) -> int:
     from .runtime.cgroups import delegation
     from .runtime.spec import SpecError, parse_cpus, parse_pids, parse_size
@@ -51,6 +63,7 @@ def _delegate(args, parser) -> int:
             removed = delegation.remove(args.user)
         except delegation.DelegationError as error:
             parser.exit(1, f"sandbox-kernel delegate: {error.strerror}\n")
+        _sweep_state_dirs(args.user)
         print(f"removed the ceiling of {args.user}" if removed else f"{args.user} had no ceiling")
         return 0
     try:

@@ -26,6 +26,7 @@ import time
 
 import pytest
 
+from sandbox_kernel.runtime import cleanup
 from sandbox_kernel.runtime.cgroups import delegation
 
 PREFIX = "sbk-t-"
@@ -66,6 +67,8 @@ def system_user():
     finally:
         try:
             delegation.remove(name)   # kills what is left in the ceiling
+            # and what its containers could not remove, killed with it
+            cleanup.reap_state_dirs_of(pwd.getpwnam(name).pw_uid)
         finally:
             if home is not None:
                 shutil.rmtree(home, ignore_errors=True)

@@ -26,16 +26,14 @@ import argparse
 import asyncio
 import os
 import pwd
-import stat
 import sys
-import tempfile
 import time
 
 from jupyterhub.spawner import LocalProcessSpawner
 from traitlets import Bool, Float, List, Unicode, default
 
 from ..kernel import install
-from ..runtime import cards, cleanup
+from ..runtime import cleanup
 from ..runtime import spec as runtime_spec
 from ..runtime.cgroups import delegation
 
@@ -212,24 +210,5 @@ class SandboxSpawner(LocalProcessSpawner):
 
 
 def sweep_state_dirs(uid: int, parents=None) -> list[str]:
-    """Remove the user's container state directories (sbk-<pid>-...) whose
-    owner process is gone, in the places the runtime makes them (safe_fs
-    removes what the user left in them without following a link)."""
-    removed = []
-    for parent in parents or sorted({*cards.STATE_PARENTS, tempfile.gettempdir()}):
-        try:
-            names = os.listdir(parent)
-        except OSError:
-            continue
-        for name in names:
-            owner = cleanup.owner_of(name)
-            if owner is None or cleanup.owner_alive(owner):
-                continue
-            path = os.path.join(parent, name)
-            try:
-                info = os.lstat(path)
-            except FileNotFoundError:
-                continue
-            if stat.S_ISDIR(info.st_mode) and info.st_uid == uid and cleanup.remove_state_dir(path):
-                removed.append(path)
-    return removed
+    """The user's container state directories whose owner process is gone."""
+    return cleanup.reap_state_dirs_of(uid, parents)

@@ -59,13 +59,26 @@ def owner_of(name: str) -> int | None:
 
 
 def owner_alive(pid: int) -> bool:
+    """True while the process can still clean up after itself: not gone, not a
+    zombie (an owner killed with its user's ceiling stays one until its parent
+    reaps it, and never removes anything again)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat_line = handle.read()
+    except OSError:
+        return False   # no /proc (or it went): kill() said it exists
+    # the state follows the command's closing parenthesis (the command may hold any byte)
+    return stat_line[stat_line.rfind(b")") + 2:][:1] == b"Z"
 
 
 def orphaned(path: str) -> bool:
@@ -121,6 +134,31 @@ def reap_store_work(tmp_dir: str) -> list[str]:
 def _store_work_owner(name: str) -> int | None:
     match = _STORE_WORK.match(name)
     return int(match.group(1)) if match else None
+
+
+def reap_state_dirs_of(uid: int, parents=None) -> list[str]:
+    """Root: remove another user's container state directories whose owner
+    process is gone (a kernel killed with its user's ceiling before it could
+    remove them: `delegate --remove`, a hub server's stop).  Real directories
+    owned by ``uid`` only; their contents go by safe_fs, no link followed."""
+    removed = []
+    for parent in parents or sorted({*STATE_PARENTS, tempfile.gettempdir()}):
+        try:
+            names = os.listdir(parent)
+        except OSError:
+            continue
+        for name in names:
+            owner = owner_of(name)
+            if owner is None or owner_alive(owner):
+                continue
+            path = os.path.join(parent, name)
+            try:
+                info = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISDIR(info.st_mode) and info.st_uid == uid and remove_state_dir(path):
+                removed.append(path)
+    return removed
 
 
 def remove_state_dir(path: str) -> bool:

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import subprocess
 import sys
+import time
 
 import pytest
 
 from sandbox_kernel.runtime.cgroups import delegation
-from system_users import CLI, NEEDS_ROOT, SANDBOX_KERNEL, run_as, system_user
+from system_users import CLI, NEEDS_ROOT, SANDBOX_KERNEL, run_as, start_as, system_user
 
 pytestmark = [pytest.mark.system, NEEDS_ROOT]
 MiB = 1 << 20
@@ -142,6 +144,31 @@ def test_remove_kills_what_runs_inside_and_leaves_nothing(user, ceiling):
     assert delegation.ceiling_of(ceiling.uid) is None
     again = subprocess.run([*CLI, "delegate", user, "--remove"], capture_output=True, text=True)
     assert again.returncode == 0 and "had no ceiling" in again.stdout
+
+
+def _state_dirs_of(uid: int, parent: str = "/tmp") -> list[str]:
+    return [n for n in os.listdir(parent)
+            if n.startswith("sbk-") and os.lstat(os.path.join(parent, n)).st_uid == uid]
+
+
+def test_remove_also_removes_what_the_killed_containers_left(user, ceiling):
+    """A container killed with the ceiling cannot remove its state directory; the
+    user cannot either (they are gone from the class): --remove does."""
+    uid = pwd.getpwnam(user).pw_uid
+    box = start_as(user, [SANDBOX_KERNEL, "run", "--", "sleep", "600"], ceiling=ceiling,
+                   env={"TMPDIR": "/tmp"})
+    try:
+        deadline = time.monotonic() + 60
+        while not _state_dirs_of(uid) and time.monotonic() < deadline and box.poll() is None:
+            time.sleep(0.1)
+        assert _state_dirs_of(uid), box.stderr.read() if box.poll() is not None else "no state dir"
+        ran = subprocess.run([*CLI, "delegate", user, "--remove"], capture_output=True, text=True,
+                             timeout=120)
+        assert ran.returncode == 0, ran.stderr
+    finally:
+        box.kill()
+        box.wait()
+    assert _state_dirs_of(uid) == []
 
 
 def test_the_cli_makes_and_changes_a_ceiling(user):
