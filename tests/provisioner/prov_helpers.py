@@ -31,7 +31,7 @@ def leftovers(pid: int | None = None) -> list[str]:
     return groups + dirs
 
 
-def run(kc, code: str, timeout: float = 60) -> tuple[str, str]:
+def run(kc, code: str, timeout: float = 120) -> tuple[str, str]:
     """(reply status, the text of its streams and results) of one cell."""
     texts = []
 
