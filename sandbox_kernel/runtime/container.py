@@ -253,7 +253,7 @@ class Container:
         root cannot be opened (rootless: init is not dumpable), the usage
         is unknown (None), never 0: a figure is not worth a failed start."""
         try:
-            pids = self.cgroup.pids()
+            pids = self.cgroup.pids_of_one_hierarchy()
         except OSError:   # CgroupError too: the group is being removed
             return
         for pid in pids:
@@ -268,7 +268,7 @@ class Container:
 
     def _still_ours(self, pid: int) -> bool:
         try:
-            return pid in self.cgroup.pids()
+            return pid in self.cgroup.pids_of_one_hierarchy()
         except OSError:
             return False
 
@@ -301,9 +301,15 @@ class Container:
         with self._destroying:
             if self.state is State.DESTROYED:
                 return
+            # An ended command's launcher is all that is left (it reported
+            # init's exit after reaping it): it dies while we remove the
+            # rest, and is reaped last.  Otherwise it is reaped first, so
+            # that nothing of the container runs while its parts go.
+            reap_last = self.state is State.STOPPED
             if self._process is not None:
                 self._process.send_signal(signal.SIGKILL)
-                self._process.reap()
+                if not reap_last:
+                    self._process.reap()
             self._detach_network()
             self._unpin_layer()   # before the cgroup goes: its pages are charged there
             if self.cgroup is not None:
@@ -313,6 +319,8 @@ class Container:
                 self._lifeline_w = None
             if self._state_dir:
                 cleanup.remove_state_dir(self._state_dir)   # iterative: any depth, no symlink followed
+            if self._process is not None and reap_last:
+                self._process.reap()
             self.state = State.DESTROYED
 
     def __enter__(self) -> "Container":

@@ -104,3 +104,25 @@ def test_an_ended_containers_group_goes_without_a_freeze_a_running_ones_is_kille
         groups = [os.path.dirname(procs) for procs in box.cgroup.join_files()]
     assert kills and kills[0] == box.name
     assert not [group for group in groups if os.path.exists(group)]
+
+
+def test_destroy_reaps_the_launcher_of_an_ended_and_of_a_running_container(mode):
+    """An ended container's launcher is reaped last, a running one's first:
+    either way no process of it is left once destroy returns."""
+    for command in (("/bin/true",), ("/bin/sleep", "30")):
+        with Container(ContainerSpec(command=command), stdin=subprocess.DEVNULL, spawn=mode) as box:
+            box.start()
+            if command == ("/bin/true",):
+                assert box.wait(timeout=30).status == "ok"
+            handle = box._process
+        assert handle.reaped
+        assert not os.path.exists(f"/proc/{handle.pid}") or _not_ours(handle.pid), command
+
+
+def _not_ours(pid: int) -> bool:
+    """A pid reused meanwhile by another process: not a launcher of ours."""
+    try:
+        with open(f"/proc/{pid}/comm") as handle:
+            return handle.read().strip() != "sbk-launcher"
+    except OSError:
+        return True

@@ -71,6 +71,12 @@ class Cgroup(abc.ABC):
     def pids(self) -> list[int]:
         """Host pids of the processes in the group."""
 
+    def pids_of_one_hierarchy(self) -> list[int]:
+        """pids() as one hierarchy lists them: the same processes once a
+        start's joins are done (v1 reads one file instead of one per
+        controller), for a look that needs a member, not a census."""
+        return self.pids()
+
     def reset_peaks(self) -> bool:
         """Reset memory/pids peaks where the host allows it; True if it did."""
         return False

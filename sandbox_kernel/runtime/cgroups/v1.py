@@ -175,6 +175,9 @@ class V1Cgroup(Cgroup):
     def pids(self) -> list[int]:
         return sorted({pid for d in self.hierarchies for pid in d.pids()})
 
+    def pids_of_one_hierarchy(self) -> list[int]:
+        return self.hierarchies[0].pids()
+
     def set(self, limits: Limits) -> None:
         for field, controller in LIMITED_BY.items():
             if getattr(limits, field) is not None and controller not in self.dirs:
