@@ -1,12 +1,15 @@
 """Verdicts: what became of a cell, in plain words, from what the exchange
 and the cgroup's counters say.  Pure functions of their arguments (an
 Outcome, counters before and after, the limits, how the container ended):
-nothing here reads a file or a session.
+nothing here reads a file or a session, but for one question an out-of-memory
+verdict asks the runtime: the user's memory ceiling (`sandbox-kernel
+delegate`), to name the limit that was hit.
 
 Imports exchange (Ending), stats (formatting) and runtime.spec (Limits).
 """
 from __future__ import annotations
 
+import os
 import re
 import signal
 
@@ -25,7 +28,7 @@ def judge_reply(outcome: Outcome, before, after, limit, limits: Limits) -> tuple
         return "timeout", (f"the cell ran past its {stats_contract.format_seconds(limit)} "
                            "time limit and was interrupted; the container and its variables are kept")
     if oom:
-        return "oom", (f"a process of the cell ran out of memory{at_limit(limits)}"
+        return "oom", (f"a process of the cell ran out of memory{at_limit(limits, (after or {}).get('memory_peak'))}"
                        f"{files_share(after, limits)} and was killed; the container "
                        "and its variables are kept")
     return status, disk_note(outcome.reply, after, limits)
@@ -48,7 +51,7 @@ def judge_death(outcome: Outcome, result, before, after, limit, *, limits: Limit
     if oom or (result is not None and result.status == "oom"):
         peak = (after or {}).get("memory_peak")
         peak_text = f" (peak {stats_contract.format_bytes(peak)})" if peak is not None else ""
-        return "oom", (f"the cell ran out of memory{at_limit(limits)}{peak_text}"
+        return "oom", (f"the cell ran out of memory{at_limit(limits, peak)}{peak_text}"
                        f"{files_share(after, limits)}; {LOST}")
     return "killed", f"{how_it_ended(result, last_words)}; {LOST}"
 
@@ -68,10 +71,32 @@ def result_counters(result) -> dict | None:
     return figures
 
 
-def at_limit(limits: Limits) -> str:
+def at_limit(limits: Limits, peak: int | None = None, ceiling: int | None = -1) -> str:
+    """Which limit the memory ran out at: the container's own, the user's
+    ceiling (all their kernels and containers together), or the host's.
+    ``ceiling`` -1: ask the runtime (the user's delegated ceiling, or None)."""
+    if ceiling == -1:
+        ceiling = user_memory_ceiling()
+    if ceiling is not None and _ceiling_was_hit(limits.memory, peak, ceiling):
+        return (f" at your {stats_contract.format_bytes(ceiling)} ceiling (the memory of all your "
+                f"kernels and containers together, set by sandbox-kernel delegate)")
     if limits.memory is None:
         return " (no memory limit was set: the host's memory ran out)"
     return f" at the {stats_contract.format_bytes(limits.memory)} limit"
+
+
+def _ceiling_was_hit(limit: int | None, peak: int | None, ceiling: int) -> bool:
+    # the container's own limit binds only if it is the lower one and its peak came near it
+    return limit is None or ceiling <= limit or (peak is not None and peak < 0.9 * limit)
+
+
+def user_memory_ceiling() -> int | None:
+    from ..runtime.cgroups import delegation
+    try:
+        ceiling = delegation.ceiling_of(os.getuid())
+    except OSError:
+        return None
+    return ceiling.memory if ceiling is not None else None
 
 
 FILES_SHARE_NAMED = 16 << 20
