@@ -21,6 +21,7 @@ Imports: launcher, zygote, launch_config, image_store (HOST) and spec.
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import select
@@ -209,6 +210,11 @@ def _fork_launcher(config: LauncherConfig, stdio, result_r: int) -> LauncherHand
 
 def _become_clean_child(fds: list[int], config: LauncherConfig) -> None:
     """In the forked launcher: drop the owner's signal handling and files."""
+    # A collection here would write to the header of every object of the
+    # owner's it walks, each write a page copied (as zygote.py says): the
+    # owner's objects go out of the collector's reach (this process only;
+    # the workload execs, and init and we collect what we allocate)
+    gc.freeze()
     signal.set_wakeup_fd(-1)
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGPIPE):
         signal.signal(signum, signal.SIG_DFL)
