@@ -92,6 +92,8 @@ def cmd_run(args, parser) -> int:
         limits = options.limits(vars(args), options.RUN)     # "none" lifts --pids here
         spec = ContainerSpec.from_strings(
             command, net=args.net, mounts=args.mount, env=args.env, workdir=args.workdir,
+            allow=options.parse("allow", args.allow, options.RUN),
+            rate=options.parse("rate", args.rate, options.RUN),
             workspace=args.workspace, image=images.resolve(args.image))
         spec = dataclasses.replace(spec, limits=limits)
     except (SpecError, images.ImageNotFound) as error:

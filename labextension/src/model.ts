@@ -9,6 +9,7 @@
  * stays null (shown as "n/a"), never 0; what is not a finite number is null.
  */
 import { ISignal, Signal } from '@lumino/signaling';
+import { IRefusal, parseRefusals } from './format';
 
 export const TARGET = 'sandbox_kernel.stats';
 export const PROTOCOL_VERSION = 1;
@@ -42,6 +43,9 @@ export interface IFigures {
   io_write: number | null;
   net_rx: number | null;
   net_tx: number | null;
+  /** --net bridge: what the allowlist refused in the cell (null: nothing filters). */
+  net_refused: number | null;
+  net_refusals: IRefusal[] | null;
   oom_kills: number | null;
   throttled_time: number | null;
   status: CellStatus | null;
@@ -138,6 +142,7 @@ const NUMBER_FIELDS: (keyof IFigures)[] = [
   'io_write',
   'net_rx',
   'net_tx',
+  'net_refused',
   'oom_kills',
   'throttled_time'
 ];
@@ -179,6 +184,7 @@ export function parseFigures(raw: unknown): IFigures {
   for (const key of NUMBER_FIELDS) {
     (figures as any)[key] = num(cell[key]);
   }
+  figures.net_refusals = parseRefusals(cell.net_refusals);
   return figures;
 }
 

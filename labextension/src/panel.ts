@@ -28,6 +28,7 @@ import {
   formatCount,
   formatG,
   formatLimits,
+  formatRefusals,
   formatSeconds,
   formatUptime,
   NA
@@ -573,6 +574,7 @@ function cellRow(record: ICellRecord, several: boolean, onClick: (r: ICellRecord
   row.dataset.memoryPeak = raw(c.memory_peak);
   row.title = `cpu ${formatSeconds(c.cpu_user)} user, ${formatSeconds(c.cpu_system)} sys; ` +
     `pids peak ${formatCount(c.pids_peak)}; oom kills ${formatCount(c.oom_kills)}; ` +
+    (c.net_refused ? `refused ${formatRefusals(c.net_refused, c.net_refusals)}; ` : '') +
     'click: go to the cell';
   const status = el('td', `sbk-status sbk-status-${c.status ?? 'unknown'}`, c.status ?? NA);
   const texts = [
@@ -582,7 +584,8 @@ function cellRow(record: ICellRecord, several: boolean, onClick: (r: ICellRecord
     formatSeconds(cpuTotal(c.cpu_user, c.cpu_system)),
     formatBytes(c.memory_peak),
     `${formatBytes(c.io_read)} / ${formatBytes(c.io_write)}`,
-    `${formatBytes(c.net_rx)} / ${formatBytes(c.net_tx)}`
+    `${formatBytes(c.net_rx)} / ${formatBytes(c.net_tx)}` +
+      (c.net_refused ? `, ${c.net_refused} refused` : '')
   ];
   if (several) {
     row.append(el('td', 'sbk-row-session', record.session));

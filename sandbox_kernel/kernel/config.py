@@ -40,6 +40,10 @@ class SandboxPolicy(Configurable):
                            ).tag(config=True)
     notebook_root = Unicode(None, allow_none=True, help=kernel_settings.POLICY_HELP["notebook_root"]
                             ).tag(config=True)
+    may_allow = Unicode(None, allow_none=True, help=kernel_settings.POLICY_HELP["may_allow"]
+                        ).tag(config=True)
+    max_rate = Unicode(None, allow_none=True, help=kernel_settings.POLICY_HELP["max_rate"]
+                       ).tag(config=True)
 
     def options(self) -> dict:
         return {name: getattr(self, name) for name in kernel_settings.POLICY_OPTIONS}

@@ -230,7 +230,8 @@ POLICY_ARGUMENTS = {"policy": "name", "max_memory": "max_memory", "max_cpus": "m
                     "max_pids": "max_pids", "max_timeout": "max_timeout", "max_disk": "max_disk",
                     "max_sessions": "max_sessions", "import_dir": "import_dirs",
                     "pull_registry": "pull_registries", "build_network": "build_network",
-                    "notebook_dir": "notebook_dir", "notebook_root": "notebook_root"}
+                    "notebook_dir": "notebook_dir", "notebook_root": "notebook_root",
+                    "may_allow": "may_allow", "max_rate": "max_rate"}
 
 
 def _add_policy_arguments(parser) -> None:
@@ -251,6 +252,10 @@ def _add_policy_arguments(parser) -> None:
                         help=options.literal(kernel_settings.POLICY_HELP["notebook_dir"]))
     policy.add_argument("--notebook-root", metavar="DIR|parent",
                         help=options.literal(kernel_settings.POLICY_HELP["notebook_root"]))
+    policy.add_argument("--may-allow", metavar="NAMES",
+                        help=options.literal(kernel_settings.POLICY_HELP["may_allow"]))
+    policy.add_argument("--max-rate", metavar="RATE",
+                        help=options.literal(kernel_settings.POLICY_HELP["max_rate"]))
     policy.add_argument("--trust-output", action="store_true",
                         help="show the container's output as it is, scripts and HTML included "
                              "(default: sanitised): only for code you trust")
@@ -281,7 +286,8 @@ WRAP_SUFFIX = "-sandboxed"      # not "-sandbox": python3-sandbox is the sandbox
 WRAP_SETTINGS = {"memory": "memory", "cpus": "cpus", "pids": "pids", "net": "net", "image": "image",
                  "policy": "policy", "max_memory": "max_memory", "max_cpus": "max_cpus",
                  "max_pids": "max_pids", "max_disk": "max_disk", "notebook_dir": "notebook_dir",
-                 "notebook_root": "notebook_root"}
+                 "notebook_root": "notebook_root", "allow": "allow", "rate": "rate",
+                 "may_allow": "may_allow", "max_rate": "max_rate"}
 
 
 def _not_wrapped() -> list[str]:
@@ -302,8 +308,9 @@ def run_wrap(args) -> str:
     if refused:
         flag = "--" + refused[0].replace("_", "-")
         raise InstallError(f"{flag} is the sandbox kernel's, not a wrapped kernel's: --wrap takes "
-                           "--memory, --cpus, --pids, --net, --image, --policy, --max-memory, "
-                           "--max-cpus, --max-pids, --max-disk, --notebook-dir, --notebook-root")
+                           "--memory, --cpus, --pids, --net, --allow, --rate, --image, --policy, "
+                           "--max-memory, --max-cpus, --max-pids, --max-disk, --may-allow, "
+                           "--max-rate, --notebook-dir, --notebook-root")
     config = {setting: getattr(args, option) for option, setting in WRAP_SETTINGS.items()
               if getattr(args, option, None) is not None}
     args.name = args.name or args.wrap + WRAP_SUFFIX

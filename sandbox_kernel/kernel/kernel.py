@@ -254,7 +254,8 @@ class SandboxKernel(ReplyMetadata, EditorRequests, Kernel):
     def _session_options(self) -> dict:
         """Sessions.open's options for the kernel's session: its settings."""
         values = self.resolved.values
-        return {"image": values["image"], "net": values["net"],
+        return {"image": values["image"], "net": values["net"], "allow": values["allow"],
+                "rate": values["rate"],
                 **{k: values[k] for k in kernel_settings.LIMITS}}
 
     def _prepare(self) -> None:

@@ -201,7 +201,7 @@ def _source_words(name: str, source: str) -> str:
 POLICY_CAPS = (*(option.name for option in options.OPTIONS if option.cap), "sessions")
 POLICY_LISTS = ("import_dirs", "pull_registries", "build_bases", "images")
 POLICY_OPTIONS = ("name", *(f"max_{c}" for c in POLICY_CAPS), *POLICY_LISTS, "build_network",
-                  "notebook_dir", "notebook_root")
+                  "notebook_dir", "notebook_root", "may_allow", "max_rate")
 DEFAULT_POLICY = policies.CLASSROOM
 POLICY_HELP = {
     "name": "the policy's preset: classroom (caps, no imports, pulls or host-network builds) or "
@@ -216,6 +216,10 @@ POLICY_HELP = {
     "pull_registries": "a registry HOST[:PORT] %container image pull may contact (repeatable; "
                        "default: none)",
     "build_network": "the network of %container image build: none (the default) or host",
+    "may_allow": "with --net bridge: the names a notebook may --allow, comma separated (and their "
+                 "subdomains); '*': any, open egress too (default: the kernel's own --allow)",
+    "max_rate": "with --net bridge: the cap of a session's --rate, e.g. 10mbit (default: the "
+                "kernel's own --rate; none: no cap)",
     "build_bases": "the images a build may start from (default: stored images not on the host)",
     "images": "the images a session may run (default: all there are)",
     "notebook_dir": "the notebook's directory, the cells' working directory at the same path: "
@@ -261,11 +265,12 @@ def resolve_policy(resolved: Resolved, settings: Mapping, configured: Mapping) -
     try:
         installed = {s: policies.parse_limit(s, _installed(settings, s)) for s in LIMITS}
         net = check("net", _installed(settings, "net"))
+        egress = {name: check(name, _installed(settings, name)) for name in ("allow", "rate")}
     except SpecError as error:
         return None, [f"{error} (in the kernelspec or a config file, whose limits are the "
                       f"policy's caps)"]
     try:
-        policy = policies.preset(name, installed, net)
+        policy = policies.preset(name, installed, net, egress["allow"], egress["rate"])
         policy = policies.with_overrides(policy, {k: v for k, v in configured.items() if k != "name"})
     except (SpecError, images.ImageError) as error:
         return None, [f"{error} (from c.SandboxPolicy / --SandboxPolicy in the kernelspec: "
@@ -275,12 +280,21 @@ def resolve_policy(resolved: Resolved, settings: Mapping, configured: Mapping) -
     in_force = {s: policies.parse_limit(s, resolved.values.get(s)) for s in LIMITS}
     for check_it, value in ((policy.check_limits, in_force),
                             (policy.check_network, resolved.values["net"]),
+                            (lambda v: policy.check_egress(*v), _egress_in_force(resolved)),
                             (policy.check_image, resolved.values["image"])):
         try:
             check_it(value)
         except policies.PolicyRefused as refused:
             errors.append(f"the kernel's own settings break its policy: {refused}")
     return (policy if not errors else None), errors
+
+
+def _egress_in_force(resolved: Resolved) -> tuple:
+    """(network, allow, rate) of the kernel's own session, parsed."""
+    values = resolved.values
+    return (options.parse("net", values["net"], options.KERNEL),
+            options.parse("allow", values.get("allow"), options.KERNEL) or (),
+            options.parse("rate", values.get("rate"), options.KERNEL))
 
 
 def _defaults_down_to_caps(resolved: Resolved, policy) -> None:

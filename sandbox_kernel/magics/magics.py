@@ -220,8 +220,8 @@ class ContainerMagics(Magics):
             return self._build_image(line, cell)
         args = self._parse(self.container_cell, line)
         shown = Republisher(keep_errors=not args.no_raise_error)
-        options = {"image": args.image, "net": args.net, "memory": args.memory, "cpus": args.cpus,
-                   "pids": args.pids, "timeout": args.timeout}
+        options = {"image": args.image, "net": args.net, "allow": args.allow, "rate": args.rate,
+                   "memory": args.memory, "cpus": args.cpus, "pids": args.pids, "timeout": args.timeout}
         request = runner.Cell(
             cell, session=args.name, options=options, check_agent=True,
             command=["/bin/sh", "-c", cell] if args.shell else None,

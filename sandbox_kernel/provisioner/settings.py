@@ -34,9 +34,9 @@ from ..session import options
 from ..session import policy as policies
 
 LIMIT_SETTINGS = ("memory", "cpus", "pids")          # "none" lifts them (options.KERNEL)
-SETTINGS = (*LIMIT_SETTINGS, "disk", "net", "image")
+SETTINGS = (*LIMIT_SETTINGS, "disk", "net", "allow", "rate", "image")
 POLICY_SETTINGS = ("policy", "max_memory", "max_cpus", "max_pids", "max_disk",
-                   "notebook_dir", "notebook_root")
+                   "notebook_dir", "notebook_root", "may_allow", "max_rate")
 DEFAULTS = {**{name: options.defaults(options.KERNEL).get(name) for name in ("memory", "cpus", "pids",
                                                                            "net", "image")},
             "disk": None, "policy": policies.CLASSROOM}
@@ -54,6 +54,8 @@ class Plan:
     network: str
     image: str
     policy: policies.Policy
+    allow: tuple[str, ...] = ()       # --net bridge only (runtime.spec.parse_allow)
+    rate: int | None = None
 
 
 def plan(config: Mapping) -> Plan:
@@ -67,17 +69,23 @@ def plan(config: Mapping) -> Plan:
     try:
         limits = _limits(text)
         network = options.parse("net", text["net"], options.KERNEL)
+        allow = options.parse("allow", text["allow"], options.KERNEL) or ()
+        rate = options.parse("rate", text["rate"], options.KERNEL)
+        if network != "bridge" and (allow or rate):
+            raise SpecError("allow" if allow else "rate", text["allow"] or text["rate"],
+                            f"--net bridge with it (the network is {network})")
         image = options.parse("image", text["image"], options.KERNEL)
-        policy = _policy(text, limits, network)
+        policy = _policy(text, limits, network, allow, rate)
         policy.check_limits({"memory": limits.memory, "cpus": limits.cpus, "pids": limits.pids,
                              "disk": limits.disk})
         policy.check_network(network)
+        policy.check_egress(network, allow, rate)
         policy.check_image(image)
     except (SpecError, policies.PolicyRefused) as error:
         raise SettingsError(f"sandbox-provisioner: {error}") from None
     except LookupError as error:     # images.ImageNotFound is a LookupError
         raise SettingsError(f"sandbox-provisioner: {error}") from None
-    return Plan(limits, network, image, policy)
+    return Plan(limits, network, image, policy, allow, rate)
 
 
 def _limits(text: Mapping) -> Limits:
@@ -86,9 +94,9 @@ def _limits(text: Mapping) -> Limits:
     return Limits(**parsed, disk=disk)
 
 
-def _policy(text: Mapping, limits: Limits, network: str) -> policies.Policy:
+def _policy(text: Mapping, limits: Limits, network: str, allow=(), rate=None) -> policies.Policy:
     caps = {"memory": limits.memory, "cpus": limits.cpus, "pids": limits.pids, "disk": limits.disk}
-    policy = policies.preset(str(text["policy"]).strip(), caps, network)
+    policy = policies.preset(str(text["policy"]).strip(), caps, network, allow, rate)
     return policies.with_overrides(policy, {name: text[name] for name in POLICY_SETTINGS
                                             if name != "policy"})
 
@@ -104,6 +112,7 @@ def container_spec(plan: Plan, command, *, cwd: str | None, env: Mapping[str, st
         mounts.append(notebook.mount)
     return ContainerSpec(
         command=tuple(command), limits=plan.limits, network=plan.network, image=plan.image,
+        **({"allow": plan.allow, "rate": plan.rate} if plan.network == "bridge" else {}),
         mounts=tuple(mounts), env=tuple(env.items()), workdir=notebook.workdir or "/workspace",
         user=workload_user(), labels=tuple((k, str(v)) for k, v in labels.items() if v))
 

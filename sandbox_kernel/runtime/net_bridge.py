@@ -72,6 +72,13 @@ class Attachment:
 
 
 def attach(name: str, allow: tuple[str, ...], rate: int | None, orphaned=None) -> Attachment:
+    """_attach in a thread of its own: pyroute2's IPRoute runs an asyncio loop
+    of its own, which it cannot in a thread whose loop is running (ipykernel's
+    main and control threads: %%container cells, a kernel's shutdown)."""
+    return _in_thread(lambda box: box.append(_attach(name, allow, rate, orphaned)))
+
+
+def _attach(name: str, allow: tuple[str, ...], rate: int | None, orphaned=None) -> Attachment:
     """Everything the container's network needs, before its spawn.
     ``orphaned(name)`` (cleanup.orphaned): dead owners' records are undone
     first, so that a long-lived owner never finds the pool full of them."""
@@ -101,6 +108,11 @@ def attach(name: str, allow: tuple[str, ...], rate: int | None, orphaned=None) -
 
 
 def detach(attachment: Attachment) -> None:
+    """_detach in a thread of its own (see attach)."""
+    _in_thread(lambda box: box.append(_detach(attachment)))
+
+
+def _detach(attachment: Attachment) -> None:
     """Undo attach, whatever part of it was done; idempotent."""
     if attachment.netns_fd is not None:
         os.close(attachment.netns_fd)
@@ -134,6 +146,11 @@ def stats(attachment: Attachment) -> NetStats:
 
 
 def reap_stale(orphaned) -> list[str]:
+    """_reap_stale in a thread of its own (see attach)."""
+    return _in_thread(lambda box: box.append(_reap_stale(orphaned)))
+
+
+def _reap_stale(orphaned) -> list[str]:
     """Undo what owners that died without destroying left: their records'
     resolvers, filter pieces and veths; then the bridge if nobody uses it.
     ``orphaned(name)``: whether a container's owner is gone (cleanup.orphaned)."""

@@ -213,7 +213,7 @@ class Session(Pausing, MemoryPressure, SessionFigures, LiveLimits, CommSession, 
             command=agent.command,
             # the time limit is per cell (ours), not the container's
             limits=dataclasses.replace(self.limits, timeout=None),
-            network=self.network, mounts=self.mounts + agent.mounts + notebook, env=env + agent.env,
+            **self._network_spec(), mounts=self.mounts + agent.mounts + notebook, env=env + agent.env,
             image=self.image, pass_fds=(fd,), labels=labels.for_session(self.name),
             workdir=(self.workdir or notebook[0].target) if notebook else "/workspace")
 
@@ -357,7 +357,7 @@ class Session(Pausing, MemoryPressure, SessionFigures, LiveLimits, CommSession, 
             session=self.name, image=self.image, limits=self.limits,
             execution_count=None if command else reply.get("execution_count"),
             wall=wall, figures=figures, status=status, warnings=self._warnings_once() + self._pressure_warnings(),
-            trusted_output=self.trust_output)
+            trusted_output=self.trust_output, network=self._network_dict())
         self.cell_history.append(stats)
         exit_code = verdicts.exit_code(reply) if command else None
         return CellResult(reply, stats, status, message, exit_code, restarted)

@@ -46,7 +46,7 @@ from ..runtime import images, layers
 from ..runtime.spec import Limits, SpecError
 from . import options, policy as policies, stats as stats_contract
 from .client import Session, SessionError
-from .options import DEFAULT_SESSION  # noqa: F401 -- the magics and the kernel import it here
+from .options import DEFAULT_SESSION, NETWORK_OPTIONS  # noqa: F401 -- the magics and the kernel import it here
 from .policy import PolicyRefused  # noqa: F401 -- the magics import it here
 # moved (issue 16): the sessions and the warm pool to registry.py, the one-line
 # usage errors to usage.py; the magics, the kernel and the tests import them here
@@ -199,7 +199,7 @@ def run(line, sessions: Sessions, *, namespace: dict | None = None,
 
 def _status(args, sessions: Sessions, namespace, on_output) -> Output:
     info = sessions.get(args.name).status()
-    rows = [("session", info["name"]), ("image", info["image"]), ("network", info["network"]),
+    rows = [("session", info["name"]), ("image", info["image"]), ("network", info.get("network_words", info["network"])),
             ("state", info["state"]), ("container", info["container"] or "-"),
             ("pid", str(info["pid"] or "-")),
             ("uptime", stats_contract.format_seconds(info["uptime"])),
@@ -240,12 +240,13 @@ def _limits(args, sessions: Sessions, namespace, on_output) -> Output:
     session = sessions.get(args.name)
     idle = session.set_idle_pause(args.idle_pause) + session.set_on_pressure(args.on_pressure) \
         if (args.idle_pause, args.on_pressure) != (None, None) else []   # pausing, pressure_watch
-    given = {k: getattr(args, k) for k in (*LIMIT_OPTIONS, "net", "image") if getattr(args, k) is not None}
+    given = {k: getattr(args, k) for k in (*LIMIT_OPTIONS, *NETWORK_OPTIONS, "image") if getattr(args, k) is not None}
     if not given:
         return Output(text="\n".join(idle) or f"session {session.name!r}: {describe_limits(session)}\n"
                                                f"policy: {sessions.policy.describe()}")
     limits = {k: v for k, v in given.items() if k in LIMIT_OPTIONS}
     sessions.check_changes(limits, given.get("image"), given.get("net"))
+    sessions.check_egress(session, given.get("net"), given.get("allow"), given.get("rate"))
     notes = change_notes(session, session.set_limits(**given)) + idle
     return Output(text="\n".join(notes) or f"session {session.name!r}: nothing changed")
 

@@ -1,6 +1,8 @@
 """The running container's figures for the stats contract (stats.py): the
 cgroup's counters (CgroupStats.as_dict()) plus the bytes through its own
-network namespace, read from an fd of /proc/PID/net/dev kept open.
+network namespace, read from an fd of /proc/PID/net/dev kept open; with
+--net bridge, the veth's counters and the allowlist's refusals instead
+(Container.net_stats, the figures `top` shows too).
 
 ``SessionFigures`` is the part of Session (client.py) that reads them:
 status(), stats() and snapshot(), under the session's state lock
@@ -79,14 +81,30 @@ def container_counters(container, network: str, net_dev: NetDev) -> dict | None:
         figures = container.stats().as_dict()
     except (LifecycleError, OSError):
         return None
-    figures.update(net_dev.counters(container, network))
+    net = bridge_counters(container) if network == "bridge" else None
+    figures.update(net if net is not None else net_dev.counters(container, network))
     return figures
+
+
+def bridge_counters(container) -> dict | None:
+    """rx/tx of the bridge's veth and the allowlist's refusals (cumulative);
+    None where the runtime keeps none (a rootless bridge through pasta)."""
+    try:
+        net = container.net_stats()
+    except OSError:
+        return dict(UNKNOWN_NET)
+    return None if net is None else stats_contract.net_counters(net)
 
 
 class SessionFigures:
     """Session's figures (a part of Session, client.py): reads its name,
     image, network, limits, _state, _container, _net_dev, _started_at,
-    _execution_count, _closed, _warming, cell_history and trust_output."""
+    _execution_count, _closed, _warming, cell_history and trust_output.
+    ``allow`` and ``rate``: --net bridge's egress (runtime.spec.parse_allow's
+    names, bits/s), set by Sessions (registry.py) and %container limits."""
+
+    allow: tuple[str, ...] = ()
+    rate: int | None = None
 
     def snapshot(self) -> stats_contract.SessionSnapshot:
         """The session as the panel shows it, every field read at once under
@@ -107,6 +125,8 @@ class SessionFigures:
         container = self._container
         return {
             "name": self.name, "image": self.image, "network": self.network,
+            "allow": list(self.allow), "rate": self.rate,
+            "network_words": stats_contract.network_words(self.network, self.allow, self.rate),
             "limits": stats_contract.limits_dict(self.limits), "state": self._state_word(container),
             "container": container.name if container is not None else None,
             "pid": container.pid if container is not None else None,
@@ -114,6 +134,20 @@ class SessionFigures:
             "cells": len(self.cell_history), "execution_count": self._execution_count,
             "stats": self._counters() if self.running else None,
         }
+
+    def _network_spec(self) -> dict:
+        """The spec's network, and its allow and rate on a bridge only (the
+        runtime refuses them on another network; a session moved off a
+        bridge keeps them for its way back)."""
+        if self.network != "bridge":
+            return {"network": self.network}
+        return {"network": self.network, "allow": self.allow, "rate": self.rate}
+
+    def _network_dict(self) -> dict | None:
+        """The contract's ``network`` of a bridged session, else None."""
+        if self.network != "bridge":
+            return None
+        return stats_contract.network_dict("bridge", self.allow, self.rate)
 
     def _state_word(self, container) -> str:
         state = container.state.value if container is not None else ("stopped" if self._closed else "not started")
@@ -134,7 +168,7 @@ class SessionFigures:
             session=self.name, image=self.image, limits=self.limits,
             execution_count=self._execution_count, wall=self._uptime(), figures=figures, status=None,
             warnings=self._container.warnings if self.running else None,
-            trusted_output=self.trust_output)
+            trusted_output=self.trust_output, network=self._network_dict())
 
     def _counters(self) -> dict | None:
         """CgroupStats of the container plus net_rx/net_tx; None if none runs."""

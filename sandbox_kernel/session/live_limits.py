@@ -15,7 +15,7 @@ from ..runtime.spec import Limits, parse_network
 from . import options
 from .errors import SessionBusy, SessionError
 
-PLACEMENT = ("net", "image")      # need a new container; the session handles them
+PLACEMENT = ("net", "image", "allow", "rate")      # need a new container; the session handles them
 LIVE = ("memory", "cpus", "pids")
 
 
@@ -25,7 +25,7 @@ def new_limits(limits: Limits, strings: dict) -> tuple[Limits, list[str]]:
     unknown = set(strings) - set(options.LIMIT_FIELDS) - set(PLACEMENT)
     if unknown:
         raise SessionError(f"unknown limit {', '.join(sorted(unknown))}: "
-                           "memory, cpus, pids, timeout, disk, net, image")
+                           "memory, cpus, pids, timeout, disk, net, image, allow, rate")
     new = {key: options.parse(key, value, options.LIMITS) for key, value in strings.items()
            if key in options.LIMIT_FIELDS and value is not None}
     changed_limits = dataclasses.replace(limits, **new)
@@ -63,6 +63,7 @@ class LiveLimits:
                 self._follow_thread_variables(self.limits.cpus, limits.cpus)
         restart = [key for key in changed if key == "disk"]
         restart += self._set_placement(strings.get("net"), strings.get("image"))
+        restart += self._set_egress(strings.get("allow"), strings.get("rate"))
         self.limits = limits
         if restart and self.running and not self._used:
             self._discard()
@@ -84,6 +85,18 @@ class LiveLimits:
             self._request({"type": "update_environ", "changes": changes}, timeout=10)
         except SessionBusy:          # a cell runs (another thread): its variables stay
             pass
+
+    def _set_egress(self, allow, rate) -> list[str]:
+        """--allow and --rate of a bridge: kept for the next container (the
+        resolver, the nftables set and tc are made with it)."""
+        changed = []
+        if allow is not None and options.parse("allow", allow, options.LIMITS) != self.allow:
+            self.allow = options.parse("allow", allow, options.LIMITS)
+            changed.append("allow")
+        if rate is not None and options.parse("rate", rate, options.LIMITS) != self.rate:
+            self.rate = options.parse("rate", rate, options.LIMITS)
+            changed.append("rate")
+        return changed
 
     def _set_placement(self, net, image) -> list[str]:
         changed = []

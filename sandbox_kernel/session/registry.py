@@ -93,20 +93,24 @@ class Sessions:
             raise UsageError(f"no session named {name!r} (sessions: {there}); "
                              f"{self.new_session_hint}") from None
 
-    def open(self, name: str = DEFAULT_SESSION, *, image=None, net=None, **limits) -> tuple[Session, list[str]]:
+    def open(self, name: str = DEFAULT_SESSION, *, image=None, net=None, allow=None, rate=None,
+             **limits) -> tuple[Session, list[str]]:
         """The session ``name``, created with these options if new; if it
         exists, given options change it.  Returns it and notes for the user."""
         given = {k: v for k, v in limits.items() if v is not None}
         session = self.sessions.get(name)
         if session is None:
-            return self._new_session(name, image or images.HOST, net or "none", given), []
-        if not given and image is None and net is None:
+            return self._new_session(name, image or images.HOST, net or "none", given,
+                                     allow, rate), []
+        if not given and image is None and net is None and allow is None and rate is None:
             return session, []
         self.check_changes(given, image, net)
-        changes = session.set_limits(**given, image=image, net=net)
+        self.check_egress(session, net, allow, rate)
+        changes = session.set_limits(**given, image=image, net=net, allow=allow, rate=rate)
         return session, change_notes(session, changes)
 
-    def _new_session(self, name: str, image: str, net: str, given: dict) -> Session:
+    def _new_session(self, name: str, image: str, net: str, given: dict, allow=None,
+                     rate=None) -> Session:
         """A session with the given limits and the defaults for the others,
         after the policy said yes; a bad value raises before anything starts."""
         self.policy.check_sessions(len(self.sessions))
@@ -114,12 +118,14 @@ class Sessions:
         new_limits = parse_limits(wanted)
         self.policy.check_limits({k: getattr(new_limits, k) for k in LIMIT_OPTIONS})
         self.policy.check_network(net)
+        egress = self.check_egress(None, net, allow, rate)
         self.policy.check_image(image)
         notebook = self.notebook_mount()
         session = self._from_pool(name, image, net, wanted, notebook)
         if session is None:
             session = self.factory(name, image=image, limits=new_limits, network=net)
             self._place(session, notebook)
+        session.allow, session.rate = egress
         self._trust(session)
         # spare.py: a restart takes a container started ahead (MAX_POOL sessions keep one)
         session.keep_spare = self.spares and sum(s.keep_spare for s in self.sessions.values()) < MAX_POOL
@@ -135,6 +141,21 @@ class Sessions:
             self.policy.check_network(net)
         if image is not None:
             self.policy.check_image(image)
+
+    def check_egress(self, session: Session | None, net, allow, rate) -> tuple:
+        """(allow, rate) as the session will have them (given ones parsed, the
+        others its own), asked of the policy; UsageError, one line, for
+        --allow or --rate on a network that is not a bridge."""
+        network = parse_network(net) if net is not None else getattr(session, "network", "none")
+        names = options.parse("allow", allow, options.LIMITS) if allow is not None \
+            else getattr(session, "allow", ())
+        bits = options.parse("rate", rate, options.LIMITS) if rate is not None \
+            else getattr(session, "rate", None)
+        if network != "bridge" and ((allow is not None and names) or (rate is not None and bits)):
+            raise UsageError(f"--allow and --rate need --net bridge (the session's network is "
+                             f"{network}): add --net bridge, or leave them out")
+        self.policy.check_egress(network, names, bits)
+        return names, bits
 
     def notebook_mount(self) -> policies.NotebookDir:
         """The notebook's directory as the policy has it in a new session.
