@@ -91,9 +91,33 @@ def child_of(parent: int) -> int | None:
     return None
 
 
+JOINED_THREAD_GRACE = 0.02   # seconds a joined thread may take to leave the kernel's list
+_threads_not_pythons = False  # seen once: threads of a C library (ZeroMQ's), here to stay
+
+
 def single_threaded() -> bool:
-    """fork() is only safe when no other thread holds a lock we would copy."""
-    return len(os.listdir("/proc/self/task")) == 1
+    """fork() is only safe when no other thread holds a lock we would copy.
+    A thread Python has just joined (net_bridge runs namespace work in one)
+    is still in /proc/self/task until its exit is done: when Python knows
+    of no other thread, wait a moment for the kernel's list to agree, and
+    answer from that list only.  A process whose extra threads outlast the
+    wait has a library's threads: it is not kept waiting again."""
+    global _threads_not_pythons
+    if _task_count() == 1:
+        return True
+    if threading.active_count() != 1 or _threads_not_pythons:
+        return False
+    deadline = time.monotonic() + JOINED_THREAD_GRACE
+    while time.monotonic() < deadline:
+        time.sleep(0.0005)
+        if _task_count() == 1:
+            return True
+    _threads_not_pythons = True
+    return False
+
+
+def _task_count() -> int:
+    return len(os.listdir("/proc/self/task"))
 
 
 def await_setup(status_r: int) -> None:

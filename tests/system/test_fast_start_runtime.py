@@ -129,3 +129,17 @@ def _exited_or_not_ours(pid: int) -> bool:
     except OSError:
         return True
     return rest.split()[0] == "Z" or not name.endswith("(sbk-launcher")
+
+
+def test_a_start_right_after_a_joined_thread_still_forks():
+    """A thread joined a moment ago (as net_bridge's namespace threads are)
+    may still be leaving: the fork path waits for it instead of refusing."""
+    import threading
+    spec = ContainerSpec(command=("/bin/true",))
+    for _ in range(30):
+        thread = threading.Thread(target=lambda: None)
+        thread.start()
+        thread.join()
+        with Container(spec, stdin=subprocess.DEVNULL, spawn="fork") as box:
+            box.start()
+            assert box.wait(timeout=30).status == "ok"
