@@ -103,6 +103,10 @@ def cmd_run(args, parser) -> int:
             box.start()
         except ContainerStartError as error:
             parser.exit(127 if error.errno == 2 else 125, f"sandbox-kernel run: {error}\n")
+        except SpecError as error:   # what this host cannot keep (a rootless bridge's allowlist)
+            parser.exit(2, f"sandbox-kernel run: {error}\n")
+        except OSError as error:     # the host refused a part: a cgroup, the bridge network
+            parser.exit(125, f"sandbox-kernel run: {error}\n")
         result = _wait_forwarding_signals(box)
     _write_reports(args, result)
     return result.exit_code if result.exit_code is not None else 128 + (result.signal or 9)

@@ -46,6 +46,7 @@ from . import cards, cleanup, image_store, rootfs, spawn, userns
 from .cgroups import Cgroup, CgroupDriver, CgroupError, detect_driver
 from .cgroups.base import PREFIX
 from .container_env import workload_environment
+from .container_net import ContainerNetwork
 from .launch_config import LauncherConfig
 from .spec import ContainerSpec
 from .stats import CgroupStats
@@ -106,9 +107,7 @@ class Container:
         self._unpinning = threading.Lock()   # _finish and destroy may both let the layer go
         self._started_at = 0.0
         self.started_wall = 0.0
-        self.net_host_ifname: str | None = None   # --net bridge: the host side of its veth
-        self.net_address: str | None = None       # --net bridge: its IPv4 address
-        self._net = None                          # --net bridge: net_bridge.Attachment
+        self.network = ContainerNetwork(self.name, spec)   # --net bridge (container_net.py)
         self._idmap: userns.IdMap | None = None   # rootless only
         self.result: ExitResult | None = None
         self.layer_size: int | None = None   # bytes of the writable layer's tmpfs (rootfs.layer_size)
@@ -120,7 +119,7 @@ class Container:
         self._require(State.CREATED, "start")
         try:
             self._prepare_host()
-            self._attach_network()
+            self.network.prepare(cleanup.orphaned)
             config = self._launch_config()
             self._spawn(config)
             if self.cgroup.tracks_members:
@@ -220,10 +219,19 @@ class Container:
     def net_stats(self):
         """--net bridge: the container's bytes, refusals and lookups
         (net_bridge.NetStats); None for the other networks."""
-        if self._net is None:
-            return None
-        from . import net_bridge
-        return net_bridge.stats(self._net)
+        return self.network.stats()
+
+    @property
+    def net_host_ifname(self) -> str | None:   # --net bridge: the host side of its veth
+        return self.network.host_ifname
+
+    @property
+    def net_address(self) -> str | None:       # --net bridge: its IPv4 address
+        return self.network.address
+
+    @property
+    def _net(self):   # net_bridge.Attachment (tests look at its resolver)
+        return self.network.attachment
 
     def disk_usage(self) -> tuple[int | None, int | None]:
         """(bytes used, bytes in all) of the writable layer: /tmp, the fresh
@@ -310,7 +318,7 @@ class Container:
                 self._process.send_signal(signal.SIGKILL)
                 if not reap_last:
                     self._process.reap()
-            self._detach_network()
+            self.network.detach()
             self._unpin_layer()   # before the cgroup goes: its pages are charged there
             if self.cgroup is not None:
                 self.cgroup.destroy()
@@ -367,7 +375,7 @@ class Container:
             spec = dataclasses.replace(spec, user=(idmap.workload_uid, idmap.workload_gid))
         # the plan mounts the layer at its size: --disk, at most half the memory
         spec = dataclasses.replace(spec, limits=dataclasses.replace(spec.limits, disk=self.layer_size),
-                                   mounts=spec.mounts + self._network_mounts())
+                                   mounts=spec.mounts + self.network.mounts(self._state_dir))
         rootless = idmap is not None
         if spec.image == image_store.HOST:
             plan = rootfs.host_image_plan(spec, state_dir, self._workspace(), rootless=rootless)
@@ -379,48 +387,15 @@ class Container:
             userns=idmap, keep_groups=bool(idmap and not idmap.by_tool),
             command=list(spec.command), env=workload_environment(spec),
             workdir=spec.workdir, hostname=spec.hostname, uid=uid, gid=gid,
-            network=self._launch_network(), join_files=self.cgroup.join_files(),
+            network=self.network.launch_policy(), join_files=self.cgroup.join_files(),
             rlimits=[list(r) for r in self.cgroup.child_rlimits()],
             cpus=self.cgroup.child_affinity(),   # where no cpuset pins it: cgroups/cpus.py
             plan=plan,
             new_root=os.path.join(state_dir, "root"),
             host_mnt_ns=os.stat("/proc/self/ns/mnt").st_ino,
-            pass_fds=list(spec.pass_fds) + self._network_fds(),
+            pass_fds=list(spec.pass_fds) + self.network.fds(),
             cgroup_dirs=[os.path.dirname(p) for p in self.cgroup.join_files()],
             state_dir=state_dir)
-
-    # -- --net bridge: net_bridge.py; pyroute2 is imported only here -----------
-
-    def _attach_network(self) -> None:
-        """The namespace, veth, resolver and filter, before the spawn (network.py)."""
-        if self.spec.network != "bridge":
-            return
-        from . import net_bridge
-        self._net = net_bridge.attach(self.name, self.spec.allow, self.spec.rate, cleanup.orphaned)
-        self.net_host_ifname, self.net_address = self._net.host_ifname, self._net.address
-
-    def _network_mounts(self) -> tuple:
-        """/etc/resolv.conf naming the bridge: its resolver answers there (a
-        host's 127.0.0.53 would be the container's own loopback)."""
-        if self._net is None:
-            return ()
-        from . import net_bridge
-        return (net_bridge.resolv_conf_mount(self._net, self._state_dir),)
-
-    def _launch_network(self) -> str:
-        if self._net is None:
-            return self.spec.network
-        from .network import bridge_policy
-        return bridge_policy(self._net.netns_fd)
-
-    def _network_fds(self) -> list[int]:
-        return [self._net.netns_fd] if self._net is not None else []
-
-    def _detach_network(self) -> None:
-        """After the container's processes are gone; idempotent."""
-        if self._net is not None:
-            from . import net_bridge
-            net_bridge.detach(self._net)
 
     def _spawn(self, config: LauncherConfig) -> None:
         spawn.ensure_standard_fds()

@@ -128,3 +128,14 @@ def test_a_bridge_that_fails_half_made_is_removed(net_env, monkeypatch):
     monkeypatch.undo()
     with Container(ContainerSpec(command=SLEEP, network="bridge")) as box:   # the next start works
         box.start()
+
+
+def test_the_command_line_says_a_bad_uplink_in_one_line(net_env):
+    """run: a part the host refuses (here the uplink) is one line and exit 125, no traceback."""
+    import subprocess
+    import sys
+    ran = subprocess.run([sys.executable, "-m", "sandbox_kernel.cli", "run", "--net", "bridge",
+                          "--", "true"], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "SANDBOX_KERNEL_NET_UPLINK": "nosuch0"})
+    assert ran.returncode == 125, ran.stderr
+    assert ran.stderr.count("\n") == 1 and "uplink 'nosuch0'" in ran.stderr, ran.stderr
