@@ -167,20 +167,27 @@ class Session(Pausing, MemoryPressure, SessionFigures, LiveLimits, CommSession, 
         self._closed = False
         self._used = False
 
-    def start_soon(self) -> None:
+    def start_soon(self, delay: float = 0.0) -> None:
         """Start the container in a background thread, ahead of the first
-        request (the magics' warm pool, commands.Sessions.warm_up).  Every
-        request, ``set_limits`` and ``stop`` wait for that start first (at
-        most WARM_WAIT).  If it failed, the first request starts the
-        container again, and a second failure is that request's error."""
+        request (the magics' warm pool, commands.Sessions.warm_up), after
+        ``delay`` seconds (a refill: the reply of the request that asked
+        goes out first).  Every request and ``set_limits`` wait for that
+        start first (at most WARM_WAIT; one in its delay begins at once);
+        ``stop`` cancels one still in its delay.  If it failed, the first
+        request starts the container again, and a second failure is that
+        request's error."""
         if self.running or self._warming is not None:
             return
         self._closed = False
-        self._warming = threading.Thread(target=self._start_in_background, daemon=True,
+        self._hurry = threading.Event()
+        self._warming = threading.Thread(target=self._start_in_background, args=(delay,), daemon=True,
                                          name=f"sbk-warm-{self.name}")
         self._warming.start()
 
-    def _start_in_background(self) -> None:
+    def _start_in_background(self, delay: float) -> None:
+        self._hurry.wait(delay)
+        if self._closed:                  # stopped meanwhile
+            return
         try:
             self.start()
             self.arm_memory_watch()       # spare.py: not in the first cell's time
@@ -191,6 +198,7 @@ class Session(Pausing, MemoryPressure, SessionFigures, LiveLimits, CommSession, 
         thread = self._warming
         if thread is None or thread is threading.current_thread():
             return
+        self._hurry.set()
         thread.join(WARM_WAIT)
         if thread.is_alive():
             raise SessionError(f"the container of session {self.name!r} did not start within "
@@ -225,11 +233,12 @@ class Session(Pausing, MemoryPressure, SessionFigures, LiveLimits, CommSession, 
 
     def stop(self) -> None:
         """Destroy the container.  Idempotent; a later execute starts a new one."""
+        self._closed = True               # a start still in its delay does not begin
         try:
             self._await_warm()            # a start under way must not finish after us
         except SessionError:
             pass
-        self._closed = True
+        self._closed = True               # (one under way set it back)
         self._drop_spare()
         self._discard()
 

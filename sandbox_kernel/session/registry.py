@@ -18,6 +18,7 @@ from . import options
 from . import policy as policies
 from . import stats as stats_contract
 from .client import Session
+from .spare import BACKGROUND_DELAY
 from .options import DEFAULT_SESSION
 from .policy import Policy
 from .usage import UsageError
@@ -213,12 +214,13 @@ class Sessions:
         if self.sessions or self.pool:
             return 0
         self.pool_target = min(size, MAX_POOL)
-        self._refill()
+        self._refill(delay=0.0)
         return len(self.pool)
 
-    def _refill(self) -> None:
-        """Start containers ahead, in the background, until the pool has
-        pool_target of them: every new session finds one."""
+    def _refill(self, delay: float = BACKGROUND_DELAY) -> None:
+        """Start containers ahead, in the background (after ``delay``
+        seconds: the answer of the cell that took one goes out first),
+        until the pool has pool_target of them: every new session finds one."""
         if len(self.pool) >= self.pool_target:
             return
         notebook = self.notebook_mount()
@@ -227,7 +229,7 @@ class Sessions:
                                    network="none")
             self._place(session, notebook)
             self._trust(session)
-            session.start_soon()
+            session.start_soon(delay)
             self.pool.append(session)
 
     def drop_pool(self) -> None:

@@ -30,6 +30,10 @@ from ..runtime.container import Container, State
 from .pressure_watch import PRESSURE_FRACTION
 
 SPARE_WAIT = 60.0     # a restart waits this long for a spare being started
+# seconds between the answer and a start in the background: the answer goes
+# out first (a start holds this process's GIL for a while); one a restart or
+# a request needs begins at once
+BACKGROUND_DELAY = 0.3
 
 
 @dataclass
@@ -44,7 +48,10 @@ class Launched:
 
     def close(self) -> None:
         if self.watch is not None:
-            self.watch[0].close()
+            try:
+                self.watch[0].close()
+            except OSError:
+                pass                  # its group goes with the container just below
         self.container.destroy()
         self.sock.close()
         for fd in self.logs:
@@ -102,6 +109,7 @@ class Spares:
             if stale is not None:         # the limits (or image...) changed since: start another
                 self._spare = None
             if self._spare is None and self._spare_thread is None:
+                self._spare_hurry = threading.Event()
                 self._spare_thread = threading.Thread(target=self._start_spare, args=(key,), daemon=True,
                                                       name=f"sbk-spare-{self.name}")
                 self._spare_thread.start()
@@ -109,8 +117,11 @@ class Spares:
             stale.close()
 
     def _start_spare(self, key) -> None:
+        self._spare_hurry.wait(BACKGROUND_DELAY)
+        launched = None
         try:
-            launched = self._launch()
+            if not (self._closed or self._abandoned):
+                launched = self._launch()
         except Exception:             # noqa: BLE001 -- a restart then starts one itself, and reports
             launched = None
         if launched is not None:
@@ -147,9 +158,7 @@ class Spares:
     def _take_spare(self) -> Launched | None:
         """The spare, if it runs and was started with the session's spec now
         (waiting for one being started); None otherwise (it is destroyed)."""
-        thread = self._spare_thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(SPARE_WAIT)
+        self._join_spare_thread()
         with self._spare_lock:
             spare, self._spare = self._spare, None
         if spare is None:
@@ -162,11 +171,17 @@ class Spares:
         return None
 
     def _drop_spare(self) -> None:
-        """Destroy the spare (the session stops); waits for one being started."""
-        thread = self._spare_thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(SPARE_WAIT)
+        """Destroy the spare (the session stops); waits for one being started
+        (one still in its delay does not start: _closed or _abandoned is set)."""
+        self._join_spare_thread()
         with self._spare_lock:
             spare, self._spare = self._spare, None
         if spare is not None:
             spare.close()
+
+    def _join_spare_thread(self) -> None:
+        """Wait for a spare being started (cutting its delay short)."""
+        thread = self._spare_thread
+        if thread is not None and thread is not threading.current_thread():
+            self._spare_hurry.set()
+            thread.join(SPARE_WAIT)

@@ -10,6 +10,7 @@ import pytest
 from sandbox_kernel.runtime.spec import SpecError, parse_network
 from sandbox_kernel.session import commands
 from sandbox_kernel.session.commands import MAX_POOL, Sessions, UsageError, pool_size
+from sandbox_kernel.session.spare import BACKGROUND_DELAY
 
 
 class FakeSession:
@@ -22,8 +23,8 @@ class FakeSession:
         self.network = parse_network(network)
         self.calls = []
 
-    def start_soon(self):
-        self.calls.append("start_soon")
+    def start_soon(self, delay=0.0):
+        self.calls.append("start_soon" if not delay else ("start_soon", delay))
 
     def set_limits(self, **strings):
         if self.refuse_limits:
@@ -104,3 +105,35 @@ def test_pool_size_from_the_environment(value, size):
 def test_a_bad_pool_size_says_what_is_accepted(value):
     with pytest.raises(UsageError, match=r"SANDBOX_KERNEL_POOL=.*accepted: 0 .* to 4"):
         pool_size({"SANDBOX_KERNEL_POOL": value})
+
+
+def test_a_taken_container_is_replaced_once_its_session_has_answered(registry):
+    registry.warm_up()
+    first = registry.pool[0]
+    session, _ = registry.open("a")
+    assert session is first and registry.pool == []           # nothing competes with its first cell
+    first.after_answer()                                       # the session's first answer went out
+    assert len(registry.pool) == 1 and registry.pool[0] is not first
+    refilled = registry.pool[0]
+    assert refilled.calls == [("start_soon", BACKGROUND_DELAY)]
+    assert registry.open("b")[0] is refilled                  # the next new session takes it
+
+
+def test_a_dropped_pool_is_not_refilled(registry):
+    registry.warm_up()
+    first = registry.pool[0]
+    registry.open("a")
+    registry.drop_pool()
+    first.after_answer()
+    assert registry.pool == []
+
+
+def test_sessions_keep_a_spare_for_their_restarts_only_while_the_pool_is_on(monkeypatch):
+    assert Sessions(factory=FakeSession).spares
+    monkeypatch.setenv("SANDBOX_KERNEL_POOL", "0")
+    off = Sessions(factory=FakeSession)
+    assert not off.spares and not off.open("a")[0].keep_spare
+    on = Sessions(factory=FakeSession)
+    on.spares = True
+    made = [on.open(f"s{index}")[0] for index in range(MAX_POOL + 2)]
+    assert [s.keep_spare for s in made] == [True] * MAX_POOL + [False, False]
