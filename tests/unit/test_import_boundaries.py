@@ -35,6 +35,12 @@ BAD_IMPORTS = {
         "panel/channel.py", "from ..runtime import spec", "panel-reads-the-contract"),
     "the agent imports the runtime": (
         "session/plain_agent.py", "from ..runtime import spec", "agents-apart"),
+    "the runtime imports the provisioner": (
+        "runtime/cards.py", "from .. import provisioner", "runtime-alone"),
+    "the session imports the stats endpoint": (
+        "session/labels.py", "from ..server import sources", "server-side-leaves"),
+    "the provisioner imports the hub": (
+        "provisioner/registry.py", "from ..hub import spawner", "server-side-leaves"),
     "a cycle inside the runtime": (
         "runtime/syscalls.py", "from . import safe_fs", "no-cycles"),   # safe_fs imports syscalls
 }
