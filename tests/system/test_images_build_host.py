@@ -4,17 +4,15 @@ the host image) stay as they were.  The wheel is written here by hand: a
 zip of three files and the dist-info pip needs."""
 from __future__ import annotations
 
-import base64
-import hashlib
 import importlib.util
 import os
 import subprocess
 import sys
 import sysconfig
-import zipfile
 
 import pytest
 
+import wheels   # tests/ is on pytest's pythonpath (pyproject)
 from sandbox_kernel.runtime import images
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
@@ -25,25 +23,10 @@ WHEEL = f"{PACKAGE}-1.0-py3-none-any.whl"
 
 def write_wheel(directory) -> str:
     """A pure-Python wheel of a package with three modules."""
-    info = f"{PACKAGE}-1.0.dist-info"
-    files = {
-        f"{PACKAGE}/__init__.py": b"from .greet import hello\n",
-        f"{PACKAGE}/greet.py": b"from .words import WORD\n\ndef hello():\n    return WORD + ' from a wheel'\n",
-        f"{PACKAGE}/words.py": b"WORD = 'hello'\n",
-        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {PACKAGE}\nVersion: 1.0\n".encode(),
-        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: sbk-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    record = [f"{name},sha256={_urlsafe_sha256(data)},{len(data)}" for name, data in files.items()]
-    files[f"{info}/RECORD"] = ("\n".join(record + [f"{info}/RECORD,,"]) + "\n").encode()
-    path = os.path.join(directory, WHEEL)
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, data in files.items():
-            archive.writestr(name, data)
-    return path
-
-
-def _urlsafe_sha256(data: bytes) -> str:
-    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return wheels.write_wheel(directory, PACKAGE, "1.0", {
+        "__init__.py": b"from .greet import hello\n",
+        "greet.py": b"from .words import WORD\n\ndef hello():\n    return WORD + ' from a wheel'\n",
+        "words.py": b"WORD = 'hello'\n"})
 
 
 @pytest.fixture
