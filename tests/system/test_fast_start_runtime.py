@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import tempfile
+import textwrap
 
 import pytest
 
@@ -133,13 +135,20 @@ def _exited_or_not_ours(pid: int) -> bool:
 
 def test_a_start_right_after_a_joined_thread_still_forks():
     """A thread joined a moment ago (as net_bridge's namespace threads are)
-    may still be leaving: the fork path waits for it instead of refusing."""
-    import threading
-    spec = ContainerSpec(command=("/bin/true",))
-    for _ in range(30):
-        thread = threading.Thread(target=lambda: None)
-        thread.start()
-        thread.join()
-        with Container(spec, stdin=subprocess.DEVNULL, spawn="fork") as box:
-            box.start()
-            assert box.wait(timeout=30).status == "ok"
+    may still be leaving: the fork path waits for it instead of refusing.
+    In a fresh interpreter: this one may hold earlier tests' threads."""
+    script = textwrap.dedent("""
+        import subprocess, threading
+        from sandbox_kernel.runtime.container import Container
+        from sandbox_kernel.runtime.spec import ContainerSpec
+        spec = ContainerSpec(command=("/bin/true",))
+        for _ in range(30):
+            thread = threading.Thread(target=lambda: None)
+            thread.start()
+            thread.join()
+            with Container(spec, stdin=subprocess.DEVNULL, spawn="fork") as box:
+                box.start()
+                assert box.wait(timeout=30).status == "ok"
+    """)
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stderr[-2000:]
