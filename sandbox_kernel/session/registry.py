@@ -232,6 +232,15 @@ class Sessions:
             session.start_soon(delay)
             self.pool.append(session)
 
+    def _refill_after_answer(self) -> None:
+        """The refill once a taken container's session has answered: if it
+        cannot be made (the notebook directory's setting changed meanwhile),
+        the pool goes, and that answer is not an error."""
+        try:
+            self._refill()
+        except (UsageError, SpecError, OSError):
+            self.drop_pool()
+
     def drop_pool(self) -> None:
         """Destroy the containers started ahead that no session took."""
         pool, self.pool = self.pool, []
@@ -255,7 +264,7 @@ class Sessions:
         self.pool.remove(session)
         # the next new session's, in the background once this one has answered
         # (not while its first cell runs: the two starts would share the cpus)
-        session.after_answer = self._refill
+        session.after_answer = self._refill_after_answer
         session.name = name
         try:
             session.set_limits(**given)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from ..runtime.cgroups import CgroupError
 from ..runtime.cgroups.pressure import memory_watch
 from ..runtime.container import Container, State
+from .errors import SessionError
 from .pressure_watch import PRESSURE_FRACTION
 
 SPARE_WAIT = 60.0     # a restart waits this long for a spare being started
@@ -103,7 +104,10 @@ class Spares:
             hook()
         if not self.keep_spare or self._closed or self._abandoned:
             return
-        key = self._spec_key()
+        try:
+            key = self._spec_key()
+        except (SessionError, LookupError, ValueError, OSError):
+            return                        # the image went meanwhile: a restart says so, not this answer
         with self._spare_lock:
             stale = self._spare if self._spare is not None and self._spare.spec_key != key else None
             if stale is not None:         # the limits (or image...) changed since: start another

@@ -137,3 +137,12 @@ def test_sessions_keep_a_spare_for_their_restarts_only_while_the_pool_is_on(monk
     on.spares = True
     made = [on.open(f"s{index}")[0] for index in range(MAX_POOL + 2)]
     assert [s.keep_spare for s in made] == [True] * MAX_POOL + [False, False]
+
+
+def test_a_refill_that_cannot_be_made_drops_the_pool_and_never_fails_the_answer(registry, monkeypatch):
+    registry.warm_up()
+    first = registry.pool[0]
+    registry.open("a")
+    monkeypatch.setenv("SANDBOX_KERNEL_NOTEBOOK_DIR", "sideways")   # changed meanwhile (%env)
+    first.after_answer()                                            # raises nothing
+    assert registry.pool == [] and registry.pool_target == 0
