@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -42,8 +41,10 @@ def start_once(kind: str) -> tuple[float, object, object]:
     """(seconds to the first kernel_info reply, manager, client)."""
     started = time.perf_counter()
     if kind == PLAIN_IPC:
-        km = KernelManager(kernel_name=PLAIN, transport="ipc",
-                           ip=os.path.join(tempfile.mkdtemp(prefix="sbk-bench-ipc-"), "kernel"))
+        # the sockets' directory goes in stop() (a kernel outlives this function)
+        sockets = tempfile.TemporaryDirectory(prefix="sbk-bench-ipc-")
+        km = KernelManager(kernel_name=PLAIN, transport="ipc", ip=os.path.join(sockets.name, "kernel"))
+        km.sbk_sockets = sockets
         km.start_kernel()
         kc = km.client()
         kc.start_channels()
@@ -56,8 +57,9 @@ def start_once(kind: str) -> tuple[float, object, object]:
 def stop(km, kc) -> None:
     kc.stop_channels()
     km.shutdown_kernel(now=True)
-    if km.transport == "ipc" and os.path.basename(os.path.dirname(km.ip)).startswith("sbk-bench-ipc-"):
-        shutil.rmtree(os.path.dirname(km.ip), ignore_errors=True)
+    sockets = getattr(km, "sbk_sockets", None)
+    if sockets is not None:
+        sockets.cleanup()
 
 
 def round_trip(kc) -> float:
@@ -114,14 +116,11 @@ def main() -> None:
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root (sudo): containers with cgroup limits")
-    data = tempfile.mkdtemp(prefix="sbk-bench-prov-")
-    try:
+    with tempfile.TemporaryDirectory(prefix="sbk-bench-prov-") as data:
         install.install_wrapped("python3", {}, name=WRAPPED, prefix=data)
         os.environ["JUPYTER_PATH"] = os.path.join(data, "share", "jupyter")
         summary("start", measure_starts(args.runs), 1.2)
         summary("round trip", measure_trips(args.trips), 1.05)
-    finally:
-        shutil.rmtree(data, ignore_errors=True)
 
 
 if __name__ == "__main__":

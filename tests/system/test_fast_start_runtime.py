@@ -77,16 +77,6 @@ def test_a_join_that_fails_stops_the_start_with_its_step_named(mode, monkeypatch
         assert not os.path.exists(marker), "the workload ran without its cgroup"
 
 
-def test_two_hundred_starts_in_a_row_leave_nothing(cgroup_driver):
-    """A grader's loop (bounded; a single-threaded script: the fork path);
-    the no_leftovers fixture checks the host."""
-    spec = ContainerSpec(command=("/bin/true",), limits=Limits(memory=64 << 20, pids=16))
-    for _ in range(200):
-        with Container(spec, stdin=subprocess.DEVNULL, spawn="fork") as box:
-            box.start()
-            assert box.wait(timeout=30).status == "ok"
-
-
 def test_an_ended_containers_group_goes_without_a_freeze_a_running_ones_is_killed(
         cgroup_driver, monkeypatch):
     """v1 destroy freezes, kills and thaws only where a process is left."""

@@ -262,7 +262,7 @@ class FakeSession:
     def __init__(self, name, image="host", limits=None, network="none"):
         self.name, self.image, self.limits, self.network = name, image, limits, network
 
-    def start_soon(self):
+    def start_soon(self, delay=0.0):   # as Session.start_soon (a refill waits for the reply first)
         pass
 
     def set_limits(self, **given):
