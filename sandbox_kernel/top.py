@@ -13,7 +13,8 @@ The snapshot's shape (version 1)::
      "ceilings": [{"user", "uid", "memory", "cpus", "pids",
                    "usage": {"memory", "memory_peak", "pids", "cpu_seconds",
                              "oom_kills", "cpu_percent"}}],
-     "containers": [{"name", "user", "uid", "owner_pid", "kind", "session",
+     "containers": [{"name", "user", "uid", "owner_pid", "kind", "session", "role" ("spare": a
+                     session's standby for its next restart, or None),
                      "kernel_id", "language", "image", "network", "started",
                      "uptime", "limits": {"memory", "cpus", "pids"},
                      "usage": {"memory", "memory_peak", "pids", "cpu_seconds",
@@ -118,7 +119,7 @@ def _container(card: cards.Card, ceiling, before: dict, elapsed: float | None) -
     labels = card.labels
     return {
         "name": card.name, "user": card.user, "uid": card.uid, "owner_pid": card.owner_pid,
-        "kind": labels.get("kind"), "session": labels.get("session"),
+        "kind": labels.get("kind"), "session": labels.get("session"), "role": labels.get("role"),
         "kernel_id": labels.get("kernel_id"), "language": labels.get("language"),
         "image": card.image, "network": card.network, "started": card.started,
         "uptime": round(card.uptime, 1),
@@ -191,13 +192,16 @@ def render(snap: dict) -> str:
         net = _of(r["net"]["rx_bytes"], r["net"]["tx_bytes"], _size) if r["net"] else "-"
         ceiling = (f"{_size(ceil['memory'])} {ceil['cpus'] or '-'}cpu {ceil['pids'] or '-'}p"
                    if ceil else "-")
-        lines.append(f"{r['user'][:12]:<12} {(r['session'] or '-')[:12]:<12} "
+        session = (r["session"] or "-") + ("*" if r.get("role") == "spare" else "")   # * a spare
+        lines.append(f"{r['user'][:12]:<12} {session[:12]:<12} "
                      f"{_kernel(r)[:16]:<16} {r['image'][:16]:<16} "
                      f"{_of(u['memory'], lim['memory'], _size):>15} {_cpu(u, lim['cpus']):>10} "
                      f"{_of(u['pids'], lim['pids']):>9} {_duration(r['uptime']):>8} {net:>13}  "
                      f"{ceiling}")
     if not snap["containers"]:
         lines.append("(no containers)")
+    if any(r.get("role") == "spare" for r in snap["containers"]):
+        lines.append("* a spare: the session's standby container, taken at its next restart")
     return "\n".join(lines)
 
 

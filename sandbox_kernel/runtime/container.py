@@ -136,6 +136,13 @@ class Container:
     def state_dir(self) -> str | None:
         return self._state_dir
 
+    def relabel(self, labels: dict[str, str]) -> None:
+        """New labels (what the container is for), on its card too: a spare
+        taken by its session is no longer a spare."""
+        self.spec = dataclasses.replace(self.spec, labels=tuple(labels.items()))
+        if self.state is State.RUNNING:
+            self._write_card()
+
     def _write_card(self) -> None:
         """What this container is, for top and the stats endpoint (cards.py); a
         card that cannot be written costs the lookers, never the start."""

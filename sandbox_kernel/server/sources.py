@@ -68,7 +68,8 @@ def view_of(kernel_manager, kernel_id: str) -> KernelView:
         return provisioned_view(provisioned)
     manager = kernel_manager.get_kernel(kernel_id)
     pid = kernel_pid(manager)
-    owned = cards.of_owner(pid) if pid is not None else []
+    # a session's spare (role "spare") is not a session: it waits for a restart
+    owned = [c for c in cards.of_owner(pid) if c.labels.get("role") != "spare"] if pid is not None else []
     if owned or _is_sandbox_kernel(manager):
         kind = "magics" if owned and all(c.labels.get("kind") == "magics" for c in owned) else "sandbox"
         return KernelView(kernel_id, kind, [card_snapshot(card) for card in owned],

@@ -271,6 +271,7 @@ class Sessions:
         except (OSError, RuntimeError):   # the cgroup refused: start one cold instead
             session.stop()
             return None
+        session.label_container()         # its card: the new session's name, not the pool's
         return session
 
 

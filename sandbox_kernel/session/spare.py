@@ -18,6 +18,7 @@ _closed, _abandoned, name, limits and keep_spare; sets its _memory_watch.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import subprocess
@@ -27,9 +28,11 @@ from dataclasses import dataclass
 from ..runtime.cgroups import CgroupError
 from ..runtime.cgroups.pressure import memory_watch
 from ..runtime.container import Container, State
+from . import labels
 from .errors import SessionError
 from .pressure_watch import PRESSURE_FRACTION
 
+ROLE, SPARE = "role", "spare"   # a spare's label on its card, until its session takes it
 SPARE_WAIT = 60.0     # a restart waits this long for a spare being started
 # seconds between the answer and a start in the background: the answer goes
 # out first (a start holds this process's GIL for a while); one a restart or
@@ -72,12 +75,16 @@ class Spares:
         # dict.setdefault is atomic: two threads get the same lock
         return self.__dict__.setdefault("_spare_lock_object", threading.Lock())
 
-    def _launch(self) -> Launched:
-        """A container running the agent, with its socket and log pipes."""
+    def _launch(self, spare: bool = False) -> Launched:
+        """A container running the agent, with its socket and log pipes; a
+        spare says so on its card (role "spare": top, the stats endpoint)."""
         ours, theirs = socket.socketpair()
         pipes = [os.pipe() for _ in ("stdout", "stderr")]
         try:
-            container = Container(self._spec(theirs.fileno()), stdin=subprocess.DEVNULL,
+            spec = self._spec(theirs.fileno())
+            if spare:
+                spec = dataclasses.replace(spec, labels=spec.labels + ((ROLE, SPARE),))
+            container = Container(spec, stdin=subprocess.DEVNULL,
                                   stdout=pipes[0][1], stderr=pipes[1][1])
             container.start()
         except BaseException:
@@ -125,7 +132,7 @@ class Spares:
         launched = None
         try:
             if not (self._closed or self._abandoned):
-                launched = self._launch()
+                launched = self._launch(spare=True)
         except Exception:             # noqa: BLE001 -- a restart then starts one itself, and reports
             launched = None
         if launched is not None:
@@ -159,6 +166,13 @@ class Spares:
             if watch is not None:
                 self._memory_watch = watch
 
+    def label_container(self) -> None:
+        """The running container's card says this session (a pooled one was
+        started under the pool's name; registry.py renames the session)."""
+        container = self._container
+        if container is not None:
+            container.relabel(dict(labels.for_session(self.name)))
+
     def _take_spare(self) -> Launched | None:
         """The spare, if it runs and was started with the session's spec now
         (waiting for one being started); None otherwise (it is destroyed)."""
@@ -170,6 +184,9 @@ class Spares:
         if spare.container.state is State.RUNNING and spare.spec_key == self._spec_key():
             if spare.watch is not None:   # after _discard forgot the old container's
                 self._memory_watch, spare.watch = spare.watch, None
+            labels = dict(spare.container.spec.labels)
+            labels.pop(ROLE, None)
+            spare.container.relabel(labels)
             return spare
         spare.close()
         return None

@@ -85,7 +85,7 @@ def test_sys_prefix_is_the_default_place(monkeypatch):
     (("--cpus", "0"), "invalid cpus '0'"),
     (("--pids", "-1"), "invalid pids '-1'"),
     (("--timeout", "soon"), "invalid timeout 'soon'"),
-    (("--net", "bridge"), "invalid net 'bridge'"),
+    (("--net", "wifi"), "invalid net 'wifi'"),
     (("--image", "nope"), "no image named 'nope'"),
     (("--name", "bad name!"), "invalid name 'bad name!'"),
     (("--user", "--prefix", "/tmp/x"), "not allowed with argument"),
@@ -115,10 +115,12 @@ def test_precedence_in_order_defaults_config_kernelspec_environment():
         from_command_line={"memory", "pids"},
         environ={"SANDBOX_KERNEL_PIDS": "77", "SANDBOX_KERNEL_FOOTER": "off"})
     assert resolved.values == {"memory": "512M", "cpus": "0.5", "pids": "77", "timeout": None,
-                               "net": "none", "image": "host", "idle_pause": None}
+                               "net": "none", "allow": None, "rate": None, "image": "host",
+                               "idle_pause": None}
     assert resolved.sources == {"memory": "kernelspec", "cpus": "config",
                                 "pids": "SANDBOX_KERNEL_PIDS", "timeout": "default",
-                                "net": "default", "image": "default", "idle_pause": "default"}
+                                "net": "default", "allow": "default", "rate": "default",
+                                "image": "default", "idle_pause": "default"}
     assert resolved.footer is False and resolved.errors == []
 
 

@@ -179,3 +179,16 @@ def test_a_restart_after_a_change_of_limits_gets_the_new_limits_not_the_spares_o
     ran = ok(kernel.run("%%container --name c\nprint('restarted')"))
     assert ran.stdout == "restarted\n"
     assert ran.footers[-1]["cell"]["memory_limit"] == 300 << 20          # read from the cgroup
+
+
+def test_a_spare_says_so_on_its_card_until_its_session_takes_it(start):
+    """top and the stats endpoint tell a session's standby from the session."""
+    from sandbox_kernel.runtime import cards
+    kernel = start()
+    ok(kernel.run("%load_ext sandbox_kernel"))
+    ok(kernel.run("%%container --name s1\nx = 1"))
+    roles = lambda: sorted(c.labels.get("role") or "" for c in cards.of_owner(kernel.pid)  # noqa: E731
+                           if c.labels.get("session") == "s1")
+    assert wait_for(lambda: roles() == ["", "spare"], 60), roles()
+    ok(kernel.run("%container restart --name s1"))
+    assert "" in roles()   # the spare taken is the session's container now, not a spare

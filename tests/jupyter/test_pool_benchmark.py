@@ -10,7 +10,9 @@ import sys
 REPO = pathlib.Path(__file__).resolve().parents[2]
 ROWS = ("sandbox-kernel (fork)", "sandbox-kernel (zygote)", "unshare -fmpuin", "pool: a second after",
         "run all: at once after", "cold: a new --name session", 'python -c "import IPython"',
-        "plain ipykernel start", "sandbox kernel start to first reply", "warm 'pass'",
+        "starts of /bin/true in a row", "sandbox-kernel, Python API", "sandbox-kernel run -- true",
+        "plain ipykernel", "start to first reply", "warm round trip of 'pass'",
+        "restart after an out-of-memory cell", "no spare (as before)",
         "one session alone, RSS", "one session alone, PSS", "RSS per extra session",
         "PSS per extra session", "all answered a first cell")
 

@@ -265,6 +265,9 @@ class FakeSession:
     def start_soon(self, delay=0.0):   # as Session.start_soon (a refill waits for the reply first)
         pass
 
+    def label_container(self):       # as Session: its card says the session's name
+        pass
+
     def set_limits(self, **given):
         return {"changed": [], "restart_needed": []}
 

@@ -26,6 +26,9 @@ class FakeSession:
     def start_soon(self, delay=0.0):
         self.calls.append("start_soon" if not delay else ("start_soon", delay))
 
+    def label_container(self):       # as Session: its card says the session's name
+        pass
+
     def set_limits(self, **strings):
         if self.refuse_limits:
             raise OSError(16, "Device or resource busy")
