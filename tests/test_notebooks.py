@@ -50,6 +50,8 @@ import time
 import nbformat
 import pytest
 
+import jupyter_env   # tests/: on pytest's pythonpath, and the script's own directory
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK_DIR = os.path.join(REPO, "notebooks")
 KOREAN_DIR = os.path.join(NOTEBOOK_DIR, "ko")
@@ -316,15 +318,8 @@ def course_kernelspecs(data_dir: str):
     from sandbox_kernel.kernel import install
     spec = install.kernel_json(install.checked_settings({}), footer=True)
     install.write_kernelspec(os.path.join(data_dir, "kernels", "python3-sandbox"), spec)
-    before = os.environ.get("JUPYTER_PATH")
-    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [data_dir, before]))
-    try:
+    with jupyter_env.jupyter_path(data_dir):
         yield
-    finally:
-        if before is None:
-            os.environ.pop("JUPYTER_PATH", None)
-        else:
-            os.environ["JUPYTER_PATH"] = before
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the notebooks run cells in real containers: root")

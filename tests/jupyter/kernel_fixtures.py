@@ -44,18 +44,7 @@ def install_kernelspec(data_dir: str, name: str, settings: dict | None = None, *
     return install.write_kernelspec(os.path.join(data_dir, "kernels", name), spec)
 
 
-@contextlib.contextmanager
-def jupyter_path(data_dir: str):
-    """JUPYTER_PATH with DATA_DIR first, for this block."""
-    before = os.environ.get("JUPYTER_PATH")
-    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [data_dir, before]))
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("JUPYTER_PATH", None)
-        else:
-            os.environ["JUPYTER_PATH"] = before
+from jupyter_env import jupyter_path  # noqa: E402,F401 -- tests/ is on the path (pyproject); tests use kf.jupyter_path
 
 
 @dataclass

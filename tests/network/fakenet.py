@@ -15,7 +15,6 @@ Run as a script (``python fakenet.py serve DIR``) it is the servers, inside the 
 """
 from __future__ import annotations
 
-import base64
 import contextlib
 import dataclasses
 import fcntl
@@ -28,7 +27,6 @@ import sys
 import tempfile
 import threading
 import time
-import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ADDRESSES = {"pypi.org": "198.18.1.10", "files.pythonhosted.org": "198.18.1.11",
@@ -205,23 +203,10 @@ print("SENT", len(body), time.monotonic() - started, reply.decode().strip())
 # -- the wheel ---------------------------------------------------------------------------
 
 def build_wheel(directory: str) -> str:
-    """A one-module wheel, sbk_fake_pkg.VALUE == 42, written by hand (no build tools)."""
-    files = {"sbk_fake_pkg/__init__.py": b"VALUE = 42\n",
-             "sbk_fake_pkg-1.0.dist-info/METADATA":
-                 b"Metadata-Version: 2.1\nName: sbk-fake-pkg\nVersion: 1.0\n",
-             "sbk_fake_pkg-1.0.dist-info/WHEEL":
-                 b"Wheel-Version: 1.0\nGenerator: fakenet\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
-    record = "".join(f"{name},sha256={_digest(data)},{len(data)}\n" for name, data in files.items())
-    files["sbk_fake_pkg-1.0.dist-info/RECORD"] = (record + "sbk_fake_pkg-1.0.dist-info/RECORD,,\n").encode()
-    path = os.path.join(directory, WHEEL)
-    with zipfile.ZipFile(path, "w") as wheel:
-        for name, data in files.items():
-            wheel.writestr(name, data)
-    return path
-
-
-def _digest(data: bytes) -> str:
-    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    """A one-module wheel, sbk_fake_pkg.VALUE == 42, written by hand (no build tools);
+    in the test's process (tests/ on its path), never in the served namespace's."""
+    import wheels
+    return wheels.write_wheel(directory, "sbk_fake_pkg", "1.0", {"__init__.py": b"VALUE = 42\n"})
 
 
 # -- DNS ------------------------------------------------------------------------------
