@@ -113,27 +113,54 @@ def kill_if_ours(pid: int, marker: str) -> bool:
     return True
 
 
-def lookups(log_path: str, allow: tuple[str, ...]) -> list[tuple[str, bool]]:
-    """(name, allowed) of each name the container looked up, first time first."""
+# The log is what the container asked, written by its dnsmasq: hostile in size.  The host
+# reads its last LOG_READ bytes and keeps at most NAMES_KEPT names, and a read that finds
+# more than LOG_KEPT cuts the log (its pages are the host's, in /run) to its last LOG_READ.
+LOG_READ = 1 << 20
+LOG_KEPT = 4 << 20
+NAMES_KEPT = 256
+
+
+def _tail_lines(log_path: str) -> list[str]:
+    """The log's last LOG_READ bytes, whole lines only (the first may be cut)."""
     try:
-        with open(log_path, errors="replace") as handle:
-            names = [match.group(1).lower() for match in map(_QUERY.search, handle) if match]
+        with open(log_path, "r+b") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - LOG_READ))
+            data = handle.read(LOG_READ)
+            if size > LOG_KEPT:
+                _keep_only(handle, data)
     except OSError:
         return []
-    return [(name, allowed(name, allow)) for name in dict.fromkeys(names)]
+    lines = data.decode(errors="replace").splitlines()
+    return lines[1:] if size > LOG_READ else lines
+
+
+def _keep_only(handle, tail: bytes) -> None:
+    """The log cut to its tail: dnsmasq appends (O_APPEND), so its next line
+    follows; a flood between two reads is all the host ever holds."""
+    handle.seek(0)
+    handle.write(tail)
+    handle.truncate(len(tail))
+
+
+def lookups(log_path: str, allow: tuple[str, ...]) -> list[tuple[str, bool]]:
+    """(name, allowed) of each name the container looked up, first time first
+    (of the log's tail; at most NAMES_KEPT names)."""
+    names = [match.group(1).lower() for match in map(_QUERY.search, _tail_lines(log_path)) if match]
+    return [(name, allowed(name, allow)) for name in list(dict.fromkeys(names))[:NAMES_KEPT]]
 
 
 def answers(log_path: str) -> dict[str, list[str]]:
-    """address -> the names whose answers gave it (a CNAME chain's end is named by its target)."""
+    """address -> the names whose answers gave it (a CNAME chain's end is named by its
+    target), from the log's tail; at most NAMES_KEPT addresses."""
     found: dict[str, list[str]] = {}
-    try:
-        with open(log_path, errors="replace") as handle:
-            for match in filter(None, (_REPLY.search(line.rstrip()) for line in handle)):
-                names = found.setdefault(match.group(2), [])
-                if match.group(1) not in names:
-                    names.append(match.group(1))
-    except OSError:
-        pass
+    for match in filter(None, (_REPLY.search(line.rstrip()) for line in _tail_lines(log_path))):
+        if match.group(2) not in found and len(found) >= NAMES_KEPT:
+            continue
+        names = found.setdefault(match.group(2), [])
+        if match.group(1) not in names and len(names) < NAMES_KEPT:
+            names.append(match.group(1))
     return found
 
 
