@@ -27,6 +27,7 @@ import asyncio
 import os
 import pwd
 import sys
+import tempfile
 import time
 
 from jupyterhub.spawner import LocalProcessSpawner
@@ -128,6 +129,10 @@ class SandboxSpawner(LocalProcessSpawner):
         env = super().get_env()
         # the hub's kernelspec first; with only_sandbox_kernel no other is allowed anyway
         env["JUPYTER_PATH"] = os.path.join(self.kernel_prefix, "share", "jupyter")
+        # the hub's temp dir: the students' containers keep their state (and cards) where
+        # root's top, the admin page and the sweep on stop look, not wherever a student's
+        # own fallback lands (a /tmp they cannot write sends it to their home)
+        env["TMPDIR"] = tempfile.gettempdir()
         if self.only_sandbox_kernel:
             # config of root's, not ~/.jupyter: what a student writes in the home changes
             # neither the server's allowed kernels nor the kernel's settings

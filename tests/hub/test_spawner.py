@@ -58,6 +58,17 @@ def test_only_the_sandbox_kernel_no_terminal_and_roots_config(tmp_path):
     assert os.stat(spawner.config_dir()).st_uid == 0
 
 
+def test_the_servers_temp_dir_is_the_hubs_where_top_looks(tmp_path, monkeypatch):
+    """A student's containers keep their cards where root's top and the admin page look:
+    the hub's temp dir, not a fallback in the student's home (a /tmp they cannot write)."""
+    import tempfile
+    from jupyterhub.spawner import LocalProcessSpawner
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(LocalProcessSpawner, "get_env", lambda self: {})   # the hub's own part
+    env = SandboxSpawner(kernel_prefix=str(tmp_path)).get_env()
+    assert env["TMPDIR"] == str(tmp_path)
+
+
 def _dead_pid() -> int:
     done = subprocess.Popen(["true"])
     done.wait()

@@ -15,6 +15,7 @@ import os
 import pwd
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -146,7 +147,8 @@ def test_remove_kills_what_runs_inside_and_leaves_nothing(user, ceiling):
     assert again.returncode == 0 and "had no ceiling" in again.stdout
 
 
-def _state_dirs_of(uid: int, parent: str = "/tmp") -> list[str]:
+def _state_dirs_of(uid: int) -> list[str]:
+    parent = tempfile.gettempdir()   # root's: /tmp, or /run/tmp in the v2 guest (repo under /tmp)
     return [n for n in os.listdir(parent)
             if n.startswith("sbk-") and os.lstat(os.path.join(parent, n)).st_uid == uid]
 
@@ -156,7 +158,7 @@ def test_remove_also_removes_what_the_killed_containers_left(user, ceiling):
     user cannot either (they are gone from the class): --remove does."""
     uid = pwd.getpwnam(user).pw_uid
     box = start_as(user, [SANDBOX_KERNEL, "run", "--", "sleep", "600"], ceiling=ceiling,
-                   env={"TMPDIR": "/tmp"})
+                   env={"TMPDIR": tempfile.gettempdir()})
     try:
         deadline = time.monotonic() + 60
         while not _state_dirs_of(uid) and time.monotonic() < deadline and box.poll() is None:

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -100,9 +101,10 @@ def user_container():
     """A delegated user's rootless container, started inside the user's ceiling."""
     with system_user() as user:
         ceiling = delegation.delegate(user, memory=192 * MiB, cpus=1, pids=300)
-        # /tmp: where root's top looks for cards (a private TMPDIR would hide them)
+        # root's temp dir: where root's top looks for cards (a private TMPDIR would hide
+        # them); /tmp, or /run/tmp in the v2 guest when the checkout lies under /tmp
         process = start_as(user, [SANDBOX_KERNEL, "run", "--memory", "64M", "--", "sleep", "600"],
-                           ceiling=ceiling, env={"TMPDIR": "/tmp"})
+                           ceiling=ceiling, env={"TMPDIR": tempfile.gettempdir()})
         try:
             yield user, ceiling
         finally:
@@ -125,7 +127,7 @@ def test_a_user_sees_only_their_own(user_container, root_container):
     user, ceiling = user_container
     _wait_for(lambda: any(r["user"] == user for r in top.snapshot()["containers"]),
               f"{user}'s container")
-    ran = run_as(user, [SANDBOX_KERNEL, "top", "--json"], env={"TMPDIR": "/tmp"})
+    ran = run_as(user, [SANDBOX_KERNEL, "top", "--json"], env={"TMPDIR": tempfile.gettempdir()})
     assert ran.returncode == 0, ran.stderr
     snap = json.loads(ran.stdout)
     assert {r["user"] for r in snap["containers"]} == {user}
