@@ -25,8 +25,8 @@ mid-way leaves nothing once the next one runs (issue 15).
 dnsmasq), its nftables chains, sets and map elements, maybe its veth, and
 the bridge once nobody uses it.  Their records are in net_records.RUN_DIR,
 named by the container: ``reap_stale`` hands them to ``net_bridge.reap_stale``
-(imported only when that directory exists, so a host without bridges never
-imports pyroute2).
+(imported only when that directory holds a record or the bridge exists, so
+a host with no bridge container now never imports pyroute2).
 
 Imports: safe_fs, cgroups and image_basics (store_root); net_bridge inside
 ``_reap_networks``.
@@ -99,11 +99,12 @@ def reap_stale(driver: CgroupDriver, state_parents=None) -> list[str]:
 
 
 NET_RUN_DIR = "/run/sandbox-kernel-net"   # net_records.RUN_DIR (that module imports this one)
+NET_BRIDGE = "sbk-br0"                     # net_records.BRIDGE
 
 
 def _reap_networks() -> list[str]:
     """A dead owner's --net bridge pieces; root's only (they are root's)."""
-    if os.geteuid() != 0 or not os.path.isdir(NET_RUN_DIR):
+    if os.geteuid() != 0 or not _networks_recorded():
         return []
     from . import net_bridge
     try:
@@ -111,6 +112,22 @@ def _reap_networks() -> list[str]:
     except OSError as error:   # NetError, NetFilterError: logged, a start never fails for it
         log.warning("could not remove a dead owner's bridge network: %s", error)
         return []
+
+
+def _networks_recorded() -> bool:
+    """Whether the sweep could find anything: a container's or the bridge's
+    record in NET_RUN_DIR, or the bridge itself (made before its record).
+    When there is none (the lock file at most: every bridge container has
+    ended), the sweep is skipped: importing net_bridge and its thread cost
+    a start 5-16 ms, and the joined thread made the next fork wait."""
+    try:
+        names = os.listdir(NET_RUN_DIR)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError:   # EACCES and the like: let the sweep say what it is
+        return True
+    return any(name.endswith(".json") for name in names) or \
+        os.path.lexists(f"/sys/class/net/{NET_BRIDGE}")
 
 
 def _reap_own_store() -> list[str]:

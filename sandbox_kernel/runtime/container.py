@@ -35,7 +35,6 @@ import errno
 import functools
 import logging
 import os
-import secrets
 import signal
 import tempfile
 import threading
@@ -91,7 +90,7 @@ class Container:
                  spawn: str | None = None):
         image_store.resolve(spec.image)
         self.spec = spec
-        self.name = name or f"{PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+        self.name = name or f"{PREFIX}{os.getpid()}-{os.urandom(4).hex()}"
         self.state = State.CREATED
         self.cgroup: Cgroup | None = None
         self._driver = driver
