@@ -87,12 +87,13 @@ import signal
 import socket
 import threading
 
+from ipykernel._version import kernel_protocol_version
 from ipykernel.kernelbase import Kernel
 from traitlets import Bool, Float, TraitError, Unicode
 
 from ..version import __version__    # not the package: its __init__ loads the magics
 from ..panel.channel import StatsChannel
-from ..runtime import doctor, images
+from ..runtime import images
 from ..runtime.spec import Limits, SpecError
 from ..session import commands, labels, policy as policies, stats as stats_contract
 from ..session.comm_relay import CommRelay
@@ -195,13 +196,15 @@ class SandboxKernel(ReplyMetadata, EditorRequests, Kernel):
 
     @property
     def kernel_info(self) -> dict:
-        """ipykernel's, without "debugger" (the cells run in the container,
-        where no debug adapter listens) and "kernel subshells" (one agent
-        runs one request at a time)."""
-        info = dict(super().kernel_info)
-        info["supported_features"] = [f for f in info.get("supported_features", [])
-                                      if f not in ("debugger", "kernel subshells")]
-        return info
+        """ipykernel's fields, no supported features: no "debugger" (no debug
+        adapter in the container), no "kernel subshells" (the agent runs one
+        request at a time).  Not ipykernel's: its debugger check imports debugpy
+        (45-90 ms of the kernel's start, on the first reply's way)."""
+        return {"protocol_version": kernel_protocol_version, "implementation": self.implementation,
+                "implementation_version": self.implementation_version,
+                "language_info": self.language_info, "banner": self.banner,
+                "help_links": self.help_links,
+                "supported_features": []}
 
     # -- execution count: the agent's ------------------------------------------------
 
@@ -276,6 +279,7 @@ class SandboxKernel(ReplyMetadata, EditorRequests, Kernel):
         root = self.doctor_root or os.environ.get(DOCTOR_ROOT_ENV, "")
         if not root:
             return False
+        from ..runtime import doctor     # only for a fake host (tests), not on a kernel's start
         checks = doctor.diagnose(os.path.join(root, "proc"), os.path.join(root, "sys"))
         if doctor.can_run_containers(checks):
             return False

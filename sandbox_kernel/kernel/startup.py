@@ -2,15 +2,16 @@
 findings), and how it describes its settings in the banner.
 
 May import: sandbox_kernel.runtime.doctor, kernel/cells.py (the colours).
-Nothing of the magics or kernel.py.
+Nothing of the magics or kernel.py.  Doctor is imported when a start failed,
+not with the kernel (its checks are not on a working kernel's way).
 """
 from __future__ import annotations
 
-from ..runtime import doctor
 from .cells import BOLD, RED, RESET
 
 
 def doctor_error(checks) -> tuple:
+    from ..runtime import doctor
     missing = ", ".join(c.name for c in checks if c.required and not c.ok)
     evalue = f"containers cannot run on this host: fix {missing} (sandbox-kernel doctor)"
     lines = [f"{RED}{BOLD}ContainersUnavailable{RESET}: {evalue}", ""] + doctor.render(checks).splitlines()
@@ -20,6 +21,7 @@ def doctor_error(checks) -> tuple:
 def start_failure(error: BaseException) -> tuple:
     """The error a cell answers with when its container could not start:
     doctor's findings when the host lacks something, else the error and them."""
+    from ..runtime import doctor
     checks = doctor.diagnose()
     if not doctor.can_run_containers(checks):
         return doctor_error(checks)

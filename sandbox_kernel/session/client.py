@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from ..runtime import images
 from ..runtime.container import LifecycleError, State
 from ..runtime.spec import ContainerSpec, Limits, parse_env, parse_mount, parse_network, parse_size
-from . import image_agent, labels, stats as stats_contract, variables, verdicts
+from . import image_agent, labels, stats as stats_contract, verdicts
 from .agent_core import DEFAULT_OUTPUT_LIMIT, OUTPUT_LIMIT_ENV  # one definition, the agents'
 from .comm_session import CommSession
 from .container_signals import ContainerSignals
@@ -466,10 +466,12 @@ class Session(Pausing, MemoryPressure, SessionFigures, LiveLimits, CommSession, 
     def push(self, values: dict) -> list[str]:
         """Set variables in the container (pickled).  VariableError names the
         variable that cannot be pickled."""
+        from . import variables   # the unpickler's modules: only for push and pull
         return variables.push(self._request, values)
 
     def pull(self, names) -> dict:
         """Variables from the container, through the restricted unpickler."""
+        from . import variables
         return variables.pull(self._request, names)
 
     # -- control -------------------------------------------------------------------

@@ -27,7 +27,8 @@ import re
 from dataclasses import dataclass
 
 from .protocol import COMM_ID_LIMIT
-from .sanitize import clean_html, neutralise_script_urls, sanitize_bundle
+from . import sanitize
+from .sanitize import neutralise_script_urls, sanitize_bundle
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_TARGETS = ("jupyter.widget",)
@@ -153,7 +154,7 @@ class WidgetFacts:
 
 
 def _html(value) -> str:
-    return (neutralise_script_urls(clean_html(value)) or "") if isinstance(value, str) else ""
+    return (neutralise_script_urls(sanitize.clean_html(value)) or "") if isinstance(value, str) else ""
 
 
 def _drop_resources(state: dict) -> set:

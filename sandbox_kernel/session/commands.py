@@ -19,18 +19,15 @@ with ``sandbox-kernel run``, ``%%container`` and the kernel's settings:
 ``%container -h`` and ``%container limits -h`` show them.  The sessions and
 the warm pool are registry.py's; the one-line usage errors usage.py's.
 
-Every action on the host asks the sessions' policy first (policy.py): the
-sandbox kernel's installer sets it (classroom by default there), the magics
-run ``trusted``.  A refusal is ``PolicyRefused``, one line, and nothing was done.
+Every action on the host asks the sessions' policy first (policy.py: the kernel's
+installer sets it, classroom by default; the magics run ``trusted``).  A refusal
+is ``PolicyRefused``, one line, and nothing was done.
 
 A mistake (unknown subcommand or option, a missing or bad value) raises
-``UsageError`` whose message is one line: what was wrong, then what is
-accepted (``unknown subcommand 'frobnicate'; usage: %container
-status|limits|... ...``).  No traceback, no SystemExit, no usage block: ``-h``
-shows the help.
-
-Imports runtime.images/layers/spec and, of the session: client, options,
-policy, registry, stats and usage.  Nothing of IPython.
+``UsageError``: one line, what was wrong and what is accepted (``unknown
+subcommand 'frobnicate'; usage: %container status|limits|...``); ``-h`` helps.
+Imports runtime.images/spec (layers when a command failed), and of the session
+client, options, policy, registry, stats and usage.  No IPython.
 """
 from __future__ import annotations
 
@@ -42,14 +39,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..runtime import images, layers
+from ..runtime import images
 from ..runtime.spec import Limits, SpecError
 from . import options, policy as policies, stats as stats_contract
 from .client import Session, SessionError
 from .options import DEFAULT_SESSION, NETWORK_OPTIONS  # noqa: F401 -- the magics and the kernel import it here
 from .policy import PolicyRefused  # noqa: F401 -- the magics import it here
-# moved (issue 16): the sessions and the warm pool to registry.py, the one-line
-# usage errors to usage.py; the magics, the kernel and the tests import them here
+# moved to registry.py and usage.py (issue 16); the magics, kernel and tests import them here
 from .registry import (  # noqa: F401
     DEFAULT_POOL, LIMIT_OPTIONS, MAX_POOL, NOTEBOOK_ENV, POOL_ENV, Sessions, change_notes,
     describe_limits, parse_limits, pool_size)
@@ -191,10 +187,14 @@ def run(line, sessions: Sessions, *, namespace: dict | None = None,
                                        on_output)
     except PolicyRefused:
         raise
-    except (SpecError, SessionError, images.ImageNotFound, images.ImageError, layers.LayerError,
-            images.BuildError) as exc:
+    except (SpecError, SessionError, images.ImageNotFound, images.ImageError, images.BuildError, _layer_error()) as exc:
         text = str(exc.args[0]) if isinstance(exc, LookupError) else str(exc)
         raise UsageError(one_line(text)) from None
+
+
+def _layer_error() -> type:
+    from ..runtime.layers import LayerError   # tarfile, gzip: when a command failed, not at start
+    return LayerError
 
 
 def _status(args, sessions: Sessions, namespace, on_output) -> Output:

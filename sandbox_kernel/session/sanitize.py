@@ -31,12 +31,24 @@ Pure functions: ``sanitize_bundle(data, metadata)`` is the entry point.
 """
 from __future__ import annotations
 
+import importlib
 import re
 
-# ID_PREFIX, has_script_url and the clean_* functions moved; tests still use them here
-from .sanitize_markup import ID_PREFIX, clean_html, clean_markdown  # noqa: F401 -- moved
-from .sanitize_svg import clean_svg
-from .sanitize_urls import has_script_url, neutralise_script_urls  # noqa: F401 -- moved
+from .sanitize_urls import has_script_url, neutralise_script_urls  # noqa: F401 -- moved; tests use them here
+
+# The markup cleaners load nh3, xml.etree and xml.sax (with urllib.request)
+# only when a bundle has HTML, Markdown or SVG in it: a kernel whose cells
+# print text never pays for them (some 20 ms of its start).  ID_PREFIX and
+# the clean_* functions moved; callers and tests still read them here.
+_LAZY = {"ID_PREFIX": "sanitize_markup", "clean_html": "sanitize_markup",
+         "clean_markdown": "sanitize_markup", "clean_svg": "sanitize_svg"}
+
+
+def __getattr__(name: str):
+    """ID_PREFIX, clean_html, clean_markdown, clean_svg: from their modules, at first use."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__package__}.{_LAZY[name]}"), name)
 
 STATS_MIME = "application/vnd.sandbox-kernel.stats+json"
 
@@ -121,9 +133,9 @@ def _clean_value(mime: str, value):
         return None                      # markup and LaTeX are strings on the wire
     if kind == "checked":
         return neutralise_script_urls(value)
-    cleaner = {"text/html": clean_html, "text/markdown": clean_markdown,
-               "image/svg+xml": clean_svg}[mime]
-    return cleaner(value)
+    cleaner = {"text/html": "clean_html", "text/markdown": "clean_markdown",
+               "image/svg+xml": "clean_svg"}[mime]
+    return __getattr__(cleaner)(value)
 
 
 def _clean_vega(spec) -> dict | None:

@@ -8,6 +8,7 @@ Imports the stdlib only.
 """
 from __future__ import annotations
 
+import functools
 import html
 import re
 
@@ -41,10 +42,16 @@ def _raw_char(char: str) -> str:
 # what the URL parser drops between a scheme's letters (tab, LF, CR), as written
 _RAW_GAP = "(?:[\t\n\r]|&Tab;|&NewLine;|" + "|".join(_raw_char(c)[3:-1] for c in "\t\n\r") + ")*"
 _RAW_COLON = "(?:" + _raw_char(":")[3:-1] + r"|&colon;|\\:)"
-# a dangerous scheme as it may be written in HTML or Markdown source: one level
-# of character references and Markdown escapes (what renderers decode)
-_RAW_SCHEME = re.compile("|".join(_RAW_GAP.join(_raw_char(c) for c in name) + _RAW_GAP + _RAW_COLON
-                                  for name in _DANGEROUS_SCHEMES))
+
+
+@functools.cache
+def _raw_scheme() -> re.Pattern:
+    """A dangerous scheme as it may be written in HTML or Markdown source: one
+    level of character references and Markdown escapes (what renderers
+    decode).  Compiled at first use, not at import: some 8 ms of the kernel's
+    start, for a pattern only output naming a script URL needs."""
+    return re.compile("|".join(_RAW_GAP.join(_raw_char(c) for c in name) + _RAW_GAP + _RAW_COLON
+                               for name in _DANGEROUS_SCHEMES))
 
 
 def _fully_decoded(text: str) -> str:
@@ -72,7 +79,7 @@ def neutralise_script_urls(text: str) -> str | None:
     if not has_script_url(text):
         return text
     pieces, last = [], 0
-    for match in _RAW_SCHEME.finditer(text):
+    for match in _raw_scheme().finditer(text):
         pieces += [text[last:match.start()], NEUTRAL_PREFIX]
         last = match.start()
     pieces.append(text[last:])
