@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import logging
 import os
 import pwd
 import re
@@ -31,7 +30,6 @@ from .cgroups.v1 import V1Cgroup
 from .cgroups.v2 import V2Cgroup
 from .stats import CgroupStats
 
-log = logging.getLogger(__name__)
 
 CARD_FILE = "card.json"
 CARD_VERSION = 1

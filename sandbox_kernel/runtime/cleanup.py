@@ -33,7 +33,6 @@ Imports: safe_fs, cgroups and image_basics (store_root); net_bridge inside
 """
 from __future__ import annotations
 
-import logging
 import os
 import re
 import signal
@@ -45,7 +44,13 @@ from . import safe_fs
 from .cgroups import CgroupDriver
 from .image_basics import store_root
 
-log = logging.getLogger(__name__)
+
+def _log():
+    """The module's logger; logging (~3 ms) is imported only when something
+    is to be said: a start from `sandbox-kernel run` says nothing."""
+    import logging
+    return logging.getLogger(__name__)
+
 
 _NAME = re.compile(r"^sbk-(\d+)-[0-9a-f]+")
 # the store's work in progress: sbk-<pid>-<kind>-<hex>, or its image file sbk-<pid>-image-<hex>.json
@@ -110,7 +115,7 @@ def _reap_networks() -> list[str]:
     try:
         return net_bridge.reap_stale(orphaned)
     except OSError as error:   # NetError, NetFilterError: logged, a start never fails for it
-        log.warning("could not remove a dead owner's bridge network: %s", error)
+        _log().warning("could not remove a dead owner's bridge network: %s", error)
         return []
 
 
@@ -137,7 +142,7 @@ def _reap_own_store() -> list[str]:
     try:
         return reap_store_work(os.path.join(store_root(), "tmp"))
     except (OSError, ValueError) as error:
-        log.warning("could not sweep the image store's work directories: %s", error)
+        _log().warning("could not sweep the image store's work directories: %s", error)
         return []
 
 
@@ -214,7 +219,7 @@ def _remove_state_entry(parent_fd: int, parent: str, name: str) -> bool:
     try:
         return not safe_fs.remove_tree(name, dir_fd=parent_fd)
     except OSError as error:
-        log.warning("could not remove %s: %s", os.path.join(parent, name), error)
+        _log().warning("could not remove %s: %s", os.path.join(parent, name), error)
         return False
 
 
@@ -226,10 +231,10 @@ def _entries_stay_put(parent_fd: int, parent: str, quiet: bool = False) -> bool:
                   and not info.st_mode & stat.S_ISVTX):
         return False
     if info.st_uid not in (0, os.geteuid()):
-        log.warning("not reaping state dirs in %s: it belongs to uid %d", parent, info.st_uid)
+        _log().warning("not reaping state dirs in %s: it belongs to uid %d", parent, info.st_uid)
         return False
     if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
-        log.warning("not reaping state dirs in %s: others can write it and it is not sticky", parent)
+        _log().warning("not reaping state dirs in %s: others can write it and it is not sticky", parent)
         return False
     return True
 
@@ -244,7 +249,7 @@ def _ours_and_orphaned(parent_fd: int, parent: str, name: str, owner_of_name=own
     try:
         info = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
     except OSError as error:
-        log.warning("skipping %s: lstat failed: %s", os.path.join(parent, name), error.strerror)
+        _log().warning("skipping %s: lstat failed: %s", os.path.join(parent, name), error.strerror)
         return False
     kind_ok = stat.S_ISDIR(info.st_mode) or files_too and stat.S_ISREG(info.st_mode)
     return kind_ok and info.st_uid == os.geteuid()

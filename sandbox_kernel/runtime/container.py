@@ -33,7 +33,6 @@ import dataclasses
 import enum
 import errno
 import functools
-import logging
 import os
 import signal
 import tempfile
@@ -53,7 +52,12 @@ from .container_env import DEFAULT_PATH, inside_path  # noqa: F401 -- moved; tes
 from .container_env import workload_environment as _environment  # noqa: F401 -- moved; tests still import it here
 from .spawn import ContainerStartError  # noqa: F401 -- moved; cli, image_build, the session and tests import it here
 
-log = logging.getLogger(__name__)
+
+def _log():
+    """The module's logger; logging (~3 ms) is imported only when something
+    is to be said: a start from `sandbox-kernel run` says nothing."""
+    import logging
+    return logging.getLogger(__name__)
 
 
 class LifecycleError(RuntimeError):
@@ -148,7 +152,7 @@ class Container:
         try:
             cards.write(cards.card_of(self))
         except OSError as error:
-            log.warning("container %s: no card written in %s: %s", self.name, self._state_dir, error)
+            _log().warning("container %s: no card written in %s: %s", self.name, self._state_dir, error)
 
     def _track_init(self) -> None:
         """The null driver knows the container by its init (host pid)."""

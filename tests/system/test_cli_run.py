@@ -3,6 +3,7 @@ through, and the report says what happened."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -86,3 +87,27 @@ def test_sigint_to_the_cli_reaches_the_command():
     out, _ = cli.communicate(timeout=30)
     assert out.strip() == "got-int"
     assert cli.returncode == 3
+
+
+NET_RUN_DIR = "/run/sandbox-kernel-net"   # net_records.RUN_DIR
+RUN_AND_LIST_MODULES = """
+import json, sys
+from sandbox_kernel import cli
+code = cli.main(["run", "--", "true"])
+print(json.dumps([code, sorted(sys.modules)]))
+"""
+
+
+def test_a_run_loads_neither_the_bridge_network_nor_logging():
+    # issue 22: the --net bridge sweep (net_bridge, a thread) ran at every
+    # start though no bridge container existed; logging was imported to say
+    # nothing.  Only a recorded bridge (or the bridge itself) calls the sweep.
+    records = os.listdir(NET_RUN_DIR) if os.path.isdir(NET_RUN_DIR) else []
+    if any(name.endswith(".json") for name in records) or os.path.lexists("/sys/class/net/sbk-br0"):
+        pytest.skip("a --net bridge container is recorded on this host: the sweep must run")
+    done = subprocess.run([sys.executable, "-c", RUN_AND_LIST_MODULES], capture_output=True,
+                          text=True, timeout=120, check=True)
+    code, modules = json.loads(done.stdout.splitlines()[-1])
+    assert code == 0
+    loaded = {"sandbox_kernel.runtime.net_bridge", "pyroute2", "logging"}.intersection(modules)
+    assert sorted(loaded) == []
