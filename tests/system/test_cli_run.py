@@ -111,3 +111,41 @@ def test_a_run_loads_neither_the_bridge_network_nor_logging():
     assert code == 0
     loaded = {"sandbox_kernel.runtime.net_bridge", "pyroute2", "logging"}.intersection(modules)
     assert sorted(loaded) == []
+
+
+RUN_AS_THE_COMMAND_LINE = """
+import atexit, os, sys
+
+
+class Finalised:   # freed when the interpreter is torn down at exit
+    def __init__(self):
+        self.write = os.write
+
+    def __del__(self):
+        self.write(2, b"torn down\\n")
+
+
+keep = Finalised()
+atexit.register(lambda: print("atexit ran"))
+sys.argv = ["sandbox-kernel", "run", "--", "sh", "-c", "echo out; exit 3"]
+from sandbox_kernel import cli
+sys.exit(cli.main())
+"""
+
+
+def test_a_run_from_the_command_line_exits_at_once_with_its_atexit_work_done():
+    # issue 22: tearing the interpreter down cost ~10 ms after the container
+    # was gone; the exit code, the atexit handlers and the flushed streams stay
+    done = subprocess.run([sys.executable, "-c", RUN_AS_THE_COMMAND_LINE], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 3
+    assert done.stdout == "out\natexit ran\n"
+    assert "torn down" not in done.stderr
+
+
+def test_main_called_in_a_process_returns_its_code():
+    # a caller's own process (tests, a script) goes on after main()
+    done = subprocess.run([sys.executable, "-c", "from sandbox_kernel import cli; "
+                           "print('returned', cli.main(['run', '--', 'sh', '-c', 'exit 4']))"],
+                          capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout) == (0, "returned 4\n")
