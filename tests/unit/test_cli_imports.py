@@ -128,3 +128,18 @@ def test_no_record_means_net_bridge_is_never_imported(net_run_dir, monkeypatch):
     monkeypatch.delitem(sys.modules, "sandbox_kernel.runtime.net_bridge", raising=False)
     assert cleanup._reap_networks() == []
     assert "sandbox_kernel.runtime.net_bridge" not in sys.modules
+
+
+@pytest.mark.parametrize("collecting", [True, False])
+def test_the_runtime_imports_leave_the_collector_as_they_found_it(collecting):
+    # they run with it off (issue 22); a forked launcher inherits its state
+    import gc
+    from sandbox_kernel import cli
+    was = gc.isenabled()
+    try:
+        (gc.enable if collecting else gc.disable)()
+        images, container, spec = cli._runtime_modules()
+        assert gc.isenabled() is collecting
+        assert (images.resolve, container.Container, spec.ContainerSpec)
+    finally:
+        (gc.enable if was else gc.disable)()
