@@ -2,9 +2,9 @@
 
 While a cell runs, a watch (runtime/cgroups/pressure.py) on the container's
 cgroup makes a descriptor ready the moment its memory crosses
-PRESSURE_FRACTION of the limit; one thread per cell sleeps in poll() on it
-and on a pipe that ends it with the cell: nothing reads counters in a loop,
-and the cell's own path only arms and disarms the watch.
+PRESSURE_FRACTION of the limit; a thread (WatchWaiter) sleeps in poll() on
+it and on a pipe that ends it: nothing reads counters in a loop, and the
+cell's own path only arms and disarms it.
 
 ``on_pressure`` says what then happens (``%container limits --on-pressure``):
 
@@ -45,51 +45,80 @@ def pressure_words(limit: int | None, fraction: float = PRESSURE_FRACTION) -> st
             f"limit to keep your session")
 
 
-class CellWatch:
-    """One cell's watch and the thread that waits on it."""
+class WatchWaiter:
+    """A thread that waits on a container's watch; armed while a cell runs.
 
-    def __init__(self, watch, on_crossed):
-        self.watch, self.on_crossed = watch, on_crossed
-        watch.begin()
-        self.crossed_at: float | None = None      # monotonic time of the first crossing
+    In a process that has threads of its own already (a kernel: ipykernel's
+    IOPub, control and heartbeat threads) it lives with the container, so a
+    cell only arms and disarms it: starting and joining a thread per cell
+    cost 0.2-0.4 ms of every round trip.  A single-threaded process (a
+    script, the CLI) stops it after each cell, so that it can still fork its
+    containers' launchers (runtime/spawn.py forks only without threads).
+    Between cells a crossing is read (the descriptor must not stay ready)
+    and ignored: what happened between cells is not the next cell's."""
+
+    def __init__(self, watch):
+        self.watch = watch
+        self.crossed_at: float | None = None      # monotonic time of the armed cell's first crossing
+        self._on_crossed = None                   # set while a cell runs
+        self._lock = threading.Lock()             # the watch's reads and writes, one thread at a time
         self._stop_r, self._stop_w = os.pipe()
         self.thread = threading.Thread(target=self._wait, daemon=True, name="sbk-pressure")
         self.thread.start()
+
+    def arm(self, on_crossed) -> None:
+        with self._lock:
+            self.watch.begin()
+            self.crossed_at = None
+            self._on_crossed = on_crossed
+
+    def disarm(self) -> float | None:
+        """The cell ended: the time of its crossing, if there was one."""
+        with self._lock:
+            self._on_crossed = None
+            try:
+                self.watch.end()
+            except OSError:
+                pass                              # the group is gone: nothing to lift
+            return self.crossed_at
 
     def _wait(self) -> None:
         poller = select.poll()
         poller.register(self.watch.fileno(), self.watch.events)
         poller.register(self._stop_r, select.POLLIN)
         while True:
-            ready = dict(poller.poll())           # blocks until the kernel or the cell's end
-            if self._stop_r in ready:
+            ready = dict(poller.poll())           # blocks until the kernel or stop()
+            if self._stop_r in ready or ready.get(self.watch.fileno(), 0) & select.POLLNVAL:
                 return
-            try:
-                crossed = self.watch.crossed()
-            except OSError:
-                return                            # the group went away with its container
-            if crossed and self.crossed_at is None:
-                self.crossed_at = time.monotonic()
-                self.on_crossed()
+            with self._lock:
+                try:
+                    crossed = self.watch.crossed()   # read even unarmed: it clears the readiness
+                except OSError:
+                    return                        # the group went away with its container
+                if crossed and self._on_crossed is not None and self.crossed_at is None:
+                    self.crossed_at = time.monotonic()
+                    self._on_crossed()
 
-    def end(self) -> float | None:
-        """Stop waiting; the time of the crossing, if there was one."""
+    def stop(self) -> None:
+        """End the thread (before the watch is closed); the watch stays open."""
         os.write(self._stop_w, b"x")
         self.thread.join(JOIN_WAIT)
         for fd in (self._stop_r, self._stop_w):
             os.close(fd)
-        try:
-            self.watch.end()
-        except OSError:
-            pass                                  # the group is gone: nothing to lift
-        return self.crossed_at
+
+
+def keeps_threads() -> bool:
+    """Whether this process has threads besides its main thread and a waiter:
+    then it never forks a launcher, and a waiter may live on between cells."""
+    return threading.active_count() > 2
 
 
 class MemoryPressure:
     """Session's memory-pressure watch (client.py); reads _container and limits."""
 
     on_pressure: str = "warn"
-    _cell_watch: CellWatch | None = None
+    _cell_watch: WatchWaiter | None = None     # armed while a cell runs
+    _watch_waiter: WatchWaiter | None = None   # the container's waiter, kept between cells
     _memory_watch: tuple | None = None      # (watch, container, threshold): one per container
     _pressure_seen: bool | None = None      # the last cell: crossed, not crossed, or not watched
     pressure_crossed_at: float | None = None   # when the host saw the last crossing (monotonic)
@@ -126,9 +155,25 @@ class MemoryPressure:
         try:
             watch = self._watch_of(container, int(limit * PRESSURE_FRACTION))
             if watch is not None:
-                self._cell_watch = CellWatch(watch, lambda: self._pressure_crossed(container))
+                waiter = self._waiter_of(watch)
+                waiter.arm(lambda: self._pressure_crossed(container))
+                self._cell_watch = waiter
         except (CgroupError, OSError):
             return                                # not watched: memory_pressure stays null
+
+    def _waiter_of(self, watch) -> WatchWaiter:
+        """The waiter kept for ``watch``, or a new one (its thread started)."""
+        kept = self._watch_waiter
+        if kept is not None and kept.watch is watch and kept.thread.is_alive():
+            return kept
+        self._stop_waiter()
+        self._watch_waiter = WatchWaiter(watch)
+        return self._watch_waiter
+
+    def _stop_waiter(self) -> None:
+        waiter, self._watch_waiter = self._watch_waiter, None
+        if waiter is not None:
+            waiter.stop()
 
     def _watch_of(self, container, threshold: int):
         """The container's watch, made on its first cell (and again for a new limit)."""
@@ -142,6 +187,7 @@ class MemoryPressure:
 
     def _pressure_forget(self) -> None:
         """Close the watch of a container that is gone (client.py's _discard) or replaced."""
+        self._stop_waiter()                       # its thread polls the watch: stopped first
         kept, self._memory_watch = self._memory_watch, None
         if kept is not None:
             try:
@@ -161,8 +207,10 @@ class MemoryPressure:
     def _pressure_end(self) -> None:
         cell_watch, self._cell_watch = self._cell_watch, None
         if cell_watch is not None:
-            self.pressure_crossed_at = cell_watch.end()   # monotonic; benchmarks/pressure.py reads it
+            self.pressure_crossed_at = cell_watch.disarm()   # monotonic; benchmarks/pressure.py reads it
             self._pressure_seen = self.pressure_crossed_at is not None
+            if not keeps_threads():
+                self._stop_waiter()               # a single-threaded process forks its launchers
 
     def _pressure_warnings(self) -> list[str]:
         """The footer's warning for a cell that crossed the threshold."""
