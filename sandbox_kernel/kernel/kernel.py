@@ -142,6 +142,8 @@ class SandboxKernel(ReplyMetadata, EditorRequests, Kernel):
     doctor_root = Unicode("", help=f"check this fake host (a directory with proc/ and sys/) with "
                                    f"doctor before the first container; also {DOCTOR_ROOT_ENV}"
                           ).tag(config=True)
+    # not ipykernel's 0.5 ms sleep after each cell: the outputs went through the IOPub thread
+    _execute_sleep = Float(0.0).tag(config=True)
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)

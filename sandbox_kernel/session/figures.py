@@ -12,6 +12,8 @@ LifecycleError) and stats.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 import time
 
@@ -73,12 +75,23 @@ class NetDev:
             os.close(fd)
 
 
+def shallow_dict(stats) -> dict:
+    """CgroupStats.as_dict() without its deep copy (dataclasses.asdict): its
+    fields are numbers or None, and it is read twice per cell."""
+    return {name: getattr(stats, name) for name in _field_names(type(stats))}
+
+
+@functools.cache
+def _field_names(cls) -> tuple[str, ...]:
+    return tuple(field.name for field in dataclasses.fields(cls))
+
+
 def container_counters(container, network: str, net_dev: NetDev) -> dict | None:
     """CgroupStats of the container plus net_rx/net_tx; None if none runs."""
     if container is None or container.cgroup is None:
         return None
     try:
-        figures = container.stats().as_dict()
+        figures = shallow_dict(container.stats())
     except (LifecycleError, OSError):
         return None
     net = bridge_counters(container) if network == "bridge" else None

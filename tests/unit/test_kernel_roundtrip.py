@@ -103,3 +103,22 @@ def _pending(fd: int) -> int:
     count = array.array("i", [0])
     fcntl.ioctl(fd, termios.FIONREAD, count)
     return count[0]
+
+
+def test_the_kernel_does_not_sleep_after_each_cell():
+    """ipykernel sleeps 0.5 ms after every cell before its reply (hoping the
+    outputs reach the client first): the sandbox kernel's outputs have gone
+    through the IOPub thread by then (execute_request flushes stdout, which
+    waits for that thread), and frontends read outputs until idle."""
+    from ipykernel.kernelbase import Kernel
+    from sandbox_kernel.kernel.kernel import SandboxKernel
+    assert Kernel.class_traits()["_execute_sleep"].default_value > 0       # ipykernel's
+    assert SandboxKernel.class_traits()["_execute_sleep"].default_value == 0
+
+
+def test_the_cells_counters_are_the_stats_fields_uncopied():
+    from sandbox_kernel.runtime.stats import CgroupStats
+    from sandbox_kernel.session.figures import shallow_dict
+    stats = CgroupStats(memory_current=1 << 20, cpu_user=0.25, io_read=None, oom_kills=0)
+    assert shallow_dict(stats) == stats.as_dict()
+    assert list(shallow_dict(stats)) == list(stats.as_dict())
