@@ -56,7 +56,7 @@ import subprocess
 import sys
 import threading
 
-from . import launcher
+from . import forkserver, launcher
 from . import syscalls as sc
 from .launch_config import LauncherConfig
 
@@ -107,14 +107,17 @@ class Zygote:
         if len(body) > MAX_REQUEST:
             raise ZygoteError(f"launch request of {len(body)} bytes is too large")
         with self._lock:  # one request at a time on the socket
-            socket.send_fds(self._sock, [body], fds)
-            answer = self._sock.recv(64)
+            answer = self._exchange(body, fds)
         if not answer:
             raise ZygoteError("the zygote died (see its stderr)")
         reply = json.loads(answer)
         if "error" in reply:
             raise ZygoteError(reply["error"])
         return reply["pid"]
+
+    def _exchange(self, body: bytes, fds: list[int]) -> bytes:
+        socket.send_fds(self._sock, [body], fds)
+        return self._sock.recv(64)
 
     def close(self) -> None:
         self._sock.close()
@@ -145,6 +148,127 @@ def _user_site_in_use() -> str | None:
     return None
 
 
+class _Peer:
+    """A zygote that is not our child (the fork server's): watched and
+    killed through a pidfd, as Popen does for its own."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self._pidfd = os.pidfd_open(pid)
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and select.select([self._pidfd], [], [], 0)[0]:
+            self.returncode = -signal.SIGKILL   # its status is its parent's to read
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None and not select.select([self._pidfd], [], [], timeout)[0]:
+            raise subprocess.TimeoutExpired(f"zygote {self.pid}", timeout)
+        return self.poll()
+
+    def kill(self) -> None:
+        try:
+            signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def close(self) -> None:
+        os.close(self._pidfd)
+
+
+class SharedZygote(Zygote):
+    """Our own zygote, forked for this owner by this uid's fork server
+    (forkserver.py) from its warm imports; used exactly as a private one.
+    Its pid comes on the connection once it is forked: read on first need,
+    so that an owner starting the daemon does not wait for its imports.
+    If the daemon fails to fork it, a private zygote takes its place."""
+
+    def __init__(self, preload: tuple[str, ...], sock: socket.socket, starter=None):
+        self.preload = tuple(preload)
+        self._sock = sock
+        self._starter = starter        # the daemon's first process, which leaves at once
+        self._process = None
+        self._lock = threading.Lock()
+
+    @property
+    def process(self):
+        if self._process is None:
+            self._await_hello()
+        return self._process
+
+    def _await_hello(self) -> bool:
+        """Read our zygote's pid; False if it never came and a private
+        zygote took its place."""
+        forked = True
+        try:
+            self._process = _Peer(forkserver.hello(self._sock))
+        except (forkserver.ForkServerUnusable, OSError):
+            self._sock.close()
+            private = Zygote(self.preload)
+            self._sock, self._process = private._sock, private.process
+            forked = False
+        if self._starter is not None:
+            self._starter.wait()
+            self._starter = None
+        return forked
+
+    def alive(self) -> bool:
+        if self._process is not None:
+            return super().alive()
+        try:   # not yet forked: alive unless the daemon hung up
+            return self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+
+    def _exchange(self, body: bytes, fds: list[int]) -> bytes:
+        """The first request goes before the zygote's hello is read: it
+        waits for the zygote, which serves it as soon as it is forked
+        (instead of beginning an import of its idle time)."""
+        if self._process is None:
+            try:
+                socket.send_fds(self._sock, [body], fds)
+            except OSError:
+                pass   # the daemon hung up: the hello fails too
+            if self._await_hello():
+                return self._sock.recv(64)
+        return super()._exchange(body, fds)
+
+    def close(self) -> None:
+        self.process
+        super().close()
+        if isinstance(self._process, _Peer):
+            self._process.close()
+
+
+def _start(preload: tuple[str, ...]) -> Zygote:
+    """From the fork server when it can be used safely, else private."""
+    idle = forkserver.idle_seconds()
+    if idle > 0:
+        try:
+            sock, starter = forkserver.connect(
+                forkserver.key(_what_the_zygote_is(preload)),
+                [sys.executable, "-m", "sandbox_kernel.runtime.zygote", "--forkserver",
+                 repr(idle), ",".join(preload)],
+                zygote_environment())
+            return SharedZygote(preload, sock, starter)
+        except (forkserver.ForkServerUnusable, OSError):
+            pass   # never fail a start for it: today's zygote
+    return Zygote(preload)
+
+
+def _what_the_zygote_is(preload: tuple[str, ...]) -> dict:
+    """What the fork server's key hashes besides the owner's identity."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    version = getattr(sys.modules.get("sandbox_kernel"), "__version__", None)
+    return {"executable": sys.executable, "python": sys.version, "package": package,
+            "version": version, "files": forkserver.code_stamp(package),
+            "preload": list(preload), "environment": sorted(zygote_environment().items()),
+            "cwd": os.getcwd()}
+
+
 _shared: Zygote | None = None
 _shared_lock = threading.Lock()
 
@@ -160,7 +284,7 @@ def shared(preload: tuple[str, ...] = ()) -> Zygote:
     with _shared_lock:
         if _shared is None or not _shared.alive():
             previous = _shared.preload if _shared is not None else ()
-            _shared = Zygote(tuple(preload) or previous)
+            _shared = _start(tuple(preload) or previous)
         return _shared
 
 
@@ -295,9 +419,34 @@ def main() -> None:
     # gc.freeze() moves them all out of the collector's reach before the
     # first fork.  The children collect what they allocate themselves.
     gc.disable()
+    if sys.argv[1] == "--forkserver":
+        return _fork_server(sys.argv[2:])   # never returns: the daemon exits
     sock = socket.socket(fileno=int(sys.argv[1]))
     later = preload(sys.argv[2:])
     gc.freeze()
+    serve(sock, later)
+
+
+def _fork_server(args: list[str]) -> None:
+    """``--forkserver IDLE PRELOAD,... DIR NAME LISTENER_FD LOCK_FD``: this
+    uid's daemon (forkserver.py), whose fork per client runs serve() as
+    main() would."""
+    idle, names, path, name, listener, lock = args
+    forkserver.run_daemon(
+        path, name, int(listener), int(lock), float(idle),
+        prepare=lambda: _frozen(preload([n for n in names.split(",") if n])),
+        import_later=lambda module: _frozen(_import_quietly(module)),
+        serve_client=_serve_client)
+
+
+def _frozen(result):
+    gc.freeze()   # see main()
+    return result
+
+
+def _serve_client(sock: socket.socket, later: list[str]) -> None:
+    sc.set_process_name("sbk-zygote")
+    sock.send(json.dumps({"pid": os.getpid()}).encode())
     serve(sock, later)
 
 
