@@ -7,8 +7,9 @@ Three start paths, one result (launcher.py says what the launcher does):
             thread (forking a threaded process copies locks others hold)
     exec    a fresh interpreter, ``python -m sandbox_kernel.runtime.launcher
             FD``, reads the config as JSON from a pipe
-    zygote  this process's fork server forks it (zygote.py), the config sent
-            as JSON over its socket
+    zygote  this process's zygote forks it (zygote.py: its own, or one the
+            user's fork server forked for it), the config sent as JSON over
+            its socket
 
 On the exec and zygote paths the config crosses as JSON and is rebuilt and
 checked there (launch_config.py); the fork path hands over the object,
@@ -250,7 +251,7 @@ def _become_clean_child(fds: list[int], config: LauncherConfig) -> None:
 
 
 def _zygote_launcher(config: LauncherConfig, stdio, result_r: int) -> LauncherHandle:
-    """Ask this process's fork server for the launcher (zygote.py)."""
+    """Ask this process's zygote for the launcher (zygote.py)."""
     fds = [_stdio_fd(s, i) for i, s in enumerate(stdio)]
     try:
         pid = zygote.shared().spawn(config, fds)
