@@ -19,6 +19,7 @@ import sys
 import time
 
 import pytest
+import system_users  # tests/ is on pytest's pythonpath
 
 from sandbox_kernel.runtime import forkserver
 
@@ -211,3 +212,64 @@ def _socket_name_of(daemon: int) -> str:
     name = argv[argv.index(b"--forkserver") + 4].decode()
     assert re.fullmatch(r"[0-9a-f]{40}", name)
     return name
+
+
+# As a real second user (tests/system_users.py): its own daemon, in its own
+# directory; a directory planted for it by another uid is never used.
+AS_USER = r'''
+import json, os, stat
+from sandbox_kernel.runtime import forkserver, zygote
+z = zygote.shared(preload=("json",))
+where = forkserver.socket_dir()
+info = os.lstat(where) if os.path.lexists(where) else None
+print(json.dumps({"kind": type(z).__name__, "alive": z.alive(), "zygote": z.process.pid,
+                  "dir": where, "dir_uid": info and info.st_uid,
+                  "dir_mode": info and stat.S_IMODE(info.st_mode), "uid": os.geteuid()}))
+'''
+
+
+@pytest.fixture
+def sticky_tmp():
+    """A world-writable sticky temp dir (as /tmp is), removed after."""
+    import shutil
+    import tempfile
+    path = tempfile.mkdtemp(prefix="forkserver-test-")
+    os.chmod(path, 0o1777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@system_users.NEEDS_ROOT
+def test_a_second_user_gets_a_daemon_of_its_own_in_a_directory_of_its_own(sticky_tmp):
+    with system_users.system_user() as user:
+        done = system_users.run_as(user, [sys.executable, "-c", AS_USER],
+                                   env={"TMPDIR": sticky_tmp}, timeout=120)
+        assert done.returncode == 0, done.stderr
+        ran = json.loads(done.stdout.splitlines()[-1])
+        assert ran["kind"] == "SharedZygote" and ran["alive"] and ran["uid"] != 0
+        assert ran["dir"] == os.path.join(sticky_tmp, f"sandbox-kernel-forkserver-{ran['uid']}")
+        assert ran["dir_uid"] == ran["uid"] and ran["dir_mode"] == 0o700
+        assert _uid_of(ran["zygote"]) in (ran["uid"], None)   # None: already gone with its owner
+
+
+@system_users.NEEDS_ROOT
+@pytest.mark.parametrize("planted_mode", [0o700, 0o777])
+def test_a_directory_another_uid_planted_for_a_user_is_never_used(sticky_tmp, planted_mode):
+    with system_users.system_user() as user:
+        uid = system_users.pwd.getpwnam(user).pw_uid
+        planted = os.path.join(sticky_tmp, f"sandbox-kernel-forkserver-{uid}")
+        os.mkdir(planted)
+        os.chmod(planted, planted_mode)          # root's: the user may not trust it
+        done = system_users.run_as(user, [sys.executable, "-c", AS_USER],
+                                   env={"TMPDIR": sticky_tmp}, timeout=120)
+        assert done.returncode == 0, done.stderr
+        ran = json.loads(done.stdout.splitlines()[-1])
+        assert ran["kind"] == "Zygote" and ran["alive"], ran      # a private one: the start works
+        assert os.listdir(planted) == []
+
+
+def _uid_of(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
