@@ -205,7 +205,9 @@ class SharedZygote(Zygote):
     @property
     def process(self):
         if self._process is None:
-            self._await_hello()
+            with self._lock:      # not while a spawn reads the hello
+                if self._process is None:
+                    self._await_hello()
         return self._process
 
     def _await_hello(self) -> bool:

@@ -185,3 +185,17 @@ def test_the_key_changes_with_what_decides_the_zygote():
     for change in ({"preload": ["csv"]}, {"cwd": "/elsewhere"}, {"executable": "/other"},
                    {"environment": [("PYTHONPATH", "/x")]}):
         assert forkserver.key({**base, **change}) != forkserver.key(base), change
+
+
+def test_a_daemon_that_hangs_up_before_forking_our_zygote_gives_a_private_one():
+    """The first request was sent before the hello: it goes again, to a
+    private zygote, and the start does not fail."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    theirs.close()                                    # the daemon died
+    shared = zygote.SharedZygote(("json",), ours)
+    assert not shared.alive()                         # shared() would replace it
+    try:
+        assert shared._exchange(b"{}", [0, 1, 2, 0, 0, 0]) != b""   # answered (an error)
+        assert type(shared.process) is subprocess.Popen and shared.alive()
+    finally:
+        shared.close()
