@@ -59,6 +59,7 @@ DEFAULT_IDLE = 600.0
 ROOT_DIR = "/run/sandbox-kernel/forkserver"
 START_TIMEOUT = 30.0    # the daemon's interpreter start, under load
 HELLO_TIMEOUT = 60.0    # a zygote forked once the daemon's preload is imported
+LATER_QUIET = 1.0       # seconds without a client before each idle-time import
 _PEERCRED = struct.Struct("3i")
 _NAMESPACES = ("mnt", "pid", "net", "user", "ipc", "uts", "cgroup")
 _STATUS_FIELDS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs",
@@ -343,7 +344,9 @@ def _serve_connections(listener, idle, later, import_later, fork_zygote) -> None
         _reap(children)
         if children:
             idle_since = time.monotonic()
-        if later and not _readable(listener, 0):
+        # a quiet moment first: a zygote just forked imports these too, and
+        # its first container should not share the CPU with us doing so
+        if later and not _readable(listener, LATER_QUIET):
             import_later(later.pop(0))
             continue
         left = idle - (time.monotonic() - idle_since)
