@@ -258,7 +258,17 @@ def _try_lock(dir_fd: int, name: str) -> int | None:
     except BlockingIOError:
         os.close(lock)
         return None
+    if _stat_at(dir_fd, name + ".lock") != os.fstat(lock).st_ino:
+        os.close(lock)   # a retiring daemon removed it meanwhile: ask again
+        return None
     return lock
+
+
+def _stat_at(dir_fd: int, name: str) -> int | None:
+    try:
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_ino
+    except FileNotFoundError:
+        return None
 
 
 def _start_daemon(dir_fd: int, lock: int, name: str, argv: list[str],
@@ -403,11 +413,14 @@ def _reap(children: set[int]) -> None:
 
 def _retire(listener, dir_fd: int, name: str, later: list, serve_client, lock: int) -> None:
     """Idle: unlink the socket first (no new client can come), then serve
-    the clients already queued, so no connection is dropped unanswered."""
-    try:
-        os.unlink(name, dir_fd=dir_fd)
-    except FileNotFoundError:
-        pass
+    the clients already queued, so no connection is dropped unanswered.
+    The lock goes too (an owner that opened it before checks, once it holds
+    it, that it is still the file of that name: _try_lock)."""
+    for leftover in (name, name + ".lock"):
+        try:
+            os.unlink(leftover, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
     listener.setblocking(False)
     while _readable(listener, 0):
         if _accept(listener, later, lambda conn, rest: _fork_zygote(

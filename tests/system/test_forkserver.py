@@ -101,9 +101,15 @@ def place(tmp_path):
     yield tmp_path
     for pid in daemons_in(tmp_path):
         try:
+            name = _socket_name_of(pid)
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        except (ProcessLookupError, FileNotFoundError):
+            continue
+        for leftover in (name, name + ".lock"):     # what a killed daemon leaves
+            try:
+                os.unlink(os.path.join(forkserver.ROOT_DIR, leftover))
+            except FileNotFoundError:
+                pass
 
 
 def wait_until(condition, timeout: float = 20) -> bool:
@@ -165,8 +171,10 @@ def test_the_daemon_holds_nothing_of_a_session_and_the_next_owner_nothing_of_it(
 def test_owners_keep_working_when_the_daemon_is_killed_and_a_new_one_replaces_it(place):
     owner, first = start_owner(place)
     try:
+        name = _socket_name_of(first["daemon"])
         os.kill(first["daemon"], signal.SIGKILL)
         assert wait_until(lambda: not daemons_in(place))
+        assert os.path.exists(os.path.join(forkserver.ROOT_DIR, name))     # stale now
         assert os.path.exists(f"/proc/{first['zygote']}"), "the owner's zygote died with it"
         second = run_owner(place)             # over the dead daemon's stale socket
         assert second["kind"] == "SharedZygote" and second["daemon"] != first["daemon"]
@@ -183,6 +191,7 @@ def test_the_daemon_leaves_after_its_idle_time_and_takes_its_socket(place):
     assert os.path.exists(os.path.join(forkserver.ROOT_DIR, name))
     assert wait_until(lambda: not daemons_in(place)), "the daemon did not leave when idle"
     assert not os.path.exists(os.path.join(forkserver.ROOT_DIR, name))
+    assert not os.path.exists(os.path.join(forkserver.ROOT_DIR, name + ".lock"))
 
 
 def test_idle_zero_turns_the_daemon_off_and_each_owner_has_its_own_zygote(place):
