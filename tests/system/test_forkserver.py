@@ -237,6 +237,11 @@ print(json.dumps({"kind": type(z).__name__, "alive": z.alive(), "zygote": z.proc
 '''
 
 
+def user_settings(tmpdir: str) -> dict:
+    """run_as passes on this process's SANDBOX_KERNEL_*: the daemon on, whatever they say."""
+    return {"TMPDIR": tmpdir, "SANDBOX_KERNEL_FORKSERVER_IDLE": "60"}
+
+
 @pytest.fixture
 def sticky_tmp():
     """A world-writable sticky temp dir (as /tmp is), removed after."""
@@ -252,7 +257,7 @@ def sticky_tmp():
 def test_a_second_user_gets_a_daemon_of_its_own_in_a_directory_of_its_own(sticky_tmp):
     with system_users.system_user() as user:
         done = system_users.run_as(user, [sys.executable, "-c", AS_USER],
-                                   env={"TMPDIR": sticky_tmp}, timeout=120)
+                                   env=user_settings(sticky_tmp), timeout=120)
         assert done.returncode == 0, done.stderr
         ran = json.loads(done.stdout.splitlines()[-1])
         assert ran["kind"] == "SharedZygote" and ran["alive"] and ran["uid"] != 0
@@ -270,7 +275,7 @@ def test_a_directory_another_uid_planted_for_a_user_is_never_used(sticky_tmp, pl
         os.mkdir(planted)
         os.chmod(planted, planted_mode)          # root's: the user may not trust it
         done = system_users.run_as(user, [sys.executable, "-c", AS_USER],
-                                   env={"TMPDIR": sticky_tmp}, timeout=120)
+                                   env=user_settings(sticky_tmp), timeout=120)
         assert done.returncode == 0, done.stderr
         ran = json.loads(done.stdout.splitlines()[-1])
         assert ran["kind"] == "Zygote" and ran["alive"], ran      # a private one: the start works
