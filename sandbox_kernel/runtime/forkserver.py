@@ -382,7 +382,11 @@ def _accept(listener: socket.socket, later: list, fork_zygote) -> int | None:
         _pid, uid, _gid = peer_credentials(conn)
         if uid != os.geteuid():
             return None   # closing it is the answer: another user's client
-        return fork_zygote(conn, list(later))
+        try:
+            return fork_zygote(conn, list(later))
+        except OSError as error:   # EAGAIN, ENOMEM: this client starts a private zygote
+            print(f"sbk-forkserver: fork for a client: {error}", file=sys.stderr)
+            return None
 
 
 def _fork_zygote(conn: socket.socket, later: list, serve_client, ours: tuple) -> int:
