@@ -33,7 +33,8 @@ OWN_ENV = ("HOME", "USER", "LOGNAME", "HOSTNAME")
 _HOST = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
 _COMPONENT = r"[A-Za-z0-9]+(?:(?:[._]|__|-+)[A-Za-z0-9]+)*"
 _TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
-_NAME = re.compile(rf"(?:{_HOST}(?::[0-9]{{1,5}})?/)?{_COMPONENT}(?:/{_COMPONENT})*(?::{_TAG})?")
+# compiled at its first use (re caches it): a start from the host image names no stored one
+_NAME = rf"(?:{_HOST}(?::[0-9]{{1,5}})?/)?{_COMPONENT}(?:/{_COMPONENT})*(?::{_TAG})?"
 # 120 characters: with "/" and ":" escaped as %2F and %3A its file name stays under 255 bytes
 NAME_MAX = 120
 NAME_RULE = ("[REGISTRY[:PORT]/]NAME[/NAME...][:TAG] of letters, digits and . _ - (not first), "
@@ -104,7 +105,7 @@ def check_name(name: str) -> str:
         raise ImageError(f"an image name is needed: {NAME_RULE}")
     if len(name) > NAME_MAX:
         raise ImageError(f"invalid image name {name[:40]!r}...: {len(name)} characters; {NAME_RULE}")
-    if not _NAME.fullmatch(name):
+    if not re.fullmatch(_NAME, name):
         raise ImageError(f"invalid image name {name!r}: {NAME_RULE}")
     if name == HOST:
         raise ImageError("'host' is the host image; choose another name")
@@ -114,7 +115,7 @@ def check_name(name: str) -> str:
 
 def is_name(name: str) -> bool:
     """Whether ``name`` follows the grammar (what Store.names keeps of its files)."""
-    return bool(_NAME.fullmatch(name)) and len(name) <= NAME_MAX
+    return bool(re.fullmatch(_NAME, name)) and len(name) <= NAME_MAX
 
 
 def store_quota() -> int | None:

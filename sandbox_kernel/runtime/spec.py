@@ -110,7 +110,9 @@ class ContainerSpec:
         )
 
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+# the patterns are compiled at their first use (re caches them): 5 compiles cost ~1 ms
+# of every import, and a start with no limits given parses none
+_SIZE = r"(?i)^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$"
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 SIZE_ACCEPTED = "a size such as 512M, 1.5G, 64MiB or 1048576 (bytes); K, M, G, T are powers of 1024"
 
@@ -122,7 +124,7 @@ def parse_size(text, field_name: str = "memory") -> int | None:
     if isinstance(text, int) and not isinstance(text, bool):
         value = text
     else:
-        match = _SIZE.match(str(text))
+        match = re.match(_SIZE, str(text))
         if not match:
             raise SpecError(field_name, text, SIZE_ACCEPTED)
         number, unit, _ = match.groups()
@@ -156,7 +158,7 @@ def parse_pids(text) -> int | None:
     return value
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION = r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$"
 _SECONDS = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600}
 
 
@@ -167,7 +169,7 @@ def parse_duration(text, field_name: str = "timeout") -> float | None:
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         seconds = float(text)
     else:
-        match = _DURATION.match(str(text))
+        match = re.match(_DURATION, str(text))
         if not match:
             seconds = -1.0
         else:
@@ -184,7 +186,7 @@ def parse_network(text) -> str:
     return value
 
 
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_LABEL = r"^(?!-)[a-z0-9-]{1,63}(?<!-)$"
 ALLOW_ACCEPTED = ("domain names separated by commas, e.g. pypi.org,files.pythonhosted.org, "
                   "or * alone for open egress")
 
@@ -201,12 +203,12 @@ def parse_allow(text) -> tuple[str, ...]:
         return ("*",)
     for name in names:
         labels = name.split(".")
-        if len(name) > 253 or len(labels) < 2 or not all(_LABEL.match(label) for label in labels):
+        if len(name) > 253 or len(labels) < 2 or not all(re.match(_LABEL, label) for label in labels):
             raise SpecError("allow", text, ALLOW_ACCEPTED)
     return tuple(dict.fromkeys(names))
 
 
-_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(bit|kbit|mbit|gbit)?\s*$", re.IGNORECASE)
+_RATE = r"(?i)^\s*(\d+(?:\.\d+)?)\s*(bit|kbit|mbit|gbit)?\s*$"
 _RATE_UNITS = {None: 1, "bit": 1, "kbit": 10**3, "mbit": 10**6, "gbit": 10**9}   # decimal, as tc's
 RATE_ACCEPTED = "a bandwidth such as 10mbit, 500kbit or 1gbit (bits per second), at least 8kbit"
 
@@ -218,7 +220,7 @@ def parse_rate(text) -> int | None:
     if isinstance(text, int) and not isinstance(text, bool):
         value = text
     else:
-        match = _RATE.match(str(text))
+        match = re.match(_RATE, str(text))
         value = int(float(match.group(1)) * _RATE_UNITS[(match.group(2) or "").lower() or None]) \
             if match else 0
     if not 8000 <= value <= 10**12:
@@ -253,14 +255,14 @@ def parse_mount(text) -> Mount:
     return Mount(os.path.realpath(source), os.path.normpath(target), mode == "ro")
 
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 
 def parse_env(text) -> tuple[str, str]:
     if isinstance(text, tuple):
         return text
     name, sep, value = str(text).partition("=")
-    if not sep or not _ENV_NAME.match(name):
+    if not sep or not re.match(_ENV_NAME, name):
         raise SpecError("env", text, "NAME=VALUE with a name of letters, digits and _")
     return name, value
 
