@@ -49,9 +49,9 @@ class WatchWaiter:
     """A thread that waits on a container's watch; armed while a cell runs.
 
     In a process that has threads of its own already (a kernel: ipykernel's
-    IOPub, control and heartbeat threads) it lives with the container, so a
-    cell only arms and disarms it: starting and joining a thread per cell
-    cost 0.2-0.4 ms of every round trip.  A single-threaded process (a
+    IOPub, control and heartbeat threads) it lives with the container
+    (kept_between_cells), so a cell only arms and disarms it: starting and
+    joining a thread per cell cost 0.2-0.4 ms of every round trip.  A single-threaded process (a
     script, the CLI) stops it after each cell, so that it can still fork its
     containers' launchers (runtime/spawn.py forks only without threads).
     Between cells a crossing is read (the descriptor must not stay ready)
@@ -111,6 +111,12 @@ def keeps_threads() -> bool:
     """Whether this process has threads besides its main thread and a waiter:
     then it never forks a launcher, and a waiter may live on between cells."""
     return threading.active_count() > 2
+
+
+def kept_between_cells(watch) -> bool:
+    """Whether ``watch``'s waiter lives on after a cell: in a process with
+    threads (it never forks), on either driver."""
+    return keeps_threads()
 
 
 class MemoryPressure:
@@ -209,7 +215,7 @@ class MemoryPressure:
         if cell_watch is not None:
             self.pressure_crossed_at = cell_watch.disarm()   # monotonic; benchmarks/pressure.py reads it
             self._pressure_seen = self.pressure_crossed_at is not None
-            if not keeps_threads():
+            if not kept_between_cells(cell_watch.watch):
                 self._stop_waiter()               # a single-threaded process forks its launchers
 
     def _pressure_warnings(self) -> list[str]:

@@ -58,7 +58,7 @@ def wait_for(condition, timeout=10.0):
 
 
 def test_a_kernels_pressure_thread_lives_across_its_cells(session, monkeypatch):
-    monkeypatch.setattr(pressure_watch, "keeps_threads", lambda: True)   # ipykernel's threads
+    monkeypatch.setattr(pressure_watch, "kept_between_cells", lambda watch: True)   # a kernel
     threads = []
     for _ in range(3):
         session._pressure_begin()
@@ -73,7 +73,7 @@ def test_a_kernels_pressure_thread_lives_across_its_cells(session, monkeypatch):
 
 def test_a_single_threaded_process_keeps_no_thread_between_cells(session, monkeypatch):
     """A script or the CLI forks its launchers only without threads (runtime/spawn.py)."""
-    monkeypatch.setattr(pressure_watch, "keeps_threads", lambda: False)
+    monkeypatch.setattr(pressure_watch, "kept_between_cells", lambda watch: False)
     session._pressure_begin()
     thread = session._cell_watch.thread
     session._pressure_end()
@@ -82,7 +82,7 @@ def test_a_single_threaded_process_keeps_no_thread_between_cells(session, monkey
 
 
 def test_a_crossing_reaches_the_cell_that_runs_and_only_it(session, monkeypatch):
-    monkeypatch.setattr(pressure_watch, "keeps_threads", lambda: True)
+    monkeypatch.setattr(pressure_watch, "kept_between_cells", lambda watch: True)
     session._pressure_begin()
     watch = session.made[0]
     os.write(watch.w, b"x")                   # crosses while the cell runs
@@ -96,6 +96,13 @@ def test_a_crossing_reaches_the_cell_that_runs_and_only_it(session, monkeypatch)
     assert session.pressure_now is False
     session._pressure_end()
     assert session._pressure_seen is False and session.signals == [pressure_watch.PRESSURE_SIGNAL]
+
+
+def test_only_a_process_with_threads_keeps_a_waiter_between_cells(monkeypatch):
+    monkeypatch.setattr(pressure_watch, "keeps_threads", lambda: True)    # a kernel
+    assert pressure_watch.kept_between_cells(object())
+    monkeypatch.setattr(pressure_watch, "keeps_threads", lambda: False)   # a script: it forks
+    assert not pressure_watch.kept_between_cells(object())
 
 
 def _pending(fd: int) -> int:
