@@ -199,3 +199,13 @@ def test_a_daemon_that_hangs_up_before_forking_our_zygote_gives_a_private_one():
         assert type(shared.process) is subprocess.Popen and shared.alive()
     finally:
         shared.close()
+
+
+def test_a_move_into_the_v2_leaf_keeps_the_owners_daemon():
+    """cgroup v2: the driver moves the owner's group, daemon included, into
+    its leaf at the first container; the next owner must find that daemon."""
+    from sandbox_kernel.runtime.cgroups import v2
+    assert forkserver.V2_LEAF == v2.LEAF
+    assert forkserver.owners_cgroup("0::/user.slice/s.scope/" + v2.LEAF) == "0::/user.slice/s.scope"
+    assert forkserver.owners_cgroup("0::/user.slice/s.scope") == "0::/user.slice/s.scope"
+    assert forkserver.owners_cgroup("4:memory:/a/b") == "4:memory:/a/b"
