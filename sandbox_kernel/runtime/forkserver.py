@@ -29,9 +29,18 @@ Never shared across users:
   - SO_PEERCRED both ways: the owner checks the daemon's uid, the daemon
     refuses a client of another uid.
 
-The daemon exits after SANDBOX_KERNEL_FORKSERVER_IDLE seconds (default 600)
-without a zygote alive; "0" turns it off (a private zygote per owner).  One
-daemon per name at a time: it holds an flock on NAME.lock for its life, so
+It is off unless SANDBOX_KERNEL_FORKSERVER_IDLE names the seconds the
+daemon stays without a zygote alive (600 is a good value): off, each owner
+has a private zygote, its own child, as before.  Off by default because on
+a quiet machine the private zygote's imports overlap the owner's own (a
+fresh kernel's first cell waited no longer without the daemon: issue 22's
+figures), while the daemon is a process per user and key that outlives
+every kernel, and containers then hang below it, not below their kernel
+(tools that look for a kernel's containers among its children).  It pays
+where fresh kernels start often on a busy machine (graders, a classroom):
+about 0.1 s of CPU per kernel.
+
+One daemon per name at a time: it holds an flock on NAME.lock for its life, so
 a socket left by a killed daemon is stale and replaced by the next one.
 
 Imports: syscalls only.
@@ -55,7 +64,7 @@ import time
 from . import syscalls as sc
 
 ENV_IDLE = "SANDBOX_KERNEL_FORKSERVER_IDLE"
-DEFAULT_IDLE = 600.0
+DEFAULT_IDLE = 0.0      # off: see the module docstring
 ROOT_DIR = "/run/sandbox-kernel/forkserver"
 START_TIMEOUT = 30.0    # the daemon's interpreter start, under load
 HELLO_TIMEOUT = 60.0    # a zygote forked once the daemon's preload is imported
@@ -82,7 +91,7 @@ def idle_seconds(environ=None) -> float:
             raise ValueError(raw)
     except ValueError:
         print(f"sandbox-kernel: {ENV_IDLE}={raw!r} is not a number of seconds >= 0 "
-              f"(0 turns the fork server off); using {DEFAULT_IDLE:.0f}", file=sys.stderr)
+              f"(0 turns the fork server off); using {DEFAULT_IDLE:.0f} (off)", file=sys.stderr)
         return DEFAULT_IDLE
     return value
 

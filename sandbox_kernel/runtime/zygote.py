@@ -37,16 +37,16 @@ What a forked workload inherits from the zygote, and why that is safe:
 
 The zygote exits when its owner closes the request socket, or dies.
 
-Where it comes from (``shared()``): by default this uid's fork server
-(forkserver.py, ``sbk-forkserver``) forks it from imports it holds for
+Where it comes from (``shared()``): by default it is private, the owner's
+own child.  With SANDBOX_KERNEL_FORKSERVER_IDLE set to seconds, this uid's
+fork server (forkserver.py, ``sbk-forkserver``) forks it from imports it holds for
 every owner whose zygote would be the same (what it imports, its
 environment, the interpreter and the package's files, the owner's
 identity): a fresh kernel's first container then waits for no import.
 The daemon never reads a request: the fork it makes per owner runs
 ``serve()`` on that owner's connection, so all of the above holds per
-owner.  SANDBOX_KERNEL_FORKSERVER_IDLE=0, or any doubt about the daemon's
-directory or peer, gives the owner a private zygote, its own child, as
-before.
+owner.  Any doubt about the daemon's directory or peer gives the owner a
+private zygote.
 
 Imports: forkserver, launcher, launch_config and syscalls; a request is a LauncherConfig
 as JSON, parsed and checked in the fork (launch_config.py).

@@ -59,6 +59,7 @@ if os.environ.get("HOLD"):
 
 def owner_env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_KERNEL_FORKSERVER")}
+    env["SANDBOX_KERNEL_FORKSERVER_IDLE"] = "600"    # on: it is off by default
     env.update(extra)
     return env
 

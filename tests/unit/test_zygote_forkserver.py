@@ -145,7 +145,7 @@ def test_an_unusable_directory_falls_back_to_a_private_zygote(tmp_path, monkeypa
     planted = private(tmp_path / "planted")
     os.chown(planted, NOBODY, NOBODY)
     monkeypatch.setattr(forkserver, "socket_dir", lambda environ=None: planted)
-    monkeypatch.delenv(forkserver.ENV_IDLE, raising=False)
+    monkeypatch.setenv(forkserver.ENV_IDLE, "600")
     started = zygote._start(("json",))
     try:
         assert type(started) is zygote.Zygote and started.alive()
