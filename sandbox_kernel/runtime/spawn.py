@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 
-from . import image_store, launcher, zygote
+from . import image_store, launcher
 from .launch_config import LauncherConfig
 from .spec import ContainerSpec
 
@@ -64,6 +64,7 @@ def default_mode() -> str:
     """The fastest safe way from this process: fork when it is single-threaded."""
     if single_threaded():
         return "fork"
+    from . import zygote   # here: it and forkserver's hashlib cost ~6 ms of every `run`
     return "zygote" if zygote.enabled() else "exec"
 
 
@@ -254,6 +255,7 @@ def _zygote_launcher(config: LauncherConfig, stdio, result_r: int) -> LauncherHa
     """Ask this process's zygote for the launcher (zygote.py)."""
     fds = [_stdio_fd(s, i) for i, s in enumerate(stdio)]
     try:
+        from . import zygote
         pid = zygote.shared().spawn(config, fds)
     finally:
         for fd, stream in zip(fds, stdio):

@@ -10,7 +10,6 @@ The libc handle is module state so that tests can inject a fake (``set_libc``).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import struct
 
@@ -55,7 +54,7 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)   # the process's own libc: find_library ran `ldconfig -p`
 
 
 def set_libc(libc) -> None:

@@ -21,7 +21,8 @@ from sandbox_kernel.runtime import cleanup
 # (hashlib itself is not listed: the zygote's fork server keys its socket by a
 # hash; hmac and secrets stand for the container names' old way to it.)
 NOT_ON_THE_RUN_PATH = (
-    "hmac", "secrets", "platform", "datetime", "urllib.parse", "logging",
+    "hmac", "secrets", "platform", "datetime", "urllib.parse", "logging", "hashlib",
+    "sandbox_kernel.runtime.zygote", "sandbox_kernel.runtime.forkserver",
     "sandbox_kernel.runtime.net_bridge", "sandbox_kernel.runtime.net_filter", "pyroute2",
     "sandbox_kernel.runtime.image_build", "sandbox_kernel.runtime.registry",
     "sandbox_kernel.runtime.layers", "sandbox_kernel.runtime.image_sources",
