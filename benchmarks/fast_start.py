@@ -25,6 +25,9 @@ a before and after:
                              (waits for the zygote and the container started ahead)
                    pool      a second after ``%load_ext`` (the warm pool's
                              container is up)
+                 run all and the kernel start also with the user's fork server
+                 on (SANDBOX_KERNEL_FORKSERVER_IDLE, off by default; its first
+                 run starts the daemon, the later ones find it warm)
                  vs ``python -c "import IPython"`` and a plain ipykernel's start
                  (start_kernel to the reply of a first ``pass``)
   kernel start   start_kernel to the reply of a first ``pass``, sandbox kernel
@@ -48,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import contextlib
 import os
 import shutil
 import statistics
@@ -119,23 +123,53 @@ def first_cells(runs: int) -> dict[str, list[float]]:
     return timings
 
 
+FORK_SERVER_ON = {"SANDBOX_KERNEL_FORKSERVER_IDLE": "60"}   # the per-user fork server, opt-in
+
+
 def fresh_kernels(runs: int) -> dict[str, list[float]]:
     """Kernel starts (plain and sandbox, to the first reply) and, in each
-    fresh plain kernel, the first %%container cell sent at once after %load_ext."""
-    timings = {"plain start": [], "sandbox start": [], "run all": []}
+    fresh plain kernel, the first %%container cell sent at once after
+    %load_ext; each also with the user's fork server on (forkserver.py,
+    off by default), warm from the runs before, taking turns."""
+    timings = {"plain start": [], "sandbox start": [], "run all": [],
+               "sandbox start, fork server": [], "run all, fork server": []}
     for _ in range(runs):
-        timings["sandbox start"].append(kernel_roundtrip.start_to_first_reply(kernel_roundtrip.SANDBOX))
-        started = time.perf_counter()
-        kernel = kernel_roundtrip.Kernel(kernel_roundtrip.PLAIN)
-        try:
-            kernel.kc.wait_for_ready(timeout=120)
-            cell(kernel, "pass")
-            timings["plain start"].append(time.perf_counter() - started)
-            cell(kernel, "%load_ext sandbox_kernel")
-            timings["run all"].append(cell(kernel, "%%container\nx = 1"))
-        finally:
-            kernel.stop()
+        for suffix, env in (("", {}), (", fork server", FORK_SERVER_ON)):
+            with environment(env):
+                timings["sandbox start" + suffix].append(
+                    kernel_roundtrip.start_to_first_reply(kernel_roundtrip.SANDBOX))
+                timings["run all" + suffix].append(run_all(timings["plain start"] if not env else []))
     return timings
+
+
+def run_all(plain_starts: list[float]) -> float:
+    """A fresh plain kernel (its start to a first reply goes to ``plain_starts``),
+    then the first %%container cell sent at once after %load_ext."""
+    started = time.perf_counter()
+    kernel = kernel_roundtrip.Kernel(kernel_roundtrip.PLAIN)
+    try:
+        kernel.kc.wait_for_ready(timeout=120)
+        cell(kernel, "pass")
+        plain_starts.append(time.perf_counter() - started)
+        cell(kernel, "%load_ext sandbox_kernel")
+        return cell(kernel, "%%container\nx = 1")
+    finally:
+        kernel.stop()
+
+
+@contextlib.contextmanager
+def environment(changes: dict):
+    """os.environ with ``changes`` (kernels started meanwhile inherit them)."""
+    saved = {key: os.environ.get(key) for key in changes}
+    os.environ.update(changes)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def starts_in_a_row(blocks: int) -> dict[str, list[float]]:
@@ -347,11 +381,15 @@ def issue_rows(args, bare, burst, shell, first, fresh, trips, oom) -> list[str]:
     lines.append(row("run all: at once after %load_ext", fresh["run all"], "ms", "target", 50.0 / ms,
                      (50.0, "figure"), ms))
     lines.append(row("", fresh["run all"], "ms", 'python -c "import IPython"', imp, None, ms))
+    lines.append(row("  the same, fork server on (opt-in)", fresh["run all, fork server"], "ms", "off",
+                     fresh["run all"], None, ms))
     lines.append(row("pool: a second after %load_ext", first["pool"], "ms", 'python -c "import IPython"', imp,
                      None, ms))
     lines.append("the sandbox kernel")
     lines.append(row("start to first reply", fresh["sandbox start"], "ms", "plain ipykernel", plain_start,
                      (1.05, "ratio"), ms))
+    lines.append(row("  the same, fork server on (opt-in)", fresh["sandbox start, fork server"], "ms",
+                     "plain ipykernel", plain_start, None, ms))
     lines.append(row("warm round trip of 'pass'", trips[(kernel_roundtrip.SANDBOX, "pass")], "ms",
                      "plain ipykernel", trips[(kernel_roundtrip.PLAIN, "pass")], (1.03, "ratio"), ms))
     if oom is NOT_MEASURED:

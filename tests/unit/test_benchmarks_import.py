@@ -36,7 +36,8 @@ def figures(ms: float) -> dict:
     burst = {"sandbox-kernel": [1000 / ms] * 3, "bwrap": [125.0] * 3}        # starts per second
     shell = {"run": [2 * ms / 1000] * 3, "bwrap": [0.005] * 3, "python3 -c pass": [0.02] * 3}
     first = {"pool": [ms / 1000] * 3, "cold": [ms / 1000] * 3, "import": [0.2] * 3}
-    fresh = {"plain start": [1.0] * 3, "sandbox start": [1.2] * 3, "run all": [0.5] * 3}
+    fresh = {"plain start": [1.0] * 3, "sandbox start": [1.2] * 3, "run all": [0.5] * 3,
+             "sandbox start, fork server": [1.1] * 3, "run all, fork server": [0.4] * 3}
     trips = {("python3", "pass"): [0.010] * 3, ("sbk-benchmark", "pass"): [0.0102] * 3}
     oom = {"restart": [ms / 1000] * 3, "no spare": [0.1] * 3, "plain": [0.008] * 3}
     mib = 1 << 20
@@ -62,6 +63,9 @@ def test_the_report_has_every_figure_its_baseline_and_verdict(on_path):
     assert "<= 20 ms: met" in _line(text, "cold: a new --name session")
     assert "NOT met" in _line(text, "run all: at once after")           # 500 ms against 50
     assert "1.20x" in _line(text, "start to first reply") and "NOT met" in _line(text, "start to first reply")
+    forked = [line for line in text.splitlines() if "fork server on" in line]
+    assert len(forked) == 2 and "off 500.0 ms" in forked[0] and "0.80x" in forked[0]
+    assert "plain ipykernel 1000.0 ms" in forked[1] and "1.10x" in forked[1]
     trip = _line(text, "warm round trip of 'pass'")
     assert "1.02x" in trip and "<= 1.03x: met" in trip
     assert "<= 20 ms: met" in _line(text, "restart after an out-of-memory cell")
