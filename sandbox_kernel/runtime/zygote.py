@@ -48,7 +48,8 @@ The daemon never reads a request: the fork it makes per owner runs
 owner.  Any doubt about the daemon's directory or peer gives the owner a
 private zygote.
 
-Imports: forkserver, launcher, launch_config and syscalls; a request is a LauncherConfig
+Imports (where used: the owner's side needs none of them): forkserver, launcher,
+launch_config and syscalls; a request is a LauncherConfig
 as JSON, parsed and checked in the fork (launch_config.py).
 """
 from __future__ import annotations
@@ -67,10 +68,12 @@ import subprocess
 import sys
 import threading
 
-from . import forkserver, launcher
-from . import syscalls as sc
-from .launch_config import LauncherConfig
+# Only what the owner's side needs at import: a kernel imports this module
+# on its start's path (session/preload.py), and the launcher, the fork
+# server and syscalls cost it 40-50 ms there.  The zygote's own side
+# imports them in main(), before its first fork.
 
+ENV_IDLE = "SANDBOX_KERNEL_FORKSERVER_IDLE"   # forkserver.ENV_IDLE: seconds, unset or 0 = off
 MAX_REQUEST = 1 << 22
 MAX_FDS = 64
 _FD_FIELDS = ("status_fd", "result_fd", "lifeline_fd")
@@ -213,6 +216,7 @@ class SharedZygote(Zygote):
     def _await_hello(self) -> bool:
         """Read our zygote's pid; False if it never came and a private
         zygote took its place."""
+        from . import forkserver
         forked = True
         try:
             self._process = _Peer(forkserver.hello(self._sock))
@@ -258,6 +262,9 @@ class SharedZygote(Zygote):
 
 def _start(preload: tuple[str, ...]) -> Zygote:
     """From the fork server when it can be used safely, else private."""
+    if os.environ.get(ENV_IDLE, "").strip() in ("", "0"):
+        return Zygote(preload)        # off (the default): no need to import forkserver
+    from . import forkserver
     idle = forkserver.idle_seconds()
     if idle > 0:
         try:
@@ -274,6 +281,7 @@ def _start(preload: tuple[str, ...]) -> Zygote:
 
 def _what_the_zygote_is(preload: tuple[str, ...]) -> dict:
     """What the fork server's key hashes besides the owner's identity."""
+    from . import forkserver
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     version = getattr(sys.modules.get("sandbox_kernel"), "__version__", None)
     return {"executable": sys.executable, "python": sys.version, "package": package,
@@ -358,6 +366,8 @@ def _fork_launcher(buffer: mmap.mmap, size: int, fds: list[int]) -> int:
     if len(fds) < _STATUS_FD_INDEX + len(_FD_FIELDS):
         raise ZygoteError(f"launch request with {len(fds)} fds: expected stdio and "
                           f"{', '.join(_FD_FIELDS)}")
+    from . import launcher
+    from .launch_config import LauncherConfig
     pid = os.fork()
     if pid == 0:
         code = 125
@@ -391,6 +401,7 @@ def _place_fds(config: LauncherConfig, fds: list[int]) -> None:
     for target, fd in zip(config.pass_fds, passed):
         os.dup2(fd, target)
     keep = {0, 1, 2, *channels, *config.pass_fds}
+    from . import launcher
     launcher._close_fds_except(keep)
 
 
@@ -425,6 +436,9 @@ def _import_quietly(name: str) -> None:
 
 
 def main() -> None:
+    # the zygote's side, imported before the first fork: every child shares it
+    from . import launch_config, launcher  # noqa: F401
+    from . import syscalls as sc
     sc.set_process_name("sbk-zygote")
     # A collection in a forked child writes to the header of every object
     # it walks, and each write copies a page of the zygote's: so no
@@ -444,6 +458,7 @@ def _fork_server(args: list[str]) -> None:
     """``--forkserver IDLE PRELOAD,... DIR NAME LISTENER_FD LOCK_FD``: this
     uid's daemon (forkserver.py), whose fork per client runs serve() as
     main() would."""
+    from . import forkserver
     idle, names, path, name, listener, lock = args
     forkserver.run_daemon(
         path, name, int(listener), int(lock), float(idle),
@@ -458,6 +473,7 @@ def _frozen(result):
 
 
 def _serve_client(sock: socket.socket, later: list[str]) -> None:
+    from . import syscalls as sc
     sc.set_process_name("sbk-zygote")
     sock.send(json.dumps({"pid": os.getpid()}).encode())
     serve(sock, later)
