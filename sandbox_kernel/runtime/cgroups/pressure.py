@@ -31,6 +31,14 @@ open descriptor, as inotify sees IN_MODIFY) when its "high" count goes up
 lifts memory.high again ("max"), so that the group is not throttled while
 its owner decides what to do; ``close`` lifts it too.
 
+A cell that starts with the group already past the threshold (memory an
+earlier cell keeps, say the one the watch just stopped) did not cross it,
+and may be the cell that frees it: it is not flagged for it.  v1 flags it
+again once it went below and crosses back up (the usage threshold fires
+both ways); v2 leaves memory.high lifted for such a cell (arming it below
+the usage would throttle the cell at once), so a cell that frees and grows
+again meets the limit itself.
+
 The null driver (no cgroup) has none: ``why_not`` says so.  Nothing here
 runs a loop or a thread: the caller polls the descriptor.
 """
@@ -67,8 +75,22 @@ class MemoryWatch:
     events = select.POLLIN
     threshold = 0
 
-    def _past(self, usage: int, stat_text: str) -> bool:
-        return usage >= self.threshold and kept_memory(usage, stat_text) >= self.threshold
+    started_past = False    # the cell began with the group past the threshold
+
+    def _past(self, usage: int, stat_text) -> bool:
+        """Whether the memory that stays is at or past the threshold;
+        ``stat_text`` is memory.stat's text, or a function that reads it
+        (only read when usage alone is past)."""
+        if usage < self.threshold:
+            return False
+        return kept_memory(usage, stat_text() if callable(stat_text) else stat_text) >= self.threshold
+
+    def _counts(self, past: bool) -> bool:
+        """A crossing counts unless the cell started past and has not been
+        below since (see the module docstring)."""
+        if not past:
+            self.started_past = False
+        return past and not self.started_past
 
     def fileno(self) -> int:
         raise NotImplementedError
@@ -115,6 +137,11 @@ class V1Watch(MemoryWatch):
 
     def begin(self) -> None:
         self._drain()
+        self.started_past = self._past_now()
+
+    def _past_now(self) -> bool:
+        usage = int(os.pread(self.usage_fd, 64, 0) or b"0")
+        return self._past(usage, lambda: os.pread(self.stat_fd, 65536, 0).decode())
 
     def _drain(self) -> None:
         try:
@@ -124,8 +151,7 @@ class V1Watch(MemoryWatch):
 
     def crossed(self) -> bool:
         self._drain()
-        usage = int(os.pread(self.usage_fd, 64, 0) or b"0")
-        return self._past(usage, os.pread(self.stat_fd, 65536, 0).decode())
+        return self._counts(self._past_now())
 
     def close(self) -> None:
         os.close(self.efd)                # the kernel drops the threshold with it
@@ -151,9 +177,16 @@ class V2Watch(MemoryWatch):
 
     def begin(self) -> None:
         self.seen = self._high_count()
-        if self.lifted:
+        self.started_past = self._past_now()
+        if self.started_past:
+            self._lift()                  # not below the usage: the cell would be throttled at once
+        elif self.lifted:
             self.dir.write("memory.high", str(self.threshold))
             self.lifted = False
+
+    def _past_now(self) -> bool:
+        usage = int(self.dir.read_once("memory.current"))
+        return self._past(usage, lambda: self.dir.read_once("memory.stat"))
 
     def end(self) -> None:
         self._lift()                      # between cells nothing is throttled
@@ -171,10 +204,9 @@ class V2Watch(MemoryWatch):
     def crossed(self) -> bool:
         count = self._high_count()
         went_up, self.seen = count > self.seen, count
-        if not went_up:
+        if not went_up or self.started_past:
             return False
-        usage = int(self.dir.read_once("memory.current"))
-        hit = self._past(usage, self.dir.read_once("memory.stat"))
+        hit = self._counts(self._past_now())
         if hit:
             self._lift()
         return hit
