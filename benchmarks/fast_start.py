@@ -160,8 +160,15 @@ def run_all(plain_starts: list[float]) -> float:
 @contextlib.contextmanager
 def environment(changes: dict):
     """os.environ with ``changes`` (kernels started meanwhile inherit them)."""
-    saved = {key: os.environ.get(key) for key in changes}
-    os.environ.update(changes)
+    with restored(changes):
+        os.environ.update(changes)
+        yield
+
+
+@contextlib.contextmanager
+def restored(keys):
+    """os.environ's ``keys`` as they were before, whatever the block set."""
+    saved = {key: os.environ.get(key) for key in keys}
     try:
         yield
     finally:
@@ -451,19 +458,12 @@ def main(argv=None) -> int:
     figures = {"bare": bare_starts(args.runs), "burst": starts_in_a_row(max(args.runs // 10, 3))}
     figures["shell"] = shell_runs(args.runs)
     threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()  # a kernel has threads
-    saved = {key: os.environ.get(key) for key in ("JUPYTER_PATH", "IPYTHONDIR")}
-    with tempfile.TemporaryDirectory(prefix="sbk-bench-") as data_dir:
+    with restored(("JUPYTER_PATH", "IPYTHONDIR")), \
+            tempfile.TemporaryDirectory(prefix="sbk-bench-") as data_dir:
         kernel_roundtrip.kernelspecs(data_dir)       # sets both, into data_dir
-        try:
-            figures["first"] = first_cells(args.runs)
-            figures["fresh"] = fresh_kernels(args.runs)
-            figures["trips"] = kernel_roundtrip.measure_roundtrips(args.runs)
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+        figures["first"] = first_cells(args.runs)
+        figures["fresh"] = fresh_kernels(args.runs)
+        figures["trips"] = kernel_roundtrip.measure_roundtrips(args.runs)
     figures["oom"] = NOT_MEASURED if args.skip_oom else restarts_after_oom(args.runs)
     if not args.no_memory:
         figures["memory"] = sessions_at_once(args.sessions)
