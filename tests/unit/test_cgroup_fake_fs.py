@@ -245,6 +245,28 @@ def test_v2_reset_peaks_writes_through_the_stats_descriptor(v2driver):
     assert text(Path(group.dir.path) / "memory.peak").startswith("reset")
 
 
+def test_a_stats_read_is_one_pread_per_file_and_a_reset_reads_nothing(v2driver, monkeypatch):
+    """A cell reads the stats twice and resets the peaks: a cgroup file is
+    made whole at each read from offset 0, so a second pread to find the end
+    (or a read before a reset) made it again, some 16 files per read on v1."""
+    group = v2driver.create("sbk-a", Limits(memory=64 << 20, pids=16))
+    group.stats()                                  # the descriptors opened
+    preads = []
+    real = os.pread
+    monkeypatch.setattr(os, "pread", lambda fd, n, off: preads.append(off) or real(fd, n, off))
+    group.stats()
+    assert preads and all(offset == 0 for offset in preads)
+    assert len(preads) == len([fd for fd in group.dir._fds.values() if fd is not None])
+    preads.clear()
+    assert group.reset_peaks() is True
+    assert preads == []
+
+
+def test_a_stats_file_longer_than_one_read_is_read_whole(tmp_path):
+    (tmp_path / "memory.stat").write_text("x" * 70000 + "\nend 1\n")
+    assert CgroupDir(str(tmp_path)).read("memory.stat").endswith("end 1\n")
+
+
 def test_v2_freeze_thaw_kill(v2driver):
     group = v2driver.create("sbk-a", Limits())
     path = Path(group.dir.path)

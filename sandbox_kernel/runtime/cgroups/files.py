@@ -74,10 +74,15 @@ class CgroupDir:
         """Text of a stats file through its kept-open descriptor."""
         optional, name = name.startswith("?"), name.lstrip("?")
         with self._fds_lock:
-            if name not in self._fds:
-                self._fds[name] = self._open_stats_file(name, optional)
-            fd = self._fds[name]
+            fd = self._kept_fd(name, optional)
             return None if fd is None else self._pread(fd, name)
+
+    def _kept_fd(self, name: str, optional: bool) -> int | None:
+        """The file's kept-open descriptor, opened on first use (None: an
+        optional file this kernel lacks).  Call with _fds_lock held."""
+        if name not in self._fds:
+            self._fds[name] = self._open_stats_file(name, optional)
+        return self._fds[name]
 
     def _open_stats_file(self, name: str, optional: bool) -> int | None:
         path = self.file(name)
@@ -108,6 +113,11 @@ class CgroupDir:
                     break
                 chunks.append(chunk)
                 offset += len(chunk)
+                if len(chunk) < 65536:
+                    # a short read is the end (a cgroup file is made whole at
+                    # each read from 0): another pread would make it again,
+                    # and a cell reads some 16 files twice
+                    break
         except OSError as error:
             raise CgroupError(error.errno, f"reading {self.file(name)}: {error.strerror}") from None
         return b"".join(chunks).decode()
@@ -115,7 +125,7 @@ class CgroupDir:
     def reset(self, name: str, value: str = "reset") -> bool:
         """Write to a stats file's own descriptor; False where the kernel refuses."""
         with self._fds_lock:
-            if self.read("?" + name) is None:
+            if self._kept_fd(name, optional=True) is None:
                 return False
             return self._write_own(name, value)
 

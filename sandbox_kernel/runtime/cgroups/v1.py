@@ -245,7 +245,7 @@ class V1Cgroup(Cgroup):
         """memory.max_usage_in_bytes takes a write of 0; pids.peak (Linux >= 6.x
         also on v1) where the kernel lets us, else it reads None from now on."""
         pids_dir = self.dirs.get("pids")
-        if pids_dir is not None and pids_dir.read("?pids.peak") is not None:
+        if pids_dir is not None:   # absent or refused alike: None from now on
             self._pids_peak_stale = not pids_dir.reset("pids.peak")
         if "memory" not in self.dirs:
             return False

@@ -194,7 +194,7 @@ class V2Cgroup(Cgroup):
         pids.peak that cannot be reset is reported as None from then on."""
         if "memory" not in self.controllers:
             return False
-        if "pids" in self.controllers and self.dir.read("?pids.peak") is not None:
+        if "pids" in self.controllers:   # absent or refused alike: None from now on
             self._pids_peak_stale = not self.dir.reset("pids.peak")
         return self.dir.reset("memory.peak")
 
