@@ -67,4 +67,7 @@ def test_even_with_cap_net_admin_the_bridge_drops_another_address(net_env):
                               capture_output=True, text=True, timeout=60)
         after = _uplink_tx(net_env.uplink)
     assert "SENT" in done.stdout, done.stdout + done.stderr   # the kernel let them out of eth0
-    assert after - before < 5, f"{after - before} packets left as {open_one.net_address}: {done.stdout}"
+    # a leak is at least the 20 datagrams (27 packets without the filter); the
+    # uplink also carries a few of the host's own in those 2 s (an earlier
+    # test's connections closing: 5 were seen once), so the bar is below 20
+    assert after - before < 15, f"{after - before} packets left as {open_one.net_address}: {done.stdout}"
