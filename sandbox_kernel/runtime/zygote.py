@@ -254,7 +254,7 @@ class SharedZygote(Zygote):
         return super()._exchange(body, fds)
 
     def close(self) -> None:
-        self.process
+        _ = self.process   # the hello read first: Zygote.close waits for that process
         super().close()
         if isinstance(self._process, _Peer):
             self._process.close()
