@@ -224,7 +224,8 @@ class Container:
     def stats(self) -> CgroupStats:
         if self.cgroup is None:
             raise LifecycleError(f"container {self.name} has no cgroup ({self.state.value})")
-        return self._with_disk(_with_limits(self.cgroup.stats(), self.spec))
+        used, size = self.disk_usage()
+        return _completed(self.cgroup.stats(), self.spec, disk_used=used, disk_limit=size)
 
     def net_stats(self):
         """--net bridge: the container's bytes, refusals and lookups
@@ -252,10 +253,6 @@ class Container:
                 return None, self.layer_size
             fs = os.fstatvfs(self._layer_fd)
         return (fs.f_blocks - fs.f_bfree) * fs.f_frsize, fs.f_blocks * fs.f_frsize
-
-    def _with_disk(self, stats: CgroupStats) -> CgroupStats:
-        used, size = self.disk_usage()
-        return dataclasses.replace(stats, disk_used=used, disk_limit=size)
 
     def _pin_layer(self) -> None:
         """Hold the container's root (on the writable layer's tmpfs, or an
@@ -453,14 +450,16 @@ def _classify(code: int, timed_out: bool, stats: CgroupStats):
     return ("signal" if signum else "exit"), code, signum
 
 
-def _with_limits(stats: CgroupStats, spec: ContainerSpec) -> CgroupStats:
-    """Fill the limits in from the spec where the driver could not read them."""
+def _completed(stats: CgroupStats, spec: ContainerSpec, **more) -> CgroupStats:
+    """The limits filled in from the spec where the driver could not read
+    them, and ``more`` (the disk's figures): one copy of the stats."""
     limits = spec.limits
     return dataclasses.replace(
         stats,
         memory_limit=stats.memory_limit if stats.memory_limit is not None else limits.memory,
         pids_limit=stats.pids_limit if stats.pids_limit is not None else limits.pids,
         cpu_limit=stats.cpu_limit if stats.cpu_limit is not None else limits.cpus,
+        **more,
     )
 
 

@@ -7,6 +7,7 @@ never 0.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
@@ -99,10 +100,27 @@ def parse_shmem(text: str, v1: bool = False) -> int | None:
     v1 says ``shmem`` for the group's own pages and ``total_shmem`` with its
     children's (ours have none, but the total is what was charged).  None when
     the kernel gives neither (v1 before Linux 4.x)."""
-    values = parse_flat_keyed(text)
-    if v1 and "total_shmem" in values:
-        return values["total_shmem"]
-    return values.get("shmem")
+    total = flat_keyed_value(text, "total_shmem") if v1 else None
+    return total if total is not None else flat_keyed_value(text, "shmem")
+
+
+def flat_keyed_value(text: str, key: str) -> int | None:
+    """The value of ``key`` in a flat-keyed text (as parse_flat_keyed gives
+    it), found without parsing the other lines: memory.stat has 40-70 of
+    them, and a cell reads it twice."""
+    needle = key + " "
+    if text.startswith(needle):
+        start = 0
+    else:
+        start = text.find("\n" + needle)
+        if start < 0:
+            return None
+        start += 1
+    end = text.find("\n", start)
+    fields = text[start:end if end >= 0 else len(text)].split()
+    if len(fields) == 2 and fields[1].lstrip("-").isdigit():
+        return int(fields[1])
+    return None
 
 
 def parse_nested_keyed(text: str) -> dict[str, dict[str, int]]:
@@ -131,15 +149,21 @@ def parse_blkio_v1(text: str) -> tuple[int, int]:
     """blkio.throttle.io_service_bytes -> (bytes read, bytes written).
 
     Lines are 'MAJ:MIN Op bytes' per device and operation; the last line,
-    'Total N', has no device and is left out so that nothing counts twice."""
+    'Total N', has no device and is left out so that nothing counts twice.
+    (Six lines per disk: a regex finds the two of each a cell needs.)"""
     read = write = 0
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) == 3 and fields[1] == "Read":
-            read += int(fields[2])
-        elif len(fields) == 3 and fields[1] == "Write":
-            write += int(fields[2])
+    for operation, number in _blkio_line().findall(text):
+        if operation == "Read":
+            read += int(number)
+        else:
+            write += int(number)
     return read, write
+
+
+@functools.cache
+def _blkio_line():
+    import re   # at first use: `sandbox-kernel run` imports this module and may read no stats
+    return re.compile(r"^\S+ (Read|Write) (\d+)$", re.MULTILINE)
 
 
 # -- whole groups -----------------------------------------------------------------

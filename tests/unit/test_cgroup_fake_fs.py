@@ -410,6 +410,49 @@ def test_v1_reset_peaks_freeze_thaw(v1driver):
     assert text(Path(group.dirs["freezer"].file("freezer.state"))) == "THAWED"
 
 
+def test_v1_a_cell_resets_the_peak_through_the_kept_descriptor_and_skips_refused_resets(
+        v1driver, monkeypatch):
+    """A cell resets the peaks before it runs: v1's memory peak is written
+    through the descriptor its stats are read from (an open, write and close
+    cost a kernel's cell ~0.1 ms), and a reset the kernel refused (pids.peak
+    on v1 before Linux 6.x: EINVAL) is not asked again each cell."""
+    group = v1driver.create("sbk-a", Limits(memory=64 << 20, pids=16))
+    Path(group.dirs["pids"].file("pids.peak")).write_text("3\n")   # Linux >= 6.x also on v1
+    group.stats()                                  # the descriptors opened
+    opened, written = [], []
+    real_open, real_write = os.open, os.write
+    monkeypatch.setattr(os, "open", lambda path, *a, **k: opened.append(path) or real_open(path, *a, **k))
+
+    def write(fd, data):
+        written.append(fd)
+        if fd == group.dirs["pids"]._fds.get("pids.peak"):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_write(fd, data)
+    monkeypatch.setattr(os, "write", write)
+    assert group.reset_peaks() is True and group.reset_peaks() is True
+    assert opened == []
+    assert text(Path(group.dirs["memory"].file("memory.max_usage_in_bytes"))).startswith("0")
+    pids_fd = group.dirs["pids"]._fds["pids.peak"]
+    assert written.count(pids_fd) == 1             # refused once, not tried again
+    assert group.stats().pids_peak is None         # a peak from before the reset would mislead
+
+
+def test_v1_stats_do_not_read_what_they_report_as_unknown(v1driver, monkeypatch):
+    """Uncounted io and a pids peak that could not be reset are None: their
+    files are not read (a cell reads the stats twice)."""
+    group = v1driver.create("sbk-a", Limits(memory=64 << 20, pids=16))
+    group.io_counted = False
+    group._pids_peak_stale = True
+    group.stats()
+    read = []
+    monkeypatch.setattr(type(group.dirs["pids"]), "read",
+                        lambda self, name, real=type(group.dirs["pids"]).read: read.append(name) or real(self, name))
+    stats = group.stats()
+    assert (stats.io_read, stats.io_write, stats.pids_peak) == (None, None, None)
+    assert not [name for name in read if "blkio" in name or "pids.peak" in name]
+    assert stats.pids_limit == 16 and stats.memory_limit == 64 << 20
+
+
 def test_v1_destroy_removes_every_hierarchy_and_is_idempotent(v1driver):
     group = v1driver.create("sbk-a", Limits(memory=64 << 20))
     group.stats()

@@ -7,7 +7,8 @@ import pytest
 from sandbox_kernel.runtime.stats import (CgroupStats, parse_blkio_v1, parse_cfs_quota,
                                           parse_cpu_max, parse_flat_keyed, parse_int,
                                           parse_io_stat_v2, parse_max, parse_nested_keyed,
-                                          parse_pid_list, parse_v1_limit, v1_stats, v2_stats)
+                                          parse_pid_list, parse_shmem, parse_v1_limit,
+                                          flat_keyed_value, v1_stats, v2_stats)
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
@@ -94,6 +95,25 @@ def test_flat_keyed_skips_lines_of_another_shape():
     assert parse_flat_keyed("a 1\nodd\nb two\nc 3 4\n\nd -1\n") == {"a": 1, "d": -1}
 
 
+@pytest.mark.parametrize("text", ["a 1\nodd\nb two\nc 3 4\n\nd -1\n", "x 5", "", "shmem 7\nshmem_thp 9\n",
+                                  "file 1\nshmem_thp 9\nshmem 7\ntotal_shmem 11\n"])
+def test_one_flat_keyed_value_is_what_the_whole_parse_gives(text):
+    whole = parse_flat_keyed(text)
+    for key in ("a", "b", "c", "d", "x", "odd", "shmem", "shmem_thp", "total_shmem", "hmem", "missing"):
+        assert flat_keyed_value(text, key) == whole.get(key), key
+
+
+def test_shmem_of_recorded_memory_stat_files_and_neighbours_of_its_name():
+    assert parse_shmem("anon 4096\nshmem_thp 8192\nshmem 12288\n") == 12288
+    assert parse_shmem("shmem 1\ntotal_shmem 5\n", v1=True) == 5      # the group's with its children's
+    assert parse_shmem("shmem 1\n", v1=True) == 1
+    assert parse_shmem("total_shmem 5\n") is None                     # v2 has no total_
+    assert parse_shmem("anon 1\n") is None
+    # a v1 container of this host that wrote 300000 bytes and 4 to its /tmp (42 lines)
+    text = recorded("v1", "memory_stat")["memory.stat"]
+    assert parse_shmem(text, v1=True) == parse_flat_keyed(text)["total_shmem"] == 307200
+
+
 def test_io_stat_v2_sums_devices():
     text = "8:0 rbytes=100 wbytes=10 rios=1 wios=1 dbytes=0 dios=0\n8:16 rbytes=5 wbytes=7\n"
     assert parse_nested_keyed(text)["8:16"] == {"rbytes": 5, "wbytes": 7}
@@ -106,6 +126,9 @@ def test_blkio_v1_counts_read_and_write_once():
     # Sync, Async, Discard and both Total lines are other views of the same bytes
     assert parse_blkio_v1(recorded("v1")["blkio.throttle.io_service_bytes"]) == (2105344, 4 << 20)
     assert parse_blkio_v1("Total 0\n") == (0, 0)
+    text = "8:0 Read 10\n8:0 Write 20\n8:0 Sync 30\n8:16 Read 1\n8:16 Write 2\n8:16 Total 3\nTotal 33"
+    assert parse_blkio_v1(text) == (11, 22)
+    assert parse_blkio_v1("8:0 Read x\n8:0 Writes 5\n8:0 Write 7 8\n") == (0, 0)   # not of the shape
 
 
 def test_pid_list():

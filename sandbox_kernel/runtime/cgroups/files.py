@@ -18,6 +18,10 @@ WAIT_SECONDS = 2.0
 READ_LIMIT = 1 << 20
 """No cgroup file we read is this long; a bound on a read loop."""
 
+PEAKS = (".peak", "memory.max_usage_in_bytes")
+"""Stats files a write resets (v2's memory.peak and pids.peak, v1's memory
+peak): kept open read-write where the kernel lets us."""
+
 
 def check_name(name: str) -> None:
     """Every group is ``sbk-...`` so that leftovers can be found and counted."""
@@ -56,6 +60,7 @@ class CgroupDir:
     def __init__(self, path: str):
         self.path = path
         self._fds: dict[str, int | None] = {}   # None: optional file absent
+        self._refused: set[str] = set()          # resets this kernel refused: not tried again
         # stats are read from other threads (a kernel's control thread, the side
         # panel's ticker) while destroy() closes: a read must never use a closed
         # number that was handed to someone else since
@@ -88,7 +93,10 @@ class CgroupDir:
         path = self.file(name)
         # v2 resets a *.peak for reads through the descriptor that was written
         # to, so a peak is opened read-write where the kernel lets us (reset()).
-        modes = (os.O_RDWR, os.O_RDONLY) if name.endswith(".peak") else (os.O_RDONLY,)
+        # v1's peak too: a write through the kept descriptor costs the cell no
+        # open of the file (in a kernel's process, with its threads, an open,
+        # write and close cost ~0.1 ms before each cell).
+        modes = (os.O_RDWR, os.O_RDONLY) if name.endswith(PEAKS) else (os.O_RDONLY,)
         for mode in modes:
             try:
                 return os.open(path, mode | os.O_CLOEXEC)
@@ -123,11 +131,17 @@ class CgroupDir:
         return b"".join(chunks).decode()
 
     def reset(self, name: str, value: str = "reset") -> bool:
-        """Write to a stats file's own descriptor; False where the kernel refuses."""
+        """Write to a stats file's own descriptor; False where the kernel
+        refuses.  A refusal is the kernel's answer for good (a pids.peak
+        without reset, a descriptor it let us open read-only): a cell resets
+        the peaks before it runs, so it is not asked again each cell."""
         with self._fds_lock:
-            if self._kept_fd(name, optional=True) is None:
+            if name in self._refused or self._kept_fd(name, optional=True) is None:
                 return False
-            return self._write_own(name, value)
+            if not self._write_own(name, value):
+                self._refused.add(name)
+                return False
+            return True
 
     def _write_own(self, name: str, value: str) -> bool:
         try:

@@ -20,7 +20,6 @@ starts, nothing is limited.  Where that fails, io figures are None, not 0.
 """
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 from collections.abc import Mapping
@@ -231,15 +230,16 @@ class V1Cgroup(Cgroup):
             memory_dir.write(name, value, MEMORY_FIX)
 
     def stats(self) -> CgroupStats:
+        # Not read, so None: a pids peak from before the reset would mislead,
+        # and uncounted io's "Total 0" would claim no io happened.  (A cell
+        # reads this twice: no read, parse or copy it would throw away.)
+        unread = {"pids.peak"} if self._pids_peak_stale else set()
+        if not self.io_counted:
+            unread.add("blkio.throttle.io_service_bytes")
         texts = {name.lstrip("?"): self.dirs[controller].read(name)
                  for controller, names in STATS_FILES.items() if controller in self.dirs
-                 for name in names}
-        stats = v1_stats(texts, self.clock_ticks)
-        if self._pids_peak_stale:   # a peak from before the reset would mislead
-            stats = dataclasses.replace(stats, pids_peak=None)
-        if not self.io_counted:     # "Total 0" would claim no io happened
-            stats = dataclasses.replace(stats, io_read=None, io_write=None)
-        return stats
+                 for name in names if name.lstrip("?") not in unread}
+        return v1_stats(texts, self.clock_ticks)
 
     def reset_peaks(self) -> bool:
         """memory.max_usage_in_bytes takes a write of 0; pids.peak (Linux >= 6.x
@@ -249,7 +249,9 @@ class V1Cgroup(Cgroup):
             self._pids_peak_stale = not pids_dir.reset("pids.peak")
         if "memory" not in self.dirs:
             return False
-        self.dirs["memory"].write("memory.max_usage_in_bytes", "0")
+        memory = self.dirs["memory"]
+        if not memory.reset("memory.max_usage_in_bytes", "0"):   # kept read-only: a write of its own
+            memory.write("memory.max_usage_in_bytes", "0")
         return True
 
     def freeze(self) -> None:

@@ -15,7 +15,6 @@ into a child ``leaf`` first, as systemd and container engines do.
 """
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 
@@ -181,12 +180,11 @@ class V2Cgroup(Cgroup):
         return self.cpus
 
     def stats(self) -> CgroupStats:
+        # a pids peak from before the reset would mislead: not read, so None
+        unread = "pids.peak" if self._pids_peak_stale else None
         names = [n for c, files in STATS_FILES.items()
-                 if c is None or c in self.controllers for n in files]
-        stats = v2_stats({n.lstrip("?"): self.dir.read(n) for n in names})
-        if self._pids_peak_stale:   # a peak from before the reset would mislead
-            stats = dataclasses.replace(stats, pids_peak=None)
-        return stats
+                 if c is None or c in self.controllers for n in files if n.lstrip("?") != unread]
+        return v2_stats({n.lstrip("?"): self.dir.read(n) for n in names})
 
     def reset_peaks(self) -> bool:
         """Write to memory.peak (Linux >= 6.12) and pids.peak, through the
