@@ -160,23 +160,9 @@ def run_all(plain_starts: list[float]) -> float:
 @contextlib.contextmanager
 def environment(changes: dict):
     """os.environ with ``changes`` (kernels started meanwhile inherit them)."""
-    with restored(changes):
+    with kernel_roundtrip.restored(changes):
         os.environ.update(changes)
         yield
-
-
-@contextlib.contextmanager
-def restored(keys):
-    """os.environ's ``keys`` as they were before, whatever the block set."""
-    saved = {key: os.environ.get(key) for key in keys}
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def starts_in_a_row(blocks: int) -> dict[str, list[float]]:
@@ -458,7 +444,7 @@ def main(argv=None) -> int:
     figures = {"bare": bare_starts(args.runs), "burst": starts_in_a_row(max(args.runs // 10, 3))}
     figures["shell"] = shell_runs(args.runs)
     threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()  # a kernel has threads
-    with restored(("JUPYTER_PATH", "IPYTHONDIR")), \
+    with kernel_roundtrip.restored(("JUPYTER_PATH", "IPYTHONDIR")), \
             tempfile.TemporaryDirectory(prefix="sbk-bench-") as data_dir:
         kernel_roundtrip.kernelspecs(data_dir)       # sets both, into data_dir
         figures["first"] = first_cells(args.runs)

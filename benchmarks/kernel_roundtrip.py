@@ -19,6 +19,7 @@ same for both kernels; the kernels' own difference is in the rest.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import queue
 import statistics
@@ -48,6 +49,21 @@ def kernelspecs(data_dir: str) -> None:
     os.environ["JUPYTER_PATH"] = data_dir
     os.environ["IPYTHONDIR"] = os.path.join(data_dir, "ipython")
     _ipc_dir = data_dir
+
+
+@contextlib.contextmanager
+def restored(keys):
+    """os.environ's ``keys`` as they were before, whatever the block set
+    (kernelspecs() sets JUPYTER_PATH and IPYTHONDIR for a run)."""
+    saved = {key: os.environ.get(key) for key in keys}
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 class Kernel:

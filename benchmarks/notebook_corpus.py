@@ -300,28 +300,22 @@ def run_corpus(select: str | None = None, memory: str = "2G", log=print, verbose
     kernel; ipykernel again to find volatile cells), JOBS runs at a time."""
     import concurrent.futures
     import multiprocessing
+    from kernel_roundtrip import restored
     entries = notebooks(load_manifest(), select)
-    saved = {k: os.environ.get(k) for k in ("JUPYTER_PATH", "IPYTHONDIR")}
     results = []
-    with tempfile.TemporaryDirectory(prefix="nb-corpus-") as scratch:
-        try:
-            kernelspecs(scratch, memory, [e["sandbox_policy"] for e in entries if e.get("sandbox_policy")])
-            with concurrent.futures.ProcessPoolExecutor(
-                    jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-                runs = pool.map(_run_job, [(entry, kernel, scratch) for entry in entries
-                                           for kernel in (PLAIN, other_kernel(entry, against))])
-                for entry in entries:
-                    plain, other = next(runs), next(runs)
-                    result = compare(entry, plain, other)
-                    result.seconds["shutdown"] = round(other.shutdown_seconds, 2)
-                    results.append(result)
-                    log(row(result, verbose))
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+    with tempfile.TemporaryDirectory(prefix="nb-corpus-") as scratch, \
+            restored(("JUPYTER_PATH", "IPYTHONDIR")):
+        kernelspecs(scratch, memory, [e["sandbox_policy"] for e in entries if e.get("sandbox_policy")])
+        with concurrent.futures.ProcessPoolExecutor(
+                jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            runs = pool.map(_run_job, [(entry, kernel, scratch) for entry in entries
+                                       for kernel in (PLAIN, other_kernel(entry, against))])
+            for entry in entries:
+                plain, other = next(runs), next(runs)
+                result = compare(entry, plain, other)
+                result.seconds["shutdown"] = round(other.shutdown_seconds, 2)
+                results.append(result)
+                log(row(result, verbose))
     return summary(results, memory, against)
 
 
