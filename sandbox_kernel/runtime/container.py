@@ -390,11 +390,14 @@ class Container:
             plan = rootfs.image_plan(spec, state_dir, self._workspace(), image_store.get(spec.image),
                                      rootless=rootless)
         uid, gid = spec.user
+        by_itself = self.cgroup.thread_join_files()   # init joins alone, without the global lock
         return LauncherConfig(
             userns=idmap, keep_groups=bool(idmap and not idmap.by_tool),
             command=list(spec.command), env=workload_environment(spec),
             workdir=spec.workdir, hostname=spec.hostname, uid=uid, gid=gid,
-            network=self.network.launch_policy(), join_files=self.cgroup.join_files(),
+            network=self.network.launch_policy(),
+            join_files=by_itself if by_itself is not None else self.cgroup.join_files(),
+            join_self=by_itself is not None,
             rlimits=[list(r) for r in self.cgroup.child_rlimits()],
             cpus=self.cgroup.child_affinity(),   # where no cpuset pins it: cgroups/cpus.py
             plan=plan,

@@ -37,7 +37,7 @@ class LauncherConfig:
     uid: int                       # who the workload is (inside its user namespace, rootless)
     gid: int
     network: str                   # network.py's policy name
-    join_files: list[str]          # cgroup files init writes "0" to, to join
+    join_files: list[str]          # cgroup files init joins through (the launcher writes its pid)
     rlimits: list[list[int]]       # [resource, limit]: the null driver's limits
     cpus: list[int] | None         # init's affinity where no cpuset pins it (cgroups/cpus.py)
     plan: list[Op]                 # the mount plan (rootfs.py), applied by init
@@ -48,6 +48,7 @@ class LauncherConfig:
     state_dir: str                 # the container's state directory, removed likewise
     userns: IdMap | None = None    # rootless: the user namespace's id map (userns.py)
     keep_groups: bool = False      # rootless with a single id: setgroups is denied
+    join_self: bool = False        # init writes "0" to join_files itself (v1's tasks: no global lock)
     run_module: str | None = None  # zygote: run ``python -m MODULE`` in-process, no exec
     module_args: list[str] = field(default_factory=list)
     status_fd: int = -1            # the channels (launcher.py's docstring): Container._spawn

@@ -1,11 +1,13 @@
 """The runtime's fast start keeps every property of a slow one.
 
-The launcher moves init into the container's cgroup while init makes its
-mounts (launcher._join_cgroup: a cgroup migration waits for an RCU grace
-period, which init's setup now overlaps).  What must hold however the
-join is done: the workload never runs outside the group, the cgroup
-namespace's root is the container's own group, a join that fails stops
-the start with its step named, and nothing is left behind."""
+On v2 the launcher moves init into the container's cgroup while init makes
+its mounts (launcher._join_cgroup: a cgroup migration waits for an RCU grace
+period, which init's setup overlaps); on v1 init joins by itself, first
+thing, through each hierarchy's ``tasks`` (launcher._join_itself: no global
+lock, no grace period).  What must hold however the join is done: the
+workload never runs outside the group, the cgroup namespace's root is the
+container's own group, a join that fails stops the start with its step
+named, and nothing is left behind."""
 from __future__ import annotations
 
 import os
@@ -51,6 +53,22 @@ def test_init_and_the_workload_are_in_every_group_and_the_launcher_in_none(mode)
             assert launcher not in members, procs
             for pid in members:
                 assert spawn.child_of(pid) in (None, *members), "a member's child outside the group"
+
+
+def test_v1_init_joins_by_itself_and_v2_init_is_moved_by_the_launcher(mode, cgroup_driver, monkeypatch):
+    configs = []
+    real = Container._launch_config
+    monkeypatch.setattr(Container, "_launch_config", lambda self: configs.append(real(self)) or configs[-1])
+    with Container(ContainerSpec(command=("/bin/true",)), stdin=subprocess.DEVNULL, spawn=mode) as box:
+        box.start()
+        assert box.wait(timeout=30).status == "ok"
+    (config,) = configs
+    files = {os.path.basename(path) for path in config.join_files}
+    if cgroup_driver.version == "v1":
+        assert config.join_self and files == {"tasks"}
+        assert len(config.join_files) == len(box.cgroup.join_files())   # every hierarchy
+    else:
+        assert not config.join_self and files == {"cgroup.procs"}
 
 
 def test_a_join_that_fails_stops_the_start_with_its_step_named(mode, monkeypatch):

@@ -175,6 +175,7 @@ def test_v2_create_writes_limits(v2driver):
     assert text(path / "cpu.max") == "50000 100000"
     assert text(path / "pids.max") == "16"
     assert group.join_files() == [str(path / "cgroup.procs")]
+    assert group.thread_join_files() is None      # cgroup.threads: threaded groups only
 
 
 def test_v2_no_limits_are_max(v2driver):
@@ -352,6 +353,8 @@ def test_v1_create_writes_limits_in_each_hierarchy(v1fs, v1driver):
     assert text(v1fs.mount / "pids" / "sbk-a" / "pids.max") == "16"
     assert text(v1fs.mount / "blkio" / "sbk-a" / "blkio.throttle.read_bps_device") == "254:0 0"
     assert len(group.join_files()) == 5   # cpu and cpuacct share one hierarchy
+    # init joins by itself through each hierarchy's tasks (no global lock)
+    assert group.thread_join_files() == [p.replace("cgroup.procs", "tasks") for p in group.join_files()]
 
 
 def test_v1_memsw_order_when_raising_and_lowering(v1fs, v1driver):
@@ -478,6 +481,7 @@ def test_null_driver_limits_itself_with_rlimits_and_reports_no_figures():
     group = driver.create("sbk-a", Limits(memory=64 << 20, pids=10, cpus=1))
     assert group.child_rlimits() == [(resource.RLIMIT_AS, 64 << 20)]
     assert group.join_files() == [] and driver.leftovers() == []
+    assert group.thread_join_files() is None
     stats = group.stats()
     assert stats.memory_limit == 64 << 20
     assert all(v is None for k, v in stats.as_dict().items() if k != "memory_limit")

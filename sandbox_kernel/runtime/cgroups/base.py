@@ -4,7 +4,7 @@ When each call happens (parent = the owning process on the host, child = the
 container's init before it runs any user code):
 
     parent   driver.create(name, limits)   make the group, write its limits
-    child    cgroup.join_files()           init writes "0" to each: it joins
+    child    cgroup.join_files()           init joins (thread_join_files: by itself)
     parent   cgroup.stats()                at any time; pread of open files
     parent   cgroup.set(limits)            change limits live
     parent   cgroup.reset_peaks()          before a cell, where the host can
@@ -45,6 +45,17 @@ class Cgroup(abc.ABC):
     @abc.abstractmethod
     def join_files(self) -> list[str]:
         """Paths of the cgroup.procs files a process writes "0" to, to join."""
+
+    def thread_join_files(self) -> list[str] | None:
+        """Files a single-threaded process writes "0" to, to join without the
+        kernel's global cgroup_threadgroup_rwsem; None where there are none.
+        Writing a process to cgroup.procs takes that lock for writing, which
+        waits for an RCU grace period (5-15 ms) unless another migration just
+        took it: every container started on its own (a `run`, a kernel's
+        first cell, a restart) waited so.  Linux (5.19 on) skips the lock for
+        a thread moving itself (v1's ``tasks``; v2's cgroup.threads only in
+        threaded groups, which ours are not)."""
+        return None
 
     def child_rlimits(self) -> list[tuple[int, int]]:
         """rlimits the container's processes must set themselves (null driver)."""

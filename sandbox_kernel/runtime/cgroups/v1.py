@@ -167,6 +167,9 @@ class V1Cgroup(Cgroup):
     def join_files(self) -> list[str]:
         return [d.file("cgroup.procs") for d in self.hierarchies]
 
+    def thread_join_files(self) -> list[str]:
+        return [d.file("tasks") for d in self.hierarchies]
+
     def add(self, pid: int) -> None:
         for hierarchy in self.hierarchies:
             hierarchy.write("cgroup.procs", str(pid))
