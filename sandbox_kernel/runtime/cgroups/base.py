@@ -52,9 +52,10 @@ class Cgroup(abc.ABC):
         Writing a process to cgroup.procs takes that lock for writing, which
         waits for an RCU grace period (5-15 ms) unless another migration just
         took it: every container started on its own (a `run`, a kernel's
-        first cell, a restart) waited so.  Linux (5.19 on) skips the lock for
-        a thread moving itself (v1's ``tasks``; v2's cgroup.threads only in
-        threaded groups, which ours are not)."""
+        first cell, a restart) waited so.  Linux skips the lock for a thread
+        moving itself (v1's ``tasks``: 0.4 ms against 8-13 ms on this 6.18; an
+        older kernel takes it, and the join is as slow as before).  v2's
+        cgroup.threads is for threaded groups only, which ours are not."""
         return None
 
     def child_rlimits(self) -> list[tuple[int, int]]:
